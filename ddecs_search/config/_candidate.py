@@ -1,0 +1,215 @@
+"""Typed configuration of one early-exit candidate and of how it is trained and measured.
+
+These dataclasses are what flows inside the system (and to Ray workers, so they stay picklable);
+YAML and JSON enter through :func:`ddecs_search.config.from_dict`, which validates them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ddecs_search.config._parse import fail
+
+
+@dataclass(frozen=True)
+class BranchSpec:
+    """Architecture of one exit branch; input shape is inferred from the backbone at its exit point.
+
+    The branch is ``conv_layers`` × (conv3×3 → BN → ReLU) with ``channels`` each, an adaptive
+    ``pool`` to ``pool_size``×``pool_size``, an optional hidden FC layer (``hidden`` > 0, with
+    ``dropout``), and a linear classifier.
+    """
+
+    conv_layers: int = 1
+    channels: int = 32
+    pool: Literal["avg", "max"] = "avg"
+    pool_size: int = 2
+    hidden: int = 0
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.conv_layers <= 3:
+            fail("conv_layers", f"must be 0..3, got {self.conv_layers}")
+        if self.channels < 1:
+            fail("channels", f"must be >= 1, got {self.channels}")
+        if not 1 <= self.pool_size <= 8:
+            fail("pool_size", f"must be 1..8, got {self.pool_size}")
+        if self.hidden < 0:
+            fail("hidden", f"must be >= 0 (0 = no hidden layer), got {self.hidden}")
+        if not 0.0 <= self.dropout < 1.0:
+            fail("dropout", f"must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How exit branches are trained.
+
+    ``frozen``: the trained baseline backbone is fixed and only branches learn (fast; the final exit's
+    accuracy equals the baseline's). ``joint``: BranchyNet's weighted sum of all exits' losses,
+    ``loss_weights`` one per exit including the final one (default: equal weights).
+    """
+
+    mode: Literal["frozen", "joint"] = "frozen"
+    epochs: int = 2
+    lr: float = 1e-3
+    batch_size: int = 128
+    weight_decay: float = 0.0
+    optimizer: Literal["adam", "sgd"] = "adam"
+    loss_weights: tuple[float, ...] | None = None
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0:
+            fail("epochs", f"must be >= 0, got {self.epochs}")
+        if self.lr <= 0:
+            fail("lr", f"must be > 0, got {self.lr}")
+        if self.batch_size < 1:
+            fail("batch_size", f"must be >= 1, got {self.batch_size}")
+        if self.loss_weights is not None and any(w < 0 for w in self.loss_weights):
+            fail("loss_weights", f"must be non-negative, got {list(self.loss_weights)}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            fail("label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """Training budget of the static backbone (trained once, cached by content hash)."""
+
+    epochs: int = 3
+    lr: float = 1e-3
+    batch_size: int = 128
+    weight_decay: float = 0.0
+    optimizer: Literal["adam", "sgd"] = "adam"
+    label_smoothing: float = 0.0
+    pretrained: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0:
+            fail("epochs", f"must be >= 0, got {self.epochs}")
+        if self.lr <= 0:
+            fail("lr", f"must be > 0, got {self.lr}")
+        if self.batch_size < 1:
+            fail("batch_size", f"must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Which exit policy decides when a sample leaves, and its accuracy–cost trade-off.
+
+    ``cost_weight`` (λ) is what the policy optimises: accuracy − λ · (expected cost / static cost).
+    ``cost`` picks the cost table (measured ``latency`` or ``macs``). ``options`` holds kind-specific
+    settings (e.g. RL iterations, learning rate); unknown options are rejected by the policy.
+    """
+
+    kind: str = "threshold"
+    cost_weight: float = 0.3
+    cost: Literal["latency", "macs"] = "latency"
+    metric: Literal["max_prob", "entropy"] = "max_prob"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.cost_weight < 0:
+            fail("cost_weight", f"must be >= 0, got {self.cost_weight}")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the search space: where the exits are, what they look like, how they decide.
+
+    ``exit_points`` index the backbone's candidate exit points (see ``Backbone.exit_point_names``),
+    strictly increasing; ``branches`` has one spec per exit point.
+    """
+
+    backbone: str
+    exit_points: tuple[int, ...]
+    branches: tuple[BranchSpec, ...]
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.exit_points) == 0:
+            fail("exit_points", "needs at least one early exit")
+        if any(b <= a for a, b in zip(self.exit_points, self.exit_points[1:])):
+            fail("exit_points", f"must be strictly increasing (ordered, distinct), got {list(self.exit_points)}")
+        if any(p < 0 for p in self.exit_points):
+            fail("exit_points", f"must be >= 0, got {list(self.exit_points)}")
+        if len(self.branches) != len(self.exit_points):
+            fail(
+                "branches",
+                f"needs one branch spec per exit point: {len(self.exit_points)} exit points, "
+                f"{len(self.branches)} branches",
+            )
+        weights = self.training.loss_weights
+        if weights is not None and len(weights) != len(self.exit_points) + 1:
+            fail(
+                "training.loss_weights",
+                f"needs one weight per exit including the final one ({len(self.exit_points) + 1}), "
+                f"got {len(weights)}",
+            )
+
+    @property
+    def num_exits(self) -> int:
+        """Number of exits including the final classifier."""
+        return len(self.exit_points) + 1
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset, where it lives and how it is split.
+
+    Validation is carved from the training set with ``split_seed``; nothing is selected or tuned on
+    test. ``*_subset`` cut the splits for smoke runs (``null`` = all).
+    """
+
+    name: str = "fashion-mnist"
+    root: str | None = None
+    val_fraction: float = 0.1
+    train_subset: int | None = None
+    val_subset: int | None = None
+    test_subset: int | None = None
+    num_workers: int = 0
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            fail("val_fraction", f"must be in (0, 1), got {self.val_fraction}")
+        for name in ("train_subset", "val_subset", "test_subset"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                fail(name, f"must be >= 1 or null (all), got {value}")
+        if self.num_workers < 0:
+            fail("num_workers", f"must be >= 0, got {self.num_workers}")
+
+
+@dataclass(frozen=True)
+class MeasurementConfig:
+    """How latency and energy are measured on the target device.
+
+    ``latency_samples`` test samples are timed end to end at batch 1 (static and early-exit in the same
+    run); the lookup table uses ``warmup`` + ``repeats`` runs per module and takes medians.
+    """
+
+    device: str = "auto"
+    latency_samples: int = 300
+    warmup: int = 10
+    repeats: int = 30
+    batch_size: int = 256
+    energy: Literal["auto", "nvml", "rapl", "none"] = "auto"
+    energy_min_seconds: float = 1.0
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.latency_samples < 1:
+            fail("latency_samples", f"must be >= 1, got {self.latency_samples}")
+        if self.repeats < 1:
+            fail("repeats", f"must be >= 1, got {self.repeats}")
+        if self.warmup < 0:
+            fail("warmup", f"must be >= 0, got {self.warmup}")
+        if self.batch_size < 1:
+            fail("batch_size", f"must be >= 1, got {self.batch_size}")
+        if self.energy_min_seconds <= 0:
+            fail("energy_min_seconds", f"must be > 0, got {self.energy_min_seconds}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            fail("device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")

@@ -1,0 +1,36 @@
+"""Backbones with candidate exit points, exit branches and the multi-exit network.
+
+Importing this package registers every built-in backbone (one module per family).
+"""
+
+from ddecs_search.models import lenet as _lenet  # noqa: F401  (registers)
+from ddecs_search.models._backbone import Backbone
+from ddecs_search.models._branch import build_branch
+from ddecs_search.models._multi_exit import EarlyExitOutput, MultiExitNet, OnlineExitPolicy
+from ddecs_search.models._registry import (
+    BackboneInfo,
+    backbone_info,
+    create_backbone,
+    list_backbones,
+    register_backbone,
+)
+
+for _family in ("alexnet", "resnet", "vgg"):
+    try:  # families added as separate modules; each registers itself on import
+        __import__(f"ddecs_search.models.{_family}")
+    except ModuleNotFoundError as _exc:  # pragma: no cover - only while a family is not written yet
+        if _exc.name != f"ddecs_search.models.{_family}":
+            raise
+
+__all__ = [
+    "Backbone",
+    "BackboneInfo",
+    "EarlyExitOutput",
+    "MultiExitNet",
+    "OnlineExitPolicy",
+    "backbone_info",
+    "build_branch",
+    "create_backbone",
+    "list_backbones",
+    "register_backbone",
+]

@@ -1,0 +1,123 @@
+"""A backbone with exit branches: all-exit training forward and early-exit inference."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from ddecs_search.config import BranchSpec
+from ddecs_search.models._backbone import Backbone
+from ddecs_search.models._branch import build_branch
+from ddecs_search.policies._features import exit_features
+
+
+class OnlineExitPolicy(Protocol):
+    """What early-exit inference needs from a policy: a per-exit, vectorised exit decision."""
+
+    def exit_mask(self, exit_index: int, features: torch.Tensor) -> torch.Tensor:
+        """``(B, F)`` features at early exit ``exit_index`` -> ``(B,)`` bool, True = leave now."""
+        ...
+
+
+@dataclass
+class EarlyExitOutput:
+    """Result of early-exit inference for a batch, in input order."""
+
+    predictions: torch.Tensor  # (N,) int64
+    exit_indices: torch.Tensor  # (N,) int64, num_exits - 1 = final classifier
+
+
+class MultiExitNet(nn.Module):
+    """``backbone`` plus one branch per exit point.
+
+    Exit ``k`` (``k < len(exit_points)``) reads the output of ``backbone.segments[exit_points[k]]``;
+    exit ``num_exits - 1`` is the backbone's own head. The computation between consecutive exits is a
+    *stage*; stage ``k`` ends at exit ``k``.
+    """
+
+    def __init__(self, backbone: Backbone, exit_points: Sequence[int], branch_specs: Sequence[BranchSpec]) -> None:
+        super().__init__()
+        n_points = len(backbone.exit_point_names)
+        points = list(exit_points)
+        if not points or any(b <= a for a, b in zip(points, points[1:])) or points[0] < 0 or points[-1] >= n_points:
+            raise ValueError(f"exit points must be strictly increasing within 0..{n_points - 1}, got {points}")
+        if len(branch_specs) != len(points):
+            raise ValueError(f"{len(points)} exit points need {len(points)} branch specs, got {len(branch_specs)}")
+        self.backbone = backbone
+        self.exit_points = tuple(points)
+        self.branch_specs = tuple(branch_specs)
+        shapes = backbone.feature_shapes()
+        self.branches = nn.ModuleList(
+            build_branch(spec, shapes[p], backbone.num_classes) for p, spec in zip(points, branch_specs)
+        )
+        ends = [p + 1 for p in points] + [len(backbone.segments)]
+        starts = [0] + ends[:-1]
+        self._stage_ranges = list(zip(starts, ends))
+
+    @property
+    def num_exits(self) -> int:
+        """Exits including the final classifier."""
+        return len(self.exit_points) + 1
+
+    def run_stage(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        """Backbone computation from exit ``k - 1`` (or the input) up to exit ``k``.
+
+        For the last stage this includes the head, so its output is the final logits.
+        """
+        start, end = self._stage_ranges[k]
+        for i in range(start, end):
+            x = self.backbone.segments[i](x)
+        if k == self.num_exits - 1:
+            x = self.backbone.head(x)
+        return x
+
+    def exit_logits(self, k: int, h: torch.Tensor) -> torch.Tensor:
+        """Logits of exit ``k`` from the stage-``k`` output ``h`` (identity for the final exit)."""
+        return self.branches[k](h) if k < len(self.branches) else h
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """All exits' logits, ``num_exits`` tensors of shape ``(B, num_classes)`` (for training)."""
+        outs = []
+        h = x
+        for k in range(self.num_exits):
+            h = self.run_stage(k, h)
+            outs.append(self.exit_logits(k, h))
+        return outs
+
+    @torch.no_grad()
+    def early_exit(self, x: torch.Tensor, policy: OnlineExitPolicy) -> EarlyExitOutput:
+        """Dynamic inference: samples leave at the first exit whose policy says so.
+
+        Samples that exit are removed from the batch and the rest continue, so batch 1 and any batch
+        size give the same decisions (up to the numerics of the kernels, which the tests check).
+        """
+        n = x.shape[0]
+        device = x.device
+        predictions = torch.empty(n, dtype=torch.long, device=device)
+        exits = torch.empty(n, dtype=torch.long, device=device)
+        index = torch.arange(n, device=device)
+        prev_pred: torch.Tensor | None = None
+        h = x
+        last = self.num_exits - 1
+        for k in range(self.num_exits):
+            h = self.run_stage(k, h)
+            logits = self.exit_logits(k, h)
+            pred = logits.argmax(dim=1)
+            if k == last:
+                predictions[index] = pred
+                exits[index] = k
+                break
+            mask = policy.exit_mask(k, exit_features(logits, prev_pred)).to(device=device, dtype=torch.bool)
+            if bool(mask.any()):
+                predictions[index[mask]] = pred[mask]
+                exits[index[mask]] = k
+                keep = ~mask
+                if not bool(keep.any()):
+                    break
+                h, index, pred = h[keep], index[keep], pred[keep]
+            prev_pred = pred
+        return EarlyExitOutput(predictions, exits)

@@ -1,0 +1,25 @@
+"""Exit policies: when a sample may leave. Fitted and scored on cached exit-output tables."""
+
+from ddecs_search.policies._base import ExitPolicy
+from ddecs_search.policies._features import FEATURE_NAMES, exit_features
+from ddecs_search.policies._registry import create_policy, list_policies, load_policy, register_policy
+from ddecs_search.policies._simple import OraclePolicy, StaticPolicy
+from ddecs_search.policies._table import DecisionStats, ExitCosts, ExitTable, score_decisions
+from ddecs_search.policies._threshold import ThresholdPolicy
+
+__all__ = [
+    "FEATURE_NAMES",
+    "DecisionStats",
+    "ExitCosts",
+    "ExitPolicy",
+    "ExitTable",
+    "OraclePolicy",
+    "StaticPolicy",
+    "ThresholdPolicy",
+    "create_policy",
+    "exit_features",
+    "list_policies",
+    "load_policy",
+    "register_policy",
+    "score_decisions",
+]

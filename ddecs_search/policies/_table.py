@@ -1,0 +1,153 @@
+"""The cached exit-output table and the per-exit cost vector that policies are fitted and scored on.
+
+Exit outputs on val/test are computed once per candidate; policies (thresholds, RL agents, the oracle)
+are then learned and scored on this table without running the network again.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from ddecs_search.policies._features import FEATURE_NAMES, exit_features
+
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
+
+    from ddecs_search.models import MultiExitNet
+
+
+@dataclass
+class ExitTable:
+    """Outputs of every exit for every sample of one split.
+
+    Attributes:
+        features: ``(N, E, F)`` float32, see :data:`FEATURE_NAMES`.
+        predictions: ``(N, E)`` int64 predicted class per exit.
+        labels: ``(N,)`` int64 ground truth.
+    """
+
+    features: np.ndarray
+    predictions: np.ndarray
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        n, e, f = self.features.shape
+        if self.predictions.shape != (n, e) or self.labels.shape != (n,) or f != len(FEATURE_NAMES):
+            raise ValueError(
+                f"inconsistent exit table: features {self.features.shape}, predictions "
+                f"{self.predictions.shape}, labels {self.labels.shape}"
+            )
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def num_exits(self) -> int:
+        return int(self.predictions.shape[1])
+
+    @property
+    def correct(self) -> np.ndarray:
+        """``(N, E)`` bool: is exit ``k`` right on sample ``i``."""
+        return self.predictions == self.labels[:, None]
+
+    def subset(self, index: np.ndarray) -> ExitTable:
+        """Rows ``index`` of the table."""
+        return ExitTable(self.features[index], self.predictions[index], self.labels[index])
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically as ``.npz``."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+        os.close(fd)
+        np.savez(tmp, features=self.features, predictions=self.predictions, labels=self.labels)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ExitTable:
+        with np.load(path, allow_pickle=False) as data:
+            return cls(data["features"], data["predictions"], data["labels"])
+
+    @classmethod
+    @torch.no_grad()
+    def from_model(cls, model: MultiExitNet, loader: DataLoader, device: torch.device) -> ExitTable:
+        """Run every exit of ``model`` over ``loader`` once and collect the table."""
+        model.eval()
+        feats, preds, labels = [], [], []
+        for x, y in loader:
+            outs = model(x.to(device, non_blocking=True))
+            prev = None
+            f_k, p_k = [], []
+            for logits in outs:
+                f_k.append(exit_features(logits, prev))
+                prev = logits.argmax(dim=1)
+                p_k.append(prev)
+            feats.append(torch.stack(f_k, dim=1).cpu())
+            preds.append(torch.stack(p_k, dim=1).cpu())
+            labels.append(y.cpu())
+        return cls(
+            torch.cat(feats).numpy().astype(np.float32),
+            torch.cat(preds).numpy().astype(np.int64),
+            torch.cat(labels).numpy().astype(np.int64),
+        )
+
+
+@dataclass(frozen=True)
+class ExitCosts:
+    """Cost of each part of the multi-exit network, in one unit (ms or MMACs).
+
+    Attributes:
+        stage: ``(E,)`` backbone cost of stage ``k`` (the last includes the head).
+        branch: ``(E-1,)`` cost of early-exit branch ``k``.
+        static: cost of the plain static network (all stages, no branches).
+        unit: ``"ms"`` or ``"MMAC"``.
+        source: where the numbers come from (``"measured:cpu"``, ``"flop_counter"``...).
+    """
+
+    stage: np.ndarray
+    branch: np.ndarray
+    static: float
+    unit: str
+    source: str
+
+    def path(self) -> np.ndarray:
+        """``(E,)`` cost of leaving at exit ``k``: stages 0..k plus branches evaluated on the way.
+
+        Leaving at the final exit still pays every early branch (they were evaluated and declined).
+        """
+        branch = np.append(self.branch, 0.0)
+        return np.cumsum(self.stage + branch)
+
+    def normalised_path(self) -> np.ndarray:
+        """:meth:`path` divided by the static network's cost (1.0 = static cost)."""
+        return self.path() / self.static
+
+
+@dataclass(frozen=True)
+class DecisionStats:
+    """What a set of exit decisions achieves on a table."""
+
+    accuracy: float
+    cost: float  # mean normalised cost per sample (static network = 1.0)
+    exit_fractions: tuple[float, ...]
+    exit_accuracies: tuple[float | None, ...]  # accuracy of the samples that left at each exit
+
+
+def score_decisions(table: ExitTable, exits: np.ndarray, path_cost: np.ndarray) -> DecisionStats:
+    """Accuracy, mean normalised cost and per-exit breakdown of ``exits`` ((N,) exit indices)."""
+    rows = np.arange(table.num_samples)
+    correct = table.correct[rows, exits]
+    fractions, accs = [], []
+    for k in range(table.num_exits):
+        sel = exits == k
+        fractions.append(float(sel.mean()))
+        accs.append(float(correct[sel].mean()) if sel.any() else None)
+    return DecisionStats(float(correct.mean()), float(path_cost[exits].mean()), tuple(fractions), tuple(accs))

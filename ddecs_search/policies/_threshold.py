@@ -1,0 +1,109 @@
+"""BranchyNet's confidence thresholds, tuned on the validation table for a cost weight."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+import torch
+
+from ddecs_search.config import PolicyConfig
+from ddecs_search.policies._base import ExitPolicy
+from ddecs_search.policies._features import ENTROPY, MAX_PROB
+from ddecs_search.policies._registry import register_policy
+from ddecs_search.policies._table import ExitTable
+
+_GRID = 41  # candidate thresholds per exit (quantiles of the validation scores, plus "never")
+_EXHAUSTIVE_MAX_EXITS = 2  # search the full grid up to this many early exits, else coordinate descent
+
+
+class ThresholdPolicy(ExitPolicy):
+    """Leave at exit ``k`` when its confidence passes ``thresholds[k]``.
+
+    ``metric="max_prob"``: leave when the top-1 probability is >= the threshold. ``metric="entropy"``:
+    leave when the softmax entropy is <= the threshold. Internally both become a score ``s`` (max-prob,
+    or minus entropy) compared with ``s >= t``; ``t = +inf`` means the exit never fires.
+    """
+
+    kind = "threshold"
+
+    def __init__(self, metric: str = "max_prob", thresholds: list[float] | None = None) -> None:
+        if metric not in ("max_prob", "entropy"):
+            raise ValueError(f"metric must be 'max_prob' or 'entropy', got {metric!r}")
+        self.metric = metric
+        self.thresholds = None if thresholds is None else [float(t) for t in thresholds]
+
+    # score s: larger = more confident
+    def _score(self, features: np.ndarray | torch.Tensor) -> Any:
+        return features[..., MAX_PROB] if self.metric == "max_prob" else -features[..., ENTROPY]
+
+    def _score_thresholds(self) -> list[float]:
+        assert self.thresholds is not None, "policy is not fitted"
+        return self.thresholds if self.metric == "max_prob" else [-t for t in self.thresholds]
+
+    def exit_mask(self, exit_index: int, features: torch.Tensor) -> torch.Tensor:
+        t = self._score_thresholds()[exit_index]
+        return self._score(features) >= t
+
+    def fit(self, table: ExitTable, path_cost: np.ndarray, cost_weight: float) -> ThresholdPolicy:
+        """Maximise ``accuracy - cost_weight * mean normalised cost`` on ``table`` over a threshold grid."""
+        scores = self._score(table.features)  # (N, E)
+        correct = table.correct
+        n_early = table.num_exits - 1
+        grids = [np.append(np.unique(np.quantile(scores[:, k], np.linspace(0, 1, _GRID))), np.inf) for k in range(n_early)]
+
+        def objective(ts: tuple[float, ...]) -> float:
+            exits = _first_exit(scores, ts)
+            rows = np.arange(len(exits))
+            return float(correct[rows, exits].mean() - cost_weight * path_cost[exits].mean())
+
+        if n_early <= _EXHAUSTIVE_MAX_EXITS:
+            best = max(itertools.product(*grids), key=objective)
+        else:
+            best = _coordinate_descent(grids, objective)
+        score_ts = [float(t) for t in best]
+        self.thresholds = score_ts if self.metric == "max_prob" else [-t for t in score_ts]
+        return self
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "thresholds": self.thresholds}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.metric = state["metric"]
+        self.thresholds = [float(t) for t in state["thresholds"]]
+
+
+def _first_exit(scores: np.ndarray, ts: tuple[float, ...] | list[float]) -> np.ndarray:
+    """Index of the first early exit whose score passes its threshold, else the final exit."""
+    n, e = scores.shape
+    fires = scores[:, : e - 1] >= np.asarray(ts)[None, :]
+    fires = np.concatenate([fires, np.ones((n, 1), dtype=bool)], axis=1)
+    return fires.argmax(axis=1)
+
+
+def _coordinate_descent(grids: list[np.ndarray], objective: Any, sweeps: int = 4) -> tuple[float, ...]:
+    current = [g[-1] for g in grids]  # start from "never exit early"
+    best_val = objective(tuple(current))
+    for _ in range(sweeps):
+        improved = False
+        for k, grid in enumerate(grids):
+            for t in grid:
+                trial = current.copy()
+                trial[k] = t
+                val = objective(tuple(trial))
+                if val > best_val + 1e-12:
+                    best_val, current, improved = val, trial, True
+        if not improved:
+            break
+    return tuple(current)
+
+
+@register_policy("threshold")
+def _threshold(config: PolicyConfig) -> ExitPolicy:
+    unknown = set(config.options) - {"thresholds"}
+    if unknown:
+        from ddecs_search.errors import ConfigError
+
+        raise ConfigError(f"'policy.options': threshold policy takes no option(s) {sorted(unknown)}")
+    return ThresholdPolicy(metric=config.metric, thresholds=config.options.get("thresholds"))

@@ -1,0 +1,55 @@
+"""Helpers shared by CLI verbs: JSON arguments, atomic output files, dataset overrides."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ddecs_search.config import SearchSpace, parse_space, to_dict
+from ddecs_search.errors import ConfigError
+
+
+def parse_json_arg(text: str, flag: str) -> Any:
+    """Parse a JSON command-line value, naming the flag on failure."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{flag}: not valid JSON ({exc.msg} at position {exc.pos}): {text!r}") from None
+
+
+def override_dataset(space: SearchSpace, dataset: str | None) -> SearchSpace:
+    """``--dataset NAME`` replaces the space's dataset name (subsets and split settings are kept)."""
+    if not dataset:
+        return space
+    data = to_dict(space)
+    data["dataset"]["name"] = dataset
+    return parse_space(data, f"--dataset {dataset}")
+
+
+def json_safe(obj: Any) -> Any:
+    """NaN/inf → null and numpy scalars → Python numbers, so the output is strict JSON."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json_atomic(obj: Any, path: str | Path) -> None:
+    """Write JSON via a temp file + rename so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(json_safe(obj), fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, path)
+

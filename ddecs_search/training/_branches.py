@@ -1,0 +1,89 @@
+"""Exit-branch training: ``frozen`` (only branches learn) or ``joint`` (BranchyNet weighted loss).
+
+Both start from the trained baseline. In frozen mode the backbone stays in eval mode with gradients
+off, so the final exit's accuracy is exactly the baseline's and each epoch costs one backbone forward
+plus the branches' forward/backward.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ddecs_search.config import TrainingConfig
+from ddecs_search.models import MultiExitNet
+from ddecs_search.training._loop import EpochCallback, LoopSettings, run_epochs
+
+
+def _loss_weights(cfg: TrainingConfig, num_exits: int) -> list[float]:
+    if cfg.loss_weights is not None:
+        return list(cfg.loss_weights)
+    return [1.0] * num_exits
+
+
+def train_branches(
+    model: MultiExitNet,
+    train_set: Any,
+    cfg: TrainingConfig,
+    *,
+    device: torch.device,
+    checkpoint_path: Path,
+    seed: int = 0,
+    num_workers: int = 0,
+    quiet: bool = False,
+    on_epoch: EpochCallback | None = None,
+) -> dict[str, Any]:
+    """Train ``model``'s branches (and, in joint mode, its backbone) in place; resumable per epoch.
+
+    Returns:
+        ``{"train_time_s": ..., "epochs_run": ..., "resumed_from": ..., "last_loss": ...}``.
+    """
+    from ddecs_search.data import make_loader
+
+    start = time.perf_counter()
+    model.to(device)
+    frozen = cfg.mode == "frozen"
+    weights = _loss_weights(cfg, model.num_exits)
+    if frozen:
+        for p in model.backbone.parameters():
+            p.requires_grad_(False)
+        params = [p for p in model.branches.parameters()]
+    else:
+        params = [p for p in model.parameters()]
+
+    def train_mode(m: nn.Module) -> None:
+        m.train()
+        if frozen:
+            model.backbone.eval()  # BN statistics of the frozen backbone must not move
+
+    def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if frozen:
+            loss = x.new_zeros(())
+            h = x
+            for k in range(model.num_exits - 1):
+                with torch.no_grad():
+                    h = model.run_stage(k, h)
+                loss = loss + weights[k] * F.cross_entropy(model.exit_logits(k, h), y,
+                                                           label_smoothing=cfg.label_smoothing)
+            return loss
+        outs = model(x)
+        return sum(w * F.cross_entropy(o, y, label_smoothing=cfg.label_smoothing) for w, o in zip(weights, outs))
+
+    def batches(epoch: int) -> Any:
+        return make_loader(train_set, batch_size=cfg.batch_size, shuffle=True, seed=seed * 1000 + epoch,
+                           num_workers=num_workers, device=device)
+
+    settings = LoopSettings(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,
+                            seed=seed, quiet=quiet, desc=f"branches ({cfg.mode})")
+    info = run_epochs(model, params, batches, loss_fn, settings, device, checkpoint_path,
+                      train_mode=train_mode, on_epoch=on_epoch)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.eval()
+    info["train_time_s"] = time.perf_counter() - start
+    return info

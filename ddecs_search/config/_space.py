@@ -130,8 +130,13 @@ class SearchConfig:
     asha: bool = False
     verify: bool = True
     verify_top: int = 3
+    population_size: int | None = None
 
     def __post_init__(self) -> None:
+        if self.population_size is not None and self.population_size < 2:
+            fail("population_size", f"must be >= 2 or null (auto), got {self.population_size}")
+        if self.verify_top < 1:
+            fail("verify_top", f"must be >= 1, got {self.verify_top}")
         if self.num_samples < 1:
             fail("num_samples", f"must be >= 1, got {self.num_samples}")
         if self.max_concurrent < 1:
@@ -155,6 +160,16 @@ class Resources:
 
 
 _DEFAULT_OBJECTIVES = (Objective("accuracy", "max"), Objective("latency_ms", "min"))
+
+# Numeric metrics of the candidate evaluation that objectives and constraints may name
+# (see docs/architecture.md; ``rl_return`` exists only for RL policies).
+NUMERIC_METRICS = (
+    "accuracy", "accuracy_drop", "baseline_accuracy", "batch1_table_agreement", "baseline_energy_mj",
+    "baseline_latency_ms", "baseline_macs", "batched_throughput_speedup", "cost_weight", "energy_mj",
+    "expected_cost", "expected_latency_ms", "inference_table_agreement", "latency_ms", "latency_p95_ms",
+    "macs", "num_exits", "oracle_accuracy", "oracle_expected_latency_ms", "oracle_macs", "policy_train_time_s",
+    "rl_return", "speedup", "table_accuracy", "train_time_s", "val_accuracy", "wall_time_s",
+)
 
 
 @dataclass(frozen=True)
@@ -181,6 +196,19 @@ class SearchSpace:
         names = [o.name for o in self.objectives]
         if len(set(names)) != len(names):
             fail("objectives", f"names must be distinct, got {names}")
+        valid = ", ".join(NUMERIC_METRICS)
+        for i, name in enumerate(names):
+            if name not in NUMERIC_METRICS:
+                fail(f"objectives[{i}].name", f"unknown metric {name!r}; valid: {valid}")
+        for i, c in enumerate(self.constraints):
+            if c.metric not in NUMERIC_METRICS:
+                fail(f"constraints[{i}].metric", f"unknown metric {c.metric!r}; valid: {valid}")
+        if self.search.asha and len(self.objectives) != 1:
+            fail("search.asha", f"early stopping (ASHA) needs exactly one objective, got {len(names)}: {names}")
+        weights, max_exits = self.training.loss_weights, self.exits.count[1]
+        if weights is not None and len(weights) != max_exits + 1:
+            fail("training.loss_weights", f"needs {max_exits + 1} weights (one per early-exit slot up to "
+                 f"exits.count max = {max_exits}, then the final exit), got {len(weights)}")
 
 
 def _validate_against_registries(space: SearchSpace) -> None:

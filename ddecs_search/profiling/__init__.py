@@ -1,0 +1,48 @@
+"""Cost measurement of early-exit networks: MACs, latency tables, end-to-end timing and energy.
+
+``mac_costs`` / ``latency_costs`` give per-stage and per-branch :class:`~ddecs_search.policies.ExitCosts`
+that policies are fitted on; ``compare_static_vs_early_exit`` and ``batched_throughput`` time real
+inference against the static backbone in the same run; ``create_energy_meter`` picks NVML, RAPL or an
+honest "unavailable". ``pynvml`` is imported only when an NVML meter is created.
+"""
+
+from ddecs_search.profiling._device import device_name, resolve_device, synchronize
+from ddecs_search.profiling._energy import (
+    ENERGY_KINDS,
+    EnergyMeter,
+    EnergyReading,
+    NvmlEnergyMeter,
+    RaplEnergyMeter,
+    UnavailableEnergyMeter,
+    create_energy_meter,
+    energy_per_sample,
+)
+from ddecs_search.profiling._latency import (
+    LatencyStats,
+    batched_throughput,
+    compare_static_vs_early_exit,
+    latency_costs,
+    time_per_sample,
+)
+from ddecs_search.profiling._macs import count_macs, mac_costs
+
+__all__ = [
+    "ENERGY_KINDS",
+    "EnergyMeter",
+    "EnergyReading",
+    "LatencyStats",
+    "NvmlEnergyMeter",
+    "RaplEnergyMeter",
+    "UnavailableEnergyMeter",
+    "batched_throughput",
+    "compare_static_vs_early_exit",
+    "count_macs",
+    "create_energy_meter",
+    "device_name",
+    "energy_per_sample",
+    "latency_costs",
+    "mac_costs",
+    "resolve_device",
+    "synchronize",
+    "time_per_sample",
+]

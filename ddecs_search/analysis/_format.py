@@ -1,0 +1,141 @@
+"""Text renderings of a front (or any trials table): fixed-width table, CSV, JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ddecs_search.analysis._pareto import ALL_GROUP
+from ddecs_search.analysis._trials import parse_json_cell
+from ddecs_search.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FORMATS = ("table", "csv", "json")
+CONFIG_PREFIX = "config/"
+_INTERNAL_COLUMNS = ("feasible",)
+TABLE_COLUMNS = (
+    "experiment",
+    "group",
+    "trial_id",
+    "accuracy",
+    "accuracy_drop",
+    "latency_ms",
+    "speedup",
+    "energy_mj",
+    "macs",
+    "config/exit_points",
+    "config/policy_kind",
+    "config/cost_weight",
+    "config/training_mode",
+    "crowding",
+)
+_MAX_CELL = 28
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars → Python, NaN/inf → None, JSON text → lists/dicts (so the output is strict JSON)."""
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return parse_json_cell(value)
+
+
+def front_records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as dicts: ``trial_id`` first, ``config`` (the ``config/`` columns, prefix removed), then the
+    metrics under their trials-table names; JSON text parsed, NaN → None."""
+    records = []
+    for _, row in df.iterrows():
+        rec: dict[str, Any] = {}
+        config: dict[str, Any] = {}
+        for col, value in row.items():
+            if col in _INTERNAL_COLUMNS:
+                continue
+            if str(col).startswith(CONFIG_PREFIX):
+                config[str(col)[len(CONFIG_PREFIX) :]] = _plain(value)
+            else:
+                rec[str(col)] = _plain(value)
+        ordered = {"trial_id": rec.pop("trial_id", None), "config": config}
+        ordered.update(rec)
+        records.append(ordered)
+    return records
+
+
+def _cell(value: Any, column: str) -> str:
+    value = _plain(value)
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if column.endswith("macs") and abs(value) >= 1e5:
+            return f"{value / 1e6:.2f}M"
+        return f"{value:.4g}"
+    if isinstance(value, (list, dict)):
+        value = json.dumps(value, separators=(",", ":"))
+    text = str(value)
+    return text if len(text) <= _MAX_CELL else text[: _MAX_CELL - 1] + "…"
+
+
+def _table_columns(df: pd.DataFrame, columns: Sequence[str] | None) -> list[str]:
+    if columns is not None:
+        return [c for c in columns if c in df.columns]
+    cols = []
+    for c in TABLE_COLUMNS:
+        if c not in df.columns:
+            continue
+        if c == "group" and set(df[c].dropna().unique()) <= {ALL_GROUP}:
+            continue
+        if c in ("experiment", "energy_mj") and df[c].notna().sum() == 0:
+            continue
+        cols.append(c)
+    return cols
+
+
+def format_table(df: pd.DataFrame, columns: Sequence[str] | None = None) -> str:
+    """A fixed-width text table of the key columns (numbers to 4 significant digits, '-' for missing)."""
+    cols = _table_columns(df, columns)
+    header = [c[len(CONFIG_PREFIX) :] if c.startswith(CONFIG_PREFIX) else c for c in cols]
+    rows = [[_cell(v, c) for c, v in zip(cols, r)] for r in df[cols].itertuples(index=False)]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+    numeric = [bool(rows) and all(_is_number(r[i]) for r in rows) for i in range(len(cols))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)).rstrip()
+
+    out = [line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]
+    if not rows:
+        out.append("(no trials)")
+    return "\n".join(out) + "\n"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text.rstrip("M"))
+    except ValueError:
+        return text == "-"
+    return True
+
+
+def format_front(df: pd.DataFrame, fmt: str = "table", columns: Sequence[str] | None = None) -> str:
+    """Render a front (or any trials table) as ``"table"``, ``"csv"`` or ``"json"``.
+
+    Args:
+        df: rows to render, e.g. :func:`pareto_front`'s result.
+        fmt: ``table`` (fixed-width key columns), ``csv`` (every column, trials-table names, JSON text
+            kept as text) or ``json`` (a list of :func:`front_records`: ``trial_id``, nested ``config``
+            and the metrics under their trials-table names, JSON lists parsed, NaN → null).
+        columns: the columns of the ``table`` format (default: :data:`TABLE_COLUMNS` that are present).
+
+    Raises:
+        ConfigError: an unknown format.
+    """
+    if fmt == "table":
+        return format_table(df, columns)
+    if fmt == "csv":
+        return df.drop(columns=[c for c in _INTERNAL_COLUMNS if c in df.columns]).to_csv(index=False)
+    if fmt == "json":
+        return json.dumps(front_records(df), indent=2, allow_nan=False) + "\n"
+    raise ConfigError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")

@@ -1,0 +1,190 @@
+"""Pareto fronts of a trials table: objectives, constraints, device groups, ranks and crowding."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+from ddecs_search._imports import require
+from ddecs_search.analysis._constraints import Constraint, check_columns, feasible_mask, parse_constraint
+from ddecs_search.analysis._dominance import crowding_distance, direction_signs, non_dominated_sort
+from ddecs_search.analysis._trials import COMPLETED_STATE, DEFAULT_OBJECTIVES, Objective, completed_trials
+from ddecs_search.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Metrics measured on one device: values from different devices must never meet in one front.
+DEVICE_BOUND_METRICS = frozenset({"latency_ms", "latency_p95_ms", "expected_latency_ms", "energy_mj"})
+ENERGY_METRIC, ENERGY_PROXY = "energy_mj", "macs"
+ALL_GROUP = "all"  # the ``group`` of every row when the front is not split by device
+
+
+class FrontResult(NamedTuple):
+    """Everything :func:`compute_front` derives from a trials table.
+
+    Attributes:
+        front: the rank-0 feasible rows, sorted by group then by the first objective (best first).
+        ranked: every completed row with ``rank`` (0 = first front, -1 = infeasible), ``crowding``
+            (within its rank), ``feasible`` and ``group`` (the device when the front is split, else "all").
+        objectives: the objectives actually ranked on (after the energy → MACs fallback).
+        notices: sentences for the user (device split, energy fallback, rows left out).
+        group_by: "device" when one front per device was computed, else None.
+    """
+
+    front: pd.DataFrame
+    ranked: pd.DataFrame
+    objectives: list[Objective]
+    notices: list[str]
+    group_by: str | None
+
+
+def _normalise_objectives(objectives: Sequence[Objective] | None) -> list[Objective]:
+    objectives = list(objectives or DEFAULT_OBJECTIVES)
+    out = []
+    for obj in objectives:
+        if not (isinstance(obj, (tuple, list)) and len(obj) == 2):
+            raise ConfigError(f"objective {obj!r}: expected (metric, 'min' | 'max')")
+        name, direction = str(obj[0]), str(obj[1]).lower()
+        try:
+            direction_signs([direction], 1)
+        except ValueError:
+            raise ConfigError(f"objective {name!r}: direction must be 'min' or 'max', got {obj[1]!r}") from None
+        out.append((name, "max" if direction.startswith("max") else "min"))
+    names = [n for n, _ in out]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"objectives must be distinct, got {names}")
+    return out
+
+
+def resolve_objectives(
+    df: pd.DataFrame, objectives: Sequence[Objective] | None = None
+) -> tuple[list[Objective], list[str]]:
+    """Validate objectives against the table; fall back from ``energy_mj`` to ``macs`` when no energy exists.
+
+    Returns:
+        ``(objectives, notices)``.
+
+    Raises:
+        ConfigError: an unknown metric (listing the table's columns) or a bad direction.
+    """
+    objs = _normalise_objectives(objectives)
+    notices: list[str] = []
+    names = [n for n, _ in objs]
+    if ENERGY_METRIC in names:
+        done = completed_trials(df)
+        energy = done[ENERGY_METRIC] if ENERGY_METRIC in df.columns else None
+        if energy is None or energy.isna().all():
+            sources = sorted(done["energy_source"].dropna().unique()) if "energy_source" in df.columns else []
+            why = f" (energy_source: {'; '.join(map(str, sources))})" if sources else ""
+            if ENERGY_PROXY in names:
+                objs = [o for o in objs if o[0] != ENERGY_METRIC]
+                notices.append(f"{ENERGY_METRIC} is missing for every finished trial{why}; it is dropped "
+                               f"from the objectives ({ENERGY_PROXY} is already one).")
+            else:
+                objs = [(ENERGY_PROXY, d) if n == ENERGY_METRIC else (n, d) for n, d in objs]
+                notices.append(f"{ENERGY_METRIC} is missing for every finished trial{why}; "
+                               f"{ENERGY_PROXY} is used as the energy objective instead.")
+    check_columns(df, [n for n, _ in objs], what="objectives")
+    return objs, notices
+
+
+def _device_groups(done: pd.DataFrame, objectives: Sequence[Objective]) -> tuple[str | None, list[str]]:
+    bound = [n for n, _ in objectives if n in DEVICE_BOUND_METRICS]
+    if not bound or "device" not in done.columns:
+        return None, []
+    devices = sorted(map(str, done["device"].dropna().unique()))
+    if len(devices) <= 1:
+        return None, []
+    return "device", [
+        f"trials ran on {len(devices)} devices ({', '.join(devices)}); {', '.join(bound)} "
+        f"{'is' if len(bound) == 1 else 'are'} device-specific, so one front per device is computed "
+        f"(column 'group')."
+    ]
+
+
+def _left_out_notice(df: pd.DataFrame, done: pd.DataFrame) -> list[str]:
+    if "state" not in df.columns or len(done) == len(df):
+        return []
+    states = df["state"].fillna("UNKNOWN").astype(str).value_counts()
+    unfinished = {s: int(c) for s, c in states.items() if s != COMPLETED_STATE}
+    missing = int(states.get(COMPLETED_STATE, 0)) - len(done)
+    parts = [f"{c} {s}" for s, c in sorted(unfinished.items())]
+    if missing:
+        parts.append(f"{missing} finished without the objective values")
+    return [f"{len(df) - len(done)} of {len(df)} trials are not ranked ({', '.join(parts)})."]
+
+
+def compute_front(
+    df: pd.DataFrame,
+    objectives: Sequence[Objective] | None = None,
+    constraints: Sequence[str | Constraint] = (),
+) -> FrontResult:
+    """Rank the completed trials of ``df`` and extract the Pareto front.
+
+    Args:
+        df: a trials table (:func:`load_trials`); rows that are not TERMINATED or miss an objective
+            are left out (and counted in a notice).
+        objectives: ``[(metric, "min"|"max"), ...]``; default accuracy (max), latency_ms (min).
+        constraints: ``"metric<=value"`` strings or :class:`Constraint`; infeasible rows get rank -1.
+
+    Raises:
+        ConfigError: unknown objective/constraint metric, bad direction or constraint text.
+    """
+    pd = require("pandas")
+    objs, notices = resolve_objectives(df, objectives)
+    names, directions = [n for n, _ in objs], [d for _, d in objs]
+    done = completed_trials(df, names).copy()
+    notices += _left_out_notice(df, done)
+    for name in names:
+        try:
+            done[name] = pd.to_numeric(done[name])
+        except (ValueError, TypeError):
+            raise ConfigError(f"objective {name!r} is not numeric (e.g. {done[name].iloc[0]!r})") from None
+    group_by, group_notices = _device_groups(done, objs)
+    notices += group_notices
+    done["group"] = done[group_by].astype(str) if group_by else ALL_GROUP
+    done["feasible"] = feasible_mask(done, constraints)
+    if constraints and not done["feasible"].all():
+        shown = ", ".join(str(parse_constraint(c)) for c in constraints)
+        notices.append(f"{int((~done['feasible']).sum())} of {len(done)} ranked trials violate {shown}.")
+    rank = np.full(len(done), -1)
+    crowding = np.full(len(done), np.nan)
+    values = done[names].to_numpy(dtype=float)  # (N, M)
+    for _, idx in done.groupby("group", sort=True).indices.items():
+        idx = idx[done["feasible"].to_numpy()[idx]]
+        if idx.size == 0:
+            continue
+        ranks = non_dominated_sort(values[idx], directions)
+        rank[idx] = ranks
+        for r in np.unique(ranks):
+            members = idx[ranks == r]
+            crowding[members] = crowding_distance(values[members], directions)
+    done["rank"], done["crowding"] = rank, crowding
+    front = done[done["rank"] == 0]
+    first, first_dir = names[0], directions[0]
+    front = front.sort_values(["group", first], ascending=[True, first_dir == "min"], kind="stable")
+    return FrontResult(front, done, objs, notices, group_by)
+
+
+def pareto_front(
+    df: pd.DataFrame,
+    objectives: Sequence[Objective] | None = None,
+    constraints: Sequence[str | Constraint] = (),
+) -> pd.DataFrame:
+    """The rank-0 feasible rows (+ ``rank``, ``crowding``, ``group``), sorted by the first objective.
+
+    See :func:`compute_front` for the arguments and for the notices (device split, energy fallback).
+    """
+    return compute_front(df, objectives, constraints).front
+
+
+def rank_trials(
+    df: pd.DataFrame,
+    objectives: Sequence[Objective] | None = None,
+    constraints: Sequence[str | Constraint] = (),
+) -> pd.DataFrame:
+    """Every completed row with its ``rank`` (-1 when infeasible), ``crowding``, ``feasible``, ``group``."""
+    return compute_front(df, objectives, constraints).ranked

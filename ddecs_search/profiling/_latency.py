@@ -1,0 +1,322 @@
+"""Latency on the target device: a per-module lookup table and end-to-end timing of real inference.
+
+Rules every function here follows, because early-exit speed-ups are small effects easily faked by
+measurement artefacts:
+
+- eval mode, ``torch.inference_mode()``, inputs already on the device (transfers are not timed);
+- warm-up calls before any timing (lazy init, cuDNN autotuning, allocator growth, CPU frequency);
+- everything that is compared is measured in the same run, interleaved (round-robin / alternating
+  rounds), so slow drift (thermals, other tenants) affects all contenders alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ddecs_search.policies._table import ExitCosts
+from ddecs_search.profiling._device import check_on_device, device_name, eval_mode, synchronize
+
+if TYPE_CHECKING:
+    from ddecs_search.models import MultiExitNet, OnlineExitPolicy
+
+Timer = Callable[[Callable[[torch.Tensor], Any], torch.Tensor], float]
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Per-sample latencies of one contender and their summary, in milliseconds."""
+
+    mean_ms: float
+    median_ms: float
+    p95_ms: float
+    n: int
+    per_sample_ms: np.ndarray  # (n,)
+
+    @classmethod
+    def from_ms(cls, per_sample_ms: np.ndarray | Sequence[float]) -> LatencyStats:
+        """Summarise an array of per-sample latencies (ms)."""
+        ms = np.asarray(per_sample_ms, dtype=np.float64)
+        if ms.ndim != 1 or ms.size == 0:
+            raise ValueError(f"need a non-empty 1-D array of latencies, got shape {ms.shape}")
+        return cls(float(ms.mean()), float(np.median(ms)), float(np.percentile(ms, 95)), int(ms.size), ms)
+
+    def to_dict(self) -> dict[str, float | int]:
+        """The summary numbers (no per-sample array), for metrics and JSON."""
+        return {"mean_ms": self.mean_ms, "median_ms": self.median_ms, "p95_ms": self.p95_ms, "n": self.n}
+
+
+# ---------------------------------------------------------------------------------------------- timers
+def _time_host(device: torch.device) -> Timer:
+    """Host wall clock around ``fn(x)`` with synchronisation on both sides: what a caller waits for."""
+
+    def timer(fn: Callable[[torch.Tensor], Any], x: torch.Tensor) -> float:
+        synchronize(device)
+        start = time.perf_counter_ns()
+        fn(x)
+        synchronize(device)
+        return (time.perf_counter_ns() - start) / 1e6
+
+    return timer
+
+
+def _time_cuda_events(fn: Callable[[torch.Tensor], Any], x: torch.Tensor) -> float:
+    """GPU-timeline time of one isolated call (the previous call has finished: we wait on its end event).
+
+    The end event is recorded after the host has launched every kernel, so kernel-launch overhead that
+    starves the GPU at batch 1 is included; the host-side cost of the final synchronisation is not, as
+    a real pipeline pays it once per sample, not once per module.
+    """
+    start = torch.cuda.Event(enable_timing=True)
+    end = torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn(x)
+    end.record()
+    end.synchronize()
+    return float(start.elapsed_time(end))
+
+
+def _module_timer(device: torch.device) -> Timer:
+    return _time_cuda_events if device.type == "cuda" else _time_host(device)
+
+
+def _on(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """Make ``device`` current, so CUDA events and kernels land on the measured GPU's stream."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def _check_counts(**counts: int) -> None:
+    for name, value in counts.items():
+        minimum = 0 if name == "warmup" else 1
+        if value < minimum:
+            raise ValueError(f"`{name}` must be >= {minimum}, got {value}")
+
+
+# -------------------------------------------------------------------------------------- lookup table
+def latency_costs(
+    model: MultiExitNet,
+    device: torch.device,
+    *,
+    warmup: int = 10,
+    repeats: int = 30,
+    sample: torch.Tensor | None = None,
+) -> ExitCosts:
+    """Median batch-1 latency of every stage, every branch and the static backbone, measured in isolation.
+
+    Each module is timed on its real input (stage ``k`` on stage ``k - 1``'s output), and repetitions
+    are interleaved round-robin across modules (with a rotating start) so drift hits them equally.
+
+    Args:
+        model: the network, already on ``device`` (it is not moved; its train/eval mode is restored).
+        device: the target device.
+        warmup: untimed rounds over all modules before timing.
+        repeats: timed rounds; each entry is the median over them.
+        sample: one input ``(C, H, W)`` or ``(1, C, H, W)``, e.g. a test image; default a fixed-seed
+            standard-normal tensor (inputs are normalised, so this matches their scale).
+
+    Returns:
+        ``ExitCosts`` in ``"ms"`` with source ``"measured:<device name>"``.
+    """
+    _check_counts(warmup=warmup, repeats=repeats)
+    check_on_device(model, device)
+    x = _single_input(model, device, sample)
+    with eval_mode(model), torch.inference_mode(), _on(device):
+        jobs: list[tuple[Callable[[torch.Tensor], Any], torch.Tensor]] = []
+        h = x
+        last = model.num_exits - 1
+        for k in range(model.num_exits):
+            jobs.append((lambda t, k=k: model.run_stage(k, t), h))
+            h = model.run_stage(k, h)
+            if k < last:
+                jobs.append((lambda t, k=k: model.exit_logits(k, t), h))
+        jobs.append((model.backbone, x))
+        times = _round_robin(jobs, _module_timer(device), warmup, repeats)  # (modules, repeats)
+    medians = np.median(times, axis=1)
+    stage_idx = [2 * k for k in range(model.num_exits)]  # jobs alternate stage, branch, ..., last stage
+    branch_idx = [2 * k + 1 for k in range(last)]
+    return ExitCosts(
+        stage=medians[stage_idx],
+        branch=medians[branch_idx],
+        static=float(medians[-1]),
+        unit="ms",
+        source=f"measured:{device_name(device)}",
+    )
+
+
+def _single_input(model: MultiExitNet, device: torch.device, sample: torch.Tensor | None) -> torch.Tensor:
+    shape = tuple(model.backbone.input_shape)
+    dtype = next(model.parameters()).dtype
+    if sample is None:
+        gen = torch.Generator().manual_seed(0)
+        return torch.randn(1, *shape, generator=gen).to(device=device, dtype=dtype)  # (1, C, H, W)
+    x = sample if sample.dim() == len(shape) + 1 else sample.unsqueeze(0)
+    if tuple(x.shape) != (1, *shape):
+        raise ValueError(f"`sample` must have shape {shape} or {(1, *shape)}, got {tuple(sample.shape)}")
+    return x.to(device=device, dtype=dtype)
+
+
+def _round_robin(
+    jobs: Sequence[tuple[Callable[[torch.Tensor], Any], torch.Tensor]],
+    timer: Timer,
+    warmup: int,
+    repeats: int,
+) -> np.ndarray:
+    """``(len(jobs), repeats)`` ms: one call of every job per round, the start rotating every round."""
+    n = len(jobs)
+    times = np.empty((n, repeats), dtype=np.float64)
+    for r in range(warmup + repeats):
+        for j in (*range(r % n, n), *range(r % n)):
+            fn, inp = jobs[j]
+            ms = timer(fn, inp)
+            if r >= warmup:
+                times[j, r - warmup] = ms
+    return times
+
+
+# --------------------------------------------------------------------------------- end-to-end timing
+def _time_pass(fn: Callable[[torch.Tensor], Any], xs: torch.Tensor, device: torch.device) -> np.ndarray:
+    """``(N,)`` ms: ``fn`` on every sample at batch 1, each call synchronised and timed on the host."""
+    timer = _time_host(device)
+    return np.array([timer(fn, xs[i : i + 1]) for i in range(xs.shape[0])], dtype=np.float64)
+
+
+def _warm_up(fns: Sequence[Callable[[torch.Tensor], Any]], xs: torch.Tensor, warmup: int) -> None:
+    for i in range(warmup):
+        x = xs[i % xs.shape[0] : i % xs.shape[0] + 1]
+        for fn in fns:
+            fn(x)
+
+
+def _prepare_samples(samples: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if samples.dim() < 2 or samples.shape[0] == 0:
+        raise ValueError(f"`samples` must be a non-empty batch (N, ...), got shape {tuple(samples.shape)}")
+    return samples.to(device)
+
+
+def time_per_sample(
+    fn: Callable[[torch.Tensor], Any],
+    samples: torch.Tensor,
+    device: torch.device,
+    *,
+    warmup: int = 10,
+) -> LatencyStats:
+    """End-to-end batch-1 latency of ``fn(samples[i:i+1])`` for every sample.
+
+    The timed region is everything a caller waits for: the call, any decision logic inside it and the
+    device synchronisation at the end. ``samples`` is moved to ``device`` once, before timing. ``fn``
+    runs under ``torch.inference_mode()``; putting a module in eval mode is the caller's job.
+    """
+    _check_counts(warmup=warmup)
+    xs = _prepare_samples(samples, device)
+    with torch.inference_mode(), _on(device):
+        _warm_up([fn], xs, warmup)
+        return LatencyStats.from_ms(_time_pass(fn, xs, device))
+
+
+def compare_static_vs_early_exit(
+    model: MultiExitNet,
+    policy: OnlineExitPolicy,
+    samples: torch.Tensor,
+    device: torch.device,
+    *,
+    warmup: int = 10,
+    rounds: int = 3,
+) -> dict[str, Any]:
+    """Batch-1 latency of ``model.backbone(x)`` vs ``model.early_exit(x, policy)``, in the same run.
+
+    Both contenders get the same warm-up and the same timing method on the same samples; rounds
+    alternate which goes first (S E, E S, S E, ...) to cancel order and drift effects. A sample's latency
+    is its median over the rounds, so the tail (``p95_ms``) reflects samples that go deep, not OS jitter.
+
+    Returns:
+        ``{"static": LatencyStats, "early_exit": LatencyStats, "speedup": static mean / early-exit mean,
+        "predictions": (N,) int64, "exit_indices": (N,) int64, "rounds": int, "device": str}``;
+        predictions and exits come from one extra, untimed batch-1 pass.
+    """
+    _check_counts(warmup=warmup, rounds=rounds)
+    check_on_device(model, device)
+    xs = _prepare_samples(samples, device)
+
+    def early(x: torch.Tensor) -> Any:
+        return model.early_exit(x, policy)
+
+    runs: dict[str, list[np.ndarray]] = {"static": [], "early_exit": []}
+    contenders = [("static", model.backbone), ("early_exit", early)]
+    with eval_mode(model), torch.inference_mode(), _on(device):
+        _warm_up([fn for _, fn in contenders], xs, warmup)
+        for r in range(rounds):
+            for name, fn in contenders if r % 2 == 0 else contenders[::-1]:
+                runs[name].append(_time_pass(fn, xs, device))
+        outs = [model.early_exit(xs[i : i + 1], policy) for i in range(xs.shape[0])]
+    static = LatencyStats.from_ms(np.median(np.stack(runs["static"]), axis=0))
+    early_stats = LatencyStats.from_ms(np.median(np.stack(runs["early_exit"]), axis=0))
+    return {
+        "static": static,
+        "early_exit": early_stats,
+        "speedup": static.mean_ms / early_stats.mean_ms,
+        "predictions": torch.cat([o.predictions for o in outs]).cpu().numpy(),
+        "exit_indices": torch.cat([o.exit_indices for o in outs]).cpu().numpy(),
+        "rounds": rounds,
+        "device": device_name(device),
+    }
+
+
+def batched_throughput(
+    model: MultiExitNet,
+    policy: OnlineExitPolicy,
+    samples: torch.Tensor,
+    device: torch.device,
+    *,
+    batch_size: int = 256,
+    warmup: int = 2,
+    rounds: int = 3,
+) -> dict[str, Any]:
+    """Samples per second of the static backbone vs early-exit inference over the same batches.
+
+    The early-exit batch shrinks as samples leave, so later stages run on small, less efficient batches
+    and every exit pays a host synchronisation; that is the honest cost of early exit when batching.
+    Each round times one full pass per contender (synchronised at both ends), order alternating.
+
+    Returns:
+        ``{"static_samples_per_s", "early_exit_samples_per_s"`` (medians over rounds),
+        ``"throughput_speedup"`` (early / static), ``"batch_size", "num_samples", "rounds", "device"}``.
+    """
+    _check_counts(batch_size=batch_size, warmup=warmup, rounds=rounds)
+    check_on_device(model, device)
+    batches = list(_prepare_samples(samples, device).split(batch_size))
+    n = samples.shape[0]
+
+    def early(x: torch.Tensor) -> Any:
+        return model.early_exit(x, policy)
+
+    contenders = [("static", model.backbone), ("early_exit", early)]
+    rates: dict[str, list[float]] = {"static": [], "early_exit": []}
+    with eval_mode(model), torch.inference_mode(), _on(device):
+        for i in range(warmup):
+            for _, fn in contenders:
+                fn(batches[i % len(batches)])
+        for r in range(rounds):
+            for name, fn in contenders if r % 2 == 0 else contenders[::-1]:
+                synchronize(device)
+                start = time.perf_counter_ns()
+                for batch in batches:
+                    fn(batch)
+                synchronize(device)
+                rates[name].append(n / ((time.perf_counter_ns() - start) / 1e9))
+    static_rate = float(np.median(rates["static"]))
+    early_rate = float(np.median(rates["early_exit"]))
+    return {
+        "static_samples_per_s": static_rate,
+        "early_exit_samples_per_s": early_rate,
+        "throughput_speedup": early_rate / static_rate,
+        "batch_size": batch_size,
+        "num_samples": n,
+        "rounds": rounds,
+        "device": device_name(device),
+    }

@@ -81,31 +81,72 @@ def prepare_candidate(
     device = resolve_device(space.measurement.device)
     info = backbone_info(candidate.backbone)
     splits = load_splits(space.dataset, info.input_shape)
-    base = train_baseline(candidate.backbone, splits, space.dataset, space.backbone.baseline, device=device,
-                          cache_dir=baseline_dir or DEFAULT_CACHE / "baselines", seed=0, quiet=quiet)
-    eval_loader = lambda ds: make_loader(ds, batch_size=512, shuffle=False, seed=0,  # noqa: E731
-                                         num_workers=space.dataset.num_workers, device=device)
+    base = train_baseline(
+        candidate.backbone,
+        splits,
+        space.dataset,
+        space.backbone.baseline,
+        device=device,
+        cache_dir=baseline_dir or DEFAULT_CACHE / "baselines",
+        seed=0,
+        quiet=quiet,
+    )
+    def eval_loader(ds):
+        return make_loader(
+            ds,
+            batch_size=512,
+            shuffle=False,
+            seed=0,
+            num_workers=space.dataset.num_workers,
+            device=device,
+        )
     baseline_acc = accuracy(base.backbone, eval_loader(splits.test), device)
     torch.manual_seed(candidate.seed)
     model = MultiExitNet(copy.deepcopy(base.backbone), candidate.exit_points, candidate.branches).to(device)
-    info_train = train_branches(model, splits.train, candidate.training, device=device,
-                                checkpoint_path=Path(workdir) / "branches_checkpoint.pt", seed=candidate.seed,
-                                num_workers=space.dataset.num_workers, quiet=quiet, on_epoch=on_epoch)
+    info_train = train_branches(
+        model,
+        splits.train,
+        candidate.training,
+        device=device,
+        checkpoint_path=Path(workdir) / "branches_checkpoint.pt",
+        seed=candidate.seed,
+        num_workers=space.dataset.num_workers,
+        quiet=quiet,
+        on_epoch=on_epoch,
+    )
     model.eval()
     val_table = ExitTable.from_model(model, eval_loader(splits.val), device)
     test_table = ExitTable.from_model(model, eval_loader(splits.test), device)
     m = space.measurement
-    latency = latency_fn(model, device) if latency_fn else latency_costs(model, device, warmup=m.warmup,
-                                                                          repeats=m.repeats)
-    return PreparedCandidate(candidate, model, base.backbone.eval(), baseline_acc, val_table, test_table, latency,
-                             mac_costs(model), device, splits, info_train["train_time_s"], base.train_time_s)
+    latency = (
+        latency_fn(model, device)
+        if latency_fn
+        else latency_costs(model, device, warmup=m.warmup, repeats=m.repeats)
+    )
+    return PreparedCandidate(
+        candidate,
+        model,
+        base.backbone.eval(),
+        baseline_acc,
+        val_table,
+        test_table,
+        latency,
+        mac_costs(model),
+        device,
+        splits,
+        info_train["train_time_s"],
+        base.train_time_s,
+    )
 
 
 def fit_policy(prepared: PreparedCandidate) -> tuple[ExitPolicy, float]:
     """Create the candidate's policy and fit it on the validation table; returns (policy, seconds)."""
     cfg = prepared.candidate.policy
-    cfg = dataclasses.replace(cfg, options={"seed": prepared.candidate.seed, **cfg.options}) \
-        if cfg.kind in ("ppo", "dqn", "qtable") else cfg
+    cfg = (
+        dataclasses.replace(cfg, options={"seed": prepared.candidate.seed, **cfg.options})
+        if cfg.kind in ("ppo", "dqn", "qtable")
+        else cfg
+    )
     costs = prepared.latency if cfg.cost == "latency" else prepared.macs
     policy = create_policy(cfg)
     start = time.perf_counter()
@@ -119,16 +160,24 @@ def _stack_inputs(dataset: Any, n: int) -> torch.Tensor:
 
 
 def _energy(space: SearchSpace, prepared: PreparedCandidate, policy: ExitPolicy, batch: torch.Tensor) -> dict:
-    from ddecs_search.profiling import create_energy_meter
+    """Energy per sample of early-exit and static inference over the same samples, or None with the reason."""
+    from ddecs_search.profiling import create_energy_meter, energy_per_sample
 
-    meter = create_energy_meter(space.measurement.energy, prepared.device)
-    batch = batch.to(prepared.device)
-    seconds = space.measurement.energy_min_seconds
-    with torch.inference_mode():
-        static = meter.measure(lambda: prepared.baseline(batch), min_seconds=seconds)
-        dynamic = meter.measure(lambda: prepared.model.early_exit(batch, policy), min_seconds=seconds)
-    per_sample = lambda r: None if r.energy_mj is None else r.energy_mj / len(batch)  # noqa: E731
-    return {"energy_mj": per_sample(dynamic), "baseline_energy_mj": per_sample(static), "energy_source": dynamic.source}
+    m = space.measurement
+    meter = create_energy_meter(m.energy, prepared.device)
+    try:
+        kwargs = {"min_seconds": m.energy_min_seconds, "warmup": min(m.warmup, 2)}
+        static = energy_per_sample(meter, prepared.baseline, batch, prepared.device, **kwargs)
+        dynamic = energy_per_sample(
+            meter, lambda x: prepared.model.early_exit(x, policy), batch, prepared.device, **kwargs
+        )
+    finally:
+        meter.close()
+    return {
+        "energy_mj": dynamic.energy_mj,
+        "baseline_energy_mj": static.energy_mj,
+        "energy_source": dynamic.source,
+    }
 
 
 def measure_candidate(space: SearchSpace, prepared: PreparedCandidate, policy: ExitPolicy) -> dict[str, Any]:
@@ -145,8 +194,14 @@ def measure_candidate(space: SearchSpace, prepared: PreparedCandidate, policy: E
     oracle = score_decisions(test, oracle_exits, prepared.latency.normalised_path())
 
     # Real batched early-exit inference over the whole test set: the reported accuracy.
-    loader = make_loader(prepared.splits.test, batch_size=m.batch_size, shuffle=False, seed=0,
-                         num_workers=space.dataset.num_workers, device=prepared.device)
+    loader = make_loader(
+        prepared.splits.test,
+        batch_size=m.batch_size,
+        shuffle=False,
+        seed=0,
+        num_workers=space.dataset.num_workers,
+        device=prepared.device,
+    )
     preds, real_exits = [], []
     with torch.inference_mode():
         for x, _ in loader:
@@ -160,9 +215,14 @@ def measure_candidate(space: SearchSpace, prepared: PreparedCandidate, policy: E
 
     samples = _stack_inputs(prepared.splits.test, m.latency_samples)
     timing = compare_static_vs_early_exit(prepared.model, policy, samples, prepared.device, warmup=m.warmup)
-    batch1_agree = float((timing["exit_indices"].cpu().numpy() == exits[: len(samples)]).mean())
-    tput = batched_throughput(prepared.model, policy, _stack_inputs(prepared.splits.test, 4 * m.batch_size),
-                              prepared.device, batch_size=m.batch_size)
+    batch1_agree = float((np.asarray(timing["exit_indices"]) == exits[: len(samples)]).mean())
+    tput = batched_throughput(
+        prepared.model,
+        policy,
+        _stack_inputs(prepared.splits.test, 4 * m.batch_size),
+        prepared.device,
+        batch_size=m.batch_size,
+    )
     energy = _energy(space, prepared, policy, _stack_inputs(prepared.splits.test, m.batch_size))
     static_lat, ee_lat = timing["static"], timing["early_exit"]
     return {
@@ -217,27 +277,41 @@ def evaluate_candidate(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        prepared = prepare_candidate(space, candidate, workdir=workdir, baseline_dir=baseline_dir, quiet=quiet,
-                                     on_epoch=on_epoch, latency_fn=latency_fn)
+        prepared = prepare_candidate(
+            space,
+            candidate,
+            workdir=workdir,
+            baseline_dir=baseline_dir,
+            quiet=quiet,
+            on_epoch=on_epoch,
+            latency_fn=latency_fn,
+        )
         policy, policy_time = fit_policy(prepared)
         metrics = measure_candidate(space, prepared, policy)
         test_exits, test_preds = metrics.pop("_test_exits"), metrics.pop("_test_predictions")
-        metrics.update({
-            "val_accuracy": float(score_decisions(prepared.val_table, policy.decide_table(prepared.val_table),
-                                                  prepared.latency.normalised_path()).accuracy),
-            "policy_kind": candidate.policy.kind,
-            "cost_weight": candidate.policy.cost_weight,
-            "num_exits": candidate.num_exits,
-            "exit_points": list(candidate.exit_points),
-            "train_time_s": prepared.train_time_s,
-            "baseline_train_time_s": prepared.baseline_train_time_s,
-            "policy_train_time_s": policy_time,
-            "host": platform.node(),
-        })
+        metrics.update(
+            {
+                "val_accuracy": float(
+                    score_decisions(
+                        prepared.val_table,
+                        policy.decide_table(prepared.val_table),
+                        prepared.latency.normalised_path(),
+                    ).accuracy
+                ),
+                "policy_kind": candidate.policy.kind,
+                "cost_weight": candidate.policy.cost_weight,
+                "num_exits": candidate.num_exits,
+                "exit_points": list(candidate.exit_points),
+                "train_time_s": prepared.train_time_s,
+                "baseline_train_time_s": prepared.baseline_train_time_s,
+                "policy_train_time_s": policy_time,
+                "host": platform.node(),
+            }
+        )
         for attr, key in (("final_return", "rl_return"), ("train_time_s", "rl_train_time_s")):
             if hasattr(policy, attr):
                 metrics[key] = getattr(policy, attr)
-        save_artifacts(workdir, prepared, policy, test_exits, test_preds)
+        save_artifacts(workdir, space, prepared, policy, test_exits, test_preds)
         metrics["wall_time_s"] = time.perf_counter() - start
         return metrics
     finally:
@@ -245,22 +319,38 @@ def evaluate_candidate(
             own_tmp.cleanup()
 
 
-def save_artifacts(workdir: Path, prepared: PreparedCandidate, policy: ExitPolicy, test_exits: np.ndarray,
-                   test_predictions: np.ndarray) -> None:
+def save_artifacts(
+    workdir: Path,
+    space: SearchSpace,
+    prepared: PreparedCandidate,
+    policy: ExitPolicy,
+    test_exits: np.ndarray,
+    test_predictions: np.ndarray,
+) -> None:
     """Write what export and the report need: model weights + spec, policy, per-sample test exits."""
     from ddecs_search.training import save_atomic
 
     save_atomic(prepared.model.state_dict(), workdir / "model.pt")
-    spec = {"candidate": to_dict(prepared.candidate), "num_classes": prepared.model.backbone.num_classes,
-            "input_shape": list(prepared.model.backbone.input_shape),
-            "class_names": list(getattr(prepared.splits, "class_names", []) or [])}
+    spec = {
+        "candidate": to_dict(prepared.candidate),
+        "num_classes": prepared.model.backbone.num_classes,
+        "input_shape": list(prepared.model.backbone.input_shape),
+        "class_names": list(getattr(prepared.splits, "class_names", []) or []),
+        "data": to_dict(space.dataset),
+        "policy_kind": policy.kind,
+    }
     _write_text_atomic(workdir / "spec.json", json.dumps(spec, indent=2))
     if policy.deployable:
         policy.save(workdir / "policy.json")
     fd, tmp = tempfile.mkstemp(dir=workdir, suffix=".npz")
     os.close(fd)
-    np.savez(tmp, exit_indices=test_exits, labels=prepared.test_table.labels,
-             predictions=prepared.test_table.predictions, table_exits=policy.decide_table(prepared.test_table))
+    np.savez(
+        tmp,
+        exit_indices=test_exits,
+        labels=prepared.test_table.labels,
+        predictions=prepared.test_table.predictions,
+        table_exits=policy.decide_table(prepared.test_table),
+    )
     os.replace(tmp, workdir / "test_exits.npz")
     (workdir / "branches_checkpoint.pt").unlink(missing_ok=True)
 

@@ -67,7 +67,9 @@ def _trial(rng: np.random.Generator, i: int, device_index: int, device: str, see
         "macs": macs,
         "baseline_macs": BASELINE_MACS,
         "exit_fractions": json.dumps(fractions.round(4).tolist()),
-        "exit_accuracies": json.dumps([round(float(a), 4) if f > 0 else None for a, f in zip(exit_acc, fractions)]),
+        "exit_accuracies": json.dumps(
+            [round(float(a), 4) if f > 0 else None for a, f in zip(exit_acc, fractions)]
+        ),
         "oracle_accuracy": min(0.999, BASELINE_ACCURACY + 0.03),
         "oracle_expected_latency_ms": base_latency * float(depths[0] + BRANCH_COST) * 1.4,
         "oracle_macs": BASELINE_MACS * float(depths[0] + BRANCH_COST) * 1.4,
@@ -91,8 +93,13 @@ def _write_exits(path: Path, rng: np.random.Generator, row: dict, samples: int =
     wrong = (labels[:, None] + rng.integers(1, NUM_CLASSES, (samples, len(fractions)))) % NUM_CLASSES
     predictions = np.where(correct, labels[:, None], wrong)  # (N, E)
     path.mkdir(parents=True, exist_ok=True)
-    np.savez(path / "test_exits.npz", exit_indices=exit_indices, labels=labels, predictions=predictions,
-             class_names=np.array([f"class-{c}" for c in range(NUM_CLASSES)]))
+    np.savez(
+        path / "test_exits.npz",
+        exit_indices=exit_indices,
+        labels=labels,
+        predictions=predictions,
+        class_names=np.array([f"class-{c}" for c in range(NUM_CLASSES)]),
+    )
 
 
 def make_experiment(

@@ -19,10 +19,11 @@ from ddecs_search.profiling import (
     NvmlEnergyMeter,
     RaplEnergyMeter,
     UnavailableEnergyMeter,
+    _energy_factory,
+    _rapl,
     create_energy_meter,
     energy_per_sample,
 )
-from ddecs_search.profiling import _energy
 
 CPU = torch.device("cpu")
 IDLE_W, BUSY_W = 20.0, 50.0
@@ -63,7 +64,9 @@ class FakeGpu:
         self.set_busy(False)
 
 
-def fake_pynvml(gpu: FakeGpu, *, counter: bool = True, power: bool = True, init_ok: bool = True) -> types.ModuleType:
+def fake_pynvml(
+    gpu: FakeGpu, *, counter: bool = True, power: bool = True, init_ok: bool = True
+) -> types.ModuleType:
     """A stand-in for ``pynvml`` with the calls the NVML meter uses."""
     mod = types.ModuleType("pynvml")
     messages = {3: "Not Supported", 9: "Driver Not Loaded", 15: "GPU is lost"}
@@ -168,7 +171,9 @@ def _nvml_fake(counter: bool) -> Backend:
     return build
 
 
-def _nvml_no_driver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[EnergyMeter, Callable[[], None]]:
+def _nvml_no_driver(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[EnergyMeter, Callable[[], None]]:
     install(monkeypatch, FakeGpu(), init_ok=False)
     return NvmlEnergyMeter(0), lambda: None
 
@@ -222,7 +227,9 @@ def test_energy_meter_contract(backend: str, tmp_path: Path, monkeypatch: pytest
 
 
 # ----------------------------------------------------------------------------------------------- NVML
-def test_nvml_energy_counter_gives_active_energy_above_idle(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu) -> None:
+def test_nvml_energy_counter_gives_active_energy_above_idle(
+    monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu
+) -> None:
     mod = install(monkeypatch, gpu)
     meter = NvmlEnergyMeter(0, idle_seconds=0.2)
     assert meter.available and meter.source == "nvml:total_energy-idle"
@@ -236,7 +243,9 @@ def test_nvml_energy_counter_gives_active_energy_above_idle(monkeypatch: pytest.
     assert not meter.available
 
 
-def test_nvml_without_idle_subtraction_reports_total_energy(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu) -> None:
+def test_nvml_without_idle_subtraction_reports_total_energy(
+    monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu
+) -> None:
     install(monkeypatch, gpu)
     meter = NvmlEnergyMeter(0, subtract_idle=False)
     reading = meter.measure(lambda: gpu.work(0.02), min_seconds=0.2)
@@ -257,7 +266,9 @@ def test_nvml_falls_back_to_power_sampling(monkeypatch: pytest.MonkeyPatch, gpu:
     assert not any(t.name == "nvml-power-sampler" for t in threading.enumerate())
 
 
-def test_nvml_workload_errors_propagate_and_stop_the_sampler(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu) -> None:
+def test_nvml_workload_errors_propagate_and_stop_the_sampler(
+    monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu
+) -> None:
     install(monkeypatch, gpu, counter=False)
     meter = NvmlEnergyMeter(0, subtract_idle=False)
 
@@ -269,18 +280,25 @@ def test_nvml_workload_errors_propagate_and_stop_the_sampler(monkeypatch: pytest
     assert not any(t.name == "nvml-power-sampler" for t in threading.enumerate())
 
 
-def test_nvml_init_failure_is_unavailable_with_the_reason(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu) -> None:
+def test_nvml_init_failure_is_unavailable_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu
+) -> None:
     install(monkeypatch, gpu, init_ok=False)
     meter = NvmlEnergyMeter(0)
     assert not meter.available
-    assert meter.source == "unavailable: NVML: nvmlInit failed (Driver Not Loaded); no NVIDIA driver on this machine?"
+    assert (
+        meter.source
+        == "unavailable: NVML: nvmlInit failed (Driver Not Loaded); no NVIDIA driver on this machine?"
+    )
     assert meter.measure(lambda: None, min_seconds=0.01).energy_mj is None
 
 
 def test_nvml_without_counter_or_power_is_unavailable(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu) -> None:
     mod = install(monkeypatch, gpu, counter=False, power=False)
     meter = NvmlEnergyMeter(0)
-    assert meter.source.startswith("unavailable: NVML: GPU 0 supports neither the energy counter (Not Supported)")
+    assert meter.source.startswith(
+        "unavailable: NVML: GPU 0 supports neither the energy counter (Not Supported)"
+    )
     assert mod.calls["shutdown"] == 1  # released at once
 
 
@@ -289,7 +307,9 @@ def test_nvml_unknown_gpu_index_is_unavailable(monkeypatch: pytest.MonkeyPatch, 
     assert NvmlEnergyMeter(3).source.startswith("unavailable: NVML: no GPU with index 3")
 
 
-def test_nvml_counter_failing_mid_measurement_gives_unavailable(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu) -> None:
+def test_nvml_counter_failing_mid_measurement_gives_unavailable(
+    monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu
+) -> None:
     install(monkeypatch, gpu)
     meter = NvmlEnergyMeter(0, subtract_idle=False)
 
@@ -298,18 +318,23 @@ def test_nvml_counter_failing_mid_measurement_gives_unavailable(monkeypatch: pyt
 
     reading = meter.measure(breaks, min_seconds=0.01)
     assert reading.energy_mj is None
-    assert reading.source == "unavailable: nvml:total_energy failed mid-measurement: nvmlDeviceGetTotalEnergyConsumption: GPU is lost"
+    assert reading.source == (
+        "unavailable: nvml:total_energy failed mid-measurement: "
+        "nvmlDeviceGetTotalEnergyConsumption: GPU is lost"
+    )
 
 
 def test_create_energy_meter_uses_nvml_for_cuda(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu) -> None:
     mod = install(monkeypatch, gpu)
-    monkeypatch.setattr(_energy, "_cuda_uuid", lambda device: "GPU-1234")
+    monkeypatch.setattr(_energy_factory, "_cuda_uuid", lambda device: "GPU-1234")
     meter = create_energy_meter("auto", torch.device("cuda", 0))
     assert isinstance(meter, NvmlEnergyMeter) and meter.source == "nvml:total_energy-idle"
     assert mod.calls["uuid"] == ["GPU-1234"]  # tried the UUID first, then fell back to the index
 
 
-def test_create_energy_meter_for_cuda_without_driver_says_why(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu) -> None:
+def test_create_energy_meter_for_cuda_without_driver_says_why(
+    monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu
+) -> None:
     install(monkeypatch, gpu, init_ok=False)
     meter = create_energy_meter("auto", torch.device("cuda", 0))
     assert meter.source.startswith("unavailable: NVML: nvmlInit failed")
@@ -330,7 +355,12 @@ def test_rapl_sums_package_domains_only(tmp_path: Path) -> None:
     assert meter.source == "rapl:package-0,package-1"
 
     def work() -> None:
-        for zone, uj in (("intel-rapl:0", 7000), ("intel-rapl:1", 3000), ("intel-rapl:0:0", 5000), ("intel-rapl:2", 9)):
+        for zone, uj in (
+            ("intel-rapl:0", 7000),
+            ("intel-rapl:1", 3000),
+            ("intel-rapl:0:0", 5000),
+            ("intel-rapl:2", 9),
+        ):
             advance(root / zone, uj)
         time.sleep(0.005)
 
@@ -365,17 +395,19 @@ def test_rapl_permission_denied_is_unavailable_with_the_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = make_powercap(tmp_path, {"intel-rapl:0": ("package-0", 0, 10**9)})
-    real_read = _energy._read_int
+    real_read = _rapl._read_int
 
     def read_int(path: Path) -> int:
         if path.name == "energy_uj":
             raise PermissionError(13, "Permission denied", str(path))
         return real_read(path)
 
-    monkeypatch.setattr(_energy, "_read_int", read_int)  # tests run as root here: chmod would not stop us
+    monkeypatch.setattr(_rapl, "_read_int", read_int)  # tests run as root here: chmod would not stop us
     meter = RaplEnergyMeter(root)
     assert not meter.available
-    assert meter.source.startswith(f"unavailable: RAPL: permission denied reading {root / 'intel-rapl:0' / 'energy_uj'}")
+    assert meter.source.startswith(
+        f"unavailable: RAPL: permission denied reading {root / 'intel-rapl:0' / 'energy_uj'}"
+    )
 
 
 def test_rapl_without_package_domains_is_unavailable(tmp_path: Path) -> None:
@@ -402,8 +434,14 @@ def test_energy_per_sample_weighs_every_sample(tmp_path: Path) -> None:
 
 # -------------------------------------------------------------------------------------- factory / real
 def test_create_energy_meter_kinds() -> None:
-    assert create_energy_meter("none", CPU).source == "unavailable: energy measurement disabled (measurement.energy: none)"
-    assert create_energy_meter("nvml", CPU).source == "unavailable: NVML measures NVIDIA GPUs, but the device is cpu"
+    assert (
+        create_energy_meter("none", CPU).source
+        == "unavailable: energy measurement disabled (measurement.energy: none)"
+    )
+    assert (
+        create_energy_meter("nvml", CPU).source
+        == "unavailable: NVML measures NVIDIA GPUs, but the device is cpu"
+    )
     assert isinstance(create_energy_meter("rapl", CPU), RaplEnergyMeter)
     with pytest.raises(ConfigError, match="auto, nvml, rapl, none"):
         create_energy_meter("joulemeter", CPU)
@@ -411,7 +449,9 @@ def test_create_energy_meter_kinds() -> None:
 
 def _rapl_readable() -> bool:
     try:
-        return any(int(p.read_text()) >= 0 for p in Path("/sys/class/powercap").glob("intel-rapl:*/energy_uj"))
+        return any(
+            int(p.read_text()) >= 0 for p in Path("/sys/class/powercap").glob("intel-rapl:*/energy_uj")
+        )
     except OSError:
         return False
 
@@ -421,4 +461,6 @@ def test_this_cpu_machine_reports_energy_as_unavailable_honestly() -> None:
     meter = create_energy_meter("auto", CPU)
     reading = meter.measure(lambda: None, min_seconds=0.01)
     assert not meter.available and reading.energy_mj is None and reading.idle_power_w is None
-    assert reading.source.startswith("unavailable: CPU device and no readable /sys/class/powercap/intel-rapl (")
+    assert reading.source.startswith(
+        "unavailable: CPU device and no readable /sys/class/powercap/intel-rapl ("
+    )

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torchvision
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -30,6 +33,18 @@ BACKBONES = list_backbones()
 POINTS = [(name, p) for name in BACKBONES for p in range(len(backbone_info(name).exit_point_names))]
 SMALL_BRANCH = BranchSpec(conv_layers=1, channels=8, pool="avg", pool_size=2)
 NOISE = 1e-5  # bound on float32 differences between batch sizes (kernels, reduction order)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread: many tiny forwards, and on a busy 2-core box spinning OpenMP threads cost 5x.
+
+    (The batch-size identity below holds with the default thread count too; it is checked per sample.)
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @functools.lru_cache(maxsize=None)
@@ -245,7 +260,6 @@ def test_early_exit_batched_equals_batch_1_and_table(name: str) -> None:
 
 @pytest.fixture(scope="module")
 def resnet18_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, nn.Module]:
-    torchvision = pytest.importorskip("torchvision")
     torch.manual_seed(1)
     tv = torchvision.models.resnet18(weights=None).eval()
     path = tmp_path_factory.mktemp("weights") / "resnet18.pth"
@@ -258,12 +272,13 @@ def test_load_torchvision_resnet18(name: str, resnet18_file: tuple[str, nn.Modul
     path, tv = resnet18_file
     backbone = create_backbone(name, num_classes=10).eval()
     report = load_torchvision_weights(backbone, path)
-    assert [s.split(" ")[0] for s in report.skipped] == [
-        "segments.0.0.0.weight",  # 3x3 stem vs ImageNet's 7x7
-        "head.2.weight",  # fc: 10 vs 1000 classes
-        "head.2.bias",
+    assert [(s.key, s.torchvision_key) for s in report.skipped] == [
+        ("segments.0.0.0.weight", "conv1.weight"),  # 3x3 stem vs ImageNet's 7x7
+        ("head.2.weight", "fc.weight"),  # 10 vs 1000 classes
+        ("head.2.bias", "fc.bias"),
     ]
-    assert "conv1.weight" in report.skipped[0] and "fc.weight" in report.skipped[1]
+    assert report.skipped[0].file_shape == (64, 3, 7, 7) and report.skipped[0].shape == (64, 3, 3, 3)
+    assert "conv1.weight" in str(report.skipped[0])
     assert report.missing == () and report.unused == ()
     assert len(report.loaded) == len(torchvision_key_map(backbone)) - 3
     tv_state, ours = tv.state_dict(), backbone.state_dict()
@@ -277,8 +292,7 @@ def test_load_torchvision_resnet18(name: str, resnet18_file: tuple[str, nn.Modul
         torch.testing.assert_close(layer2(h), tv.layer2(h))
 
 
-def test_load_torchvision_vgg16_bn(tmp_path: object) -> None:
-    torchvision = pytest.importorskip("torchvision")
+def test_load_torchvision_vgg16_bn(tmp_path: Path) -> None:
     torch.manual_seed(2)
     tv = torchvision.models.vgg16_bn(weights=None).eval()
     state = tv.state_dict()
@@ -286,12 +300,15 @@ def test_load_torchvision_vgg16_bn(tmp_path: object) -> None:
     # views of one number it keeps its shapes and the file stays small.
     for key in ("classifier.0.weight", "classifier.3.weight"):
         state[key] = torch.zeros(()).expand(state[key].shape)
-    path = tmp_path / "vgg16_bn.pth"  # type: ignore[operator]
+    path = tmp_path / "vgg16_bn.pth"
     torch.save(state, path)
     backbone = create_backbone("vgg16_bn", num_classes=10).eval()
     report = load_torchvision_weights(backbone, path)
-    assert [s.split(" ")[2] for s in report.skipped] == [
-        "classifier.0.weight", "classifier.0.bias", "classifier.6.weight", "classifier.6.bias"
+    assert [s.torchvision_key for s in report.skipped] == [
+        "classifier.0.weight",
+        "classifier.0.bias",
+        "classifier.6.weight",
+        "classifier.6.bias",
     ]
     assert report.missing == ()
     assert sorted(report.unused) == ["classifier.3.bias", "classifier.3.weight"]
@@ -304,9 +321,9 @@ def test_load_torchvision_vgg16_bn(tmp_path: object) -> None:
         torch.testing.assert_close(h, tv.features(x))
 
 
-def test_pretrained_weight_errors(tmp_path: object, resnet18_file: tuple[str, nn.Module]) -> None:
+def test_pretrained_weight_errors(tmp_path: Path, resnet18_file: tuple[str, nn.Module]) -> None:
     path, _ = resnet18_file
-    missing = tmp_path / "nowhere.pth"  # type: ignore[operator]
+    missing = tmp_path / "nowhere.pth"
     with pytest.raises(DataError, match="does not exist.*never downloads"):
         load_torchvision_weights(create_backbone("resnet18", num_classes=10), missing)
     with pytest.raises(DataError, match="no tensor that fits"):

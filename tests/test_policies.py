@@ -40,8 +40,13 @@ def _table(n: int = 600, exits: int = 3, classes: int = 5, seed: int = 0) -> Exi
 
 
 def _costs(exits: int = 3) -> ExitCosts:
-    return ExitCosts(stage=np.array([1.0, 2.0, 4.0][:exits]), branch=np.array([0.2, 0.3][: exits - 1]),
-                     static=7.0, unit="ms", source="test")
+    return ExitCosts(
+        stage=np.array([1.0, 2.0, 4.0][:exits]),
+        branch=np.array([0.2, 0.3][: exits - 1]),
+        static=7.0,
+        unit="ms",
+        source="test",
+    )
 
 
 def test_path_costs_include_branches_on_the_way() -> None:
@@ -51,8 +56,9 @@ def test_path_costs_include_branches_on_the_way() -> None:
 
 
 def test_score_decisions_arithmetic() -> None:
-    table = ExitTable(np.zeros((4, 2, 4), np.float32), np.array([[0, 1], [1, 1], [2, 0], [3, 3]]),
-                      np.array([0, 1, 0, 2]))
+    table = ExitTable(
+        np.zeros((4, 2, 4), np.float32), np.array([[0, 1], [1, 1], [2, 0], [3, 3]]), np.array([0, 1, 0, 2])
+    )
     stats = score_decisions(table, np.array([0, 1, 1, 0]), np.array([0.5, 1.0]))
     assert stats.accuracy == pytest.approx(0.75)  # rows 0, 1, 2 right, row 3 wrong
     assert stats.cost == pytest.approx(0.75)

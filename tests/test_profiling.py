@@ -185,20 +185,28 @@ def test_early_exit_at_the_tiny_first_stage_beats_the_heavy_static_net() -> None
 
 def test_compare_with_the_static_policy_reports_structure() -> None:
     net = _toy_net(heavy=16)
-    out = compare_static_vs_early_exit(net, StaticPolicy(), torch.randn(5, 1, 16, 16), CPU, warmup=1, rounds=2)
+    out = compare_static_vs_early_exit(
+        net, StaticPolicy(), torch.randn(5, 1, 16, 16), CPU, warmup=1, rounds=2
+    )
     assert (out["exit_indices"] == 1).all() and out["predictions"].shape == (5,)
     assert out["speedup"] > 0 and out["rounds"] == 2 and out["device"] == device_name(CPU)
 
 
 def test_batched_throughput_structure() -> None:
     net = _toy_net(heavy=16)
-    out = batched_throughput(net, _exit_all_at_first(), torch.randn(40, 1, 16, 16), CPU, batch_size=16, rounds=2)
+    out = batched_throughput(
+        net, _exit_all_at_first(), torch.randn(40, 1, 16, 16), CPU, batch_size=16, rounds=2
+    )
     assert out["static_samples_per_s"] > 0 and out["early_exit_samples_per_s"] > 0
-    assert out["throughput_speedup"] == pytest.approx(out["early_exit_samples_per_s"] / out["static_samples_per_s"])
+    assert out["throughput_speedup"] == pytest.approx(
+        out["early_exit_samples_per_s"] / out["static_samples_per_s"]
+    )
     assert (out["batch_size"], out["num_samples"], out["rounds"]) == (16, 40, 2)
 
 
 @pytest.mark.parametrize("kwargs", [{"rounds": 0}, {"warmup": -1}])
 def test_bad_counts_are_value_errors(kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError, match=next(iter(kwargs))):
-        compare_static_vs_early_exit(_toy_net(heavy=4), StaticPolicy(), torch.randn(2, 1, 16, 16), CPU, **kwargs)
+        compare_static_vs_early_exit(
+            _toy_net(heavy=4), StaticPolicy(), torch.randn(2, 1, 16, 16), CPU, **kwargs
+        )

@@ -5,6 +5,7 @@ return arrays, DataFrames and :class:`ReportData`; only ``_figures`` and ``write
 """
 
 from ddecs_search.analysis._constraints import Constraint, feasible_mask, parse_constraint
+from ddecs_search.analysis._deploy import export_trial, load_exported
 from ddecs_search.analysis._dominance import (
     crowding_distance,
     default_reference_point,
@@ -12,15 +13,35 @@ from ddecs_search.analysis._dominance import (
     hypervolume_history,
     non_dominated_sort,
 )
+from ddecs_search.analysis._exit_figures import confusion_figure, per_class_exit_figure
+from ddecs_search.analysis._exit_stats import (
+    ExitDetails,
+    confusion_matrices,
+    load_exit_details,
+    per_class_exit_fractions,
+)
+from ddecs_search.analysis._export import export_pngs, find_chromium
+from ddecs_search.analysis._figures import (
+    exit_profile_figure,
+    hypervolume_figure,
+    parallel_coordinates_figure,
+    pareto_2d_figure,
+    pareto_3d_figure,
+    report_figures,
+)
 from ddecs_search.analysis._format import FORMATS, format_front, front_records
+from ddecs_search.analysis._html import render_html, write_report
 from ddecs_search.analysis._pareto import (
     DEVICE_BOUND_METRICS,
     FrontResult,
     compute_front,
+    experiment_front,
     pareto_front,
+    parse_objective,
     rank_trials,
     resolve_objectives,
 )
+from ddecs_search.analysis._report import ReportData, build_report_data, comparison_table
 from ddecs_search.analysis._select import best_for_accuracy_floor, best_under_budget, knee_point
 from ddecs_search.analysis._trials import (
     DEFAULT_OBJECTIVES,
@@ -31,29 +52,52 @@ from ddecs_search.analysis._trials import (
 )
 
 __all__ = [
+    "export_trial",
+    "load_exported",
     "DEFAULT_OBJECTIVES",
     "DEVICE_BOUND_METRICS",
     "FORMATS",
     "Constraint",
+    "ExitDetails",
     "FrontResult",
+    "ReportData",
     "best_for_accuracy_floor",
     "best_under_budget",
+    "build_report_data",
+    "comparison_table",
+    "confusion_figure",
+    "confusion_matrices",
     "completed_trials",
     "compute_front",
     "crowding_distance",
     "default_reference_point",
+    "exit_profile_figure",
+    "experiment_front",
+    "export_pngs",
     "feasible_mask",
+    "find_chromium",
     "format_front",
     "front_records",
     "hypervolume",
+    "hypervolume_figure",
     "hypervolume_history",
     "knee_point",
+    "load_exit_details",
     "load_trials",
     "non_dominated_sort",
+    "parallel_coordinates_figure",
     "parse_constraint",
+    "parse_objective",
+    "pareto_2d_figure",
+    "pareto_3d_figure",
     "pareto_front",
+    "per_class_exit_figure",
+    "per_class_exit_fractions",
     "rank_trials",
     "read_constraints",
     "read_objectives",
+    "render_html",
+    "report_figures",
     "resolve_objectives",
+    "write_report",
 ]

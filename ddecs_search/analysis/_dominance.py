@@ -149,7 +149,9 @@ def _hv_loss(loss: np.ndarray, ref: np.ndarray) -> float:
     return float(compute_hypervolume(loss, ref))
 
 
-def _reference_loss(values: np.ndarray, directions: Sequence[str], reference: np.ndarray | None) -> np.ndarray:
+def _reference_loss(
+    values: np.ndarray, directions: Sequence[str], reference: np.ndarray | None
+) -> np.ndarray:
     if reference is None:
         reference = default_reference_point(values, directions)
     reference = np.asarray(reference, dtype=float)

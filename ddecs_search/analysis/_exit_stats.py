@@ -61,7 +61,9 @@ def load_exit_details(trial_dir: str | Path, trial_id: str) -> ExitDetails | Non
     return ExitDetails(trial_id, exit_indices, labels, predictions, names)
 
 
-def per_class_exit_fractions(exit_indices: np.ndarray, labels: np.ndarray, num_classes: int, num_exits: int) -> np.ndarray:
+def per_class_exit_fractions(
+    exit_indices: np.ndarray, labels: np.ndarray, num_classes: int, num_exits: int
+) -> np.ndarray:
     """(C, E): the fraction of each class's samples that leave at each exit (rows sum to 1; 0 if empty)."""
     counts = np.zeros((num_classes, num_exits))
     np.add.at(counts, (np.asarray(labels, dtype=int), np.asarray(exit_indices, dtype=int)), 1.0)

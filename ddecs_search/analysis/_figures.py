@@ -6,14 +6,15 @@ Nothing here computes a front or a selection: that is ``_report``'s job (optuna'
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ddecs_search._imports import require
-from ddecs_search.analysis._exit_stats import confusion_matrices, per_class_exit_fractions
+from ddecs_search.analysis._exit_figures import confusion_figure, exit_names, per_class_exit_figure
+from ddecs_search.analysis._format import format_cell
+from ddecs_search.analysis._pareto import ALL_GROUP
 from ddecs_search.analysis._trials import Objective, parse_json_cell
 
 if TYPE_CHECKING:
@@ -25,7 +26,9 @@ if TYPE_CHECKING:
 GREY = "rgba(140,140,140,0.45)"
 FRONT_BLUE = "#1f77b4"
 COLORSCALE = "Viridis"
+_SYMBOLS_3D = ("circle", "diamond", "square", "cross", "x")  # one per device group
 _MAX_CATEGORIES = 15  # a categorical config column with more values is left out of parallel coordinates
+_MAX_HOVER = 200  # characters of one value in a hover label
 _KEY_METRICS = ("accuracy", "latency_ms", "energy_mj", "macs", "speedup", "accuracy_drop")
 
 
@@ -37,36 +40,28 @@ def _palette() -> list[str]:
     return list(require("plotly.colors").qualitative.D3)
 
 
-def exit_names(num_exits: int) -> list[str]:
-    """``["exit 1", ..., "exit E-1", "final"]``."""
-    return [f"exit {i + 1}" for i in range(num_exits - 1)] + ["final"]
-
-
 def axis_title(name: str, direction: str) -> str:
     return f"{name} ({'higher' if direction == 'max' else 'lower'} is better)"
 
 
-def _fmt(value: Any) -> str:
-    value = parse_json_cell(value)
-    if isinstance(value, (float, np.floating)):
-        return f"{value:.4g}"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, separators=(",", ":"))
-    return str(value)
+def _fmt(value: Any, column: str) -> str:
+    return format_cell(value, column, max_len=_MAX_HOVER)
 
 
 def hover_text(df: pd.DataFrame, objectives: Sequence[Objective]) -> list[str]:
     """One HTML hover label per row: trial, objectives and key metrics, then the full config."""
     metrics = list(dict.fromkeys([n for n, _ in objectives] + [m for m in _KEY_METRICS if m in df.columns]))
     extra = [c for c in ("experiment", "group", "rank", "exit_fractions") if c in df.columns]
+    if "group" in extra and set(df["group"]) <= {ALL_GROUP}:
+        extra.remove("group")
     config = [c for c in df.columns if str(c).startswith("config/")]
     out = []
     for _, row in df.iterrows():
         lines = [f"<b>trial {row.get('trial_id', '?')}</b>"]
-        lines += [f"{c}: {_fmt(row[c])}" for c in metrics + extra if row[c] is not None and row[c] == row[c]]
+        lines += [f"{c}: {_fmt(row[c], c)}" for c in metrics + extra if parse_json_cell(row[c]) is not None]
         if "feasible" in df.columns and not row["feasible"]:
             lines.append("<i>violates a constraint</i>")
-        lines += [f"{c[len('config/'):]}: {_fmt(row[c])}" for c in config]
+        lines += [f"{c.removeprefix('config/')}: {_fmt(row[c], c)}" for c in config]
         out.append("<br>".join(lines))
     return out
 
@@ -104,33 +99,65 @@ def pareto_2d_figure(data: ReportData) -> go.Figure | None:
     go, palette = _go(), _palette()
     fig = go.Figure()
     ranked = data.ranked
-    fig.add_trace(go.Scatter(
-        x=ranked[x], y=ranked[y], mode="markers", name="all trials",
-        marker={"color": GREY, "size": 7, "symbol": np.where(ranked["feasible"], "circle", "x")},
-        text=hover_text(ranked, data.objectives), hovertemplate="%{text}<extra></extra>",
-    ))
+    fig.add_trace(
+        go.Scatter(
+            x=ranked[x],
+            y=ranked[y],
+            mode="markers",
+            name="all trials",
+            marker={"color": GREY, "size": 7, "symbol": np.where(ranked["feasible"], "circle", "x")},
+            text=hover_text(ranked, data.objectives),
+            hovertemplate="%{text}<extra></extra>",
+        )
+    )
     grouped = data.group_by is not None
     for i, (group, sub) in enumerate(data.front.groupby("group", sort=True)):
         sub = sub.sort_values(x, kind="stable")
-        fig.add_trace(go.Scatter(
-            x=sub[x], y=sub[y], mode="lines+markers",
-            name=f"Pareto front ({group})" if grouped else "Pareto front",
-            line={"color": palette[i % len(palette)], "width": 2},
-            marker=_marker_colors(data, sub, size=12, line={"width": 1, "color": "black"}, showscale=i == 0),
-            text=hover_text(sub, data.objectives), hovertemplate="%{text}<extra></extra>",
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=sub[x],
+                y=sub[y],
+                mode="lines+markers",
+                name=f"Pareto front ({group})" if grouped else "Pareto front",
+                line={"color": palette[i % len(palette)], "width": 2},
+                marker=_marker_colors(
+                    data, sub, size=12, line={"width": 1, "color": "black"}, showscale=i == 0
+                ),
+                text=hover_text(sub, data.objectives),
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
     for i, row in data.baseline.iterrows():
         if x in row and y in row and np.isfinite(row[x]) and np.isfinite(row[y]):
-            fig.add_trace(go.Scatter(
-                x=[row[x]], y=[row[y]], mode="markers",
-                name=f"static baseline ({row['group']})" if grouped else "static baseline (no early exit)",
-                marker={"symbol": "star", "size": 18, "color": "crimson", "line": {"width": 1, "color": "black"}},
-                hovertemplate=f"static baseline<br>{x}: %{{x:.4g}}<br>{y}: %{{y:.4g}}<extra></extra>",
-            ))
+            fig.add_trace(
+                go.Scatter(
+                    x=[row[x]],
+                    y=[row[y]],
+                    mode="markers",
+                    name=f"static baseline ({row['group']})"
+                    if grouped
+                    else "static baseline (no early exit)",
+                    marker={
+                        "symbol": "star",
+                        "size": 18,
+                        "color": "crimson",
+                        "line": {"width": 1, "color": "black"},
+                    },
+                    hovertemplate=f"static baseline<br>{x}: %{{x:.4g}}<br>{y}: %{{y:.4g}}<extra></extra>",
+                )
+            )
     fig.update_layout(
-        title="Pareto front: " + f"{y} vs {x}",
-        xaxis_title=axis_title(x, xdir), yaxis_title=axis_title(y, ydir),
-        legend={"orientation": "h", "y": -0.18}, height=600, margin={"t": 60},
+        title=f"Pareto front: {y} vs {x}"
+        + (
+            f" (front on all {len(data.objectives)} objectives, projected)"
+            if len(data.objectives) > 2
+            else ""
+        ),
+        xaxis_title=axis_title(x, xdir),
+        yaxis_title=axis_title(y, ydir),
+        legend={"orientation": "h", "y": -0.18},
+        height=600,
+        margin={"t": 60},
     )
     return fig
 
@@ -141,18 +168,44 @@ def pareto_3d_figure(data: ReportData) -> go.Figure | None:
         return None
     go = _go()
     (a, ad), (b, bd), (c, cd) = data.objectives[:3]
-    ranked, front = data.ranked, data.front
-    fig = go.Figure([
-        go.Scatter3d(x=ranked[a], y=ranked[b], z=ranked[c], mode="markers", name="all trials",
-                     marker={"size": 3, "color": GREY}, text=hover_text(ranked, data.objectives),
-                     hovertemplate="%{text}<extra></extra>"),
-        go.Scatter3d(x=front[a], y=front[b], z=front[c], mode="markers", name="Pareto front",
-                     marker=_marker_colors(data, front, size=6), text=hover_text(front, data.objectives),
-                     hovertemplate="%{text}<extra></extra>"),
-    ])
+    ranked = data.ranked
+    fig = go.Figure(
+        go.Scatter3d(
+            x=ranked[a],
+            y=ranked[b],
+            z=ranked[c],
+            mode="markers",
+            name="all trials",
+            marker={"size": 3, "color": GREY},
+            text=hover_text(ranked, data.objectives),
+            hovertemplate="%{text}<extra></extra>",
+        )
+    )
+    for i, (group, sub) in enumerate(data.front.groupby("group", sort=True)):
+        fig.add_trace(
+            go.Scatter3d(
+                x=sub[a],
+                y=sub[b],
+                z=sub[c],
+                mode="markers",
+                name=f"Pareto front ({group})" if data.group_by else "Pareto front",
+                marker=_marker_colors(
+                    data, sub, size=6, symbol=_SYMBOLS_3D[i % len(_SYMBOLS_3D)], showscale=i == 0
+                ),
+                text=hover_text(sub, data.objectives),
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
     fig.update_layout(
-        title=f"Pareto front in 3-D: {a}, {b}, {c}", height=650, margin={"t": 60},
-        scene={"xaxis_title": axis_title(a, ad), "yaxis_title": axis_title(b, bd), "zaxis_title": axis_title(c, cd)},
+        title=f"Pareto front in 3-D: {a}, {b}, {c}",
+        height=650,
+        margin={"t": 60},
+        legend={"orientation": "h", "y": -0.05},
+        scene={
+            "xaxis_title": axis_title(a, ad),
+            "yaxis_title": axis_title(b, bd),
+            "zaxis_title": axis_title(c, cd),
+        },
     )
     return fig
 
@@ -162,14 +215,18 @@ def _dimension(label: str, values: pd.Series) -> dict[str, Any] | None:
     numeric = pd.to_numeric(values, errors="coerce")
     if numeric.notna().sum() == values.notna().sum() and values.notna().any():
         return {"label": label, "values": numeric.to_numpy(dtype=float)}
-    text = values.map(lambda v: _fmt(v) if v is not None and v == v else "-")
+    text = values.map(lambda v: _fmt(v, label))
     cats = sorted(text.unique())
     if len(cats) > _MAX_CATEGORIES:
         return None
     codes = {c: i for i, c in enumerate(cats)}
     ticks = [c if len(c) <= 24 else c[:23] + "…" for c in cats]
-    return {"label": label, "values": text.map(codes).to_numpy(), "tickvals": list(range(len(cats))),
-            "ticktext": ticks}
+    return {
+        "label": label,
+        "values": text.map(codes).to_numpy(),
+        "tickvals": list(range(len(cats))),
+        "ticktext": ticks,
+    }
 
 
 def parallel_coordinates_figure(data: ReportData) -> go.Figure | None:
@@ -182,12 +239,22 @@ def parallel_coordinates_figure(data: ReportData) -> go.Figure | None:
     columns = config + [n for n, _ in data.objectives]
     dims = [d for c in columns if (d := _dimension(c.removeprefix("config/"), ranked[c])) is not None]
     on_front = ((ranked["rank"] == 0) & ranked["feasible"]).astype(int).to_numpy()
-    fig = go.Figure(go.Parcoords(
-        dimensions=dims,
-        line={"color": on_front, "colorscale": [[0, "rgb(190,190,190)"], [1, FRONT_BLUE]], "cmin": 0, "cmax": 1},
-    ))
-    fig.update_layout(title="Configurations vs objectives (blue: Pareto front)", height=520,
-                      margin={"t": 90, "l": 60, "r": 60})
+    fig = go.Figure(
+        go.Parcoords(
+            dimensions=dims,
+            line={
+                "color": on_front,
+                "colorscale": [[0, "rgb(190,190,190)"], [1, FRONT_BLUE]],
+                "cmin": 0,
+                "cmax": 1,
+            },
+        )
+    )
+    fig.update_layout(
+        title="Configurations vs objectives (blue: Pareto front)",
+        height=520,
+        margin={"t": 90, "l": 60, "r": 60},
+    )
     return fig
 
 
@@ -207,23 +274,56 @@ def exit_profile_figure(data: ReportData) -> go.Figure | None:
     width = max((len(f) for f in fractions), default=1)
     names = exit_names(width)
     labels = [f"{t} ({g})" if data.group_by else str(t) for t, g in zip(front["trial_id"], front["group"])]
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.14,
-                        subplot_titles=("Where samples leave (fraction per exit)",
-                                        "Accuracy of the samples leaving at each exit"))
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        column_widths=[0.55, 0.45],
+        horizontal_spacing=0.14,
+        subplot_titles=(
+            "Where samples leave (fraction per exit)",
+            "Accuracy of the samples leaving at each exit",
+        ),
+    )
     palette = _palette()
     for j, name in enumerate(names):  # align each trial's exits on the left, its final exit on "final"
-        column = [(f[-1] if name == "final" else (f[j] if j < len(f) - 1 else 0.0)) if f else 0.0
-                  for f in fractions]
-        fig.add_trace(go.Bar(y=labels, x=column, name=name, orientation="h",
-                             marker_color=palette[j % len(palette)], legendgroup="exits"), row=1, col=1)
+        column = [
+            (f[-1] if name == "final" else (f[j] if j < len(f) - 1 else 0.0)) if f else 0.0 for f in fractions
+        ]
+        fig.add_trace(
+            go.Bar(
+                y=labels,
+                x=column,
+                name=name,
+                orientation="h",
+                marker_color=palette[j % len(palette)],
+                legendgroup="exits",
+            ),
+            row=1,
+            col=1,
+        )
     for label, acc in zip(labels, accs):
         if acc:
             xs = exit_names(len(acc))
-            fig.add_trace(go.Scatter(x=xs, y=[a if a is not None else None for a in acc], mode="lines+markers",
-                                     name=label, showlegend=False, connectgaps=False,
-                                     hovertemplate=f"{label}<br>%{{x}}: %{{y:.4g}}<extra></extra>"), row=1, col=2)
-    fig.update_layout(barmode="stack", height=max(420, 26 * len(front) + 180), title="Exit profile of the front",
-                      legend={"orientation": "h", "y": -0.12}, margin={"t": 80})
+            fig.add_trace(
+                go.Scatter(
+                    x=xs,
+                    y=[a if a is not None else None for a in acc],
+                    mode="lines+markers",
+                    name=label,
+                    showlegend=False,
+                    connectgaps=False,
+                    hovertemplate=f"{label}<br>%{{x}}: %{{y:.4g}}<extra></extra>",
+                ),
+                row=1,
+                col=2,
+            )
+    fig.update_layout(
+        barmode="stack",
+        height=max(420, 26 * len(front) + 180),
+        title="Exit profile of the front",
+        legend={"orientation": "h", "y": -0.12},
+        margin={"t": 80},
+    )
     fig.update_xaxes(title_text="fraction of test samples", range=[0, 1], row=1, col=1)
     fig.update_xaxes(categoryorder="array", categoryarray=names, row=1, col=2)
     fig.update_yaxes(title_text="accuracy", row=1, col=2)
@@ -238,52 +338,30 @@ def hypervolume_figure(data: ReportData) -> go.Figure | None:
     go = _go()
     fig = go.Figure()
     for group, sub in hv.groupby("group", sort=True):
-        fig.add_trace(go.Scatter(x=sub["trial_index"], y=sub["hypervolume"], mode="lines+markers",
-                                 line_shape="hv", name=str(group) if data.group_by else "hypervolume",
-                                 text=sub["trial_id"], hovertemplate="trial %{text}<br>HV %{y:.4g}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=sub["trial_index"],
+                y=sub["hypervolume"],
+                mode="lines+markers",
+                line_shape="hv",
+                name=str(group) if data.group_by else "hypervolume",
+                text=sub["trial_id"],
+                hovertemplate="trial %{text}<br>HV %{y:.4g}<extra></extra>",
+            )
+        )
     names = [n for n, _ in data.objectives]
     refs = "; ".join(
         (f"{g}: " if data.group_by else "") + ", ".join(f"{n}={v:.4g}" for n, v in zip(names, ref))
         for g, ref in data.reference_points.items()
     )
-    fig.update_layout(title=f"Hypervolume over trials<br><sup>reference point: {refs} "
-                            "(worst observed value padded by 10 % of the range)</sup>",
-                      xaxis_title="trial index", yaxis_title="hypervolume", height=420, margin={"t": 80})
-    return fig
-
-
-def per_class_exit_figure(
-    class_names: Sequence[str], exit_indices: np.ndarray, labels: np.ndarray, num_exits: int
-) -> go.Figure:
-    """Heatmap: for each class (rows), the fraction of its test samples leaving at each exit."""
-    go = _go()
-    frac = per_class_exit_fractions(exit_indices, labels, len(class_names), num_exits)  # (C, E)
-    fig = go.Figure(go.Heatmap(z=frac, x=exit_names(num_exits), y=list(class_names), zmin=0, zmax=1,
-                               colorscale="Blues", text=np.round(frac * 100).astype(int), texttemplate="%{text}%",
-                               hovertemplate="%{y} → %{x}: %{z:.1%}<extra></extra>"))
-    fig.update_layout(title="Where each class leaves (fraction of the class's test samples)",
-                      height=max(360, 28 * len(class_names) + 140), yaxis={"autorange": "reversed"})
-    return fig
-
-
-def confusion_figure(predictions_per_exit: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> go.Figure:
-    """One row-normalised confusion matrix per exit (all test samples, whichever exit they took)."""
-    go = _go()
-    make_subplots = require("plotly.subplots").make_subplots
-    mats = confusion_matrices(predictions_per_exit, labels, len(class_names)).astype(float)  # (E, C, C)
-    rows = mats.sum(axis=2, keepdims=True)
-    norm = np.divide(mats, rows, out=np.zeros_like(mats), where=rows > 0)
-    accs = [np.trace(m) / max(m.sum(), 1) for m in mats]
-    names = exit_names(mats.shape[0])
-    fig = make_subplots(rows=1, cols=len(names), shared_yaxes=True, horizontal_spacing=0.02,
-                        subplot_titles=[f"{n} (acc {a:.1%})" for n, a in zip(names, accs)])
-    for e in range(len(names)):
-        fig.add_trace(go.Heatmap(z=norm[e], x=list(class_names), y=list(class_names), coloraxis="coloraxis",
-                                 hovertemplate="true %{y}, predicted %{x}: %{z:.1%}<extra></extra>"),
-                      row=1, col=e + 1)
-    fig.update_layout(title="Confusion matrix of every exit (rows: true class, row-normalised)",
-                      coloraxis={"colorscale": "Blues", "cmin": 0, "cmax": 1}, height=460)
-    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(
+        title=f"Hypervolume over trials<br><sup>reference point: {refs} "
+        "(worst observed value padded by 10 % of the range)</sup>",
+        xaxis_title="trial index",
+        yaxis_title="hypervolume",
+        height=420,
+        margin={"t": 80},
+    )
     return fig
 
 
@@ -299,7 +377,8 @@ def report_figures(data: ReportData) -> dict[str, go.Figure]:
     details = next(iter(data.exit_details.values()), None)  # the knee's, when it saved its exits
     if details is not None:
         figures["per_class_exits"] = per_class_exit_figure(
-            details.class_names, details.exit_indices, details.labels, details.num_exits)
+            details.class_names, details.exit_indices, details.labels, details.num_exits
+        )
         figures["confusion"] = confusion_figure(details.predictions, details.labels, details.class_names)
         for key in ("per_class_exits", "confusion"):
             fig = figures[key]

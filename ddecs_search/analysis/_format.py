@@ -33,7 +33,7 @@ TABLE_COLUMNS = (
     "config/training_mode",
     "crowding",
 )
-_MAX_CELL = 28
+_MAX_CELL = 28  # table format: longer text is cut with an ellipsis
 
 
 def _plain(value: Any) -> Any:
@@ -65,7 +65,8 @@ def front_records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return records
 
 
-def _cell(value: Any, column: str) -> str:
+def format_cell(value: Any, column: str, max_len: int = _MAX_CELL) -> str:
+    """One value as short text: 4 significant digits, MACs in millions, '-' for missing."""
     value = _plain(value)
     if value is None:
         return "-"
@@ -76,10 +77,10 @@ def _cell(value: Any, column: str) -> str:
     if isinstance(value, (list, dict)):
         value = json.dumps(value, separators=(",", ":"))
     text = str(value)
-    return text if len(text) <= _MAX_CELL else text[: _MAX_CELL - 1] + "…"
+    return text if len(text) <= max_len else text[: max_len - 1] + "…"
 
 
-def _table_columns(df: pd.DataFrame, columns: Sequence[str] | None) -> list[str]:
+def table_columns(df: pd.DataFrame, columns: Sequence[str] | None) -> list[str]:
     if columns is not None:
         return [c for c in columns if c in df.columns]
     cols = []
@@ -96,14 +97,16 @@ def _table_columns(df: pd.DataFrame, columns: Sequence[str] | None) -> list[str]
 
 def format_table(df: pd.DataFrame, columns: Sequence[str] | None = None) -> str:
     """A fixed-width text table of the key columns (numbers to 4 significant digits, '-' for missing)."""
-    cols = _table_columns(df, columns)
+    cols = table_columns(df, columns)
     header = [c[len(CONFIG_PREFIX) :] if c.startswith(CONFIG_PREFIX) else c for c in cols]
-    rows = [[_cell(v, c) for c, v in zip(cols, r)] for r in df[cols].itertuples(index=False)]
+    rows = [[format_cell(v, c) for c, v in zip(cols, r)] for r in df[cols].itertuples(index=False)]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
     numeric = [bool(rows) and all(_is_number(r[i]) for r in rows) for i in range(len(cols))]
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)).rstrip()
+        return "  ".join(
+            c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)
+        ).rstrip()
 
     out = [line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]
     if not rows:

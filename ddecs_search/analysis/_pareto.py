@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -10,7 +11,16 @@ import numpy as np
 from ddecs_search._imports import require
 from ddecs_search.analysis._constraints import Constraint, check_columns, feasible_mask, parse_constraint
 from ddecs_search.analysis._dominance import crowding_distance, direction_signs, non_dominated_sort
-from ddecs_search.analysis._trials import COMPLETED_STATE, DEFAULT_OBJECTIVES, Objective, completed_trials
+from ddecs_search.analysis._trials import (
+    COMPLETED_STATE,
+    DEFAULT_OBJECTIVES,
+    Objective,
+    completed_trials,
+    experiment_dirs,
+    load_trials,
+    read_constraints,
+    read_objectives,
+)
 from ddecs_search.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -32,6 +42,7 @@ class FrontResult(NamedTuple):
         objectives: the objectives actually ranked on (after the energy → MACs fallback).
         notices: sentences for the user (device split, energy fallback, rows left out).
         group_by: "device" when one front per device was computed, else None.
+        constraints: the constraints applied, parsed.
     """
 
     front: pd.DataFrame
@@ -39,6 +50,7 @@ class FrontResult(NamedTuple):
     objectives: list[Objective]
     notices: list[str]
     group_by: str | None
+    constraints: list[Constraint]
 
 
 def _normalise_objectives(objectives: Sequence[Objective] | None) -> list[Objective]:
@@ -51,7 +63,9 @@ def _normalise_objectives(objectives: Sequence[Objective] | None) -> list[Object
         try:
             direction_signs([direction], 1)
         except ValueError:
-            raise ConfigError(f"objective {name!r}: direction must be 'min' or 'max', got {obj[1]!r}") from None
+            raise ConfigError(
+                f"objective {name!r}: direction must be 'min' or 'max', got {obj[1]!r}"
+            ) from None
         out.append((name, "max" if direction.startswith("max") else "min"))
     names = [n for n, _ in out]
     if len(set(names)) != len(names):
@@ -81,12 +95,16 @@ def resolve_objectives(
             why = f" (energy_source: {'; '.join(map(str, sources))})" if sources else ""
             if ENERGY_PROXY in names:
                 objs = [o for o in objs if o[0] != ENERGY_METRIC]
-                notices.append(f"{ENERGY_METRIC} is missing for every finished trial{why}; it is dropped "
-                               f"from the objectives ({ENERGY_PROXY} is already one).")
+                notices.append(
+                    f"{ENERGY_METRIC} is missing for every finished trial{why}; it is dropped "
+                    f"from the objectives ({ENERGY_PROXY} is already one)."
+                )
             else:
                 objs = [(ENERGY_PROXY, d) if n == ENERGY_METRIC else (n, d) for n, d in objs]
-                notices.append(f"{ENERGY_METRIC} is missing for every finished trial{why}; "
-                               f"{ENERGY_PROXY} is used as the energy objective instead.")
+                notices.append(
+                    f"{ENERGY_METRIC} is missing for every finished trial{why}; "
+                    f"{ENERGY_PROXY} is used as the energy objective instead."
+                )
     check_columns(df, [n for n, _ in objs], what="objectives")
     return objs, notices
 
@@ -117,6 +135,17 @@ def _left_out_notice(df: pd.DataFrame, done: pd.DataFrame) -> list[str]:
     return [f"{len(df) - len(done)} of {len(df)} trials are not ranked ({', '.join(parts)})."]
 
 
+def _empty_result(
+    df: pd.DataFrame, objectives: list[Objective], constraints: list[Constraint]
+) -> FrontResult:
+    columns = list(
+        dict.fromkeys([*df.columns, *(n for n, _ in objectives), "group", "feasible", "rank", "crowding"])
+    )
+    types = {"feasible": bool, "rank": int, "crowding": float, "group": object}
+    empty = df.reindex(columns=columns).iloc[0:0].astype(types)
+    return FrontResult(empty, empty, objectives, ["no trial has reported yet."], None, constraints)
+
+
 def compute_front(
     df: pd.DataFrame,
     objectives: Sequence[Objective] | None = None,
@@ -134,6 +163,9 @@ def compute_front(
         ConfigError: unknown objective/constraint metric, bad direction or constraint text.
     """
     pd = require("pandas")
+    constraints = [parse_constraint(c) for c in constraints]
+    if len(df) == 0:  # a search that has not reported yet: its table may not even have metric columns
+        return _empty_result(df, _normalise_objectives(objectives), constraints)
     objs, notices = resolve_objectives(df, objectives)
     names, directions = [n for n, _ in objs], [d for _, d in objs]
     done = completed_trials(df, names).copy()
@@ -148,7 +180,7 @@ def compute_front(
     done["group"] = done[group_by].astype(str) if group_by else ALL_GROUP
     done["feasible"] = feasible_mask(done, constraints)
     if constraints and not done["feasible"].all():
-        shown = ", ".join(str(parse_constraint(c)) for c in constraints)
+        shown = ", ".join(map(str, constraints))
         notices.append(f"{int((~done['feasible']).sum())} of {len(done)} ranked trials violate {shown}.")
     rank = np.full(len(done), -1)
     crowding = np.full(len(done), np.nan)
@@ -166,7 +198,45 @@ def compute_front(
     front = done[done["rank"] == 0]
     first, first_dir = names[0], directions[0]
     front = front.sort_values(["group", first], ascending=[True, first_dir == "min"], kind="stable")
-    return FrontResult(front, done, objs, notices, group_by)
+    return FrontResult(front, done, objs, notices, group_by, constraints)
+
+
+def experiment_front(
+    exp_dirs: str | Path | Sequence[str | Path],
+    objectives: Sequence[Objective] | None = None,
+    constraints: Sequence[str | Constraint] = (),
+) -> tuple[pd.DataFrame, FrontResult]:
+    """Load experiment directories and compute their front, with the first one's ``space.yaml`` defaults.
+
+    Args:
+        exp_dirs: one experiment directory or several (compared; rows get an ``experiment`` column).
+        objectives: default: the ``objectives:`` of the first directory's ``space.yaml`` (else
+            accuracy max, latency_ms min).
+        constraints: applied on top of the ``constraints:`` of the first directory's ``space.yaml``.
+
+    Returns:
+        ``(trials, result)``: every loaded row (any state) and :func:`compute_front`'s result.
+
+    Raises:
+        ConfigError: not an experiment directory, bad ``space.yaml``, unknown metric, bad constraint.
+    """
+    first = experiment_dirs(exp_dirs)[0]
+    trials = load_trials(exp_dirs)
+    objectives = list(objectives) if objectives else read_objectives(first)
+    all_constraints = read_constraints(first) + [parse_constraint(c) for c in constraints]
+    return trials, compute_front(trials, objectives, all_constraints)
+
+
+def parse_objective(text: str) -> Objective:
+    """``"latency_ms:min"`` → ``("latency_ms", "min")`` (for command-line flags).
+
+    Raises:
+        ConfigError: naming the text and the valid form.
+    """
+    name, sep, direction = str(text).strip().rpartition(":")
+    if not sep or not name or direction.lower() not in ("min", "max", "minimize", "maximize"):
+        raise ConfigError(f"objective {text!r}: expected METRIC:min or METRIC:max (e.g. 'latency_ms:min')")
+    return _normalise_objectives([(name, direction)])[0]
 
 
 def pareto_front(

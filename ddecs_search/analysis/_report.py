@@ -10,16 +10,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ddecs_search._imports import require
-from ddecs_search.analysis._constraints import Constraint, parse_constraint
+from ddecs_search.analysis._constraints import Constraint
 from ddecs_search.analysis._dominance import default_reference_point, hypervolume_history
 from ddecs_search.analysis._exit_stats import ExitDetails, load_exit_details
-from ddecs_search.analysis._pareto import DEVICE_BOUND_METRICS, compute_front
+from ddecs_search.analysis._pareto import DEVICE_BOUND_METRICS, experiment_front
 from ddecs_search.analysis._select import best_for_accuracy_floor, best_under_budget, knee_point
 from ddecs_search.analysis._trials import (
     Objective,
     experiment_dirs,
-    load_trials,
-    read_constraints,
     read_objectives,
 )
 
@@ -85,7 +83,9 @@ class ReportData:
     notices: list[str] = field(default_factory=list)
 
 
-def _hv_history(ranked: pd.DataFrame, objectives: Sequence[Objective]):
+def _hv_history(
+    ranked: pd.DataFrame, objectives: Sequence[Objective]
+) -> tuple[pd.DataFrame, dict[str, list[float]]]:
     pd = require("pandas")
     names, directions = [n for n, _ in objectives], [d for _, d in objectives]
     frames, refs = [], {}
@@ -95,25 +95,33 @@ def _hv_history(ranked: pd.DataFrame, objectives: Sequence[Objective]):
         values = rows[names].to_numpy(dtype=float)  # (N, M)
         ref = default_reference_point(values, directions)
         refs[str(group)] = ref.tolist()
-        frames.append(pd.DataFrame({
-            "group": str(group),
-            "trial_index": rows["trial_index"].to_numpy() if "trial_index" in rows.columns else np.arange(len(rows)),
-            "trial_id": rows["trial_id"].to_numpy(),
-            "hypervolume": hypervolume_history(values, directions, ref),
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "group": str(group),
+                    "trial_index": rows["trial_index"].to_numpy()
+                    if "trial_index" in rows.columns
+                    else np.arange(len(rows)),
+                    "trial_id": rows["trial_id"].to_numpy(),
+                    "hypervolume": hypervolume_history(values, directions, ref),
+                }
+            )
+        )
     columns = ["group", "trial_index", "trial_id", "hypervolume"]
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)), refs
 
 
 def _baseline(ranked: pd.DataFrame, objectives: Sequence[Objective]) -> pd.DataFrame:
     pd = require("pandas")
-    metrics = dict.fromkeys([n for n, _ in objectives] + ["accuracy", "latency_ms", "macs", "energy_mj"])
+    metrics = dict.fromkeys([n for n, _ in objectives] + list(BASELINE_COLUMNS))
     rows = []
     for group, sub in ranked.groupby("group", sort=True):
         row = {"group": str(group)}
         for metric in metrics:
             col = BASELINE_COLUMNS.get(metric)
-            row[metric] = float(sub[col].median()) if col in sub.columns and sub[col].notna().any() else np.nan
+            row[metric] = (
+                float(sub[col].median()) if col in sub.columns and sub[col].notna().any() else np.nan
+            )
         rows.append(row)
     return pd.DataFrame(rows, columns=["group", *metrics])
 
@@ -138,14 +146,22 @@ def _recommend(
             picks.append(("best accuracy", sub.loc[sub["accuracy"].idxmax()]))
         if has_accuracy and speed:
             limit = float(sub[speed].median()) if budget is None else float(budget)
-            how = "median of the front" if budget is None else "given"
-            picks.append((f"best accuracy with {speed} ≤ {limit:.4g} ({how})",
-                          best_under_budget(sub, speed, limit, "accuracy")))
+            how = " (front median)" if budget is None else ""
+            picks.append(
+                (
+                    f"best accuracy, {speed} ≤ {limit:.4g}{how}",
+                    best_under_budget(sub, speed, limit, "accuracy"),
+                )
+            )
             base_acc = baseline.loc[baseline["group"] == str(group), "accuracy"]
             if len(base_acc) and np.isfinite(base_acc.iloc[0]):
                 floor = float(base_acc.iloc[0]) - ACCURACY_FLOOR_MARGIN
-                picks.append((f"lowest {speed} with accuracy ≥ {floor:.4g} (baseline − 1 pt)",
-                              best_for_accuracy_floor(sub, floor, speed)))
+                picks.append(
+                    (
+                        f"lowest {speed}, accuracy ≥ {floor:.4g} (baseline − 1 pt)",
+                        best_for_accuracy_floor(sub, floor, speed),
+                    )
+                )
     rows = [row.to_frame().T.assign(role=role) for role, row in picks if row is not None]
     if not rows:
         return front.iloc[0:0].assign(role=[])
@@ -160,9 +176,9 @@ def _exit_details(
     out: dict[str, ExitDetails] = {}
     for _, row in recommended.iterrows():
         trial_id = str(row["trial_id"])
-        exp = by_name.get(str(row.get("experiment", "")), dirs[0])
         if trial_id in out:
             continue
+        exp = by_name.get(str(row.get("experiment", "")), dirs[0])
         try:
             details = load_exit_details(exp / TRIALS_SUBDIR / trial_id, trial_id)
         except (ValueError, OSError) as exc:
@@ -195,10 +211,7 @@ def build_report_data(
         ConfigError: missing directory/trials table, unknown objective or constraint metric.
     """
     dirs = experiment_dirs(exp_dirs)
-    trials = load_trials(exp_dirs)
-    objectives = list(objectives) if objectives else read_objectives(dirs[0])
-    all_constraints = read_constraints(dirs[0]) + [parse_constraint(c) for c in constraints]
-    result = compute_front(trials, objectives, all_constraints)
+    trials, result = experiment_front(exp_dirs, objectives, constraints)
     notices = list(result.notices)
     hv, refs = _hv_history(result.ranked, result.objectives)
     baseline = _baseline(result.ranked, result.objectives)
@@ -208,11 +221,14 @@ def build_report_data(
         color = "energy_mj"
     else:
         color = "macs" if "macs" in trials.columns else None
-        requested_energy = any(n == "energy_mj" for n, _ in objectives)  # already explained by compute_front
+        # a requested energy objective was already explained by compute_front's fallback notice
+        requested_energy = any(n == "energy_mj" for n, _ in objectives or read_objectives(dirs[0]))
         sources = trials["energy_source"].dropna().unique() if "energy_source" in trials.columns else []
         if not requested_energy and len(sources):
-            notices.append(f"energy was not measured ({'; '.join(sorted(map(str, sources)))}); the front is "
-                           f"coloured by {color or 'nothing'} instead.")
+            notices.append(
+                f"energy was not measured ({'; '.join(sorted(map(str, sources)))}); the front is "
+                f"coloured by {color or 'nothing'} instead."
+            )
     return ReportData(
         title=title or f"ddecs-search report: {', '.join(d.name for d in dirs)}",
         exp_dirs=tuple(dirs),
@@ -220,7 +236,7 @@ def build_report_data(
         ranked=result.ranked,
         front=result.front,
         objectives=result.objectives,
-        constraints=all_constraints,
+        constraints=result.constraints,
         group_by=result.group_by,
         hv_history=hv,
         reference_points=refs,
@@ -230,3 +246,63 @@ def build_report_data(
         exit_details=details,
         notices=notices,
     )
+
+
+COMPARISON_METRICS = ("accuracy", "latency_ms", "energy_mj", "macs", "speedup")  # + the objectives
+COMPARISON_CONFIG = ("config/exit_points", "config/policy_kind", "config/cost_weight")
+BASELINE_ROLE = "static baseline (no early exit)"
+ORACLE_ROLE = "oracle policy on the knee's exits"
+
+
+def comparison_table(data: ReportData) -> pd.DataFrame:
+    """Recommended configurations next to the static baseline and the oracle, one row each.
+
+    The oracle row uses the knee trial's exit configuration with a perfect exit decision (each sample
+    leaves at its earliest correct exit): an upper bound for any policy on those exits.
+    """
+    pd = require("pandas")
+    cols = data.trials.columns
+    metrics = [n for n, _ in data.objectives] + [m for m in COMPARISON_METRICS if m in cols]
+    metrics = [m for m in dict.fromkeys(metrics) if m in cols and data.trials[m].notna().any()]
+    config = [c for c in COMPARISON_CONFIG if c in data.recommended.columns]
+    rows = []
+    for _, rec in data.recommended.iterrows():
+        rows.append(
+            {
+                "role": rec["role"],
+                "group": rec["group"],
+                "trial_id": rec["trial_id"],
+                **{m: rec.get(m) for m in metrics + config},
+            }
+        )
+    for _, base in data.baseline.iterrows():
+        rows.append(
+            {
+                "role": BASELINE_ROLE,
+                "group": base["group"],
+                "trial_id": "",
+                **{m: base.get(m, np.nan) for m in metrics},
+                "speedup": 1.0 if "speedup" in metrics else None,
+            }
+        )
+    knees = (
+        data.recommended[data.recommended["role"] == "knee"] if len(data.recommended) else data.recommended
+    )
+    for _, knee in knees.iterrows():
+        oracle = {m: knee.get(ORACLE_COLUMNS[m]) for m in metrics if ORACLE_COLUMNS.get(m) in knee.index}
+        if "speedup" in metrics and oracle.get("latency_ms") and "baseline_latency_ms" in knee.index:
+            oracle["speedup"] = knee["baseline_latency_ms"] / oracle["latency_ms"]
+        rows.append(
+            {
+                "role": ORACLE_ROLE,
+                "group": knee["group"],
+                "trial_id": knee["trial_id"],
+                **oracle,
+                **{c: knee.get(c) for c in config if c != "config/policy_kind"},
+                "config/policy_kind": "oracle",
+            }
+        )
+    table = pd.DataFrame(rows, columns=["role", "group", "trial_id", *metrics, *config])
+    if data.group_by is None:
+        return table.drop(columns="group")
+    return table.sort_values("group", kind="stable", ignore_index=True)

@@ -58,7 +58,9 @@ def _pick(
 ) -> pd.Series | None:
     if len(rows) == 0:
         return None
-    ordered = rows.sort_values([primary, secondary], ascending=[not primary_max, not secondary_max], kind="stable")
+    ordered = rows.sort_values(
+        [primary, secondary], ascending=[not primary_max, not secondary_max], kind="stable"
+    )
     return ordered.iloc[0]
 
 

@@ -108,7 +108,10 @@ def _read_space(exp_dir: str | Path) -> tuple[dict[str, Any], Path]:
 
 
 def read_objectives(exp_dir: str | Path) -> list[Objective]:
-    """The ``objectives:`` of ``EXP/space.yaml`` as ``(name, "min"|"max")``; default accuracy↑, latency_ms↓."""
+    """The ``objectives:`` of ``EXP/space.yaml`` as ``(name, "min"|"max")``.
+
+    Default (no file or no list): accuracy (max), latency_ms (min).
+    """
     data, path = _read_space(exp_dir)
     entries = data.get("objectives")
     if not entries:
@@ -116,7 +119,9 @@ def read_objectives(exp_dir: str | Path) -> list[Objective]:
     out = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or entry.get("mode") not in ("min", "max") or not entry.get("name"):
-            raise ConfigError(f"{path}: objectives[{i}] must be {{name: METRIC, mode: min|max}}, got {entry!r}")
+            raise ConfigError(
+                f"{path}: objectives[{i}] must be {{name: METRIC, mode: min|max}}, got {entry!r}"
+            )
         out.append((str(entry["name"]), str(entry["mode"])))
     return out
 

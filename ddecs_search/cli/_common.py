@@ -52,4 +52,3 @@ def write_json_atomic(obj: Any, path: str | Path) -> None:
         json.dump(json_safe(obj), fh, indent=2)
         fh.write("\n")
     os.replace(tmp, path)
-

@@ -132,7 +132,10 @@ class Candidate:
         if len(self.exit_points) == 0:
             fail("exit_points", "needs at least one early exit")
         if any(b <= a for a, b in zip(self.exit_points, self.exit_points[1:])):
-            fail("exit_points", f"must be strictly increasing (ordered, distinct), got {list(self.exit_points)}")
+            fail(
+                "exit_points",
+                f"must be strictly increasing (ordered, distinct), got {list(self.exit_points)}",
+            )
         if any(p < 0 for p in self.exit_points):
             fail("exit_points", f"must be >= 0, got {list(self.exit_points)}")
         if len(self.branches) != len(self.exit_points):

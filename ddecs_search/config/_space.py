@@ -51,7 +51,11 @@ class ExitSpace:
             if any(b <= a for a, b in zip(self.points, self.points[1:])) or any(p < 0 for p in self.points):
                 fail("points", f"must be ordered, distinct, non-negative indices, got {list(self.points)}")
             if len(self.points) < self.count[1]:
-                fail("points", f"has {len(self.points)} points but count allows up to {self.count[1]} exits")
+                fail(
+                    "count",
+                    f"allows up to {self.count[1]} early exits but exits.points lists only "
+                    f"{len(self.points)} exit points",
+                )
         for name in ("conv_layers", "channels", "pool", "pool_size", "hidden", "dropout"):
             if len(getattr(self, name)) == 0:
                 fail(name, "needs at least one choice")
@@ -81,7 +85,11 @@ class TrainingSpace:
 
 @dataclass(frozen=True)
 class PolicySpace:
-    """Exit-policy choices; ``cost_weight`` is a [low, high] range searched on a log scale."""
+    """Exit-policy choices; ``cost_weight`` is a [low, high] range searched on a log scale.
+
+    ``options`` maps a policy kind to its kind-specific options (``{ppo: {iterations: 10}}``); kinds not
+    listed get none.
+    """
 
     kind: tuple[str, ...] = ("threshold",)
     cost_weight: tuple[float, ...] = (0.05, 1.0)
@@ -95,6 +103,15 @@ class PolicySpace:
         cw = self.cost_weight
         if len(cw) != 2 or not 0 < cw[0] <= cw[1]:
             fail("cost_weight", f"must be [low, high] with 0 < low <= high, got {list(cw)}")
+        for kind, opts in self.options.items():
+            if kind not in self.kind:
+                fail(
+                    f"options.{kind}",
+                    f"options are given per policy kind; {kind!r} is not one of the "
+                    f"kind choices {list(self.kind)}",
+                )
+            if not isinstance(opts, dict):
+                fail(f"options.{kind}", f"expected a mapping of {kind} options, got {opts!r}")
 
 
 @dataclass(frozen=True)
@@ -164,11 +181,33 @@ _DEFAULT_OBJECTIVES = (Objective("accuracy", "max"), Objective("latency_ms", "mi
 # Numeric metrics of the candidate evaluation that objectives and constraints may name
 # (see docs/architecture.md; ``rl_return`` exists only for RL policies).
 NUMERIC_METRICS = (
-    "accuracy", "accuracy_drop", "baseline_accuracy", "batch1_table_agreement", "baseline_energy_mj",
-    "baseline_latency_ms", "baseline_macs", "batched_throughput_speedup", "cost_weight", "energy_mj",
-    "expected_cost", "expected_latency_ms", "inference_table_agreement", "latency_ms", "latency_p95_ms",
-    "macs", "num_exits", "oracle_accuracy", "oracle_expected_latency_ms", "oracle_macs", "policy_train_time_s",
-    "rl_return", "speedup", "table_accuracy", "train_time_s", "val_accuracy", "wall_time_s",
+    "accuracy",
+    "accuracy_drop",
+    "baseline_accuracy",
+    "batch1_table_agreement",
+    "baseline_energy_mj",
+    "baseline_latency_ms",
+    "baseline_macs",
+    "batched_throughput_speedup",
+    "cost_weight",
+    "energy_mj",
+    "expected_cost",
+    "expected_latency_ms",
+    "inference_table_agreement",
+    "latency_ms",
+    "latency_p95_ms",
+    "macs",
+    "num_exits",
+    "oracle_accuracy",
+    "oracle_expected_latency_ms",
+    "oracle_macs",
+    "policy_train_time_s",
+    "rl_return",
+    "speedup",
+    "table_accuracy",
+    "train_time_s",
+    "val_accuracy",
+    "wall_time_s",
 )
 
 
@@ -204,11 +243,14 @@ class SearchSpace:
             if c.metric not in NUMERIC_METRICS:
                 fail(f"constraints[{i}].metric", f"unknown metric {c.metric!r}; valid: {valid}")
         if self.search.asha and len(self.objectives) != 1:
-            fail("search.asha", f"early stopping (ASHA) needs exactly one objective, got {len(names)}: {names}")
+            fail("search.asha", f"early stopping (ASHA) needs exactly one objective, got {names}")
         weights, max_exits = self.training.loss_weights, self.exits.count[1]
         if weights is not None and len(weights) != max_exits + 1:
-            fail("training.loss_weights", f"needs {max_exits + 1} weights (one per early-exit slot up to "
-                 f"exits.count max = {max_exits}, then the final exit), got {len(weights)}")
+            fail(
+                "training.loss_weights",
+                f"needs {max_exits + 1} weights (one per early-exit slot up to "
+                f"exits.count max = {max_exits}, then the final exit), got {len(weights)}",
+            )
 
 
 def _validate_against_registries(space: SearchSpace) -> None:
@@ -219,7 +261,8 @@ def _validate_against_registries(space: SearchSpace) -> None:
 
     ds = space.dataset.name
     if not ds.startswith("imagefolder:") and ds not in list_datasets():
-        fail("dataset.name", f"unknown dataset {ds!r}; valid: {', '.join(list_datasets())}, imagefolder:<path>")
+        valid = ", ".join(list_datasets())
+        fail("dataset.name", f"unknown dataset {ds!r}; valid: {valid}, imagefolder:<path>")
     info = backbone_info(space.backbone.name, path="backbone.name")
     n_points = len(info.exit_point_names)
     points = space.exits.points if space.exits.points is not None else tuple(range(n_points))
@@ -285,5 +328,6 @@ def candidate_from_dict(space: SearchSpace, override: dict[str, Any], path: str 
             f"got {list(cand.exit_points)}",
         )
     if cand.policy.kind not in list_policies():
-        fail(f"{path}.policy.kind", f"unknown policy {cand.policy.kind!r}; valid: {', '.join(list_policies())}")
+        valid = ", ".join(list_policies())
+        fail(f"{path}.policy.kind", f"unknown policy {cand.policy.kind!r}; valid: {valid}")
     return cand

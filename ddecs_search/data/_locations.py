@@ -74,6 +74,7 @@ def gunzip_atomic(src: Path, dest: Path) -> None:
     try:
         with os.fdopen(fd, "wb") as out, gzip.open(src, "rb") as inp:
             shutil.copyfileobj(inp, out, length=1 << 20)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a shared data root must stay readable by others
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -46,22 +46,30 @@ def _read_idx(cls: Any, root: Path, train: bool, allow_download: bool, missing: 
     """Read one split with torchvision class ``cls`` (MNIST or FashionMNIST), downloading only if allowed."""
     raw = _raw_folder(root, cls.__name__)
     if not _idx_present(raw):
-        fetch_or_fail(lambda: cls(str(root), train=train, download=True), allowed=allow_download, missing=missing)
+        fetch_or_fail(
+            lambda: cls(str(root), train=train, download=True), allowed=allow_download, missing=missing
+        )
     try:
         ds = cls(str(root), train=train, download=False)
     except Exception as exc:  # truncated or foreign files: torchvision raises assorted errors
-        raise DataError(f"could not read {cls.__name__} from {raw} ({type(exc).__name__}: {exc}); "
-                        f"delete that folder and try again") from None
+        raise DataError(
+            f"could not read {cls.__name__} from {raw} ({type(exc).__name__}: {exc}); "
+            f"delete that folder and try again"
+        ) from None
     images = ds.data.unsqueeze(1)  # (N, 1, 28, 28) uint8
     if tuple(images.shape[1:]) != (1, 28, 28):
-        raise DataError(f"{cls.__name__} files in {raw} hold images of shape {tuple(ds.data.shape[1:])}, "
-                        f"expected 28x28; delete that folder and try again")
+        raise DataError(
+            f"{cls.__name__} files in {raw} hold images of shape {tuple(ds.data.shape[1:])}, "
+            f"expected 28x28; delete that folder and try again"
+        )
     return RawSplit(images.contiguous(), ds.targets.long(), tuple(ds.classes))
 
 
 def _mnist_missing(root: Path) -> str:
-    return (f"MNIST not found in {_raw_folder(root, 'MNIST')}; allow torchvision to download it (needs internet) "
-            f"or copy {', '.join(IDX_FILES)} there")
+    return (
+        f"MNIST not found in {_raw_folder(root, 'MNIST')}; allow torchvision to download it (needs internet) "
+        f"or copy {', '.join(IDX_FILES)} there"
+    )
 
 
 @register_dataset("mnist")
@@ -77,15 +85,24 @@ def mnist() -> DatasetSource:
 
         return _read_idx(MNIST, root, train, allow_download, _mnist_missing(root))
 
-    info = DatasetInfo("mnist", 10, 1, (28, 28), (0.1307,), (0.3081,),
-                       "MNIST handwritten digits, 60k train / 10k test, 28x28 grey",
-                       how="downloaded by torchvision on first use (needs internet)")
+    info = DatasetInfo(
+        "mnist",
+        10,
+        1,
+        (28, 28),
+        (0.1307,),
+        (0.3081,),
+        "MNIST handwritten digits, 60k train / 10k test, 28x28 grey",
+        how="downloaded by torchvision on first use (needs internet)",
+    )
     return DatasetSource(info, locate, load)
 
 
 def _fashion_missing(root: Path) -> str:
-    return (f"Fashion-MNIST not found in {root} or {SYSTEM_FASHION_MNIST}; install it with "
-            f"`sudo apt-get install dataset-fashion-mnist` or allow torchvision to download it (needs internet)")
+    return (
+        f"Fashion-MNIST not found in {root} or {SYSTEM_FASHION_MNIST}; install it with "
+        f"`sudo apt-get install dataset-fashion-mnist` or allow torchvision to download it (needs internet)"
+    )
 
 
 def stage_system_fashion_mnist(root: Path) -> bool:
@@ -107,11 +124,15 @@ def stage_system_fashion_mnist(root: Path) -> bool:
             if not (raw / name).is_file():
                 gunzip_atomic(SYSTEM_FASHION_MNIST / f"{name}.gz", raw / name)
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise DataError(f"{SYSTEM_FASHION_MNIST} holds a corrupt file ({exc}); reinstall it with "
-                        f"`sudo apt-get install --reinstall dataset-fashion-mnist`") from None
+        raise DataError(
+            f"{SYSTEM_FASHION_MNIST} holds a corrupt file ({exc}); reinstall it with "
+            f"`sudo apt-get install --reinstall dataset-fashion-mnist`"
+        ) from None
     except OSError as exc:
-        raise DataError(f"cannot write Fashion-MNIST into {raw} ({exc}); point dataset.root or $DDECS_DATA "
-                        f"to a writable folder") from None
+        raise DataError(
+            f"cannot write Fashion-MNIST into {raw} ({exc}); point dataset.root or $DDECS_DATA "
+            f"to a writable folder"
+        ) from None
     return True
 
 
@@ -131,7 +152,14 @@ def fashion_mnist() -> DatasetSource:
         stage_system_fashion_mnist(root)
         return _read_idx(FashionMNIST, root, train, allow_download, _fashion_missing(root))
 
-    info = DatasetInfo("fashion-mnist", 10, 1, (28, 28), (0.2860,), (0.3530,),
-                       "Fashion-MNIST clothing images, 60k train / 10k test, 28x28 grey",
-                       how="`sudo apt-get install dataset-fashion-mnist` (offline), or downloaded by torchvision")
+    info = DatasetInfo(
+        "fashion-mnist",
+        10,
+        1,
+        (28, 28),
+        (0.2860,),
+        (0.3530,),
+        "Fashion-MNIST clothing images, 60k train / 10k test, 28x28 grey",
+        how="`sudo apt-get install dataset-fashion-mnist` (offline), or downloaded by torchvision",
+    )
     return DatasetSource(info, locate, load)

@@ -36,7 +36,8 @@ class Backbone(nn.Module):
         super().__init__()
         if len(exit_point_names) != len(segments) - 1:
             raise ValueError(
-                f"{len(segments)} segments need {len(segments) - 1} exit point names, got {len(exit_point_names)}"
+                f"{len(segments)} segments need {len(segments) - 1} exit point names, "
+                f"got {len(exit_point_names)}"
             )
         self.segments = nn.ModuleList(segments)
         self.head = head

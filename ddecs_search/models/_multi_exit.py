@@ -39,14 +39,21 @@ class MultiExitNet(nn.Module):
     *stage*; stage ``k`` ends at exit ``k``.
     """
 
-    def __init__(self, backbone: Backbone, exit_points: Sequence[int], branch_specs: Sequence[BranchSpec]) -> None:
+    def __init__(
+        self, backbone: Backbone, exit_points: Sequence[int], branch_specs: Sequence[BranchSpec]
+    ) -> None:
         super().__init__()
         n_points = len(backbone.exit_point_names)
         points = list(exit_points)
-        if not points or any(b <= a for a, b in zip(points, points[1:])) or points[0] < 0 or points[-1] >= n_points:
-            raise ValueError(f"exit points must be strictly increasing within 0..{n_points - 1}, got {points}")
+        increasing = all(a < b for a, b in zip(points, points[1:]))
+        if not points or not increasing or points[0] < 0 or points[-1] >= n_points:
+            raise ValueError(
+                f"exit points must be strictly increasing within 0..{n_points - 1}, got {points}"
+            )
         if len(branch_specs) != len(points):
-            raise ValueError(f"{len(points)} exit points need {len(points)} branch specs, got {len(branch_specs)}")
+            raise ValueError(
+                f"{len(points)} exit points need {len(points)} branch specs, got {len(branch_specs)}"
+            )
         self.backbone = backbone
         self.exit_points = tuple(points)
         self.branch_specs = tuple(branch_specs)

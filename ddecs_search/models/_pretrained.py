@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import torch
 from torch import nn
@@ -32,19 +32,31 @@ def tag_torchvision(module: ModuleT, name: str) -> ModuleT:
     return module
 
 
+class SkippedTensor(NamedTuple):
+    """A tensor of the file left out because its shape differs from ours."""
+
+    key: str  # ours
+    torchvision_key: str
+    file_shape: tuple[int, ...]
+    shape: tuple[int, ...]  # ours
+
+    def __str__(self) -> str:
+        return f"{self.key} <- {self.torchvision_key}: shape {self.file_shape} in the file, {self.shape} here"
+
+
 @dataclass(frozen=True)
 class PretrainedReport:
     """What :func:`load_torchvision_weights` did, by key.
 
     Attributes:
         loaded: our state-dict keys that received a tensor from the file.
-        skipped: ``"ours <- theirs: shape ... vs ..."`` for tensors whose shapes differ (left as they were).
+        skipped: tensors whose shapes differ (ours are left as they were).
         missing: our keys whose torchvision counterpart is not in the file (left as they were).
         unused: keys of the file that no module of ours corresponds to.
     """
 
     loaded: tuple[str, ...]
-    skipped: tuple[str, ...]
+    skipped: tuple[SkippedTensor, ...]
     missing: tuple[str, ...]
     unused: tuple[str, ...]
 
@@ -104,16 +116,16 @@ def load_torchvision_weights(backbone: nn.Module, path: str | Path) -> Pretraine
 
     ours = backbone.state_dict()
     new: dict[str, torch.Tensor] = {}
-    skipped, missing = [], []
+    skipped: list[SkippedTensor] = []
+    missing: list[str] = []
     for key, tv_key in mapping.items():
         if tv_key not in state:
             missing.append(key)
         elif state[tv_key].shape != ours[key].shape:
-            skipped.append(f"{key} <- {tv_key}: shape {tuple(state[tv_key].shape)} in the file, "
-                           f"{tuple(ours[key].shape)} here")
+            skipped.append(SkippedTensor(key, tv_key, tuple(state[tv_key].shape), tuple(ours[key].shape)))
         else:
             new[key] = state[tv_key]
-    if not new:
+    if not any(t.dim() > 0 for t in new.values()):  # BN's scalar batch counters fit anything
         example = next(iter(mapping.values()))
         raise DataError(
             f"{str(path)!r} holds no tensor that fits this backbone (expected torchvision keys such as "
@@ -128,6 +140,6 @@ def load_torchvision_weights(backbone: nn.Module, path: str | Path) -> Pretraine
         missing=tuple(missing),
         unused=tuple(k for k in state if k not in used),
     )
-    for line in skipped:
-        logger.info("pretrained weights: skipped %s", line)
+    for item in skipped:
+        logger.info("pretrained weights: skipped %s", item)
     return report

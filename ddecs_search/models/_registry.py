@@ -37,7 +37,9 @@ def register_backbone(
     def decorator(builder: BackboneBuilder) -> BackboneBuilder:
         if name in _REGISTRY:
             raise ValueError(f"backbone {name!r} is already registered")
-        _REGISTRY[name] = BackboneInfo(name, input_shape, exit_point_names, description or (builder.__doc__ or ""), builder)
+        _REGISTRY[name] = BackboneInfo(
+            name, input_shape, exit_point_names, description or (builder.__doc__ or ""), builder
+        )
         return builder
 
     return decorator
@@ -53,7 +55,9 @@ def backbone_info(name: str, *, path: str = "backbone") -> BackboneInfo:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ConfigError(f"'{path}': unknown backbone {name!r}; valid: {', '.join(list_backbones())}") from None
+        raise ConfigError(
+            f"'{path}': unknown backbone {name!r}; valid: {', '.join(list_backbones())}"
+        ) from None
 
 
 def create_backbone(name: str, *, num_classes: int, **kwargs: object) -> Backbone:

@@ -49,8 +49,9 @@ def reference_branch_spec(in_channels: int) -> BranchSpec:
     Args:
         in_channels: channels of the backbone features at the exit point (64 after conv1, 256 after conv4).
     """
-    return BranchSpec(conv_layers=1, channels=max(1, in_channels // 2), pool="avg", pool_size=4, hidden=256,
-                      dropout=0.5)
+    return BranchSpec(
+        conv_layers=1, channels=max(1, in_channels // 2), pool="avg", pool_size=4, hidden=256, dropout=0.5
+    )
 
 
 def _conv(c_in: int, c_out: int, *, batch_norm: bool, pool: bool = False) -> nn.Sequential:
@@ -81,8 +82,9 @@ def _alexnet(*, num_classes: int, batch_norm: bool) -> Backbone:
         ),  # (1024,)
     ]
     head = nn.Linear(1024, num_classes)
-    return Backbone(segments, head, exit_point_names=_EXIT_POINT_NAMES, input_shape=_INPUT_SHAPE,
-                    num_classes=num_classes)
+    return Backbone(
+        segments, head, exit_point_names=_EXIT_POINT_NAMES, input_shape=_INPUT_SHAPE, num_classes=num_classes
+    )
 
 
 @register_backbone(

@@ -83,22 +83,30 @@ def _resnet(
     shortcut: Shortcut,
     per_block: bool,
     num_classes: int,
+    torchvision: bool,
 ) -> Backbone:
-    """A 32×32 ResNet cut after every block (``per_block``) or after every stage."""
+    """A 32×32 ResNet cut after every block (``per_block``) or after every stage.
+
+    ``torchvision``: tag the modules with torchvision's ResNet names (for ImageNet weights).
+    """
+
+    def tag(module: nn.Module, name: str) -> nn.Module:
+        return tag_torchvision(module, name) if torchvision else module
+
     stem = nn.Sequential(
-        tag_torchvision(nn.Conv2d(3, widths[0], kernel_size=3, padding=1, bias=False), "conv1"),
-        tag_torchvision(nn.BatchNorm2d(widths[0]), "bn1"),
+        tag(nn.Conv2d(3, widths[0], kernel_size=3, padding=1, bias=False), "conv1"),
+        tag(nn.BatchNorm2d(widths[0]), "bn1"),
         nn.ReLU(inplace=True),
     )  # (w0, 32, 32)
     stages: list[list[nn.Module]] = []  # stage s outputs (widths[s-1], 32 / 2^(s-1), 32 / 2^(s-1))
     c_in = widths[0]
     for s, (c_out, n) in enumerate(zip(widths, blocks_per_stage), start=1):
         stride = 1 if s == 1 else 2
-        stages.append([
-            tag_torchvision(BasicBlock(c_in if j == 0 else c_out, c_out, stride=stride if j == 0 else 1,
-                                       shortcut=shortcut), f"layer{s}.{j}")
+        blocks = [
+            BasicBlock(c_in if j == 0 else c_out, c_out, stride=stride if j == 0 else 1, shortcut=shortcut)
             for j in range(n)
-        ])
+        ]
+        stages.append([tag(block, f"layer{s}.{j}") for j, block in enumerate(blocks)])
         c_in = c_out
     if per_block:
         units: list[nn.Module] = [block for stage in stages for block in stage]
@@ -110,10 +118,11 @@ def _resnet(
     head = nn.Sequential(
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),  # (w_last,)
-        tag_torchvision(nn.Linear(widths[-1], num_classes), "fc"),
+        tag(nn.Linear(widths[-1], num_classes), "fc"),
     )
-    backbone = Backbone(segments, head, exit_point_names=names, input_shape=_INPUT_SHAPE,
-                        num_classes=num_classes)
+    backbone = Backbone(
+        segments, head, exit_point_names=names, input_shape=_INPUT_SHAPE, num_classes=num_classes
+    )
     _init_weights(backbone)
     return backbone
 
@@ -130,8 +139,14 @@ def _init_weights(model: nn.Module) -> None:
 
 def _cifar_resnet(depth: int, num_classes: int) -> Backbone:
     n = (depth - 2) // 6
-    return _resnet(widths=(16, 32, 64), blocks_per_stage=(n, n, n), shortcut="pad", per_block=True,
-                   num_classes=num_classes)
+    return _resnet(
+        widths=(16, 32, 64),
+        blocks_per_stage=(n, n, n),
+        shortcut="pad",
+        per_block=True,
+        num_classes=num_classes,
+        torchvision=False,
+    )
 
 
 @register_backbone(
@@ -157,8 +172,14 @@ def resnet56(*, num_classes: int = 10) -> Backbone:
 
 
 def _resnet18(*, per_block: bool, num_classes: int) -> Backbone:
-    return _resnet(widths=(64, 128, 256, 512), blocks_per_stage=(2, 2, 2, 2), shortcut="projection",
-                   per_block=per_block, num_classes=num_classes)
+    return _resnet(
+        widths=(64, 128, 256, 512),
+        blocks_per_stage=(2, 2, 2, 2),
+        shortcut="projection",
+        per_block=per_block,
+        num_classes=num_classes,
+        torchvision=True,
+    )
 
 
 @register_backbone(

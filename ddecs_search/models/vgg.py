@@ -50,8 +50,9 @@ def _vgg_bn(blocks: Sequence[Sequence[int]], *, num_classes: int) -> Backbone:
         )  # (512,)
     )
     head = tag_torchvision(nn.Linear(512, num_classes), "classifier.6")
-    backbone = Backbone(segments, head, exit_point_names=_EXIT_POINT_NAMES, input_shape=_INPUT_SHAPE,
-                        num_classes=num_classes)
+    backbone = Backbone(
+        segments, head, exit_point_names=_EXIT_POINT_NAMES, input_shape=_INPUT_SHAPE, num_classes=num_classes
+    )
     _init_weights(backbone)
     return backbone
 

@@ -3,17 +3,22 @@
 from ddecs_search.policies._base import ExitPolicy
 from ddecs_search.policies._features import FEATURE_NAMES, exit_features
 from ddecs_search.policies._registry import create_policy, list_policies, load_policy, register_policy
+from ddecs_search.policies._rl_registry import DQNExitPolicy, PPOExitPolicy, QTablePolicy, RLlibExitPolicy
 from ddecs_search.policies._simple import OraclePolicy, StaticPolicy
 from ddecs_search.policies._table import DecisionStats, ExitCosts, ExitTable, score_decisions
 from ddecs_search.policies._threshold import ThresholdPolicy
 
 __all__ = [
     "FEATURE_NAMES",
+    "DQNExitPolicy",
     "DecisionStats",
     "ExitCosts",
     "ExitPolicy",
     "ExitTable",
     "OraclePolicy",
+    "PPOExitPolicy",
+    "QTablePolicy",
+    "RLlibExitPolicy",
     "StaticPolicy",
     "ThresholdPolicy",
     "create_policy",

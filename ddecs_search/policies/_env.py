@@ -45,7 +45,9 @@ CONTINUE, EXIT = 0, 1
 
 def reward_matrix(correct: np.ndarray, path_cost: np.ndarray, cost_weight: float) -> np.ndarray:
     """``(N, E)`` reward of leaving sample ``i`` at exit ``k``: ``correct - cost_weight * path_cost``."""
-    return np.asarray(correct, dtype=np.float64) - cost_weight * np.asarray(path_cost, dtype=np.float64)[None, :]
+    return (
+        np.asarray(correct, dtype=np.float64) - cost_weight * np.asarray(path_cost, dtype=np.float64)[None, :]
+    )
 
 
 def mean_return(table: ExitTable, exits: np.ndarray, path_cost: np.ndarray, cost_weight: float) -> float:

@@ -49,11 +49,13 @@ class ExitMLP(nn.Module):
                 elif type(layer) in _NAMES:
                     layers.append(type(layer)())
                 elif next(layer.children(), None) is None:  # a leaf that is neither: not an MLP
-                    raise ValueError(f"cannot export {type(layer).__name__}: only Linear and {sorted(_ACTIVATIONS)}")
+                    raise ValueError(
+                        f"cannot export {type(layer).__name__}: only Linear and {sorted(_ACTIVATIONS)}"
+                    )
         return cls(layers).eval()
 
     def state(self) -> list[dict[str, Any]]:
-        """JSON-able layer list: ``{"linear": {"weight": [[...]], "bias": [...]}}`` or ``{"activation": name}``."""
+        """Layers as JSON: ``{"linear": {"weight": [[...]], "bias": [...]}}`` or ``{"activation": str}``."""
         out: list[dict[str, Any]] = []
         for layer in self.net:
             if isinstance(layer, nn.Linear):

@@ -36,7 +36,9 @@ def create_policy(config: PolicyConfig) -> ExitPolicy:
     try:
         factory = _REGISTRY[config.kind]
     except KeyError:
-        raise ConfigError(f"'policy.kind': unknown policy {config.kind!r}; valid: {', '.join(list_policies())}") from None
+        raise ConfigError(
+            f"'policy.kind': unknown policy {config.kind!r}; valid: {', '.join(list_policies())}"
+        ) from None
     return factory(config)
 
 

@@ -13,7 +13,8 @@ from ddecs_search.errors import ConfigError
 class Option:
     """One option: its default, its type (``int``, ``float``, ``ints`` = list of ints, ``choice``) and range.
 
-    ``low`` and ``high`` are inclusive; ``positive`` excludes 0; ``None`` is accepted only where it is the default.
+    ``low`` and ``high`` are inclusive; ``positive`` excludes 0; ``None`` is accepted only where it is
+    the default.
     """
 
     default: Any
@@ -29,7 +30,9 @@ def resolve_options(kind: str, given: Mapping[str, Any], spec: Mapping[str, Opti
     """``spec`` defaults overridden by ``given``, each value checked; raises ConfigError naming the option."""
     unknown = sorted(set(given) - set(spec))
     if unknown:
-        raise ConfigError(f"'policy.options': the {kind} policy has no option(s) {unknown}; valid: {sorted(spec)}")
+        raise ConfigError(
+            f"'policy.options': the {kind} policy has no option(s) {unknown}; valid: {sorted(spec)}"
+        )
     out = {name: opt.default for name, opt in spec.items()}
     for name, value in given.items():
         out[name] = _check(f"policy.options.{name}", value, spec[name])
@@ -49,9 +52,13 @@ def _check(path: str, value: Any, opt: Option) -> Any:
         return [int(v) for v in value]
     ok_type = _is_int(value) if opt.type == "int" else (_is_int(value) or isinstance(value, float))
     if not ok_type:
-        raise ConfigError(f"'{path}': must be {'an integer' if opt.type == 'int' else 'a number'}, got {value!r}")
+        raise ConfigError(
+            f"'{path}': must be {'an integer' if opt.type == 'int' else 'a number'}, got {value!r}"
+        )
     if not opt.low <= value <= opt.high or (opt.positive and value <= 0):
-        bound = f"{'>' if opt.positive else '>='} {opt.low:g}" + (f" and <= {opt.high:g}" if opt.high < float("inf") else "")
+        bound = f"{'>' if opt.positive else '>='} {opt.low:g}" + (
+            f" and <= {opt.high:g}" if opt.high < float("inf") else ""
+        )
         raise ConfigError(f"'{path}': must be {bound}, got {value!r}")
     return int(value) if opt.type == "int" else float(value)
 

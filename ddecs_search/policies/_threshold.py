@@ -51,7 +51,10 @@ class ThresholdPolicy(ExitPolicy):
         scores = self._score(table.features)  # (N, E)
         correct = table.correct
         n_early = table.num_exits - 1
-        grids = [np.append(np.unique(np.quantile(scores[:, k], np.linspace(0, 1, _GRID))), np.inf) for k in range(n_early)]
+        grids = [
+            np.append(np.unique(np.quantile(scores[:, k], np.linspace(0, 1, _GRID))), np.inf)
+            for k in range(n_early)
+        ]
 
         def objective(ts: tuple[float, ...]) -> float:
             exits = _first_exit(scores, ts)

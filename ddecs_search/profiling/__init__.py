@@ -7,16 +7,8 @@ honest "unavailable". ``pynvml`` is imported only when an NVML meter is created.
 """
 
 from ddecs_search.profiling._device import device_name, resolve_device, synchronize
-from ddecs_search.profiling._energy import (
-    ENERGY_KINDS,
-    EnergyMeter,
-    EnergyReading,
-    NvmlEnergyMeter,
-    RaplEnergyMeter,
-    UnavailableEnergyMeter,
-    create_energy_meter,
-    energy_per_sample,
-)
+from ddecs_search.profiling._energy import EnergyMeter, EnergyReading, UnavailableEnergyMeter
+from ddecs_search.profiling._energy_factory import ENERGY_KINDS, create_energy_meter, energy_per_sample
 from ddecs_search.profiling._latency import (
     LatencyStats,
     batched_throughput,
@@ -25,6 +17,8 @@ from ddecs_search.profiling._latency import (
     time_per_sample,
 )
 from ddecs_search.profiling._macs import count_macs, mac_costs
+from ddecs_search.profiling._nvml import NvmlEnergyMeter
+from ddecs_search.profiling._rapl import RaplEnergyMeter
 
 __all__ = [
     "ENERGY_KINDS",

@@ -1,0 +1,25 @@
+"""The distributed search: Ray Tune + OptunaSearch over exit placement, branches, training and policy.
+
+Light to import: Ray is loaded only when a search runs (``status`` reads the experiment directory).
+"""
+
+from ddecs_search.search._experiment import Experiment
+from ddecs_search.search._objectives import effective_objectives, metric_and_mode, violations
+from ddecs_search.search._runner import SearchOutcome, resume_command, resume_search, run_search
+from ddecs_search.search._space_fn import ConditionalSpace, build_candidate
+from ddecs_search.search._status import format_status, search_status
+
+__all__ = [
+    "ConditionalSpace",
+    "Experiment",
+    "SearchOutcome",
+    "build_candidate",
+    "effective_objectives",
+    "format_status",
+    "metric_and_mode",
+    "resume_command",
+    "resume_search",
+    "run_search",
+    "search_status",
+    "violations",
+]

@@ -43,8 +43,14 @@ class BaselineResult:
 def baseline_key(backbone: str, num_classes: int, data: DataConfig, cfg: BaselineConfig, seed: int) -> str:
     """Content hash of everything that determines the baseline's weights."""
     data_part = {k: v for k, v in to_dict(data).items() if k not in ("root", "num_workers", "test_subset")}
-    payload = {"backbone": backbone, "num_classes": num_classes, "data": data_part, "baseline": to_dict(cfg),
-               "seed": seed, "version": 1}
+    payload = {
+        "backbone": backbone,
+        "num_classes": num_classes,
+        "data": data_part,
+        "baseline": to_dict(cfg),
+        "seed": seed,
+        "version": 1,
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -93,8 +99,9 @@ def train_baseline(
         if weights.is_file() and meta_path.is_file():
             model.load_state_dict(load_checkpoint(weights))
             meta = json.loads(meta_path.read_text())
-            return BaselineResult(model.to(device).eval(), key, weights, meta["val_accuracy"],
-                                  meta["train_time_s"], cached=True)
+            return BaselineResult(
+                model.to(device).eval(), key, weights, meta["val_accuracy"], meta["train_time_s"], cached=True
+            )
         folder.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         if cfg.pretrained:
@@ -104,22 +111,48 @@ def train_baseline(
         model.to(device)
 
         def batches(epoch: int) -> Any:
-            return make_loader(splits.train, batch_size=cfg.batch_size, shuffle=True, seed=seed * 1000 + epoch,
-                               num_workers=data_cfg.num_workers, device=device)
+            return make_loader(
+                splits.train,
+                batch_size=cfg.batch_size,
+                shuffle=True,
+                seed=seed * 1000 + epoch,
+                num_workers=data_cfg.num_workers,
+                device=device,
+                drop_last=len(splits.train) > cfg.batch_size,
+            )
 
         def loss_fn(m: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return F.cross_entropy(m(x), y, label_smoothing=cfg.label_smoothing)
 
-        settings = LoopSettings(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                optimizer=cfg.optimizer, seed=seed, quiet=quiet, desc=f"baseline {backbone_name}")
-        run_epochs(model, list(model.parameters()), batches, loss_fn, settings, device, folder / "checkpoint.pt")
+        settings = LoopSettings(
+            epochs=cfg.epochs,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            optimizer=cfg.optimizer,
+            seed=seed,
+            quiet=quiet,
+            desc=f"baseline {backbone_name}",
+        )
+        run_epochs(
+            model, list(model.parameters()), batches, loss_fn, settings, device, folder / "checkpoint.pt"
+        )
         model.eval()
-        val_loader = make_loader(splits.val, batch_size=512, shuffle=False, seed=0,
-                                 num_workers=data_cfg.num_workers, device=device)
+        val_loader = make_loader(
+            splits.val, batch_size=512, shuffle=False, seed=0, num_workers=data_cfg.num_workers, device=device
+        )
         val_acc = accuracy(model, val_loader, device)
         elapsed = time.perf_counter() - start
         save_atomic(model.state_dict(), weights)
-        _write_json_atomic({"backbone": backbone_name, "key": key, "val_accuracy": val_acc,
-                            "train_time_s": elapsed, "baseline": to_dict(cfg), "data": to_dict(data_cfg)}, meta_path)
+        _write_json_atomic(
+            {
+                "backbone": backbone_name,
+                "key": key,
+                "val_accuracy": val_acc,
+                "train_time_s": elapsed,
+                "baseline": to_dict(cfg),
+                "data": to_dict(data_cfg),
+            },
+            meta_path,
+        )
         (folder / "checkpoint.pt").unlink(missing_ok=True)
         return BaselineResult(model, key, weights, val_acc, elapsed, cached=False)

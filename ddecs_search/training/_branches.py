@@ -68,20 +68,46 @@ def train_branches(
             for k in range(model.num_exits - 1):
                 with torch.no_grad():
                     h = model.run_stage(k, h)
-                loss = loss + weights[k] * F.cross_entropy(model.exit_logits(k, h), y,
-                                                           label_smoothing=cfg.label_smoothing)
+                loss = loss + weights[k] * F.cross_entropy(
+                    model.exit_logits(k, h), y, label_smoothing=cfg.label_smoothing
+                )
             return loss
         outs = model(x)
-        return sum(w * F.cross_entropy(o, y, label_smoothing=cfg.label_smoothing) for w, o in zip(weights, outs))
+        return sum(
+            w * F.cross_entropy(o, y, label_smoothing=cfg.label_smoothing) for w, o in zip(weights, outs)
+        )
 
     def batches(epoch: int) -> Any:
-        return make_loader(train_set, batch_size=cfg.batch_size, shuffle=True, seed=seed * 1000 + epoch,
-                           num_workers=num_workers, device=device)
+        return make_loader(
+            train_set,
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            seed=seed * 1000 + epoch,
+            num_workers=num_workers,
+            device=device,
+            drop_last=len(train_set) > cfg.batch_size,
+        )
 
-    settings = LoopSettings(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,
-                            seed=seed, quiet=quiet, desc=f"branches ({cfg.mode})")
-    info = run_epochs(model, params, batches, loss_fn, settings, device, checkpoint_path,
-                      train_mode=train_mode, on_epoch=on_epoch)
+    settings = LoopSettings(
+        epochs=cfg.epochs,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        optimizer=cfg.optimizer,
+        seed=seed,
+        quiet=quiet,
+        desc=f"branches ({cfg.mode})",
+    )
+    info = run_epochs(
+        model,
+        params,
+        batches,
+        loss_fn,
+        settings,
+        device,
+        checkpoint_path,
+        train_mode=train_mode,
+        on_epoch=on_epoch,
+    )
     for p in model.parameters():
         p.requires_grad_(True)
     model.eval()

@@ -38,7 +38,9 @@ def make_optimizer(params: Iterable[nn.Parameter], settings: LoopSettings) -> to
     """Adam or SGD (momentum 0.9, Nesterov) as configured."""
     if settings.optimizer == "adam":
         return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    return torch.optim.SGD(params, lr=settings.lr, momentum=0.9, nesterov=True, weight_decay=settings.weight_decay)
+    return torch.optim.SGD(
+        params, lr=settings.lr, momentum=0.9, nesterov=True, weight_decay=settings.weight_decay
+    )
 
 
 def run_epochs(
@@ -81,8 +83,13 @@ def run_epochs(
         torch.manual_seed(settings.seed * 1000 + epoch)
         (train_mode or (lambda m: m.train()))(model)
         total, count = 0.0, 0
-        bar = tqdm(make_batches(epoch), desc=f"{settings.desc} {epoch + 1}/{settings.epochs}", leave=False,
-                   disable=settings.quiet, unit="batch")
+        bar = tqdm(
+            make_batches(epoch),
+            desc=f"{settings.desc} {epoch + 1}/{settings.epochs}",
+            leave=False,
+            disable=settings.quiet,
+            unit="batch",
+        )
         for x, y in bar:
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
@@ -97,8 +104,12 @@ def run_epochs(
             bar.set_postfix(loss=f"{total / max(count, 1):.4f}", refresh=False)
         last_loss = total / max(count, 1)
         save_atomic(
-            {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scaler": scaler.state_dict()},
+            {
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
+            },
             checkpoint_path,
         )
         if on_epoch is not None:

@@ -1,0 +1,249 @@
+"""Exit policies compared on one real candidate: RL-PPO, RL-DQN, tabular Q-learning, tuned thresholds, oracle.
+
+Candidate: the default candidate of ``search_spaces/fashion_mnist_quick.yaml`` — Fashion-MNIST, LeNet
+backbone, 2 early exits (after conv1 and conv2), frozen branches. For each cost weight ``λ`` of a sweep,
+every policy is fitted on the *validation* exit table for ``accuracy - λ · normalised cost`` and scored on
+the *test* table: accuracy and expected cost, normalised so that the static network (no branches) costs
+1.0, from the measured latency table (``ExitCosts.normalised_path()``). The oracle leaves at the earliest
+correct exit (it reads labels; an upper bound, the same for every λ).
+
+Definitions:
+    saving(p)        = 1 - cost(p)                      (fraction of the static network's cost saved)
+    feasible(p)      = accuracy(p) >= accuracy(static) - 0.01   (at most 1 point below the static net)
+    oracle_capture   = max over the λ sweep of saving(p) / saving(oracle), over feasible points only
+                       (0.0 when no λ is feasible; negative = costlier than the static network).
+    The ``accuracy`` and ``cost`` reported per policy are those of the λ that gives the capture.
+    "Thresholds dominate RL" at an RL point when some threshold point (any λ) has accuracy >= and
+    cost <= with one strict; the script lists those points, and the converse.
+
+Also reported: each policy's training time (``train_time_s``; policy fits run pinned to one CPU core with
+one torch thread, Ray started beforehand and timed separately) and its greedy return on val.
+
+Usage:
+    python benchmarks/policy_comparison.py [--quick] [--json] [--workdir DIR]
+
+``--quick`` (at most ~5 minutes on a 2-core CPU): 5k/2k/2k train/val/test images, 1 baseline and 1 branch
+epoch, λ in {0.05, 0.2, 0.5}. Without it: the space's sizes (20k/5k/10k), λ in {0.02, 0.05, 0.1, 0.2, 0.5}.
+``--json`` makes the last stdout line one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ddecs_search.config import PolicyConfig, candidate_from_dict, load_space  # noqa: E402
+from ddecs_search.evaluation import prepare_candidate  # noqa: E402
+from ddecs_search.policies import (  # noqa: E402
+    ExitPolicy,
+    OraclePolicy,
+    create_policy,
+    score_decisions,
+)
+from ddecs_search.policies._env import mean_return  # noqa: E402
+
+SPACE = ROOT / "search_spaces" / "fashion_mnist_quick.yaml"
+LEARNED = ("ppo", "dqn", "qtable", "threshold")
+MAX_DROP = 0.01
+
+
+def _prepare(quick: bool, workdir: Path) -> Any:
+    space = load_space(SPACE)
+    if quick:
+        space = dataclasses.replace(
+            space,
+            dataset=dataclasses.replace(space.dataset, train_subset=5000, val_subset=2000, test_subset=2000),
+            backbone=dataclasses.replace(
+                space.backbone, baseline=dataclasses.replace(space.backbone.baseline, epochs=1)
+            ),
+        )
+    override = {"training": {"epochs": 1}} if quick else {}
+    candidate = candidate_from_dict(space, override)
+    return prepare_candidate(space, candidate, workdir=workdir, quiet=True)
+
+
+def _fit(kind: str, prepared: Any, path_cost: np.ndarray, cost_weight: float) -> tuple[ExitPolicy, float]:
+    """Fit on val pinned to one core with one torch thread; returns the policy and its fit seconds."""
+    import torch
+
+    affinity, threads = os.sched_getaffinity(0), torch.get_num_threads()
+    os.sched_setaffinity(0, {min(affinity)})
+    torch.set_num_threads(1)
+    try:
+        policy = create_policy(PolicyConfig(kind=kind, options={"seed": 0} if kind != "threshold" else {}))
+        start = time.perf_counter()
+        policy.fit(prepared.val_table, path_cost, cost_weight)
+        return policy, time.perf_counter() - start
+    finally:
+        os.sched_setaffinity(0, affinity)
+        torch.set_num_threads(threads)
+
+
+def _point(table: Any, exits: np.ndarray, path_cost: np.ndarray) -> dict[str, float]:
+    stats = score_decisions(table, exits, path_cost)
+    return {"accuracy": stats.accuracy, "cost": stats.cost, "exit_fractions": list(stats.exit_fractions)}
+
+
+def _dominates(a: dict[str, float], b: dict[str, float]) -> bool:
+    ge = a["accuracy"] >= b["accuracy"] and a["cost"] <= b["cost"]
+    return ge and (a["accuracy"] > b["accuracy"] or a["cost"] < b["cost"])
+
+
+def _capture(points: list[dict[str, Any]], static_acc: float, oracle_saving: float) -> dict[str, Any]:
+    feasible = [p for p in points if p["accuracy"] >= static_acc - MAX_DROP]
+    if not feasible:
+        return {"accuracy": None, "cost": None, "cost_weight": None, "oracle_capture": 0.0}
+    best = max(feasible, key=lambda p: 1 - p["cost"])
+    return {
+        "accuracy": best["accuracy"],
+        "cost": best["cost"],
+        "cost_weight": best["cost_weight"],
+        "oracle_capture": (1 - best["cost"]) / oracle_saving,
+    }
+
+
+def run(quick: bool, workdir: Path) -> dict[str, Any]:
+    from ddecs_search.profiling import device_name
+    from ddecs_search.search._ray import init_ray
+
+    t0 = time.perf_counter()
+    prepared = _prepare(quick, workdir)
+    prep_s = time.perf_counter() - t0
+    path_cost = prepared.latency.normalised_path()
+    test = prepared.test_table
+    static = {"accuracy": float(test.correct[:, -1].mean()), "cost": 1.0}
+    oracle = _point(test, OraclePolicy().decide_table(test), path_cost)
+    oracle_saving = 1 - oracle["cost"]
+
+    t0 = time.perf_counter()
+    init_ray(num_cpus=1)
+    ray_init_s = time.perf_counter() - t0
+    weights = (0.05, 0.2, 0.5) if quick else (0.02, 0.05, 0.1, 0.2, 0.5)
+    sweep: dict[str, list[dict[str, Any]]] = {kind: [] for kind in LEARNED}
+    for lam in weights:
+        for kind in LEARNED:
+            policy, fit_s = _fit(kind, prepared, path_cost, lam)
+            exits = policy.decide_table(test)
+            point = _point(test, exits, path_cost)
+            point.update(
+                cost_weight=lam,
+                test_return=mean_return(test, exits, path_cost, lam),
+                val_return=mean_return(
+                    prepared.val_table, policy.decide_table(prepared.val_table), path_cost, lam
+                ),
+                train_time_s=fit_s,
+                mode=getattr(policy, "mode", None),
+                iterations=len(getattr(policy, "history", [])) or None,
+            )
+            sweep[kind].append(point)
+            print(
+                f"  λ={lam:<5} {kind:<9} acc {point['accuracy']:.4f}  cost {point['cost']:.3f}  "
+                f"test return {point['test_return']:.4f}  fit {fit_s:5.1f}s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    result: dict[str, Any] = {}
+    for kind in LEARNED:
+        result[kind] = {**_capture(sweep[kind], static["accuracy"], oracle_saving), "sweep": sweep[kind]}
+        times = [p["train_time_s"] for p in sweep[kind]]
+        result[kind]["train_time_s_median"] = float(np.median(times))
+    result["oracle"] = {"accuracy": oracle["accuracy"], "cost": oracle["cost"], "oracle_capture": 1.0}
+    result["static"] = static
+    result["threshold_dominates"] = {
+        kind: [p["cost_weight"] for p in sweep[kind] if any(_dominates(t, p) for t in sweep["threshold"])]
+        for kind in ("ppo", "dqn", "qtable")
+    }
+    result["dominates_threshold"] = {
+        kind: [t["cost_weight"] for t in sweep["threshold"] if any(_dominates(p, t) for p in sweep[kind])]
+        for kind in ("ppo", "dqn", "qtable")
+    }
+    result.update(
+        dataset="fashion-mnist",
+        splits={
+            "train": len(prepared.splits.train),
+            "val": prepared.val_table.num_samples,
+            "test": test.num_samples,
+        },
+        device=device_name(prepared.device),
+        latency_ms_path=[float(c) for c in prepared.latency.path()],
+        normalised_path_cost=[float(c) for c in path_cost],
+        cost_weights=list(weights),
+        quick=quick,
+        prepare_s=prep_s,
+        ray_init_s=ray_init_s,
+        loadavg=list(os.getloadavg()),
+    )
+    return result
+
+
+def _print_table(result: dict[str, Any]) -> None:
+    static = result["static"]
+    print(f"static network: accuracy {static['accuracy']:.4f}, cost 1.000 (normalised latency)")
+    print(f"oracle:         accuracy {result['oracle']['accuracy']:.4f}, cost {result['oracle']['cost']:.3f}")
+    print(f"normalised path cost per exit: {['%.3f' % c for c in result['normalised_path_cost']]}")
+    header = f"{'λ':>6} " + " ".join(f"{k + ' acc/cost':>20}" for k in LEARNED)
+    print(header)
+    for i, lam in enumerate(result["cost_weights"]):
+        cells = [
+            f"{result[k]['sweep'][i]['accuracy']:.4f}/{result[k]['sweep'][i]['cost']:.3f}" for k in LEARNED
+        ]
+        print(f"{lam:>6} " + " ".join(f"{c:>20}" for c in cells))
+    print(
+        f"\noracle_capture (best cost saving at <= {MAX_DROP * 100:.0f} pt accuracy drop / oracle's saving):"
+    )
+    for kind in LEARNED:
+        r = result[kind]
+        acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.4f}"
+        cost = "-" if r["cost"] is None else f"{r['cost']:.3f}"
+        print(
+            f"  {kind:<9} capture {r['oracle_capture']:6.3f}  (λ={r['cost_weight']}, acc {acc}, cost {cost})"
+            f"  fit median {r['train_time_s_median']:.1f}s"
+        )
+    for kind, lams in result["threshold_dominates"].items():
+        print(
+            f"thresholds dominate {kind} at λ {lams or 'nowhere'}; {kind} dominates thresholds at λ "
+            f"{result['dominates_threshold'][kind] or 'nowhere'}"
+        )
+    print(
+        f"ray init {result['ray_init_s']:.1f}s, candidate preparation {result['prepare_s']:.0f}s, "
+        f"load average {result['loadavg'][0]:.1f}; {result['dataset']} {result['splits']}; {result['device']}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="small subsets, 1 epoch, 3 cost weights (<= ~5 min)"
+    )
+    parser.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    parser.add_argument("--workdir", type=Path, default=None, help="branch checkpoints (default: a temp dir)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    mode = "quick mode (<= ~5 min on a 2-core CPU)" if args.quick else "full mode"
+    print(f"policy comparison, {mode}", flush=True)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="policy_cmp_") as tmp:
+        result = run(args.quick, args.workdir or Path(tmp))
+    result["wall_s"] = time.perf_counter() - start
+    _print_table(result)
+    print(f"total {result['wall_s']:.0f}s")
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,83 @@
+"""Static PNG export of plotly figures through kaleido 1.x, which drives a local Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ddecs_search.errors import UserError
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+NO_CHROMIUM = (
+    "PNG export needs Chromium: apt-get install chromium (or set BROWSER_PATH to a Chrome/Chromium "
+    "executable); the HTML report itself needs no browser"
+)
+
+
+def find_chromium() -> str | None:
+    """``$BROWSER_PATH`` when set (kaleido's own override), else the first Chromium/Chrome on ``PATH``."""
+    env = os.environ.get("BROWSER_PATH")
+    if env:
+        return env if os.access(env, os.X_OK) else None
+    for name in CHROMIUM_NAMES:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def export_pngs(
+    figures: Mapping[str, go.Figure],
+    out_dir: str | Path,
+    *,
+    width: int = 1200,
+    height: int | None = None,
+    scale: float = 1.0,
+) -> list[Path]:
+    """Write ``<out_dir>/<name>.png`` for every figure, in one Chromium session.
+
+    Args:
+        figures: name → figure (e.g. :func:`report_figures`).
+        out_dir: created if missing.
+        width, height: pixels; height defaults to each figure's own layout height (else 600).
+        scale: device pixel ratio (2 for print quality).
+
+    Returns:
+        The written paths, in ``figures`` order.
+
+    Raises:
+        UserError: no Chromium/Chrome found, or kaleido is not installed.
+        RuntimeError: kaleido failed to render a figure.
+    """
+    browser = find_chromium()
+    if browser is None:
+        raise UserError(NO_CHROMIUM)
+    try:
+        import kaleido
+    except ImportError:
+        raise UserError("PNG export needs kaleido: pip install 'ddecs-search[png]'") from None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    specs, paths = [], []
+    for name, fig in figures.items():
+        path = out / f"{name}.png"
+        fig_height = height or fig.layout.height or 600
+        specs.append(
+            {
+                "fig": fig.to_dict(),
+                "path": str(path),
+                "opts": {"format": "png", "width": width, "height": fig_height, "scale": scale},
+            }
+        )
+        paths.append(path)
+    # mathjax=False: the figures use no LaTeX, and the default would fetch MathJax from a CDN
+    errors = kaleido.write_fig_from_object_sync(specs, kopts={"path": browser, "mathjax": False})
+    if errors:
+        raise RuntimeError(f"PNG export failed for {len(errors)} figure(s): {errors[0]!r}")
+    return paths

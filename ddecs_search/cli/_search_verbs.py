@@ -1,0 +1,155 @@
+"""``ddecs-search run`` / ``resume`` / ``status``: start, continue and inspect a distributed search."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ddecs_search.cli._common import json_safe, override_dataset
+
+EXIT_INTERRUPTED = 130
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run a multi-objective search (Ray Tune + Optuna)",
+        description="Search a space of early-exit candidates. Without --address a private Ray "
+        "starts on this machine (127.0.0.1 only). Ctrl-C stops gracefully; the "
+        "printed `ddecs-search resume` command continues the search.",
+    )
+    p.add_argument("space", help="search-space YAML file (see search_spaces/ and docs/search_space.md)")
+    p.add_argument("--name", help="experiment name (default: <space name>-<timestamp>)")
+    p.add_argument(
+        "--storage",
+        help="folder or URI holding experiments (default: ./experiments); "
+        "shared storage (NFS, s3://) on a multi-node cluster",
+    )
+    _address(p)
+    p.add_argument("--num-samples", type=int, help="number of trials (overrides search.num_samples)")
+    p.add_argument("--max-concurrent", type=int, help="trials at a time (overrides search.max_concurrent)")
+    p.add_argument("--seed", type=int, help="sampler seed (overrides search.seed)")
+    p.add_argument("--algorithm", choices=("nsga2", "tpe", "random"), help="overrides search.algorithm")
+    p.add_argument("--dataset", help="override the space's dataset (e.g. cifar10, imagefolder:/path)")
+    _common_flags(p)
+    p.set_defaults(func=run)
+
+    p = sub.add_parser(
+        "resume",
+        help="continue an interrupted search",
+        description="Finished trials are kept, running ones continue from their last "
+        "epoch checkpoint, failed ones are retried, and the sampler continues "
+        "its sequence.",
+    )
+    p.add_argument("experiment", help="experiment directory (or URI) that `ddecs-search run` created")
+    _address(p)
+    _common_flags(p)
+    p.set_defaults(func=resume)
+
+    p = sub.add_parser("status", help="trials by state, best values, time spent")
+    p.add_argument("experiment", help="experiment directory (or URI)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=status)
+
+
+def _address(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--address",
+        help="join an existing Ray cluster: auto, HOST:PORT or ray://HOST:PORT "
+        "(default: start a local Ray on 127.0.0.1)",
+    )
+
+
+def _common_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no live progress")
+    p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip re-measuring the final Pareto picks end to end (search.verify)",
+    )
+
+
+def _overridden(args: argparse.Namespace):  # -> SearchSpace
+    from ddecs_search.config import load_space, parse_space, to_dict
+
+    space = override_dataset(load_space(args.space), args.dataset)
+    search = {
+        k: v
+        for k, v in (
+            ("num_samples", args.num_samples),
+            ("max_concurrent", args.max_concurrent),
+            ("seed", args.seed),
+            ("algorithm", args.algorithm),
+        )
+        if v is not None
+    }
+    if not search:
+        return space
+    data = to_dict(space)
+    data["search"].update(search)
+    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in search.items())
+    return parse_space(data, flags)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ddecs_search.search import run_search
+
+    space = _overridden(args)
+    try:
+        outcome = run_search(
+            space,
+            name=args.name,
+            storage=args.storage,
+            address=args.address,
+            quiet=args.quiet,
+            verify=False if args.no_verify else None,
+        )
+    except KeyboardInterrupt as exc:
+        return _interrupted(getattr(exc, "exp_root", None))
+    return _report(outcome)
+
+
+def resume(args: argparse.Namespace) -> int:
+    from ddecs_search.search import resume_search
+
+    try:
+        outcome = resume_search(
+            args.experiment, address=args.address, quiet=args.quiet, verify=False if args.no_verify else None
+        )
+    except KeyboardInterrupt:
+        return _interrupted(args.experiment)
+    return _report(outcome)
+
+
+def _report(outcome) -> int:  # noqa: ANN001
+    from ddecs_search.search import format_status, search_status
+
+    if not outcome.finished:
+        return _interrupted(outcome.exp_root)
+    print(format_status(search_status(outcome.exp_root)))
+    for error in outcome.errors:
+        print(f"failed trial: {error}", file=sys.stderr)
+    print(f"done in {outcome.wall_s:.0f} s -> {outcome.exp_root} (trials.csv, trials/, space.yaml)")
+    return 0
+
+
+def _interrupted(exp_root: str | None) -> int:
+    from ddecs_search.search import resume_command
+
+    if exp_root:
+        print(f"search interrupted; continue with: {resume_command(exp_root)}", file=sys.stderr)
+    else:
+        print("search interrupted; continue it with `ddecs-search resume EXPERIMENT_DIR`", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def status(args: argparse.Namespace) -> int:
+    from ddecs_search.search import format_status, search_status
+
+    info = search_status(args.experiment)
+    if args.json:
+        print(json.dumps(json_safe(info), indent=2))
+    else:
+        print(format_status(info))
+    return 0

@@ -1,0 +1,135 @@
+"""Driver-side Tune callbacks: the trials table (written as trials finish) and live progress.
+
+Tune pickles callbacks into ``tuner.pkl`` and restores them on ``Tuner.restore``; what may differ in a
+resumed run (where the experiment now lives, whether to print) is therefore read from :data:`RUNTIME`,
+which the runner sets before every ``fit()``, rather than stored on the callback.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from ray.tune import Callback
+
+from ddecs_search.config import Constraint, Objective
+from ddecs_search.search._experiment import EVALUATED_KEY, Experiment, trial_row
+from ddecs_search.search._objectives import objective_values
+
+RUNTIME: dict[str, Any] = {"exp_root": None, "quiet": False, "started": None}
+
+PROGRESS_EVERY_S = 30.0
+
+
+def trial_rows(trials: list[Any], objectives: tuple[Objective, ...],
+               constraints: tuple[Constraint, ...]) -> list[dict[str, Any]]:
+    """Rows of the trials table for Tune's trial objects (in creation order)."""
+    rows = []
+    for index, trial in enumerate(trials):
+        error = None
+        if trial.status == "ERROR":
+            try:
+                error = str(trial.get_error() or "")
+            except Exception as exc:  # the error file may be unreadable; keep what we know
+                error = f"(error file unreadable: {exc})"
+            error = error.strip()[-4000:] or "trial failed (no error text)"
+        rows.append(trial_row(trial_id=trial.trial_id, index=index, state=trial.status, config=trial.config,
+                              result=trial.last_result, error=error, num_failures=trial.num_failures,
+                              objectives=objectives, constraints=constraints))
+    return rows
+
+
+class TrialsTableCallback(Callback):
+    """Rewrites ``EXP/trials.csv`` / ``trials.parquet`` whenever a trial starts, finishes or fails."""
+
+    def __init__(self, objectives: tuple[Objective, ...], constraints: tuple[Constraint, ...]) -> None:
+        self.objectives, self.constraints = tuple(objectives), tuple(constraints)
+
+    def _write(self, trials: list[Any]) -> None:
+        Experiment(RUNTIME["exp_root"]).write_trials(trial_rows(trials, self.objectives, self.constraints))
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._write(trials)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._write(trials)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._write(trials)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._write(trials)
+
+
+class ProgressCallback(Callback):
+    """One line per finished trial, a heartbeat every 30 s, and the current best front."""
+
+    def __init__(self, objectives: tuple[Objective, ...], constraints: tuple[Constraint, ...],
+                 num_samples: int) -> None:
+        self.objectives, self.constraints = tuple(objectives), tuple(constraints)
+        self.num_samples = num_samples
+        self._last = 0.0
+
+    def _say(self, text: str) -> None:
+        if not RUNTIME["quiet"]:
+            elapsed = time.time() - (RUNTIME["started"] or time.time())
+            print(f"[{elapsed:6.0f}s] {text}", file=sys.stdout, flush=True)
+
+    def _counts(self, trials: list) -> str:
+        done = sum(t.status == "TERMINATED" for t in trials)
+        running = sum(t.status == "RUNNING" for t in trials)
+        failed = sum(t.status == "ERROR" for t in trials)
+        return f"{done}/{self.num_samples} done, {running} running, {failed} failed"
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if time.time() - self._last >= PROGRESS_EVERY_S:
+            self._last = time.time()
+            self._say(self._counts(trials))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        result = trial.last_result or {}
+        if result.get(EVALUATED_KEY):
+            values = ", ".join(f"{o.name}={_fmt(result.get(o.name))}" for o in self.objectives)
+            self._say(f"trial {trial.trial_id} done: {values} | {self._counts(trials)}")
+        else:
+            self._say(f"trial {trial.trial_id} stopped early | {self._counts(trials)}")
+        self._last = time.time()
+        self._say("front: " + format_front(trials, self.objectives, self.constraints))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._say(f"trial {trial.trial_id} FAILED (after {trial.num_failures} attempt(s)) | "
+                  f"{self._counts(trials)}")
+
+
+def format_front(trials: list, objectives: tuple[Objective, ...], constraints: tuple[Constraint, ...],
+                 limit: int = 5) -> str:
+    """The feasible non-dominated trials so far, one ``id(obj=value, ...)`` each."""
+    import numpy as np
+
+    from ddecs_search.analysis import non_dominated_sort
+    from ddecs_search.search._objectives import violations
+
+    ids, values = [], []
+    for t in trials:
+        result = t.last_result or {}
+        vec = objective_values(result, objectives) if result.get(EVALUATED_KEY) else None
+        if vec is not None and not violations(result, constraints):
+            ids.append(t.trial_id)
+            values.append(vec)
+    if not values:
+        return "(no feasible trial yet)"
+    ranks = non_dominated_sort(np.asarray(values), [o.mode for o in objectives])
+    front = [i for i in range(len(ids)) if ranks[i] == 0]
+    front.sort(key=lambda i: values[i][0], reverse=objectives[0].mode == "max")
+    parts = [f"{ids[i]}(" + ", ".join(f"{o.name}={_fmt(v)}" for o, v in zip(objectives, values[i])) + ")"
+             for i in front[:limit]]
+    more = f" +{len(front) - limit} more" if len(front) > limit else ""
+    return f"{len(front)} point(s): " + "; ".join(parts) + more
+
+
+def _fmt(value: Any) -> str:
+    try:
+        return f"{float(value):.4g}"
+    except (TypeError, ValueError):
+        return str(value)

@@ -1,0 +1,222 @@
+"""The experiment directory: its layout, the run record and the tidy trials table.
+
+::
+
+    EXP/
+      space.yaml            the validated space the search ran (CLI overrides and energy fallback applied)
+      run.json              run record: status, objectives, notices, baseline, timing, resume command
+      baseline/<name>-<key>/backbone.pt, meta.json   the backbone trained once for all trials
+      trials/<trial_id>/    model.pt, spec.json, policy.json, test_exits.npz, metrics.json
+      evaluations/          one JSON record per finished candidate evaluation (an audit trail)
+      trials.csv, trials.parquet   one row per trial, rewritten atomically as trials finish
+      verified.csv          isolated end-to-end re-measurement of the final Pareto picks
+      latency_table.json    the isolated per-module latency table, to seed a resumed search
+      tuner.pkl, experiment_state-*.json, <trial dirs>   Ray Tune's own state (restore)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from ddecs_search.config import Constraint, Objective, SearchSpace, parse_space, to_dict
+from ddecs_search.search import _io
+from ddecs_search.search._objectives import violations
+
+# Tune's own bookkeeping keys, dropped from the trials table (timing is kept under our own names).
+_TUNE_KEYS = frozenset({
+    "config", "date", "done", "experiment_id", "experiment_tag", "hostname", "iterations_since_restore",
+    "pid", "should_checkpoint", "checkpoint_dir_name", "time_since_restore", "time_this_iter_s",
+    "timestamp", "timesteps_since_restore", "timesteps_total", "episodes_total", "trial_id",
+    "training_iteration", "node_ip",
+})
+
+# Key set by the trainable on the final result of a full evaluation (per-epoch results lack it).
+EVALUATED_KEY = "evaluated"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Paths inside one experiment directory (a local path or a URI)."""
+
+    root: str
+
+    @classmethod
+    def at(cls, location: str) -> Experiment:
+        return cls(_io.normalise(location))
+
+    def path(self, *parts: str) -> str:
+        return _io.join(self.root, *parts)
+
+    @property
+    def name(self) -> str:
+        return self.root.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def storage(self) -> str:
+        return self.root.rstrip("/").rsplit("/", 1)[0]
+
+    def trial_dir(self, trial_id: str) -> str:
+        return self.path("trials", trial_id)
+
+    # ------------------------------------------------------------------------------------ space, record
+    def write_space(self, space: SearchSpace) -> None:
+        _io.write_text(self.path("space.yaml"), yaml.safe_dump(to_dict(space), sort_keys=False))
+
+    def read_space(self) -> SearchSpace:
+        location = self.path("space.yaml")
+        if not _io.exists(location):
+            from ddecs_search.errors import UserError
+
+            raise UserError(f"{self.root}: not an experiment directory (no space.yaml); "
+                            "start one with `ddecs-search run SPACE.yaml`")
+        return parse_space(yaml.safe_load(_io.read_text(location)), location)
+
+    def read_record(self) -> dict[str, Any]:
+        location = self.path("run.json")
+        return json.loads(_io.read_text(location)) if _io.exists(location) else {}
+
+    def update_record(self, **fields: Any) -> dict[str, Any]:
+        record = {**self.read_record(), **fields, "updated_at": time.time()}
+        _io.write_text(self.path("run.json"), json.dumps(record, indent=2, default=str))
+        return record
+
+    # ------------------------------------------------------------------------------------ trial results
+    def read_trial_metrics(self, trial_id: str) -> dict[str, Any] | None:
+        """The final metrics a trial stored on completion, or None (not finished)."""
+        location = _io.join(self.trial_dir(trial_id), "metrics.json")
+        return json.loads(_io.read_text(location)) if _io.exists(location) else None
+
+    def record_evaluation(self, trial_id: str, record: Mapping[str, Any]) -> None:
+        """One audit record per finished evaluation: a rerun of a finished trial would show up twice."""
+        name = f"{trial_id}.{time.time_ns()}.json"
+        _io.write_text(self.path("evaluations", name), json.dumps(dict(record), default=str))
+
+    def evaluation_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for name in _io.list_names(self.path("evaluations")):
+            trial_id = name.split(".", 1)[0]
+            counts[trial_id] = counts.get(trial_id, 0) + 1
+        return counts
+
+    # ------------------------------------------------------------------------------------ trials table
+    def write_trials(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Write ``trials.csv`` and ``trials.parquet`` atomically."""
+        frame = trials_frame(rows)
+        _io.write_text(self.path("trials.csv"), frame.to_csv(index=False))
+        buf = io.BytesIO()
+        frame.to_parquet(buf, index=False)
+        _io.write_bytes(self.path("trials.parquet"), buf.getvalue())
+
+    def read_trials(self):  # -> pandas.DataFrame
+        import pandas as pd
+
+        location = self.path("trials.csv")
+        if not _io.exists(location):
+            return pd.DataFrame(columns=["trial_id", "state"])
+        text = _io.read_text(location)
+        if not text.strip():
+            return pd.DataFrame(columns=["trial_id", "state"])
+        return pd.read_csv(io.StringIO(text), dtype={"trial_id": str, "state": str, "error": str})
+
+
+def scalar(value: Any) -> Any:
+    """Lists/dicts become JSON strings (parseable, one cell); numpy scalars become Python numbers."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        value = value.tolist()
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, default=_json_default)
+    return value
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return str(obj)
+
+
+def flat_config(config: Mapping[str, Any], prefix: str = "config") -> dict[str, Any]:
+    """``{"branch0": {"channels": 32}}`` -> ``{"config/branch0/channels": 32}`` (lists as JSON)."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}/{key}"
+        if isinstance(value, Mapping):
+            out.update(flat_config(value, name))
+        else:
+            out[name] = scalar(value)
+    return out
+
+
+def trial_row(
+    *,
+    trial_id: str,
+    index: int,
+    state: str,
+    config: Mapping[str, Any],
+    result: Mapping[str, Any] | None,
+    error: str | None,
+    num_failures: int,
+    objectives: Sequence[Objective],
+    constraints: Sequence[Constraint],
+) -> dict[str, Any]:
+    """One row of the trials table from what Tune knows about a trial."""
+    result = dict(result or {})
+    evaluated = bool(result.get(EVALUATED_KEY))
+    row: dict[str, Any] = {"trial_id": trial_id, "trial_index": index, "state": state}
+    row.update(flat_config(config))
+    metrics = {k: scalar(v) for k, v in result.items() if k not in _TUNE_KEYS and not k.startswith("config/")}
+    row.update(metrics)
+    row[EVALUATED_KEY] = evaluated
+    # ASHA-stopped trials and running ones carry per-epoch results only: never on the front.
+    row["full_fidelity"] = evaluated and bool(result.get("full_fidelity", True))
+    bad = violations(result, constraints) if evaluated else ["not evaluated"]
+    row["feasible"] = evaluated and not bad
+    row["violations"] = "; ".join(bad)
+    row["objectives_ok"] = evaluated and all(_finite(result.get(o.name)) for o in objectives)
+    row["num_failures"] = num_failures
+    row["trial_time_total_s"] = result.get("time_total_s")
+    row["error"] = error or ""
+    return row
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return not isinstance(value, bool) and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+_FIRST_COLUMNS = ("trial_id", "trial_index", "state", "evaluated", "full_fidelity", "feasible", "violations",
+                  "objectives_ok", "error", "num_failures", "node_id", "device")
+
+
+def trials_frame(rows: Iterable[Mapping[str, Any]]):  # -> pandas.DataFrame
+    """A tidy frame: fixed leading columns, then config columns, then metrics; mixed columns as text."""
+    import pandas as pd
+
+    frame = pd.DataFrame(list(rows))
+    if frame.empty:
+        return pd.DataFrame(columns=list(_FIRST_COLUMNS))
+    first = [c for c in _FIRST_COLUMNS if c in frame.columns]
+    config = sorted(c for c in frame.columns if c.startswith("config/"))
+    rest = [c for c in frame.columns if c not in first and c not in config]
+    frame = frame[first + config + rest].sort_values("trial_index", kind="stable").reset_index(drop=True)
+    for col in frame.columns:  # parquet needs one type per column
+        if frame[col].dtype == object:
+            kinds = {type(v) for v in frame[col] if not _missing(v)}
+            if len(kinds) > 1:
+                frame[col] = frame[col].map(lambda v: None if v is None else str(v))
+    return frame

@@ -1,0 +1,113 @@
+"""The latency table of a search, measured serialised and once per distinct module.
+
+Trials running side by side share CPUs (and GPUs), so a latency a trial measures of itself is biased
+by whatever its neighbours do at that moment, differently for every trial. The search therefore keeps
+one table per experiment in a small actor: a module (a backbone stage between two exit points, a branch
+of a given spec at a given point, the static backbone) is measured once on the target device, under a
+lease that only one trial holds at a time, and every later candidate containing it reuses that number.
+Candidates are compared on the same numbers, and the final picks are re-measured end to end with
+nothing else running (``_verify``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from ddecs_search.models import MultiExitNet
+    from ddecs_search.policies import ExitCosts
+
+LEASE_SECONDS = 600.0  # a trial that dies holding the lease blocks others at most this long
+
+
+class LatencyBroker:
+    """Actor body: the per-module latency cache and the measurement lease (async, one per experiment)."""
+
+    def __init__(self, table: dict[str, float] | None = None) -> None:
+        self._table: dict[str, float] = dict(table or {})
+        self._holder: str | None = None
+        self._expires = 0.0
+
+    async def lookup(self, keys: list[str]) -> dict[str, float]:
+        return {k: self._table[k] for k in keys if k in self._table}
+
+    async def acquire(self, token: str, lease_s: float = LEASE_SECONDS) -> None:
+        while self._holder is not None and time.monotonic() < self._expires:
+            await asyncio.sleep(0.05)
+        self._holder, self._expires = token, time.monotonic() + lease_s
+
+    async def release(self, token: str, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            self._table.setdefault(key, float(value))  # the first measurement of a module wins
+        if self._holder == token:
+            self._holder = None
+
+    async def snapshot(self) -> dict[str, float]:
+        return dict(self._table)
+
+
+def start_broker(name: str, table: dict[str, float] | None = None) -> Any:
+    """Start the experiment's broker actor (no CPU reserved: it only serves a dictionary)."""
+    import ray
+
+    return ray.remote(num_cpus=0, max_concurrency=64)(LatencyBroker).options(name=name).remote(table)
+
+
+def module_keys(model: MultiExitNet, backbone: str, device_label: str) -> list[str]:
+    """Cache keys of every stage, every branch and the static backbone, in ``latency_costs`` order.
+
+    A stage is identified by the backbone and the segment range it runs (the last one includes the
+    head); a branch by its exit point and spec. Weights do not matter for latency, shapes do.
+    """
+    from ddecs_search.config import to_dict
+
+    base = f"{device_label}|{backbone}/{model.backbone.num_classes}"
+    ends = [p + 1 for p in model.exit_points] + [len(model.backbone.segments)]
+    starts = [0] + ends[:-1]
+    keys = [f"{base}|stage|{a}-{b}" for a, b in zip(starts, ends)]
+    keys[-1] += "+head"
+    for point, spec in zip(model.exit_points, model.branch_specs):
+        keys.append(f"{base}|branch|{point}|{json.dumps(to_dict(spec), sort_keys=True)}")
+    keys.append(f"{base}|static")
+    return keys
+
+
+def isolated_latency_fn(broker: Any, backbone: str, *, warmup: int, repeats: int) -> Any:
+    """A ``latency_fn(model, device) -> ExitCosts`` for ``evaluate_candidate`` backed by the broker."""
+
+    def latency_fn(model: MultiExitNet, device: torch.device) -> ExitCosts:
+        import ray
+
+        from ddecs_search.policies import ExitCosts
+        from ddecs_search.profiling import device_name, latency_costs
+
+        label = device_name(device)
+        keys = module_keys(model, backbone, label)
+        table = ray.get(broker.lookup.remote(keys))
+        if len(table) < len(keys):
+            token = uuid.uuid4().hex
+            ray.get(broker.acquire.remote(token))
+            measured: dict[str, float] = {}
+            try:
+                table = ray.get(broker.lookup.remote(keys))  # a neighbour may have measured them meanwhile
+                if len(table) < len(keys):
+                    costs = latency_costs(model, device, warmup=warmup, repeats=repeats)
+                    values = [*costs.stage, *costs.branch, costs.static]
+                    measured = {k: float(v) for k, v in zip(keys, values) if k not in table}
+            finally:
+                ray.get(broker.release.remote(token, measured))
+            table = ray.get(broker.lookup.remote(keys))
+        values = np.array([table[k] for k in keys], dtype=np.float64)
+        e = model.num_exits
+        return ExitCosts(stage=values[:e], branch=values[e:-1], static=float(values[-1]), unit="ms",
+                         source=f"isolated_table:{label}")
+
+    return latency_fn

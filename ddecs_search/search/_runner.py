@@ -1,0 +1,231 @@
+"""Running and resuming a search: Ray, the shared baseline, the Tuner, and the run record."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from ddecs_search.config import SearchSpace
+from ddecs_search.errors import UserError
+from ddecs_search.search import _io
+from ddecs_search.search._experiment import Experiment
+
+DEFAULT_STORAGE = "experiments"
+
+
+@dataclass
+class SearchOutcome:
+    """What a run or resume ended with."""
+
+    exp_root: str
+    finished: bool  # every trial reached TERMINATED or ERROR
+    counts: dict[str, int]
+    wall_s: float
+    errors: list[str] = field(default_factory=list)
+    verified: int = 0
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def resume_command(self) -> str:
+        return resume_command(self.exp_root)
+
+
+def resume_command(exp_root: str) -> str:
+    return f"ddecs-search resume {shlex.quote(exp_root)}"
+
+
+def default_name(space: SearchSpace) -> str:
+    return f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_search(space: SearchSpace, *, name: str | None = None, storage: str | None = None,
+               address: str | None = None, quiet: bool = False, verify: bool | None = None) -> SearchOutcome:
+    """Start a new search of ``space`` in ``storage/name`` (see :class:`Experiment` for the layout).
+
+    Raises:
+        UserError: the experiment directory exists already, or the cluster cannot fit one trial.
+    """
+    exp = Experiment.at(_io.join(_io.normalise(storage or DEFAULT_STORAGE), name or default_name(space)))
+    if _io.exists(exp.path("space.yaml")) or _io.exists(exp.path("tuner.pkl")):
+        raise UserError(f"{exp.root} exists already: resume it with `{resume_command(exp.root)}` "
+                        "or choose another --name")
+    exp.write_space(space)
+    exp.update_record(status="starting", exp_uid=uuid.uuid4().hex[:12], started_at=time.time(),
+                      command=" ".join(shlex.quote(a) for a in sys.argv),
+                      resume_command=resume_command(exp.root), num_samples=space.search.num_samples)
+    return _execute(exp, space, address=address, quiet=quiet, verify=verify, restore=False)
+
+
+def resume_search(exp_dir: str, *, address: str | None = None, quiet: bool = False,
+                  verify: bool | None = None) -> SearchOutcome:
+    """Continue an interrupted search: finished trials stay, running ones continue from their last epoch."""
+    exp = Experiment.at(exp_dir)
+    space = exp.read_space()
+    return _execute(exp, space, address=address, quiet=quiet, verify=verify, restore=True)
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C before or after Tune's loop (Tune itself stops gracefully); carries the experiment."""
+
+    def __init__(self, exp_root: str) -> None:
+        super().__init__(exp_root)
+        self.exp_root = exp_root
+
+
+def _execute(exp: Experiment, space: SearchSpace, *, address: str | None, quiet: bool, verify: bool | None,
+             restore: bool) -> SearchOutcome:
+    try:
+        return _execute_inner(exp, space, address=address, quiet=quiet, verify=verify, restore=restore)
+    except KeyboardInterrupt:
+        exp.update_record(status="interrupted")
+        raise SearchInterrupted(exp.root) from None
+
+
+def _execute_inner(exp: Experiment, space: SearchSpace, *, address: str | None, quiet: bool,
+                   verify: bool | None, restore: bool) -> SearchOutcome:
+    from ddecs_search.search._ray import init_ray
+
+    start = time.time()
+    record = exp.read_record()
+    resources = init_ray(address)
+    _check_fits(space, resources)
+    exp.update_record(status="running", pid=os.getpid(), host=os.uname().nodename, address=address,
+                      last_start_at=start)
+    blob, notices, objectives = _prepare(exp, space, resources, local=address is None, quiet=quiet)
+    tuner, broker = _make_tuner(exp, space, blob, objectives, record["exp_uid"], restore=restore)
+    from ddecs_search.search import _callbacks
+
+    _callbacks.RUNTIME.update(exp_root=exp.root, quiet=quiet, started=start)
+    _quiet_tune()
+    _say(quiet, f"search {space.name}: {space.search.num_samples} trials, {space.search.algorithm}, "
+                f"{space.search.max_concurrent} at a time -> {exp.root}")
+    fit_start = time.time()
+    results = tuner.fit()
+    fit_s = time.time() - fit_start
+    counts = _counts(results, space.search.num_samples)
+    finished = counts.get("TERMINATED", 0) + counts.get("ERROR", 0) >= space.search.num_samples
+    _save_latency_table(exp, broker)
+    errors = [f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+              for e in results.errors]
+    outcome = SearchOutcome(exp.root, finished, counts, time.time() - start, errors, notices=notices)
+    fit_total = record.get("fit_s", 0.0) + fit_s
+    exp.update_record(status="finished" if finished else "interrupted", counts=counts, fit_s=fit_total,
+                      wall_s=record.get("wall_s", 0.0) + outcome.wall_s)
+    if finished and (space.search.verify if verify is None else verify):
+        from ddecs_search.search._verify import verify_front
+
+        verified = verify_front(exp, space, objectives, quiet=quiet)
+        outcome.verified = len(verified)
+        exp.update_record(verified=len(verified))
+    return outcome
+
+
+def _quiet_tune() -> None:
+    """Tune settings of the driver process (read when ``fit()`` runs)."""
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"  # per-epoch results carry no objectives
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # legacy output + verbose=0: silent; our ProgressCallback reports
+    # num_to_keep=1 forces a state snapshot after every epoch checkpoint: wanted (exact resume), not a warning
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def _check_fits(space: SearchSpace, resources: dict[str, Any]) -> None:
+    need = space.resources
+    if need.cpu > resources.get("CPU", 0) or need.gpu > resources.get("GPU", 0):
+        have = f"CPU={resources.get('CPU', 0):g}, GPU={resources.get('GPU', 0):g}"
+        hint = " (set resources.gpu: 0 to run on CPU)" if need.gpu > resources.get("GPU", 0) else ""
+        raise UserError(f"'resources': one trial needs cpu={need.cpu:g}, gpu={need.gpu:g} but the Ray "
+                        f"cluster has {have}; lower them{hint} or connect to a bigger cluster with --address")
+
+
+def _prepare(exp: Experiment, space: SearchSpace, resources: dict[str, Any], *, local: bool,
+             quiet: bool) -> tuple[Any, list[str], tuple]:
+    """The shared baseline (trained now, or the one a previous run stored) and the effective objectives."""
+    from ddecs_search.search._objectives import effective_objectives
+    from ddecs_search.search._shared_baseline import BaselineBlob, train_shared_baseline
+
+    blob = BaselineBlob.load(exp)
+    if blob is None:
+        # alone on a local machine the baseline may use every core; on a cluster, one trial's share
+        cpus = max(space.resources.cpu, resources.get("CPU", 1)) if local else space.resources.cpu
+        _say(quiet, f"training the baseline {space.backbone.name} once for all trials "
+                    f"({space.backbone.baseline.epochs} epochs, {cpus:g} CPU)...")
+        t0 = time.time()
+        blob = train_shared_baseline(space, num_cpus=cpus, num_gpus=space.resources.gpu, quiet=True)
+        blob.store(exp)
+        _say(quiet, f"baseline: val accuracy {blob.meta.get('val_accuracy', float('nan')):.4f} "
+                    f"in {time.time() - t0:.0f} s on {blob.probe.get('device')}")
+    objectives, notices = effective_objectives(space, bool(blob.probe.get("energy_available")))
+    for notice in notices:
+        print(f"notice: {notice}", file=sys.stderr)
+    exp.update_record(objectives=[dataclasses.asdict(o) for o in objectives], notices=notices,
+                      baseline={"folder": blob.folder, **blob.probe, **blob.meta})
+    return blob, notices, objectives
+
+
+def _make_tuner(exp: Experiment, space: SearchSpace, blob: Any, objectives: tuple, exp_uid: str, *,
+                restore: bool) -> tuple[Any, Any]:
+    from ray import tune
+
+    from ddecs_search.search._callbacks import ProgressCallback, TrialsTableCallback
+    from ddecs_search.search._latency import start_broker
+    from ddecs_search.search._searcher import make_scheduler, make_search_alg
+    from ddecs_search.search._space_fn import ConditionalSpace
+    from ddecs_search.search._trainable import TrialContext, search_trial, trial_dirname
+
+    broker = start_broker(f"ddecs-latency-{exp_uid}-{uuid.uuid4().hex[:6]}", _load_latency_table(exp))
+    ctx = TrialContext(space=space, space_fn=ConditionalSpace.from_space(space), exp_root=exp.root,
+                       exp_uid=exp_uid, baseline=blob, broker=broker, objectives=tuple(objectives),
+                       asha=space.search.asha)
+    trainable = tune.with_resources(tune.with_parameters(search_trial, ctx=ctx),
+                                    {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
+    if restore and tune.Tuner.can_restore(exp.root):
+        return tune.Tuner.restore(exp.root, trainable=trainable, resume_unfinished=True,
+                                  resume_errored=True), broker
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=make_search_alg(space, objectives),
+                                    scheduler=make_scheduler(space, objectives),
+                                    num_samples=space.search.num_samples,
+                                    trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(
+            name=exp.name, storage_path=exp.storage, verbose=0,
+            callbacks=[TrialsTableCallback(objectives, space.constraints),
+                       ProgressCallback(objectives, space.constraints, space.search.num_samples)],
+            failure_config=tune.FailureConfig(max_failures=space.search.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    ), broker
+
+
+def _counts(results: Any, num_samples: int) -> dict[str, int]:
+    counts = {"TERMINATED": results.num_terminated, "ERROR": results.num_errors}
+    counts["UNFINISHED"] = len(results) - counts["TERMINATED"] - counts["ERROR"]
+    counts["NOT_STARTED"] = max(0, num_samples - len(results))
+    return counts
+
+
+def _load_latency_table(exp: Experiment) -> dict[str, float]:
+    import json
+
+    location = exp.path("latency_table.json")
+    return json.loads(_io.read_text(location)) if _io.exists(location) else {}
+
+
+def _save_latency_table(exp: Experiment, broker: Any) -> None:
+    import json
+
+    import ray
+
+    table = ray.get(broker.snapshot.remote())
+    _io.write_text(exp.path("latency_table.json"), json.dumps(table, indent=1, sort_keys=True))
+
+
+def _say(quiet: bool, text: str) -> None:
+    if not quiet:
+        print(text, flush=True)

@@ -1,0 +1,62 @@
+"""Optuna samplers behind Ray Tune's OptunaSearch, a concurrency limit and optional ASHA."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from ddecs_search._imports import require
+from ddecs_search.config import Objective, SearchSpace
+from ddecs_search.search._objectives import metric_and_mode
+from ddecs_search.search._space_fn import ConditionalSpace
+
+
+def make_sampler(space: SearchSpace) -> Any:
+    """NSGA-II, TPE or random sampling, seeded from ``search.seed``.
+
+    NSGA-II's population defaults to a third of the budget (4..50) so that a small budget still sees
+    several generations; TPE runs multivariate with ``group=True``, Optuna's mode for conditional spaces
+    (parameters that exist together are modelled together), and the constant liar for parallel trials.
+    """
+    optuna = require("optuna")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cfg = space.search
+    if cfg.algorithm == "random":
+        return optuna.samplers.RandomSampler(seed=cfg.seed)
+    with warnings.catch_warnings():  # multivariate/group/constant_liar are flagged experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if cfg.algorithm == "tpe":
+            startup = min(10, max(2, cfg.num_samples // 4))
+            return optuna.samplers.TPESampler(seed=cfg.seed, multivariate=True, group=True,
+                                              constant_liar=True, n_startup_trials=startup)
+        population = cfg.population_size or min(50, max(4, cfg.num_samples // 3))
+        return optuna.samplers.NSGAIISampler(seed=cfg.seed, population_size=population)
+
+
+def make_search_alg(space: SearchSpace, objectives: Sequence[Objective]) -> Any:
+    """``ConcurrencyLimiter(OptunaSearch(space=define-by-run, metric, mode, sampler), max_concurrent)``."""
+    from ray.tune.search import ConcurrencyLimiter
+
+    from ddecs_search.search._optuna_search import FullFidelityOptunaSearch
+
+    metric, mode = metric_and_mode(objectives)
+    searcher = FullFidelityOptunaSearch(space=ConditionalSpace.from_space(space), metric=metric, mode=mode,
+                                      sampler=make_sampler(space))
+    return ConcurrencyLimiter(searcher, max_concurrent=space.search.max_concurrent)
+
+
+def proxy_key(objective: Objective) -> str:
+    """Name of the per-epoch proxy of the single objective that ASHA compares."""
+    return f"epoch_{objective.name}"
+
+
+def make_scheduler(space: SearchSpace, objectives: Sequence[Objective]) -> Any:
+    """ASHA on branch-training epochs (single objective only), or None."""
+    if not space.search.asha:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    (objective,) = objectives
+    return ASHAScheduler(time_attr="epoch", metric=proxy_key(objective), mode=objective.mode,
+                         max_t=max(max(space.training.epochs), 1), grace_period=1, reduction_factor=2)

@@ -1,0 +1,108 @@
+"""The baseline backbone, trained once per search and shipped to every trial through the object store.
+
+It is trained by one Ray task with a trial's resources (so on a GPU node when trials use GPUs), which
+also probes the target device's energy meter. The trained weights travel to the trials as bytes inside
+``tune.with_parameters`` (works across nodes without shared disk); each trial writes them into a local
+cache folder under the same content-hash name :func:`ddecs_search.training.train_baseline` looks up, so
+``evaluate_candidate`` finds the pre-trained backbone and never trains it again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ddecs_search.config import SearchSpace
+from ddecs_search.errors import UserError
+from ddecs_search.search import _io
+from ddecs_search.search._experiment import Experiment
+
+
+@dataclass(frozen=True)
+class BaselineBlob:
+    """A trained baseline as bytes plus what the driver learnt about the target device with it."""
+
+    folder: str  # "<backbone>-<content hash>", the cache folder name train_baseline uses
+    weights: bytes  # backbone.pt
+    meta: dict[str, Any]  # meta.json (val_accuracy, train_time_s, ...)
+    probe: dict[str, Any]  # device, energy_available, energy_source, node_id
+
+    def materialise(self, cache_dir: Path) -> Path:
+        """Write the baseline into ``cache_dir/<folder>/`` unless it is there; returns ``cache_dir``."""
+        folder = Path(cache_dir) / self.folder
+        if not (folder / "backbone.pt").is_file() or not (folder / "meta.json").is_file():
+            _io.write_bytes(str(folder / "backbone.pt"), self.weights)
+            _io.write_text(str(folder / "meta.json"), json.dumps(self.meta))  # last: marks it complete
+        return Path(cache_dir)
+
+    def store(self, exp: Experiment) -> None:
+        """Keep the baseline in the experiment (for resume, export and the record)."""
+        _io.write_bytes(exp.path("baseline", self.folder, "backbone.pt"), self.weights)
+        _io.write_text(exp.path("baseline", self.folder, "meta.json"), json.dumps(self.meta, indent=2))
+        _io.write_text(exp.path("baseline", "probe.json"), json.dumps({"folder": self.folder, **self.probe}))
+
+    @classmethod
+    def load(cls, exp: Experiment) -> BaselineBlob | None:
+        """The baseline a previous run stored, or None."""
+        probe_path = exp.path("baseline", "probe.json")
+        if not _io.exists(probe_path):
+            return None
+        probe = json.loads(_io.read_text(probe_path))
+        folder = probe.pop("folder")
+        weights = _io.read_bytes(exp.path("baseline", folder, "backbone.pt"))
+        meta = json.loads(_io.read_text(exp.path("baseline", folder, "meta.json")))
+        return cls(folder, weights, meta, probe)
+
+
+def trial_cache_dir(exp_uid: str) -> Path:
+    """Node-local folder where trials of one experiment materialise the shared baseline."""
+    return Path(tempfile.gettempdir()) / "ddecs-search" / exp_uid / "baselines"
+
+
+def _train(space: SearchSpace, threads: int, quiet: bool) -> BaselineBlob:
+    """Body of the baseline task (runs in a Ray worker)."""
+    import torch
+
+    from ddecs_search.data import load_splits
+    from ddecs_search.models import backbone_info
+    from ddecs_search.profiling import create_energy_meter, device_name, resolve_device
+    from ddecs_search.search._ray import node_id
+    from ddecs_search.training import train_baseline
+
+    torch.set_num_threads(max(1, threads))
+    device = resolve_device(space.measurement.device)
+    splits = load_splits(space.dataset, backbone_info(space.backbone.name).input_shape)
+    with tempfile.TemporaryDirectory(prefix="ddecs-baseline-") as tmp:
+        result = train_baseline(space.backbone.name, splits, space.dataset, space.backbone.baseline,
+                                device=device, cache_dir=Path(tmp), seed=0, quiet=quiet)
+        folder = result.path.parent
+        weights = (folder / "backbone.pt").read_bytes()
+        meta = json.loads((folder / "meta.json").read_text())
+    meter = create_energy_meter(space.measurement.energy, device)
+    probe = {"device": device_name(device), "energy_available": bool(meter.available),
+             "energy_source": meter.source, "node_id": node_id(), "host": os.uname().nodename}
+    meter.close()
+    return BaselineBlob(folder.name, weights, meta, probe)
+
+
+def train_shared_baseline(space: SearchSpace, *, num_cpus: float, num_gpus: float,
+                          quiet: bool) -> BaselineBlob:
+    """Train the search's baseline in one Ray task with the given resources.
+
+    Raises:
+        UserError: what the task raised when it is a user error (missing data, bad device ...).
+    """
+    import ray
+
+    task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=1)(_train)
+    try:
+        return ray.get(task.remote(space, max(1, int(num_cpus)), quiet))
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, UserError):
+            raise type(cause)(str(cause)) from None
+        raise

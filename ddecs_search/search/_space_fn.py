@@ -1,0 +1,145 @@
+"""The conditional search space as an Optuna define-by-run function.
+
+Branch specs exist only for the exits a candidate has, so the space is sampled in order: the number of
+early exits ``n``, then their placement (one categorical over the ordered, distinct ``n``-subsets of
+the allowed exit points, a separate parameter per ``n`` so that every parameter keeps one fixed
+distribution), then each exit slot's branch (``branch0/channels``, ``branch1/...``), then training and
+policy choices. Dimensions with a single choice are constants, not parameters.
+
+Parameter names use ``/`` because Ray's OptunaSearch unflattens them into a nested trial config
+(``{"branch0": {"channels": 32}, ...}``); :meth:`ConditionalSpace.candidate_override` maps that config
+back to a candidate.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ddecs_search.config import Candidate, ExitSpace, PolicySpace, SearchSpace, TrainingSpace, from_dict
+
+if TYPE_CHECKING:
+    import optuna
+
+BRANCH_DIMS = ("conv_layers", "channels", "pool", "pool_size", "hidden", "dropout")
+
+
+def _encode_points(points: tuple[int, ...]) -> str:
+    return ",".join(str(p) for p in points)
+
+
+def _decode_points(text: str | int) -> list[int]:
+    return [int(p) for p in str(text).split(",")]
+
+
+@dataclass(frozen=True)
+class ConditionalSpace:
+    """Define-by-run function of a search space (picklable: Tune saves it with the searcher state).
+
+    Call it with an ``optuna.Trial``; the sampled parameters become the trial config.
+    """
+
+    exits: ExitSpace
+    training: TrainingSpace
+    policy: PolicySpace
+    points: tuple[int, ...]
+
+    @classmethod
+    def from_space(cls, space: SearchSpace) -> ConditionalSpace:
+        """Build from a validated space; ``exits.points: null`` means every exit point of the backbone."""
+        from ddecs_search.models import backbone_info
+
+        points = space.exits.points
+        if points is None:
+            points = tuple(range(len(backbone_info(space.backbone.name).exit_point_names)))
+        return cls(space.exits, space.training, space.policy, tuple(points))
+
+    # ------------------------------------------------------------------------------------------ sampling
+    def __call__(self, trial: optuna.Trial) -> None:
+        lo, hi = self.exits.count
+        n = trial.suggest_int("num_early_exits", lo, hi) if lo < hi else lo
+        placements = [_encode_points(c) for c in itertools.combinations(self.points, n)]
+        _choose(trial, f"exit_points/n{n}", placements)
+        for k in range(n):
+            for dim in BRANCH_DIMS:
+                _choose(trial, f"branch{k}/{dim}", getattr(self.exits, dim))
+        _choose(trial, "training/mode", self.training.mode)
+        _choose(trial, "training/epochs", self.training.epochs)
+        _choose(trial, "policy/kind", self.policy.kind)
+        low, high = self.policy.cost_weight
+        if low < high:
+            trial.suggest_float("policy/cost_weight", low, high, log=True)
+        return None
+
+    def size(self) -> float:
+        """Number of distinct discrete candidates (``inf`` when the cost weight is a range)."""
+        per_branch = math.prod(len(getattr(self.exits, d)) for d in BRANCH_DIMS)
+        lo, hi = self.exits.count
+        placements = sum(math.comb(len(self.points), n) * per_branch**n for n in range(lo, hi + 1))
+        total = placements * len(self.training.mode) * len(self.training.epochs) * len(self.policy.kind)
+        low, high = self.policy.cost_weight
+        return math.inf if low < high else float(total)
+
+    # ------------------------------------------------------------------------------------------ decoding
+    def candidate_override(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The trial config (nested, as Tune passes it) as a partial candidate for ``candidate_from_dict``.
+
+        Every candidate field is set explicitly (see :func:`build_candidate`).
+        """
+        lo, _ = self.exits.count
+        n = int(config.get("num_early_exits", lo))
+        points_choices = config.get("exit_points", {})
+        if f"n{n}" in points_choices:
+            exit_points = _decode_points(points_choices[f"n{n}"])
+        else:  # only one placement exists for this count (a constant, not a parameter)
+            exit_points = list(next(itertools.combinations(self.points, n)))
+        branches = []
+        for k in range(n):
+            sampled = config.get(f"branch{k}", {})
+            branches.append({d: sampled.get(d, getattr(self.exits, d)[0]) for d in BRANCH_DIMS})
+        training = config.get("training", {})
+        policy = config.get("policy", {})
+        t = self.training
+        weights = None if t.loss_weights is None else [*t.loss_weights[:n], t.loss_weights[-1]]
+        return {
+            "exit_points": exit_points,
+            "branches": branches,
+            "training": {
+                "mode": training.get("mode", t.mode[0]),
+                "epochs": int(training.get("epochs", t.epochs[0])),
+                "lr": t.lr,
+                "batch_size": t.batch_size,
+                "weight_decay": t.weight_decay,
+                "optimizer": t.optimizer,
+                "loss_weights": weights,
+                "label_smoothing": t.label_smoothing,
+            },
+            "policy": {
+                "kind": policy.get("kind", self.policy.kind[0]),
+                "cost_weight": float(policy.get("cost_weight", self.policy.cost_weight[0])),
+                "cost": self.policy.cost,
+                "metric": self.policy.metric,
+                "options": dict(self.policy.options.get(policy.get("kind", self.policy.kind[0]), {})),
+            },
+        }
+
+
+def _choose(trial: optuna.Trial, name: str, choices: tuple | list) -> Any:
+    """A categorical parameter, or the constant itself when there is only one choice."""
+    choices = list(choices)
+    if len(choices) == 1:
+        return choices[0]
+    return trial.suggest_categorical(name, choices)
+
+
+def build_candidate(space: SearchSpace, fn: ConditionalSpace, config: dict[str, Any]) -> Candidate:
+    """The validated candidate of a trial config.
+
+    Built from the space alone (backbone, ``default_candidate``'s seed): merging over the whole
+    ``default_candidate`` would leak its policy options into candidates of another policy kind.
+    """
+    data = {"backbone": space.backbone.name, "seed": space.default_candidate.get("seed", 0),
+            **fn.candidate_override(config)}
+    return from_dict(Candidate, data, "candidate")

@@ -1,0 +1,105 @@
+"""``status``: where a search stands, from the experiment directory alone (no Ray needed)."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any
+
+from ddecs_search.search._experiment import Experiment
+
+_STATES = ("TERMINATED", "RUNNING", "PENDING", "PAUSED", "ERROR")
+
+
+def search_status(exp_dir: str) -> dict[str, Any]:
+    """Trials by state, best value per objective, front size, time spent and the driver's state.
+
+    Returns:
+        ``{"experiment", "name", "total", "num_samples", "by_state": {...}, "evaluated", "feasible",
+        "best": {objective: {"value", "trial_id", "mode"}}, "objectives", "elapsed_s", "trial_time_s",
+        "driver", "resume_command", "notices"}``.
+    """
+    exp = Experiment.at(exp_dir)
+    space = exp.read_space()
+    record = exp.read_record()
+    trials = exp.read_trials()
+    by_state = {s: 0 for s in _STATES}
+    for state in trials.get("state", []):
+        by_state[str(state)] = by_state.get(str(state), 0) + 1
+    objectives = record.get("objectives") or [{"name": o.name, "mode": o.mode} for o in space.objectives]
+    evaluated = trials[trials["evaluated"] == True] if "evaluated" in trials else trials.iloc[:0]  # noqa: E712
+    feasible = evaluated[evaluated["feasible"] == True] if "feasible" in evaluated else evaluated  # noqa: E712
+    best = {}
+    for obj in objectives:
+        name, mode = obj["name"], obj["mode"]
+        if name not in feasible.columns or feasible[name].dropna().empty:
+            continue
+        col = feasible[name].astype(float)
+        idx = col.idxmax() if mode == "max" else col.idxmin()
+        best[name] = {"value": float(col[idx]), "trial_id": str(feasible.loc[idx, "trial_id"]), "mode": mode}
+    trial_time = float(evaluated["trial_wall_s"].sum()) if "trial_wall_s" in evaluated else 0.0
+    started = record.get("started_at")
+    end = time.time() if _driver_state(record) == "running" else record.get("updated_at", started)
+    return {
+        "experiment": exp.root,
+        "name": space.name,
+        "total": int(len(trials)),
+        "num_samples": space.search.num_samples,
+        "by_state": by_state,
+        "evaluated": int(len(evaluated)),
+        "feasible": int(len(feasible)),
+        "best": best,
+        "objectives": objectives,
+        "elapsed_s": (end - started) if started else None,
+        "trial_time_s": trial_time,
+        "driver": _driver_state(record),
+        "verified": record.get("verified"),
+        "resume_command": record.get("resume_command"),
+        "notices": record.get("notices", []),
+    }
+
+
+def _driver_state(record: dict[str, Any]) -> str:
+    """finished / interrupted / running / gone (recorded as running but its process is dead) / unknown."""
+    status = record.get("status", "unknown")
+    if status in ("running", "starting") and record.get("host") == os.uname().nodename and record.get("pid"):
+        try:
+            os.kill(int(record["pid"]), 0)
+        except ProcessLookupError:
+            return "gone"
+        except PermissionError:
+            pass
+        return "running"
+    return status
+
+
+def format_status(info: dict[str, Any]) -> str:
+    """Human-readable form of :func:`search_status`."""
+    states = ", ".join(f"{k.lower()} {v}" for k, v in info["by_state"].items() if v)
+    lines = [
+        f"experiment {info['experiment']} ({info['name']})",
+        f"trials: {info['total']} of {info['num_samples']} created ({states or 'none yet'}); "
+        f"{info['evaluated']} evaluated, {info['feasible']} feasible",
+    ]
+    for name, best in info["best"].items():
+        lines.append(f"best {name} ({best['mode']}): {best['value']:.6g} (trial {best['trial_id']})")
+    elapsed = info["elapsed_s"]
+    lines.append(f"time: {_duration(elapsed)} elapsed, {_duration(info['trial_time_s'])} inside trials")
+    driver = info["driver"]
+    if driver == "gone":
+        lines.append("driver: not running (killed?); states above are as last recorded; continue with "
+                     f"`{info['resume_command']}`")
+    elif driver == "interrupted":
+        lines.append(f"driver: interrupted; continue with `{info['resume_command']}`")
+    else:
+        lines.append(f"driver: {driver}")
+    lines.extend(f"notice: {n}" for n in info["notices"])
+    return "\n".join(lines)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

@@ -1,0 +1,133 @@
+"""Re-measuring the final Pareto picks end to end, one at a time, with nothing else running.
+
+During the search, latency comes from the serialised per-module table; here each pick's real
+early-exit inference is timed against the static backbone at batch 1 (``compare_static_vs_early_exit``)
+in a Ray task with a trial's resources on the target device, picks one after another. Results go to
+``EXP/verified.csv`` and as ``verified_*`` columns into the trials table.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ddecs_search.config import Objective, SearchSpace
+from ddecs_search.search import _io
+from ddecs_search.search._experiment import Experiment
+
+VERIFIED_COLUMNS = ("verified_latency_ms", "verified_latency_p95_ms", "verified_baseline_latency_ms",
+                    "verified_speedup", "verified_device")
+
+
+def pick_front(trials: Any, objectives: Sequence[Objective], top: int) -> list[str]:
+    """Trial ids of the feasible, fully evaluated non-dominated trials; at most ``top``, most spread first."""
+    from ddecs_search.analysis import crowding_distance, non_dominated_sort
+
+    if trials.empty or "feasible" not in trials.columns:
+        return []
+    names = [o.name for o in objectives]
+    ok = trials[(trials["feasible"] == True) & (trials["full_fidelity"] == True)]  # noqa: E712
+    ok = ok.dropna(subset=[n for n in names if n in ok.columns])
+    if ok.empty or any(n not in ok.columns for n in names):
+        return []
+    values = ok[names].to_numpy(dtype=float)
+    directions = [o.mode for o in objectives]
+    front = ok[non_dominated_sort(values, directions) == 0]
+    crowd = crowding_distance(front[names].to_numpy(dtype=float), directions)
+    order = np.argsort(-crowd, kind="stable")
+    return [str(front["trial_id"].iloc[i]) for i in order[:top]]
+
+
+def _measure(space: SearchSpace, files: dict[str, bytes]) -> dict[str, Any]:
+    """Ray task body: rebuild the pick from its artefacts and time it against the static backbone."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from ddecs_search.config import Candidate, from_dict
+    from ddecs_search.data import load_splits
+    from ddecs_search.models import MultiExitNet, create_backbone
+    from ddecs_search.policies import load_policy
+    from ddecs_search.profiling import compare_static_vs_early_exit, device_name, resolve_device
+    from ddecs_search.search._ray import node_id
+    from ddecs_search.training import load_checkpoint
+
+    torch.set_num_threads(max(1, int(space.resources.cpu)))
+    device = resolve_device(space.measurement.device)
+    spec = json.loads(files["spec.json"])
+    cand = from_dict(Candidate, spec["candidate"], "spec.candidate")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in files.items():
+            Path(tmp, name).write_bytes(data)
+        backbone = create_backbone(cand.backbone, num_classes=spec["num_classes"])
+        model = MultiExitNet(backbone, cand.exit_points, cand.branches)
+        model.load_state_dict(load_checkpoint(Path(tmp, "model.pt")))
+        policy = load_policy(Path(tmp, "policy.json"))
+    model.to(device).eval()
+    test = load_splits(space.dataset, tuple(spec["input_shape"])).test
+    n = min(space.measurement.latency_samples, len(test))
+    samples = torch.stack([test[i][0] for i in range(n)])
+    timing = compare_static_vs_early_exit(model, policy, samples, device, warmup=space.measurement.warmup)
+    early, static = timing["early_exit"], timing["static"]
+    return {"verified_latency_ms": early.mean_ms, "verified_latency_p95_ms": early.p95_ms,
+            "verified_baseline_latency_ms": static.mean_ms, "verified_speedup": timing["speedup"],
+            "verified_device": device_name(device), "verified_node_id": node_id(), "verified_samples": n,
+            "verified_pid": os.getpid()}
+
+
+def verify_front(exp: Experiment, space: SearchSpace, objectives: Sequence[Objective], *,
+                 quiet: bool = False) -> list[dict[str, Any]]:
+    """Measure the picks (serially), write ``verified.csv`` and merge the columns into the trials table."""
+    import pandas as pd
+    import ray
+
+    trials = exp.read_trials()
+    picks = pick_front(trials, objectives, space.search.verify_top)
+    if not picks:
+        _say(quiet, "verify: no feasible front to re-measure")
+        return []
+    _say(quiet, f"verify: re-measuring {len(picks)} Pareto pick(s) end to end in isolation ...")
+    task = ray.remote(num_cpus=space.resources.cpu, num_gpus=space.resources.gpu)(_measure)
+    rows = []
+    for trial_id in picks:
+        folder = exp.trial_dir(trial_id)
+        names = [n for n in ("model.pt", "spec.json", "policy.json") if _io.exists(_io.join(folder, n))]
+        if "policy.json" not in names:
+            _say(quiet, f"verify: {trial_id} has no deployable policy; skipped")
+            continue
+        files = {n: _io.read_bytes(_io.join(folder, n)) for n in names}
+        measured = ray.get(task.remote(space, files))  # one at a time: nothing else runs meanwhile
+        row = trials[trials["trial_id"].astype(str) == trial_id].iloc[0]
+        out = {"trial_id": trial_id, **{o.name: row.get(o.name) for o in objectives},
+               "search_latency_ms": row.get("latency_ms"), **measured}
+        out["latency_ratio"] = out["verified_latency_ms"] / out["search_latency_ms"] \
+            if out.get("search_latency_ms") else float("nan")
+        rows.append(out)
+        _say(quiet, f"verify: {trial_id} latency {out['verified_latency_ms']:.4f} ms end to end (search "
+                    f"table {out['search_latency_ms']:.4f} ms), speedup {out['verified_speedup']:.2f}x")
+    frame = pd.DataFrame(rows)
+    _io.write_text(exp.path("verified.csv"), frame.to_csv(index=False))
+    merged = trials.drop(columns=[c for c in trials.columns if c.startswith("verified_")])
+    merged = merged.merge(frame[["trial_id", *[c for c in frame.columns if c.startswith("verified_")]]]
+                          .astype({"trial_id": str}), how="left", on="trial_id")
+    _rewrite_table(exp, merged)
+    return rows
+
+
+def _rewrite_table(exp: Experiment, frame: Any) -> None:
+    _io.write_text(exp.path("trials.csv"), frame.to_csv(index=False))
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    _io.write_bytes(exp.path("trials.parquet"), buf.getvalue())
+
+
+def _say(quiet: bool, text: str) -> None:
+    if not quiet:
+        print(text, file=sys.stdout, flush=True)

@@ -1,0 +1,123 @@
+"""Search-space validation: every shipped space loads; every mistake exits 2 naming the offending key."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ddecs_search.cli import main
+from ddecs_search.config import load_space, parse_space, to_dict
+from ddecs_search.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACES = sorted((ROOT / "search_spaces").glob("*.yaml")) + sorted((ROOT / "tests" / "spaces").glob("*.yaml"))
+QUICK = ROOT / "search_spaces" / "fashion_mnist_quick.yaml"
+
+
+@pytest.mark.parametrize("path", SPACES, ids=lambda p: p.stem)
+def test_shipped_spaces_are_valid_and_round_trip(path: Path) -> None:
+    space = load_space(path)
+    assert parse_space(to_dict(space)) == space
+
+
+def test_alexnet_space_mirrors_the_reference() -> None:
+    from ddecs_search.config import candidate_from_dict
+    from ddecs_search.models.alexnet import REFERENCE_EXIT_POINTS, reference_branch_spec
+
+    space = load_space(ROOT / "search_spaces" / "cifar10_alexnet.yaml")
+    cand = candidate_from_dict(space, {})
+    assert cand.backbone == "alexnet" and cand.exit_points == REFERENCE_EXIT_POINTS
+    assert cand.branches == (reference_branch_spec(64), reference_branch_spec(256))
+    assert cand.training.mode == "joint" and cand.training.loss_weights is not None
+    assert space.exits.count == (1, 4)
+
+
+def _edit(data: dict, dotted: str, value: object) -> dict:
+    data = copy.deepcopy(data)
+    *parents, last = dotted.split(".")
+    node = data
+    for key in parents:
+        node = node.setdefault(key, {})
+    if value is _DELETE:
+        node.pop(last)
+    else:
+        node[last] = value
+    return data
+
+
+_DELETE = object()
+
+# (dotted key to change, new value, text the error must contain)
+BAD = [
+    ("bogus", 1, "'bogus': unknown key"),
+    ("exits.chanels", [8], "'exits.chanels': unknown key"),
+    ("search.num_samples", "ten", "'search.num_samples': expected an integer"),
+    ("search.algorithm", "grid", "'search.algorithm'"),
+    ("resources.cpu", 0, "'resources.cpu'"),
+    ("exits.points", [2, 1], "'exits.points'"),
+    ("exits.points", [0, 1, 7], "'exits.points'"),
+    ("exits.count", [2, 1], "'exits.count'"),
+    ("exits.count", [1, 5], "'exits.count'"),
+    ("default_candidate.exit_points", [1, 0], "'candidate.exit_points'"),
+    ("default_candidate.exit_points", [0, 9], "'candidate.exit_points'"),
+    ("dataset.name", "imagenet-21k", "'dataset.name': unknown dataset"),
+    ("backbone.name", "resnet1000", "'backbone.name'"),
+    ("objectives", [{"name": "acuracy", "mode": "max"}], "'objectives[0].name'"),
+    ("objectives", [{"name": "accuracy", "mode": "up"}], "'objectives[0].mode'"),
+    ("constraints", [{"metric": "accuracy_drop"}], "needs max or min"),
+    ("constraints", [{"metric": "drop", "max": 1}], "'constraints[0].metric'"),
+    ("search.asha", True, "'search.asha'"),
+    ("training.loss_weights", [1.0, 1.0], "'training.loss_weights'"),
+    ("policy.kind", ["telepathy"], "'policy.kind'"),
+    ("policy.options", {"ppo": {"iterations": 3}}, "'policy.options.ppo'"),
+    ("policy.cost_weight", [0.5, 0.1], "'policy.cost_weight'"),
+    ("measurement.device", "tpu", "'measurement.device'"),
+    ("name", _DELETE, "'name': required key is missing"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "message"), BAD, ids=[f"{k}={v!r}"[:40] for k, v, _ in BAD])
+@pytest.mark.parametrize("verb", ["run", "evaluate"])
+def test_bad_space_exits_2_naming_the_key(tmp_path, capsys, verb, key, value, message) -> None:
+    data = _edit(yaml.safe_load(QUICK.read_text()), key, value)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    args = [verb, str(path)] + (["--storage", str(tmp_path / "exps")] if verb == "run" else [])
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(path) in err, err
+    assert not (tmp_path / "exps").exists()  # nothing started
+
+
+def test_unparseable_and_missing_files(tmp_path, capsys) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: [unclosed\n")
+    assert main(["run", str(path)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "nope.yaml")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--num-samples", "0"], "'search.num_samples'"),
+    (["--max-concurrent", "0"], "'search.max_concurrent'"),
+    (["--dataset", "nonsense"], "'dataset.name'"),
+])
+def test_bad_cli_overrides_exit_2(tmp_path, capsys, flags, message) -> None:
+    assert main(["run", str(QUICK), "--storage", str(tmp_path), *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_resume_and_status_of_a_non_experiment_exit_2(tmp_path, capsys) -> None:
+    for verb in ("resume", "status"):
+        assert main([verb, str(tmp_path)]) == 2
+        assert "not an experiment directory" in capsys.readouterr().err
+
+
+def test_error_names_the_key_in_library_use() -> None:
+    data = _edit(yaml.safe_load(QUICK.read_text()), "exits.hidden", [])
+    with pytest.raises(ConfigError, match=r"'exits.hidden': needs at least one choice"):
+        parse_space(data, "mem")

@@ -1,0 +1,196 @@
+"""The search on a real multi-node Ray cluster (loopback only), and what survives a lost node or driver.
+
+One cluster for the module: a head and a worker node of 1 CPU each, started with ``ray start`` as
+separate process sessions (``tests/_ray_cluster.py``), token authentication on. Each test runs
+``ddecs-search run tests/spaces/tiny_multinode.yaml --address 127.0.0.1:PORT --storage TMP`` in a
+subprocess, as a user would, and reads the experiment directory it leaves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from _ray_cluster import LoopbackCluster, kill_session
+
+pytestmark = pytest.mark.slow
+
+SPACE = Path(__file__).parent / "spaces" / "tiny_multinode.yaml"
+CLI = str(Path(sys.executable).parent / "ddecs-search")
+NUM_TRIALS = 4  # tiny_multinode.yaml: search.num_samples
+SEARCH_TIMEOUT = 300
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("cluster")
+    # one baseline/data cache for the whole module, outside the user's home
+    with LoopbackCluster(root, extra_env={"DDECS_CACHE": str(root / "cache")}) as c:
+        c.start_head(num_cpus=1)
+        c.add_worker(num_cpus=1)
+        yield c
+
+
+def _workers(cluster: LoopbackCluster, n: int) -> list:
+    """Make sure ``n`` live worker nodes are up (a test may have killed one); returns them."""
+    alive = [node for node in cluster.nodes[1:] if node.alive()]
+    while len(alive) < n:
+        alive.append(cluster.add_worker(num_cpus=1))
+    return alive
+
+
+def _cli(cluster: LoopbackCluster, log: Path, *args: str) -> subprocess.Popen:
+    """``ddecs-search ARGS --address <cluster> --quiet`` in a session of its own, output to ``log``."""
+    with open(log, "wb") as out:
+        return subprocess.Popen([CLI, *args, "--address", cluster.address, "--quiet"], env=cluster.env,
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+
+
+def _start_search(cluster: LoopbackCluster, tmp_path: Path, name: str) -> subprocess.Popen:
+    return _cli(cluster, tmp_path / f"{name}.log", "run", str(SPACE), "--name", name,
+                "--storage", str(tmp_path / "exp"))
+
+
+def _finish(proc: subprocess.Popen, log: Path, what: str) -> None:
+    try:
+        rc = proc.wait(timeout=SEARCH_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        kill_session(proc.pid)
+        rc = "a timeout"
+    assert rc == 0, f"{what} ended with {rc}:\n{log.read_text(errors='replace')[-4000:]}"
+
+
+def _trials(exp: Path) -> pd.DataFrame:
+    return pd.read_csv(exp / "trials.csv", dtype={"trial_id": str, "node_id": str})
+
+
+def _evaluations(exp: Path) -> dict[str, int]:
+    """How many times each trial was fully evaluated (one audit record per evaluation)."""
+    counts: dict[str, int] = {}
+    for f in (exp / "evaluations").glob("*.json"):
+        counts[f.name.split(".", 1)[0]] = counts.get(f.name.split(".", 1)[0], 0) + 1
+    return counts
+
+
+def _running_trials(pids: list[int]) -> dict[str, int]:
+    """Trials (id -> pid) that Ray workers among ``pids`` are running now.
+
+    Tune runs each trial in its own working directory ``.../working_dirs/tune_trial_<id>``
+    (``trial_dirname`` of the search), so a worker's cwd names the trial it runs.
+    """
+    found = {}
+    for pid in pids:
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            continue
+        if title.startswith("ray::ImplicitFunc") and "tune_trial_" in cwd:
+            found[cwd.rsplit("tune_trial_", 1)[1]] = pid
+    return found
+
+
+def _checkpointed(exp: Path, trial_id: str) -> bool:
+    return any((exp / f"tune_trial_{trial_id}").glob("checkpoint_*"))
+
+
+def _finished(exp: Path, trial_id: str) -> bool:
+    return (exp / "trials" / trial_id / "metrics.json").is_file()
+
+
+def _wait_for(condition, timeout: float, what: str, proc: subprocess.Popen):  # noqa: ANN001, ANN202
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        assert proc.poll() is None, f"the search ended (rc {proc.returncode}) before {what}"
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _assert_complete(exp: Path) -> pd.DataFrame:
+    trials = _trials(exp)
+    assert len(trials) == NUM_TRIALS, trials[["trial_id", "state"]]
+    assert (trials["state"] == "TERMINATED").all(), trials[["trial_id", "state", "error"]]
+    assert trials["evaluated"].all()
+    assert trials["accuracy"].notna().all() and trials["latency_ms"].notna().all()
+    return trials
+
+
+def test_trials_spread_over_nodes(cluster: LoopbackCluster, tmp_path: Path) -> None:
+    _workers(cluster, 1)
+    nodes = {n["NodeID"] for n in cluster.node_table() if n["Alive"]}
+    assert len(nodes) == 2
+    proc = _start_search(cluster, tmp_path, "spread")
+    _finish(proc, tmp_path / "spread.log", "the search")
+    trials = _assert_complete(tmp_path / "exp" / "spread")
+    assert set(trials["node_id"]) <= nodes
+    assert trials["node_id"].nunique() == 2, "all trials ran on one node"
+    # latency is tagged with the device it was measured on (one CPU type here: one device group)
+    assert trials["device"].notna().all() and trials["device"].nunique() == 1
+    assert sorted(_evaluations(tmp_path / "exp" / "spread").values()) == [1] * NUM_TRIALS
+
+
+def test_worker_node_lost_mid_search(cluster: LoopbackCluster, tmp_path: Path) -> None:
+    (worker,) = _workers(cluster, 1)
+    exp = tmp_path / "exp" / "fault"
+    proc = _start_search(cluster, tmp_path, "fault")
+
+    def victim() -> tuple[str, int] | None:  # a trial on the worker with an epoch checkpoint, not finished
+        for trial_id, _pid in _running_trials(worker.pids()).items():
+            if _checkpointed(exp, trial_id) and not _finished(exp, trial_id):
+                return trial_id, len(list((exp / f"tune_trial_{trial_id}").glob("checkpoint_*")))
+        return None
+
+    lost_trial, _ = _wait_for(victim, 240, "a checkpointed trial on the worker node", proc)
+    finished_before = {t: json.loads((exp / "trials" / t / "metrics.json").read_text())
+                       for t in _evaluations(exp)}
+    cluster.kill(worker)  # SIGKILL to every process of the node: raylet, agents, the trial
+    assert not worker.alive()
+    _finish(proc, tmp_path / "fault.log", "the search after losing a node")
+
+    trials = _assert_complete(exp).set_index("trial_id")
+    lost = trials.loc[lost_trial]
+    assert lost["num_failures"] >= 1, "the lost trial was not retried"
+    assert lost["resumed_from_epoch"] >= 0, "the lost trial restarted instead of resuming from its checkpoint"
+    head_id = next(n["NodeID"] for n in cluster.node_table() if "node:__internal_head__" in n["Resources"])
+    assert lost["node_id"] == head_id, "the retried trial should have finished on the surviving node"
+    # no finished result lost or redone: each trial evaluated exactly once, earlier results unchanged
+    assert sorted(_evaluations(exp).values()) == [1] * NUM_TRIALS
+    for trial_id, metrics in finished_before.items():
+        assert trials.loc[trial_id, "accuracy"] == pytest.approx(metrics["accuracy"])
+        assert trials.loc[trial_id, "num_failures"] == 0
+
+
+def test_driver_killed_then_resumed(cluster: LoopbackCluster, tmp_path: Path) -> None:
+    _workers(cluster, 1)
+    exp = tmp_path / "exp" / "driver"
+    proc = _start_search(cluster, tmp_path, "driver")
+
+    def finished_and_checkpointed() -> bool:  # one trial done and another one part-way (checkpointed)
+        done = set(_evaluations(exp))
+        partial = [t.name.removeprefix("tune_trial_") for t in exp.glob("tune_trial_*")]
+        return bool(done) and any(_checkpointed(exp, t) and t not in done for t in partial)
+
+    _wait_for(finished_and_checkpointed, 240, "a finished trial and a checkpointed one", proc)
+    kill_session(proc.pid)  # the driver (Tune's loop, the searcher) vanishes; the cluster stays
+    proc.wait(timeout=30)
+    finished_before = set(_evaluations(exp))
+    in_progress = {t.name.removeprefix("tune_trial_") for t in exp.glob("tune_trial_*")
+                   if any(t.glob("checkpoint_*"))} - finished_before
+
+    _finish(_cli(cluster, tmp_path / "resume.log", "resume", str(exp)), tmp_path / "resume.log", "resume")
+
+    trials = _assert_complete(exp).set_index("trial_id")
+    assert sorted(_evaluations(exp).values()) == [1] * NUM_TRIALS, "a finished trial was evaluated again"
+    assert finished_before <= set(trials.index)
+    resumed = trials.loc[sorted(in_progress & set(trials.index))]
+    assert (resumed["resumed_from_epoch"] >= 0).any(), "no interrupted trial resumed from its checkpoint"

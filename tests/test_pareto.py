@@ -1,0 +1,403 @@
+"""Pareto maths (property tests against brute force), selection helpers, trials loading and formats."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from _trials_fixture import make_experiment
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from ddecs_search.analysis import (
+    Constraint,
+    best_for_accuracy_floor,
+    best_under_budget,
+    compute_front,
+    crowding_distance,
+    default_reference_point,
+    experiment_front,
+    format_front,
+    hypervolume,
+    hypervolume_history,
+    knee_point,
+    load_trials,
+    non_dominated_sort,
+    pareto_front,
+    parse_constraint,
+    parse_objective,
+    rank_trials,
+    read_objectives,
+)
+from ddecs_search.analysis._dominance import _hv_slicing, to_minimization
+from ddecs_search.errors import ConfigError
+
+# database=None: no .hypothesis/ folder in the checkout (examples are derandomised below instead)
+PROPERTY = settings(max_examples=100, deadline=None, database=None, derandomize=True)
+
+
+@st.composite
+def problems(draw, max_rows: int = 24, grid: bool = True):
+    """(values (N, M), directions): small integer grids make ties and duplicates common."""
+    m = draw(st.integers(2, 3))
+    n = draw(st.integers(1, max_rows))
+    elements = st.integers(0, 6).map(float) if grid else st.floats(-1e3, 1e3, allow_nan=False, width=32)
+    values = draw(arrays(np.float64, (n, m), elements=elements))
+    directions = draw(st.lists(st.sampled_from(["min", "max"]), min_size=m, max_size=m))
+    return values, directions
+
+
+def dominates(a: np.ndarray, b: np.ndarray, directions: list[str]) -> bool:
+    """Brute force, straight from the definition, in the objectives' own directions."""
+    better_or_equal = all((x <= y) if d == "min" else (x >= y) for x, y, d in zip(a, b, directions))
+    strictly = any((x < y) if d == "min" else (x > y) for x, y, d in zip(a, b, directions))
+    return better_or_equal and strictly
+
+
+# --- non-dominated sorting ------------------------------------------------------------------------
+
+
+@PROPERTY
+@given(problems())
+def test_no_front_member_is_dominated(problem) -> None:
+    values, directions = problem
+    ranks = non_dominated_sort(values, directions)
+    for i in np.flatnonzero(ranks == 0):
+        assert not any(dominates(values[j], values[i], directions) for j in range(len(values)))
+
+
+@PROPERTY
+@given(problems())
+def test_every_non_member_is_dominated_by_a_member(problem) -> None:
+    values, directions = problem
+    ranks = non_dominated_sort(values, directions)
+    members = np.flatnonzero(ranks == 0)
+    assert members.size >= 1
+    for i in np.flatnonzero(ranks > 0):
+        assert any(dominates(values[j], values[i], directions) for j in members)
+
+
+@PROPERTY
+@given(problems())
+def test_later_fronts_are_dominated_by_the_previous_one_only(problem) -> None:
+    values, directions = problem
+    ranks = non_dominated_sort(values, directions)
+    assert ranks.min() == 0 and set(ranks) == set(range(ranks.max() + 1))
+    for i in range(len(values)):
+        dominators = [ranks[j] for j in range(len(values)) if dominates(values[j], values[i], directions)]
+        if ranks[i] > 0:
+            assert ranks[i] - 1 in dominators
+        assert all(r < ranks[i] for r in dominators)
+
+
+@PROPERTY
+@given(problems(), st.randoms(use_true_random=False))
+def test_ranks_and_hypervolume_do_not_depend_on_row_order(problem, rnd) -> None:
+    values, directions = problem
+    perm = list(range(len(values)))
+    rnd.shuffle(perm)
+    ranks = non_dominated_sort(values, directions)
+    assert np.array_equal(non_dominated_sort(values[perm], directions), ranks[perm])
+    ref = default_reference_point(values, directions)
+    assert hypervolume(values[perm], directions, ref) == pytest.approx(hypervolume(values, directions, ref))
+
+
+@PROPERTY
+@given(problems(grid=False))
+def test_flipping_a_direction_with_the_sign_changes_nothing(problem) -> None:
+    values, directions = problem
+    flipped_values = values.copy()
+    flipped_values[:, 0] *= -1
+    flipped = ["max" if directions[0] == "min" else "min"] + directions[1:]
+    assert np.array_equal(non_dominated_sort(values, directions), non_dominated_sort(flipped_values, flipped))
+    ref = default_reference_point(values, directions)
+    flipped_ref = ref.copy()
+    flipped_ref[0] *= -1
+    assert hypervolume(flipped_values, flipped, flipped_ref) == pytest.approx(
+        hypervolume(values, directions, ref), rel=1e-9, abs=1e-9
+    )
+
+
+def test_directions_mean_what_they_say() -> None:
+    values = np.array([[0.9, 2.0], [0.8, 1.0], [0.7, 3.0]])  # (accuracy, latency)
+    assert non_dominated_sort(values, ["max", "min"]).tolist() == [0, 0, 1]
+    assert non_dominated_sort(values, ["min", "max"]).tolist() == [1, 1, 0]
+    assert non_dominated_sort(values, ["minimize", "maximize"]).tolist() == [1, 1, 0]
+    with pytest.raises(ValueError, match="'min' or 'max'"):
+        non_dominated_sort(values, ["max", "up"])
+    with pytest.raises(ValueError, match="finite"):
+        non_dominated_sort(np.array([[np.nan, 1.0]]), ["max", "min"])
+
+
+def test_crowding_distance_boundaries_are_infinite() -> None:
+    values = np.array([[0.0, 4.0], [1.0, 2.0], [2.0, 1.0], [4.0, 0.0]])
+    dist = crowding_distance(values, ["min", "min"])
+    assert np.isinf(dist[[0, 3]]).all()
+    assert dist[1] == pytest.approx(2 / 4 + 3 / 4) and dist[2] == pytest.approx(3 / 4 + 2 / 4)
+
+
+# --- hypervolume ----------------------------------------------------------------------------------
+
+
+@PROPERTY
+@given(problems())
+def test_hypervolume_matches_cell_counting(problem) -> None:
+    """On an integer grid with an integer reference the hypervolume is the number of dominated unit cells."""
+    values, directions = problem
+    loss = to_minimization(values, directions)
+    ref_loss = np.full(loss.shape[1], 7.0)
+    lo = np.floor(loss.min(axis=0))
+    cells = itertools.product(*[np.arange(lo[k], ref_loss[k]) for k in range(loss.shape[1])])
+    expected = sum(1 for c in cells if np.any(np.all(loss <= np.array(c), axis=1)))
+    ref = ref_loss * np.where(np.array(directions) == "max", -1.0, 1.0)
+    assert hypervolume(values, directions, ref) == pytest.approx(expected)
+    assert _hv_slicing(loss, ref_loss) == pytest.approx(expected)
+
+
+@PROPERTY
+@given(problems(grid=False))
+def test_hypervolume_never_decreases_when_points_are_added(problem) -> None:
+    values, directions = problem
+    ref = default_reference_point(values, directions)
+    prefix = [hypervolume(values[: k + 1], directions, ref) for k in range(len(values))]
+    assert all(b >= a - 1e-9 for a, b in zip(prefix, prefix[1:]))
+    history = hypervolume_history(values, directions, ref)
+    assert history == pytest.approx(prefix)
+    assert hypervolume_history(values, directions)[-1] == pytest.approx(hypervolume(values, directions))
+
+
+def test_default_reference_point_pads_the_worst_value() -> None:
+    values = np.array([[0.9, 1.0], [0.7, 3.0]])  # accuracy max, latency min
+    ref = default_reference_point(values, ["max", "min"])
+    assert ref == pytest.approx([0.7 - 0.02, 3.0 + 0.2])
+    assert hypervolume(values, ["max", "min"]) > 0
+    # a reference that no point beats gives zero; a wrong-sized one is an error
+    assert hypervolume(values, ["max", "min"], np.array([1.0, 0.5])) == 0.0
+    with pytest.raises(ValueError, match="reference"):
+        hypervolume(values, ["max", "min"], np.array([1.0]))
+
+
+# --- selection helpers ----------------------------------------------------------------------------
+
+FRONT = pd.DataFrame(
+    {
+        "trial_id": ["a", "b", "c", "d"],
+        "latency_ms": [1.0, 2.0, 3.0, 4.0],
+        "accuracy": [0.50, 0.85, 0.90, 0.92],
+        "macs": [1.0, 2.0, 2.5, 5.0],
+    }
+)
+OBJ2 = [("accuracy", "max"), ("latency_ms", "min")]
+
+
+def test_knee_point_is_the_bend_of_the_front() -> None:
+    assert knee_point(FRONT, OBJ2)["trial_id"] == "b"
+    assert knee_point(FRONT.iloc[::-1], OBJ2)["trial_id"] == "b"
+    assert knee_point(FRONT.iloc[:1], OBJ2)["trial_id"] == "a"
+    assert knee_point(FRONT.iloc[:0], OBJ2) is None
+    # three objectives: closest to the normalised ideal point
+    obj3 = OBJ2 + [("macs", "min")]
+    norm = FRONT[["accuracy", "latency_ms", "macs"]].to_numpy()
+    loss = to_minimization(norm, ["max", "min", "min"])
+    loss = (loss - loss.min(0)) / (loss.max(0) - loss.min(0))
+    expected = FRONT["trial_id"][int(np.argmin(np.linalg.norm(loss, axis=1)))]
+    assert knee_point(FRONT, obj3)["trial_id"] == expected
+
+
+def test_best_under_budget_and_accuracy_floor() -> None:
+    assert best_under_budget(FRONT, "latency_ms", 2.5, "accuracy")["trial_id"] == "b"
+    assert best_under_budget(FRONT, budget=10.0)["trial_id"] == "d"
+    assert best_under_budget(FRONT, budget=0.5) is None
+    assert best_for_accuracy_floor(FRONT, floor=0.88)["trial_id"] == "c"
+    assert best_for_accuracy_floor(FRONT, floor=0.5)["trial_id"] == "a"
+    assert best_for_accuracy_floor(FRONT, floor=0.99) is None
+    ties = pd.DataFrame({"trial_id": ["x", "y"], "latency_ms": [2.0, 1.0], "accuracy": [0.9, 0.9]})
+    assert best_under_budget(ties, budget=3.0)["trial_id"] == "y"  # equal accuracy: the faster one
+    with pytest.raises(ConfigError, match="latency_p99"):
+        best_under_budget(FRONT, metric="latency_p99")
+
+
+# --- constraints ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("accuracy_drop<=0.01", Constraint("accuracy_drop", "<=", 0.01)),
+        ("  latency_ms < 2 ", Constraint("latency_ms", "<", 2.0)),
+        ("accuracy>=0.9", Constraint("accuracy", ">=", 0.9)),
+        ("speedup>1e0", Constraint("speedup", ">", 1.0)),
+        ("config/cost_weight<=-0.5", Constraint("config/cost_weight", "<=", -0.5)),
+    ],
+)
+def test_parse_constraint(text: str, expected: Constraint) -> None:
+    assert parse_constraint(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["accuracy=0.9", "accuracy<=abc", "", "<=0.1", "accuracy<=0.1<=2", "acc<=nan"]
+)
+def test_parse_constraint_errors_name_the_constraint_and_the_form(text: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_constraint(text)
+    assert repr(text) in str(info.value) and "<=, >=, <, >" in str(info.value)
+
+
+def test_parse_objective() -> None:
+    assert parse_objective("latency_ms:min") == ("latency_ms", "min")
+    assert parse_objective(" accuracy:MAXIMIZE") == ("accuracy", "max")
+    for bad in ("latency_ms", "latency_ms:fast", ":min"):
+        with pytest.raises(ConfigError, match="METRIC:min or METRIC:max"):
+            parse_objective(bad)
+
+
+def test_experiment_front_reads_the_space_defaults(tmp_path) -> None:
+    exp = make_experiment(
+        tmp_path / "e",
+        n=30,
+        objectives=[("accuracy", "max"), ("macs", "min")],
+        constraints=[{"metric": "accuracy_drop", "max": 0.1}],
+    )
+    trials, result = experiment_front(exp, constraints=["latency_ms<3"])
+    assert len(trials) == 32 and "experiment" not in trials.columns
+    assert result.objectives == [("accuracy", "max"), ("macs", "min")]
+    assert [str(c) for c in result.constraints] == ["accuracy_drop<=0.1", "latency_ms<3"]
+    assert (result.front["accuracy_drop"] <= 0.1).all()
+    _, explicit = experiment_front([exp], objectives=[("accuracy", "max"), ("latency_ms", "min")])
+    assert explicit.objectives == [("accuracy", "max"), ("latency_ms", "min")]
+
+
+def test_constraints_filter_the_front(tmp_path) -> None:
+    df = load_trials(make_experiment(tmp_path / "e", n=40))
+    result = compute_front(df, constraints=["accuracy_drop<=0.05"])
+    assert (result.front["accuracy_drop"] <= 0.05).all()
+    ranked = result.ranked
+    assert (ranked.loc[~ranked["feasible"], "rank"] == -1).all()
+    assert any("violate accuracy_drop<=0.05" in n for n in result.notices)
+    with pytest.raises(ConfigError, match="unknown metric 'acc_drop'.*trial columns: trial_id"):
+        pareto_front(df, constraints=["acc_drop<=0.05"])
+    with pytest.raises(ConfigError, match="objectives: unknown metric 'latency'"):
+        pareto_front(df, [("accuracy", "max"), ("latency", "min")])
+    with pytest.raises(ConfigError, match="direction"):
+        pareto_front(df, [("accuracy", "up"), ("latency_ms", "min")])
+
+
+# --- trials tables --------------------------------------------------------------------------------
+
+
+def test_load_trials_rejects_non_experiments(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="not an experiment directory .*does not exist"):
+        load_trials(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="not an experiment directory .*has no trials.csv"):
+        load_trials(tmp_path / "empty")
+
+
+def test_running_experiment_ranks_only_finished_trials(tmp_path) -> None:
+    exp = make_experiment(tmp_path / "run", n=12, n_error=2, n_running=3)
+    df = load_trials(exp)
+    assert len(df) == 17 and df["trial_id"].map(type).eq(str).all()
+    result = compute_front(df, read_objectives(exp))
+    assert set(result.ranked["state"]) == {"TERMINATED"} and len(result.ranked) == 12
+    assert "5 of 17 trials are not ranked (2 ERROR, 3 RUNNING)." in result.notices
+    # a table with only a header (search just started) gives an empty front, not an error
+    (tmp_path / "new").mkdir()
+    df.iloc[:0].to_csv(tmp_path / "new" / "trials.csv", index=False)
+    assert len(pareto_front(load_trials(tmp_path / "new"))) == 0
+
+
+def test_front_is_the_rank_zero_rows_sorted_by_the_first_objective(tmp_path) -> None:
+    df = load_trials(make_experiment(tmp_path / "e", n=30, seed=3))
+    front = pareto_front(df)
+    ranked = rank_trials(df)
+    assert sorted(front["trial_id"]) == sorted(ranked.loc[ranked["rank"] == 0, "trial_id"])
+    assert front["accuracy"].is_monotonic_decreasing and front["latency_ms"].is_monotonic_decreasing
+    assert {"rank", "crowding", "group"} <= set(front.columns)
+
+
+def test_several_experiments_are_compared(tmp_path) -> None:
+    a = make_experiment(tmp_path / "a", n=10, seed=1)
+    b = make_experiment(tmp_path / "b", n=15, seed=2)
+    df = load_trials([a, b])
+    assert df["experiment"].value_counts().to_dict() == {"a": 12, "b": 17}
+    front = pareto_front(df)
+    values = df[df["state"] == "TERMINATED"][["accuracy", "latency_ms"]].to_numpy()
+    assert len(front) == int((non_dominated_sort(values, ["max", "min"]) == 0).sum())
+    # two directories with the same name are told apart by their paths
+    c = make_experiment(tmp_path / "x" / "a", n=5, seed=4)
+    assert set(load_trials([a, c])["experiment"]) == {str(a), str(c)}
+
+
+def test_mixed_devices_get_one_front_each(tmp_path) -> None:
+    exp = make_experiment(tmp_path / "e", n=40, devices=("cpu:slow", "cuda:fast"))
+    df = load_trials(exp)
+    result = compute_front(df)
+    assert result.group_by == "device"
+    assert any("2 devices (cpu:slow, cuda:fast)" in n and "per device" in n for n in result.notices)
+    for device in ("cpu:slow", "cuda:fast"):
+        alone = pareto_front(df[df["device"] == device])
+        assert sorted(result.front.loc[result.front["group"] == device, "trial_id"]) == sorted(
+            alone["trial_id"]
+        )
+    # MACs do not depend on the device: one front, no split
+    macs = compute_front(df, [("accuracy", "max"), ("macs", "min")])
+    assert macs.group_by is None and set(macs.front["group"]) == {"all"}
+
+
+def test_energy_objective_falls_back_to_macs(tmp_path) -> None:
+    objectives = [("accuracy", "max"), ("energy_mj", "min")]
+    exp = make_experiment(tmp_path / "e", n=20, objectives=objectives)
+    result = compute_front(load_trials(exp), read_objectives(exp))
+    assert result.objectives == [("accuracy", "max"), ("macs", "min")]
+    assert any("energy_mj is missing" in n and "unavailable: no NVIDIA driver" in n for n in result.notices)
+    measured = make_experiment(tmp_path / "m", n=20, objectives=objectives, energy=True)
+    assert compute_front(load_trials(measured), objectives).objectives == objectives
+
+
+def test_read_objectives(tmp_path) -> None:
+    exp = make_experiment(tmp_path / "e", n=3, objectives=[("accuracy", "max"), ("macs", "min")])
+    assert read_objectives(exp) == [("accuracy", "max"), ("macs", "min")]
+    (exp / "space.yaml").unlink()
+    assert read_objectives(exp) == [("accuracy", "max"), ("latency_ms", "min")]
+    (exp / "space.yaml").write_text("objectives:\n  - {name: accuracy, mode: up}\n")
+    with pytest.raises(ConfigError, match=r"objectives\[0\]"):
+        read_objectives(exp)
+
+
+# --- formats --------------------------------------------------------------------------------------
+
+
+def test_json_format_keeps_trials_table_names(tmp_path) -> None:
+    front = pareto_front(load_trials(make_experiment(tmp_path / "e", n=20)))
+    records = json.loads(format_front(front, "json"))
+    assert [r["trial_id"] for r in records] == front["trial_id"].tolist()
+    first = records[0]
+    assert isinstance(first["trial_id"], str)
+    assert isinstance(first["config"]["exit_points"], list) and isinstance(first["config"]["branches"], list)
+    assert {"policy_kind", "cost_weight", "training_mode"} <= set(first["config"])
+    assert isinstance(first["exit_fractions"], list) and isinstance(first["exit_accuracies"], list)
+    assert first["energy_mj"] is None  # NaN → null
+    for key in ("accuracy", "latency_ms", "macs", "speedup", "device", "rank", "crowding"):
+        assert key in first
+    assert not any(k.startswith("config/") for k in first)
+
+
+def test_csv_and_table_formats(tmp_path) -> None:
+    front = pareto_front(load_trials(make_experiment(tmp_path / "e", n=20)))
+    csv = tmp_path / "front.csv"
+    csv.write_text(format_front(front, "csv"))
+    back = pd.read_csv(csv, dtype={"trial_id": str})
+    assert back["trial_id"].tolist() == front["trial_id"].tolist()
+    assert "config/exit_points" in back.columns and "feasible" not in back.columns
+    table = format_front(front, "table")
+    lines = table.splitlines()
+    assert lines[0].split()[:3] == ["trial_id", "accuracy", "accuracy_drop"]
+    assert len(lines) == len(front) + 2 and all(t in table for t in front["trial_id"])
+    assert len({len(line) for line in lines[:2]}) == 1  # header and rule line up
+    assert "energy_mj" not in lines[0]  # all missing: not shown
+    with pytest.raises(ConfigError, match="table, csv, json"):
+        format_front(front, "xml")

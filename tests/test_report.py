@@ -1,0 +1,186 @@
+"""Report data (compared as data, not pixels), the self-contained HTML file, figure hooks, PNG export."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from _trials_fixture import make_experiment
+
+from ddecs_search.analysis import (
+    build_report_data,
+    comparison_table,
+    confusion_figure,
+    confusion_matrices,
+    export_pngs,
+    find_chromium,
+    hypervolume,
+    load_exit_details,
+    pareto_front,
+    per_class_exit_figure,
+    per_class_exit_fractions,
+    report_figures,
+    write_report,
+)
+from ddecs_search.analysis._report import BASELINE_ROLE, ORACLE_ROLE
+from ddecs_search.errors import ConfigError, UserError
+
+OBJ3 = [("accuracy", "max"), ("latency_ms", "min"), ("energy_mj", "min")]
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    return make_experiment(tmp_path_factory.mktemp("exp") / "demo", n=30, seed=5, with_exits=True)
+
+
+@pytest.fixture(scope="module")
+def data(experiment):
+    return build_report_data(experiment)
+
+
+def test_front_matches_pareto_front(data, experiment) -> None:
+    from ddecs_search.analysis import load_trials
+
+    expected = pareto_front(load_trials(experiment), [("accuracy", "max"), ("latency_ms", "min")])
+    assert data.front["trial_id"].tolist() == expected["trial_id"].tolist()
+    assert data.objectives == [("accuracy", "max"), ("latency_ms", "min")]
+    assert len(data.trials) == 32 and len(data.ranked) == 30
+
+
+def test_hypervolume_history_is_monotone_and_ends_at_the_front(data) -> None:
+    hv = data.hv_history
+    assert len(hv) == len(data.ranked)
+    assert hv["trial_index"].is_monotonic_increasing
+    assert np.all(np.diff(hv["hypervolume"]) >= -1e-12) and hv["hypervolume"].iloc[0] > 0
+    ref = np.array(data.reference_points["all"])
+    front_values = data.front[["accuracy", "latency_ms"]].to_numpy()
+    assert hv["hypervolume"].iloc[-1] == pytest.approx(hypervolume(front_values, ["max", "min"], ref))
+
+
+def test_recommendations_baseline_and_oracle(data) -> None:
+    rec = data.recommended
+    assert rec["role"].iloc[0] == "knee"
+    assert set(rec["trial_id"]) <= set(data.front["trial_id"])
+    best = rec.loc[rec["role"] == "best accuracy", "accuracy"].item()
+    assert best == pytest.approx(data.front["accuracy"].max())
+    budget = rec[rec["role"].str.startswith("best accuracy, latency_ms ≤")]
+    assert budget["latency_ms"].item() <= data.front["latency_ms"].median()
+    assert data.baseline[["accuracy", "latency_ms"]].iloc[0].tolist() == pytest.approx([0.91, 2.0])
+    table = comparison_table(data)
+    assert {BASELINE_ROLE, ORACLE_ROLE, "knee"} <= set(table["role"])
+    oracle = table[table["role"] == ORACLE_ROLE].iloc[0]
+    knee = rec.iloc[0]
+    assert oracle["trial_id"] == knee["trial_id"] and oracle["accuracy"] == knee["oracle_accuracy"]
+    assert any("energy was not measured (unavailable" in n for n in data.notices)
+
+
+def test_budget_and_space_constraints(experiment, tmp_path) -> None:
+    data = build_report_data(experiment, budget=1.0)
+    row = data.recommended[data.recommended["role"] == "best accuracy, latency_ms ≤ 1"]
+    assert row["latency_ms"].item() <= 1.0
+    fastest = data.front[data.front["latency_ms"] <= 1.0]["accuracy"].max()
+    assert row["accuracy"].item() == fastest
+    exp = make_experiment(tmp_path / "c", n=30, constraints=[{"metric": "accuracy_drop", "max": 0.05}])
+    data = build_report_data(exp, constraints=["latency_ms<=2.2"])
+    assert [str(c) for c in data.constraints] == ["accuracy_drop<=0.05", "latency_ms<=2.2"]
+    assert (data.front["accuracy_drop"] <= 0.05).all() and (data.front["latency_ms"] <= 2.2).all()
+    with pytest.raises(ConfigError, match="not an experiment directory"):
+        build_report_data(tmp_path / "nope")
+
+
+def test_three_objectives_and_devices(tmp_path) -> None:
+    exp = make_experiment(tmp_path / "d", n=40, devices=("cpu:a", "cuda:b"), energy=True, objectives=OBJ3)
+    data = build_report_data(exp)
+    assert data.group_by == "device" and set(data.front["group"]) == {"cpu:a", "cuda:b"}
+    assert set(data.hv_history["group"]) == {"cpu:a", "cuda:b"} and data.color_metric == "energy_mj"
+    assert set(data.baseline["group"]) == {"cpu:a", "cuda:b"}
+    assert (data.recommended["role"] == "knee").sum() == 2
+    figures = report_figures(data)
+    assert "pareto_3d" in figures and "per_class_exits" not in figures  # no test_exits.npz here
+    names = {t.name for t in figures["pareto_2d"].data}
+    assert {"Pareto front (cpu:a)", "Pareto front (cuda:b)", "static baseline (cpu:a)"} <= names
+
+
+def test_exit_details_of_the_knee(data, experiment) -> None:
+    knee = data.recommended["trial_id"].iloc[0]
+    assert next(iter(data.exit_details)) == knee
+    details = load_exit_details(experiment / "trials" / knee, knee)
+    assert details.num_exits == data.exit_details[knee].num_exits
+    figures = report_figures(data)
+    assert list(figures) == [
+        "pareto_2d",
+        "parallel_coordinates",
+        "exit_profile",
+        "hypervolume",
+        "per_class_exits",
+        "confusion",
+    ]
+    assert knee in figures["confusion"].layout.title.text
+    assert load_exit_details(experiment / "trials" / "no-such-trial", "x") is None
+
+
+def test_exit_statistics_are_plain_arrays() -> None:
+    labels = np.array([0, 0, 1, 1, 1, 2])
+    exits = np.array([0, 1, 1, 1, 0, 1])
+    frac = per_class_exit_fractions(exits, labels, num_classes=4, num_exits=2)
+    assert frac.tolist() == [[0.5, 0.5], [1 / 3, 2 / 3], [0.0, 1.0], [0.0, 0.0]]
+    preds = np.array([[0, 0], [1, 0], [1, 1], [2, 1], [1, 1], [0, 1]])  # (N, E)
+    mats = confusion_matrices(preds, labels, 3)
+    assert mats.shape == (2, 3, 3) and mats.sum(axis=(1, 2)).tolist() == [6, 6]
+    assert np.trace(mats[0]) == 3 and np.trace(mats[1]) == 5 and mats[0, 2, 0] == 1 and mats[1, 2, 1] == 1
+    fig = per_class_exit_figure(["a", "b", "c", "d"], exits, labels, 2)
+    assert np.allclose(fig.data[0].z, frac)
+    fig = confusion_figure(preds, labels, ["a", "b", "c"])
+    assert len(fig.data) == 2 and "final (acc 83.3%)" in [a.text for a in fig.layout.annotations]
+
+
+def test_write_report_is_one_self_contained_file(experiment, tmp_path) -> None:
+    from plotly.offline import get_plotlyjs
+
+    path = write_report(experiment)
+    assert path == experiment / "report.html"
+    text = path.read_text(encoding="utf-8")
+    assert get_plotlyjs()[:2000] in text  # the bundle itself, inlined
+    assert not re.search(r"<script[^>]*\bsrc\s*=", text, re.I)
+    assert not re.search(r"<link[^>]*\bhref\s*=\s*[\"']https?:", text, re.I)
+    for name in ("pareto_2d", "parallel_coordinates", "exit_profile", "hypervolume", "confusion"):
+        assert f'data-figure="{name}"' in text and f'id="fig-{name}"' in text
+    assert "How to read this" in text and "static baseline (no early exit)" in text
+    assert "energy was not measured" in text
+    assert not [p for p in experiment.iterdir() if p.name.endswith(".tmp")]
+    other = write_report([experiment, make_experiment(tmp_path / "second", n=10)], out=tmp_path / "cmp.html")
+    assert "demo, second" in other.read_text(encoding="utf-8")
+
+
+def test_png_export_without_chromium_says_how_to_get_it(data, monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-browser"))
+    assert find_chromium() is None
+    with pytest.raises(UserError, match="PNG export needs Chromium: apt-get install chromium"):
+        export_pngs(report_figures(data), tmp_path / "png")
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="no Chromium/Chrome on PATH (apt-get install chromium)")
+def test_png_export_with_chromium(data, tmp_path) -> None:
+    figures = report_figures(data)
+    figures = {k: figures[k] for k in ("pareto_2d", "hypervolume")}
+    paths = export_pngs(figures, tmp_path / "png", width=800)
+    assert [p.name for p in paths] == ["pareto_2d.png", "hypervolume.png"]
+    for p in paths:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("content", ["header", "empty", "running"])
+def test_report_of_a_search_that_has_just_started(tmp_path, content) -> None:
+    exp = make_experiment(tmp_path / "new", n=0 if content == "running" else 3, n_error=0, n_running=2)
+    if content == "header":
+        (exp / "trials.csv").write_text((exp / "trials.csv").read_text().splitlines()[0] + "\n")
+    elif content == "empty":
+        (exp / "trials.csv").write_text("")
+    data = build_report_data(exp)
+    assert len(data.front) == 0 and len(data.recommended) == 0
+    expected = (
+        "2 of 2 trials are not ranked (2 RUNNING)." if content == "running" else "no trial has reported yet."
+    )
+    assert expected in data.notices
+    assert "Pareto front members (0)" in write_report(exp).read_text(encoding="utf-8")

@@ -1,0 +1,206 @@
+"""The distributed search on a real local Ray (127.0.0.1 only): a tiny search end to end, failures,
+and resume after SIGKILL / SIGINT of the driver without rerunning finished trials.
+
+Sized for a 2-core CPU: LeNet on 512/256/256 Fashion-MNIST images, 1 baseline epoch, 3-4 trials.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from ddecs_search.cli import main
+from ddecs_search.config import load_space
+from ddecs_search.search import Experiment
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "spaces" / "tiny.yaml"
+ARTEFACTS = ("model.pt", "spec.json", "policy.json", "test_exits.npz", "metrics.json")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One loopback Ray for the in-process runs of this module (drivers in subprocesses start their own)."""
+    from ddecs_search.search._ray import init_ray
+
+    init_ray(num_cpus=2)
+    yield
+    import ray
+
+    ray.shutdown()
+
+
+def _space(tmp_path: Path, name: str, **sections: dict) -> Path:
+    data = yaml.safe_load(TINY.read_text())
+    for key, value in sections.items():
+        data[key] = {**data[key], **value} if isinstance(data.get(key), dict) else value
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _trials(exp_dir: Path) -> pd.DataFrame:
+    return Experiment.at(exp_dir).read_trials()
+
+
+# ------------------------------------------------------------------------------------------ full run
+def test_tiny_search_records_trials_metrics_failures_and_verification(local_ray, tmp_path, capsys):
+    # oracle candidates fail at runtime (the oracle reads labels and cannot drive real inference):
+    # they must be recorded as failed with their error while the others complete
+    space_file = _space(tmp_path, "mixed", policy={"kind": ["threshold", "oracle"]},
+                        search={"num_samples": 4, "max_failures": 0, "seed": 3})
+    code = main(["run", str(space_file), "--storage", str(tmp_path), "--name", "exp"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    exp_dir = tmp_path / "exp"
+    trials = _trials(exp_dir)
+    assert len(trials) == 4 and set(trials["state"]) <= {"TERMINATED", "ERROR"}
+    done, failed = trials[trials["state"] == "TERMINATED"], trials[trials["state"] == "ERROR"]
+    assert len(done) >= 1 and len(failed) >= 1, trials[["trial_id", "state", "error"]]
+    assert all("oracle" in e for e in failed["error"]), list(failed["error"])
+    assert set(done["policy_kind"]) == {"threshold"}
+    for col in ("accuracy", "latency_ms", "macs", "energy_mj", "accuracy_drop", "node_id", "device",
+                "trial_index", "wall_time_s", "trial_wall_s", "feasible", "latency_ms_in_trial"):
+        assert col in trials.columns, col
+    assert any(c.startswith("config/branch0/") for c in trials.columns)
+    for _, row in done.iterrows():
+        fractions = json.loads(row["exit_fractions"])
+        assert len(fractions) == row["num_exits"] and abs(sum(fractions) - 1) < 1e-6
+        assert row["evaluated"] and 0 <= row["accuracy"] <= 1 and row["latency_ms"] > 0
+        assert all((exp_dir / "trials" / row["trial_id"] / f).is_file() for f in ARTEFACTS)
+    assert pd.read_parquet(exp_dir / "trials.parquet")["trial_id"].tolist() == trials["trial_id"].tolist()
+    assert load_space(exp_dir / "space.yaml").search.num_samples == 4
+    counts = Experiment.at(exp_dir).evaluation_counts()
+    assert counts == {t: 1 for t in done["trial_id"]}
+    # the final picks were re-measured end to end
+    verified = pd.read_csv(exp_dir / "verified.csv", dtype={"trial_id": str})
+    assert len(verified) >= 1 and (verified["verified_latency_ms"] > 0).all()
+    assert trials.set_index("trial_id").loc[verified["trial_id"], "verified_latency_ms"].notna().all()
+    assert "front:" in out and "verify:" in out
+
+    assert main(["status", str(exp_dir), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["total"] == 4 and status["by_state"]["TERMINATED"] == len(done)
+    assert status["by_state"]["ERROR"] == len(failed) and "accuracy" in status["best"]
+    assert status["driver"] == "finished"
+
+
+def test_run_refuses_an_existing_experiment_and_bad_resources(local_ray, tmp_path, capsys):
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "space.yaml").write_text("name: x\n")
+    assert main(["run", str(TINY), "--storage", str(tmp_path), "--name", "exp", "--quiet"]) == 2
+    assert "resume" in capsys.readouterr().err
+    big = _space(tmp_path, "big", resources={"cpu": 64, "gpu": 0})
+    assert main(["run", str(big), "--storage", str(tmp_path), "--name", "big", "--quiet"]) == 2
+    assert "'resources'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ interruptions
+def _start_driver(space_file: Path, storage: Path, name: str, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "ddecs_search", "run", str(space_file), "--storage", str(storage),
+           "--name", name, "--no-verify"]
+    # own session: its process group holds the driver and the Ray it starts, for cleanup
+    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True, cwd=ROOT)
+
+
+def _wait_mid_search(exp_dir: Path, proc: subprocess.Popen, timeout: float = 240.0) -> tuple[dict, set]:
+    """Wait until >= 1 trial is evaluated and another has an epoch checkpoint but no result yet.
+
+    Returns the evaluated trials' accuracies and the ids of trials caught mid-training.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the driver ended before it could be interrupted"
+        try:
+            trials = _trials(exp_dir)
+        except Exception:  # not written yet
+            trials = pd.DataFrame(columns=["trial_id"])
+        done = {r.trial_id: r.accuracy for r in trials.itertuples() if getattr(r, "evaluated", False) is True}
+        mid = {p.name.removeprefix("tune_trial_") for p in exp_dir.glob("tune_trial_*")
+               if any(p.glob("checkpoint_*")) and not (exp_dir / "trials" / p.name[11:] / "metrics.json").exists()}
+        if done and mid:
+            return done, mid
+        time.sleep(0.1)
+    raise AssertionError("no mid-search moment reached")
+
+
+def _cleanup(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # Ray processes the killed driver left behind
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
+def _check_resumed(exp_dir: Path, num_samples: int, before: dict) -> pd.DataFrame:
+    trials = _trials(exp_dir)
+    assert len(trials) == num_samples
+    assert set(trials["state"]) == {"TERMINATED"} and trials["evaluated"].all()
+    counts = Experiment.at(exp_dir).evaluation_counts()
+    assert counts == {t: 1 for t in trials["trial_id"]}, counts  # nothing evaluated twice, nothing lost
+    after = trials.set_index("trial_id")["accuracy"]
+    for trial_id, accuracy in before.items():  # results from before the interruption are kept as they were
+        assert after[trial_id] == pytest.approx(accuracy)
+    return trials
+
+
+def _resume_space(tmp_path: Path, name: str) -> Path:
+    # 4 epochs on 1024 images: long enough to catch a trial between two epoch checkpoints
+    return _space(tmp_path, name, dataset={"train_subset": 1024}, training={"epochs": [4]},
+                  search={"num_samples": 3, "max_concurrent": 2, "seed": 1})
+
+
+def test_sigkill_driver_then_resume(local_ray, tmp_path, capsys):
+    exp_dir = tmp_path / "killed"
+    log = tmp_path / "driver.log"
+    proc = _start_driver(_resume_space(tmp_path, "kill"), tmp_path, "killed", log)
+    try:
+        before, mid = _wait_mid_search(exp_dir, proc)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        _cleanup(proc)
+    assert main(["status", str(exp_dir)]) == 0
+    assert "not running" in capsys.readouterr().out  # the record says running, but the driver is gone
+
+    assert main(["resume", str(exp_dir), "--quiet", "--no-verify"]) == 0, log.read_text()
+    trials = _check_resumed(exp_dir, 3, before)
+    resumed = trials.set_index("trial_id").loc[sorted(mid & set(trials["trial_id"])), "resumed_from_epoch"]
+    print(f"caught mid-training: {sorted(mid)}; resumed_from_epoch: {resumed.to_dict()}")
+    assert resumed.notna().any(), "no interrupted trial continued from its epoch checkpoint"
+
+
+def test_sigint_driver_stops_gracefully_then_resume(local_ray, tmp_path, capsys):
+    exp_dir = tmp_path / "stopped"
+    log = tmp_path / "driver.log"
+    proc = _start_driver(_resume_space(tmp_path, "int"), tmp_path, "stopped", log)
+    try:
+        before, _ = _wait_mid_search(exp_dir, proc)
+        os.kill(proc.pid, signal.SIGINT)
+        code = proc.wait(timeout=120)
+    finally:
+        _cleanup(proc)
+    text = log.read_text()
+    assert code == 130, text
+    assert f"ddecs-search resume {exp_dir}" in text
+    assert Experiment.at(exp_dir).read_record()["status"] == "interrupted"
+
+    assert main(["resume", str(exp_dir), "--quiet", "--no-verify"]) == 0
+    _check_resumed(exp_dir, 3, before)
+    capsys.readouterr()
+    assert main(["status", str(exp_dir), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["by_state"]["TERMINATED"] == 3 and status["driver"] == "finished"

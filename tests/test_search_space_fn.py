@@ -1,0 +1,139 @@
+"""The define-by-run search space, objectives and the trials table: fast tests, no Ray."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from ddecs_search.config import Constraint, Objective, load_space, parse_space
+from ddecs_search.search import ConditionalSpace, build_candidate, effective_objectives, violations
+from ddecs_search.search._experiment import Experiment, trial_row, trials_frame
+from ddecs_search.search._searcher import make_sampler
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
+TINY = ROOT / "tests" / "spaces" / "tiny.yaml"
+
+
+def _sample(space_fn: ConditionalSpace, n: int, sampler: optuna.samplers.BaseSampler) -> list[dict]:
+    """Run the define-by-run function ``n`` times; returns Tune-style nested configs."""
+    from ray.tune.utils.util import unflatten_dict
+
+    study = optuna.create_study(sampler=sampler, directions=["maximize", "minimize"])
+    configs = []
+    for i in range(n):
+        trial = study.ask()
+        space_fn(trial)
+        configs.append(unflatten_dict(dict(trial.params)))
+        study.tell(trial, [float(i % 3), float(i % 5)])
+    return configs
+
+
+@pytest.mark.parametrize("path", SPACES + [TINY], ids=lambda p: p.stem)
+def test_sampled_candidates_are_valid_and_conditional(path: Path) -> None:
+    space = load_space(path)
+    fn = ConditionalSpace.from_space(space)
+    configs = _sample(fn, 40, optuna.samplers.RandomSampler(seed=1))
+    counts = set()
+    for config in configs:
+        cand = build_candidate(space, fn, config)
+        n = len(cand.exit_points)
+        counts.add(n)
+        assert space.exits.count[0] <= n <= space.exits.count[1]
+        assert list(cand.exit_points) == sorted(set(cand.exit_points))  # ordered, distinct
+        assert set(cand.exit_points) <= set(fn.points)
+        # branch parameters exist only for the exits this candidate has
+        assert not any(k.startswith("branch") and int(k[6:]) >= n for k in config)
+        assert len(cand.branches) == n
+        assert cand.training.mode in space.training.mode
+        lo, hi = space.policy.cost_weight
+        assert lo <= cand.policy.cost_weight <= hi
+    if space.exits.count[0] < space.exits.count[1]:
+        assert len(counts) > 1
+
+
+def test_every_parameter_keeps_one_distribution() -> None:
+    """Optuna rejects a parameter whose categorical choices change between trials."""
+    space = load_space(TINY)
+    fn = ConditionalSpace.from_space(space)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(30):
+        trial = study.ask()
+        fn(trial)
+        study.tell(trial, 0.0)
+    dists: dict = {}
+    for t in study.trials:
+        for name, dist in t.distributions.items():
+            assert dists.setdefault(name, dist) == dist
+
+
+@pytest.mark.parametrize("algorithm", ["nsga2", "tpe", "random"])
+def test_samplers_run_the_conditional_space(algorithm: str) -> None:
+    data = yaml.safe_load(TINY.read_text())
+    data["search"]["algorithm"] = algorithm
+    data["search"]["num_samples"] = 12
+    space = parse_space(data)
+    fn = ConditionalSpace.from_space(space)
+    configs = _sample(fn, 12, make_sampler(space))
+    assert len({json.dumps(c, sort_keys=True) for c in configs}) > 6
+
+
+def test_loss_weights_follow_the_exit_count() -> None:
+    data = yaml.safe_load(TINY.read_text())
+    data["training"].update(mode=["joint"], loss_weights=[0.5, 0.7, 1.0])
+    space = parse_space(data)
+    fn = ConditionalSpace.from_space(space)
+    one = build_candidate(space, fn, {"num_early_exits": 1, "exit_points": {"n1": "2"}})
+    two = build_candidate(space, fn, {"num_early_exits": 2, "exit_points": {"n2": "0,2"}})
+    assert one.training.loss_weights == (0.5, 1.0) and one.exit_points == (2,)
+    assert two.training.loss_weights == (0.5, 0.7, 1.0) and two.exit_points == (0, 2)
+
+
+def test_policy_options_are_per_kind() -> None:
+    data = yaml.safe_load(TINY.read_text())
+    data["policy"].update(kind=["threshold", "static"], options={"threshold": {"thresholds": [0.9, 0.9]}})
+    space = parse_space(data)
+    fn = ConditionalSpace.from_space(space)
+    static = build_candidate(space, fn, {"policy": {"kind": "static"}})
+    thresh = build_candidate(space, fn, {"policy": {"kind": "threshold"}})
+    assert static.policy.options == {} and thresh.policy.options == {"thresholds": [0.9, 0.9]}
+
+
+def test_energy_falls_back_to_macs() -> None:
+    space = load_space(TINY)
+    objs, notices = effective_objectives(space, energy_available=False)
+    assert [o.name for o in objs] == ["accuracy", "latency_ms", "macs"] and "macs" in notices[0]
+    objs, notices = effective_objectives(space, energy_available=True)
+    assert [o.name for o in objs] == ["accuracy", "latency_ms", "energy_mj"] and not notices
+
+
+def test_constraints_mark_infeasible() -> None:
+    cons = (Constraint("accuracy_drop", max=0.02),)
+    assert violations({"accuracy_drop": 0.01}, cons) == []
+    assert violations({"accuracy_drop": 0.05}, cons) == ["accuracy_drop=0.05 > max 0.02"]
+    assert violations({}, cons) == ["accuracy_drop missing"]
+
+
+def test_trial_rows_are_tidy(tmp_path: Path) -> None:
+    objectives = (Objective("accuracy", "max"), Objective("latency_ms", "min"))
+    cons = (Constraint("accuracy_drop", max=0.02),)
+    done = trial_row(trial_id="a1", index=0, state="TERMINATED",
+                     config={"branch0": {"channels": 8}, "exit_points": {"n1": "0"}},
+                     result={"evaluated": True, "accuracy": 0.9, "latency_ms": 1.0, "accuracy_drop": 0.01,
+                             "exit_fractions": "[0.5, 0.5]", "time_total_s": 3.0, "training_iteration": 3},
+                     error=None, num_failures=0, objectives=objectives, constraints=cons)
+    failed = trial_row(trial_id="b2", index=1, state="ERROR", config={}, result={"evaluated": False},
+                       error="ValueError: boom", num_failures=2, objectives=objectives, constraints=cons)
+    assert done["feasible"] and done["config/branch0/channels"] == 8 and "training_iteration" not in done
+    assert not failed["feasible"] and failed["error"] == "ValueError: boom"
+    exp = Experiment.at(tmp_path / "exp")
+    exp.write_trials([failed, done])
+    frame = exp.read_trials()
+    assert list(frame["trial_id"]) == ["a1", "b2"]
+    assert json.loads(frame.loc[0, "exit_fractions"]) == [0.5, 0.5]
+    assert (tmp_path / "exp" / "trials.parquet").is_file()
+    assert trials_frame([]).empty

@@ -7,6 +7,7 @@ against the static network in the same run → energy where a meter exists → o
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -14,7 +15,7 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,11 +57,23 @@ class PreparedCandidate:
 
 
 def _set_threads(space: SearchSpace) -> None:
-    threads = space.measurement.threads
-    if threads is None:
-        threads = max(1, int(round(space.resources.cpu))) if os.environ.get("DDECS_IN_TRIAL") else None
-    if threads:
-        torch.set_num_threads(threads)
+    """Inside a Tune trial, train with as many threads as the trial reserved CPUs."""
+    if os.environ.get("DDECS_IN_TRIAL"):
+        torch.set_num_threads(max(1, int(round(space.resources.cpu))))
+
+
+@contextlib.contextmanager
+def measurement_threads(space: SearchSpace, device: torch.device) -> Iterator[None]:
+    """Use ``measurement.threads`` intra-op threads while timing on a CPU, then restore."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(space.measurement.threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def prepare_candidate(
@@ -118,11 +131,11 @@ def prepare_candidate(
     val_table = ExitTable.from_model(model, eval_loader(splits.val), device)
     test_table = ExitTable.from_model(model, eval_loader(splits.test), device)
     m = space.measurement
-    latency = (
-        latency_fn(model, device)
-        if latency_fn
-        else latency_costs(model, device, warmup=m.warmup, repeats=m.repeats)
-    )
+    with measurement_threads(space, device):
+        if latency_fn is not None:
+            latency = latency_fn(model, device)
+        else:
+            latency = latency_costs(model, device, warmup=m.warmup, repeats=m.repeats)
     return PreparedCandidate(
         candidate,
         model,
@@ -287,7 +300,8 @@ def evaluate_candidate(
             latency_fn=latency_fn,
         )
         policy, policy_time = fit_policy(prepared)
-        metrics = measure_candidate(space, prepared, policy)
+        with measurement_threads(space, prepared.device):
+            metrics = measure_candidate(space, prepared, policy)
         test_exits, test_preds = metrics.pop("_test_exits"), metrics.pop("_test_predictions")
         metrics.update(
             {

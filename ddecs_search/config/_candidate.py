@@ -191,7 +191,10 @@ class MeasurementConfig:
     """How latency and energy are measured on the target device.
 
     ``latency_samples`` test samples are timed end to end at batch 1 (static and early-exit in the same
-    run); the lookup table uses ``warmup`` + ``repeats`` runs per module and takes medians.
+    run); the lookup table uses ``warmup`` + ``repeats`` runs per module and takes medians. ``threads``
+    is torch's intra-op thread count while measuring on a CPU (default 1: batch-1 inference of small
+    networks is fastest and far more stable on one thread, especially when trials share cores; set it to
+    your deployment's thread count).
     """
 
     device: str = "auto"
@@ -201,7 +204,7 @@ class MeasurementConfig:
     batch_size: int = 256
     energy: Literal["auto", "nvml", "rapl", "none"] = "auto"
     energy_min_seconds: float = 1.0
-    threads: int | None = None
+    threads: int = 1
 
     def __post_init__(self) -> None:
         if self.latency_samples < 1:
@@ -212,6 +215,8 @@ class MeasurementConfig:
             fail("warmup", f"must be >= 0, got {self.warmup}")
         if self.batch_size < 1:
             fail("batch_size", f"must be >= 1, got {self.batch_size}")
+        if self.threads < 1:
+            fail("threads", f"must be >= 1, got {self.threads}")
         if self.energy_min_seconds <= 0:
             fail("energy_min_seconds", f"must be > 0, got {self.energy_min_seconds}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):

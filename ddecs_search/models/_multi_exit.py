@@ -102,6 +102,8 @@ class MultiExitNet(nn.Module):
         Samples that exit are removed from the batch and the rest continue, so batch 1 and any batch
         size give the same decisions (up to the numerics of the kernels, which the tests check).
         """
+        if x.shape[0] == 1:
+            return self._early_exit_one(x, policy)
         n = x.shape[0]
         device = x.device
         predictions = torch.empty(n, dtype=torch.long, device=device)
@@ -128,3 +130,16 @@ class MultiExitNet(nn.Module):
                 h, index, pred = h[keep], index[keep], pred[keep]
             prev_pred = pred
         return EarlyExitOutput(predictions, exits)
+
+    def _early_exit_one(self, x: torch.Tensor, policy: OnlineExitPolicy) -> EarlyExitOutput:
+        """Batch-1 path: the same decisions as the batched path without its index bookkeeping."""
+        prev_pred: torch.Tensor | None = None
+        h = x
+        last = self.num_exits - 1
+        for k in range(self.num_exits):
+            h = self.run_stage(k, h)
+            logits = self.exit_logits(k, h)
+            if k == last or bool(policy.exit_mask(k, exit_features(logits, prev_pred))[0]):
+                break
+            prev_pred = logits.argmax(dim=1)
+        return EarlyExitOutput(logits.argmax(dim=1), torch.full((1,), k, dtype=torch.long, device=x.device))

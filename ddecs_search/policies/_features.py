@@ -17,14 +17,13 @@ MAX_PROB, ENTROPY, MARGIN, AGREE_PREV = range(4)
 
 def exit_features(logits: torch.Tensor, prev_pred: torch.Tensor | None) -> torch.Tensor:
     """Features of one exit: ``(B, num_classes)`` logits -> ``(B, 4)`` float32."""
-    logits = logits.float()
-    log_probs = torch.log_softmax(logits, dim=1)
+    # Few, fused-friendly ops: at batch 1 on a CPU this runs at every exit and its overhead counts.
+    log_probs = torch.log_softmax(logits.float(), dim=1)
     probs = log_probs.exp()
-    top2 = probs.topk(2, dim=1).values  # (B, 2)
+    top2, idx = probs.topk(2, dim=1)  # (B, 2)
     entropy = -(probs * log_probs).sum(dim=1)
-    pred = logits.argmax(dim=1)
     if prev_pred is None:
         agree = torch.zeros_like(entropy)
     else:
-        agree = (pred == prev_pred).float()
+        agree = (idx[:, 0] == prev_pred).float()
     return torch.stack([top2[:, 0], entropy, top2[:, 0] - top2[:, 1], agree], dim=1)

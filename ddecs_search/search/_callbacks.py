@@ -27,17 +27,24 @@ def trial_rows(trials: list[Any], objectives: tuple[Objective, ...],
     """Rows of the trials table for Tune's trial objects (in creation order)."""
     rows = []
     for index, trial in enumerate(trials):
-        error = None
-        if trial.status == "ERROR":
-            try:
-                error = str(trial.get_error() or "")
-            except Exception as exc:  # the error file may be unreadable; keep what we know
-                error = f"(error file unreadable: {exc})"
-            error = error.strip()[-4000:] or "trial failed (no error text)"
+        error = trial_error(trial) if trial.status == "ERROR" else None
         rows.append(trial_row(trial_id=trial.trial_id, index=index, state=trial.status, config=trial.config,
                               result=trial.last_result, error=error, num_failures=trial.num_failures,
                               objectives=objectives, constraints=constraints))
     return rows
+
+
+def trial_error(trial: Any) -> str:
+    """The exception line of a failed trial's last failure (the traceback stays in Tune's error.txt)."""
+    try:
+        text = str(trial.get_error() or "")
+    except Exception as exc:  # the error file may be unreadable; keep what we know
+        return f"(error file unreadable: {exc})"
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return "trial failed (no error text)"
+    where = f" [traceback: {trial.error_file}]" if getattr(trial, "error_file", None) else ""
+    return lines[-1][:1000] + where
 
 
 class TrialsTableCallback(Callback):
@@ -98,7 +105,8 @@ class ProgressCallback(Callback):
         self._say("front: " + format_front(trials, self.objectives, self.constraints))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._say(f"trial {trial.trial_id} FAILED (after {trial.num_failures} attempt(s)) | "
+        error = trial_error(trial).split(" [traceback:")[0]
+        self._say(f"trial {trial.trial_id} FAILED after {trial.num_failures} attempt(s): {error} | "
                   f"{self._counts(trials)}")
 
 

@@ -59,8 +59,9 @@ def _measure(space: SearchSpace, files: dict[str, bytes]) -> dict[str, Any]:
     from ddecs_search.search._ray import node_id
     from ddecs_search.training import load_checkpoint
 
-    torch.set_num_threads(max(1, int(space.resources.cpu)))
     device = resolve_device(space.measurement.device)
+    if device.type == "cpu":  # time with the thread count the search's latency table used
+        torch.set_num_threads(space.measurement.threads)
     spec = json.loads(files["spec.json"])
     cand = from_dict(Candidate, spec["candidate"], "spec.candidate")
     with tempfile.TemporaryDirectory() as tmp:

@@ -178,6 +178,9 @@ class Resources:
 
 _DEFAULT_OBJECTIVES = (Objective("accuracy", "max"), Objective("latency_ms", "min"))
 
+# Objectives ASHA can stop on: each epoch scores a val-accuracy proxy (see ddecs_search/search/_fidelity.py).
+ASHA_OBJECTIVES = ("accuracy", "val_accuracy", "table_accuracy", "oracle_accuracy", "accuracy_drop")
+
 # Numeric metrics of the candidate evaluation that objectives and constraints may name
 # (see docs/architecture.md; ``rl_return`` exists only for RL policies).
 NUMERIC_METRICS = (
@@ -242,8 +245,10 @@ class SearchSpace:
         for i, c in enumerate(self.constraints):
             if c.metric not in NUMERIC_METRICS:
                 fail(f"constraints[{i}].metric", f"unknown metric {c.metric!r}; valid: {valid}")
-        if self.search.asha and len(self.objectives) != 1:
-            fail("search.asha", f"early stopping (ASHA) needs exactly one objective, got {names}")
+        if self.search.asha and (len(names) != 1 or names[0] not in ASHA_OBJECTIVES):
+            fail("search.asha", f"early stopping (ASHA) needs exactly one objective among "
+                 f"{', '.join(ASHA_OBJECTIVES)} (trials are ranked per epoch on a val-accuracy proxy), "
+                 f"got {names}")
         weights, max_exits = self.training.loss_weights, self.exits.count[1]
         if weights is not None and len(weights) != max_exits + 1:
             fail(

@@ -13,8 +13,6 @@ from typing import Any
 
 from ddecs_search.config import Candidate, Objective, PolicyConfig, SearchSpace
 
-PROXY_OBJECTIVES = ("accuracy", "val_accuracy", "table_accuracy", "oracle_accuracy", "accuracy_drop")
-
 
 class EpochProxy:
     """Callable ``(checkpoint_path) -> proxy value`` of one trial's objective; loads val data once."""

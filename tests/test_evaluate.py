@@ -1,0 +1,85 @@
+"""`ddecs-search evaluate`: one candidate end to end on real (tiny) Fashion-MNIST, and its user errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from ddecs_search.cli import main
+
+SPACE = str(Path(__file__).parent / "spaces" / "tiny_evaluate.yaml")
+FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+
+CONTRACT_KEYS = {
+    "accuracy", "baseline_accuracy", "accuracy_drop", "latency_ms", "latency_p95_ms", "expected_latency_ms",
+    "baseline_latency_ms", "speedup", "batched_throughput_speedup", "energy_mj", "baseline_energy_mj",
+    "energy_source", "macs", "baseline_macs", "exit_fractions", "exit_accuracies", "oracle_accuracy",
+    "oracle_expected_latency_ms", "oracle_macs", "val_accuracy", "policy_kind", "cost_weight", "num_exits",
+    "device", "wall_time_s", "train_time_s", "policy_train_time_s",
+}  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    monkeypatch.setenv("DDECS_OFFLINE", "1")
+
+
+@pytest.mark.skipif(not FMNIST.exists(), reason="Debian package dataset-fashion-mnist not installed")
+def test_evaluate_writes_the_metrics_contract(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "result.json"
+    work = tmp_path / "work"
+    cand = {"policy": {"kind": "threshold", "cost_weight": 0.3}}
+    code = main(["evaluate", SPACE, "--candidate", json.dumps(cand), "--out", str(out), "--workdir", str(work),
+                 "--quiet"])  # fmt: skip
+    assert code == 0
+    metrics = json.loads(out.read_text())
+    assert CONTRACT_KEYS <= set(metrics)
+    # real inference at batch 1 and batched reproduces the cached-table simulation exactly
+    assert metrics["inference_table_agreement"] == 1.0
+    assert metrics["batch1_table_agreement"] == 1.0
+    assert metrics["accuracy"] == pytest.approx(metrics["table_accuracy"])
+    assert metrics["accuracy_drop"] == pytest.approx(metrics["baseline_accuracy"] - metrics["accuracy"])
+    assert 0.3 < metrics["baseline_accuracy"] <= 1.0  # one epoch on 1k real images learns something
+    assert metrics["oracle_accuracy"] >= metrics["accuracy"]
+    assert sum(metrics["exit_fractions"]) == pytest.approx(1.0)
+    assert len(metrics["exit_fractions"]) == metrics["num_exits"] == 3
+    for key in ("latency_ms", "baseline_latency_ms", "expected_latency_ms", "speedup", "macs", "baseline_macs"):
+        assert math.isfinite(metrics[key]) and metrics[key] > 0, key
+    # no energy meter on this machine: missing, with the reason — never a number
+    if metrics["energy_source"].startswith("unavailable"):
+        assert metrics["energy_mj"] is None and metrics["baseline_energy_mj"] is None
+    assert metrics["policy_kind"] == "threshold" and metrics["cost_weight"] == 0.3
+    for name in ("model.pt", "spec.json", "policy.json", "test_exits.npz"):
+        assert (work / name).is_file(), name
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--candidate", "{not json"], "--candidate: not valid JSON"),
+        (["--candidate", '{"exit_points": [0, 7]}'], "exit_points"),
+        (["--candidate", '{"exit_points": [1, 0]}'], "strictly increasing"),
+        (["--candidate", '{"branches": [{"conv_layers": 9}, {}]}'], "conv_layers"),
+        (["--candidate", '{"policy": {"kind": "magic"}}'], "unknown policy 'magic'"),
+        (["--candidate", '{"colour": "red"}'], "unknown key"),
+        (["--dataset", "imagefolder:/nonexistent/folder"], "/nonexistent/folder"),
+        (["--dataset", "svhn"], "unknown dataset 'svhn'"),
+    ],
+)
+def test_evaluate_user_errors_exit_2(args: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(["evaluate", SPACE, "--quiet", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert "Traceback" not in err
+
+
+def test_missing_space_file_and_bad_yaml_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["evaluate", str(tmp_path / "nope.yaml")]) == 2
+    assert "not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    assert main(["evaluate", str(bad)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err

@@ -35,7 +35,9 @@ from ddecs_search.policies import (
 )
 from ddecs_search.training import EpochCallback, accuracy, train_baseline, train_branches
 
-DEFAULT_CACHE = Path(os.environ.get("DDECS_CACHE", Path.home() / ".cache" / "ddecs_search"))
+def default_cache() -> Path:
+    """Where baselines are cached outside a search: ``$DDECS_CACHE`` or ``~/.cache/ddecs_search``."""
+    return Path(os.environ.get("DDECS_CACHE", Path.home() / ".cache" / "ddecs_search"))
 
 
 @dataclass
@@ -100,7 +102,7 @@ def prepare_candidate(
         space.dataset,
         space.backbone.baseline,
         device=device,
-        cache_dir=baseline_dir or DEFAULT_CACHE / "baselines",
+        cache_dir=baseline_dir or default_cache() / "baselines",
         seed=0,
         quiet=quiet,
     )

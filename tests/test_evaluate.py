@@ -32,8 +32,8 @@ def test_evaluate_writes_the_metrics_contract(tmp_path: Path, capsys: pytest.Cap
     out = tmp_path / "result.json"
     work = tmp_path / "work"
     cand = {"policy": {"kind": "threshold", "cost_weight": 0.3}}
-    code = main(["evaluate", SPACE, "--candidate", json.dumps(cand), "--out", str(out), "--workdir", str(work),
-                 "--quiet"])  # fmt: skip
+    args = ["--candidate", json.dumps(cand), "--out", str(out), "--workdir", str(work), "--quiet"]
+    code = main(["evaluate", SPACE, *args])
     assert code == 0
     metrics = json.loads(out.read_text())
     assert CONTRACT_KEYS <= set(metrics)
@@ -46,7 +46,14 @@ def test_evaluate_writes_the_metrics_contract(tmp_path: Path, capsys: pytest.Cap
     assert metrics["oracle_accuracy"] >= metrics["accuracy"]
     assert sum(metrics["exit_fractions"]) == pytest.approx(1.0)
     assert len(metrics["exit_fractions"]) == metrics["num_exits"] == 3
-    for key in ("latency_ms", "baseline_latency_ms", "expected_latency_ms", "speedup", "macs", "baseline_macs"):
+    for key in (
+        "latency_ms",
+        "baseline_latency_ms",
+        "expected_latency_ms",
+        "speedup",
+        "macs",
+        "baseline_macs",
+    ):
         assert math.isfinite(metrics[key]) and metrics[key] > 0, key
     # no energy meter on this machine: missing, with the reason — never a number
     if metrics["energy_source"].startswith("unavailable"):

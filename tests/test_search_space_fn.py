@@ -137,3 +137,37 @@ def test_trial_rows_are_tidy(tmp_path: Path) -> None:
     assert json.loads(frame.loc[0, "exit_fractions"]) == [0.5, 0.5]
     assert (tmp_path / "exp" / "trials.parquet").is_file()
     assert trials_frame([]).empty
+
+
+def test_searcher_tells_optuna_only_full_evaluations() -> None:
+    """Per-epoch results are not objectives; a trial stopped before its evaluation is pruned, not complete."""
+    from ddecs_search.search._searcher import make_search_alg
+
+    data = yaml.safe_load(TINY.read_text())
+    data["objectives"] = [{"name": "accuracy", "mode": "max"}]
+    data["search"]["asha"] = True
+    space = parse_space(data)
+    limiter = make_search_alg(space, space.objectives)
+    searcher = limiter.searcher
+    for tid in ("a", "b"):
+        assert limiter.suggest(tid) is not None
+    searcher.on_trial_result("a", {"epoch": 1, "train_loss": 0.5, "evaluated": False, "training_iteration": 1})
+    searcher.on_trial_complete("a", {"epoch": 2, "evaluated": False, "epoch_accuracy": 0.7})
+    searcher.on_trial_complete("b", {"evaluated": True, "accuracy": 0.8})
+    states = [t.state.name for t in searcher._ot_study.trials]
+    assert states == ["PRUNED", "COMPLETE"]
+    assert searcher._ot_study.best_value == 0.8
+
+
+def test_asha_needs_one_accuracy_objective() -> None:
+    from ddecs_search.errors import ConfigError
+    from ddecs_search.search._searcher import make_scheduler
+
+    data = yaml.safe_load(TINY.read_text())
+    data["search"]["asha"] = True
+    with pytest.raises(ConfigError, match="'search.asha'"):
+        parse_space(data)
+    data["objectives"] = [{"name": "accuracy", "mode": "max"}]
+    space = parse_space(data)
+    scheduler = make_scheduler(space, space.objectives)
+    assert scheduler is not None and scheduler.metric == "epoch_accuracy"

@@ -28,13 +28,17 @@ class _Images(torch.utils.data.Dataset):
 
 def _model() -> MultiExitNet:
     torch.manual_seed(0)
-    return MultiExitNet(create_backbone("lenet", num_classes=10), [0, 1], [BranchSpec(), BranchSpec(conv_layers=0)])
+    return MultiExitNet(
+        create_backbone("lenet", num_classes=10), [0, 1], [BranchSpec(), BranchSpec(conv_layers=0)]
+    )
 
 
 def _train(mode: str, epochs: int, ckpt: Path, model: MultiExitNet | None = None) -> MultiExitNet:
     model = model or _model()
     cfg = TrainingConfig(mode=mode, epochs=epochs, batch_size=32)
-    train_branches(model, _Images(), cfg, device=torch.device("cpu"), checkpoint_path=ckpt, seed=3, quiet=True)
+    train_branches(
+        model, _Images(), cfg, device=torch.device("cpu"), checkpoint_path=ckpt, seed=3, quiet=True
+    )
     return model
 
 
@@ -57,7 +61,9 @@ def test_frozen_mode_leaves_the_backbone_untouched(tmp_path: Path) -> None:
     after = _train("frozen", 2, tmp_path / "f.pt", model=_model())
     sb, sa = before.backbone.state_dict(), after.backbone.state_dict()
     assert all(torch.equal(sb[k], sa[k]) for k in sb)  # BN running stats included
-    assert not all(torch.equal(before.branches.state_dict()[k], v) for k, v in after.branches.state_dict().items())
+    assert not all(
+        torch.equal(before.branches.state_dict()[k], v) for k, v in after.branches.state_dict().items()
+    )
 
 
 def test_joint_mode_trains_the_backbone(tmp_path: Path) -> None:

@@ -12,14 +12,16 @@ from torch import nn
 from ddecs_search.config import BranchSpec
 from ddecs_search.models._backbone import Backbone
 from ddecs_search.models._branch import build_branch
-from ddecs_search.policies._features import exit_features
 
 
 class OnlineExitPolicy(Protocol):
     """What early-exit inference needs from a policy: a per-exit, vectorised exit decision."""
 
-    def exit_mask(self, exit_index: int, features: torch.Tensor) -> torch.Tensor:
-        """``(B, F)`` features at early exit ``exit_index`` -> ``(B,)`` bool, True = leave now."""
+    def exit_mask_from_logits(
+        self, exit_index: int, logits: torch.Tensor, prev_pred: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Early exit ``exit_index``'s ``(B, C)`` logits (and the previous exit's predictions) ->
+        ``(B,)`` bool, True = leave now. Must equal ``exit_mask(k, exit_features(logits, prev_pred))``."""
         ...
 
 
@@ -120,7 +122,7 @@ class MultiExitNet(nn.Module):
                 predictions[index] = pred
                 exits[index] = k
                 break
-            mask = policy.exit_mask(k, exit_features(logits, prev_pred)).to(device=device, dtype=torch.bool)
+            mask = policy.exit_mask_from_logits(k, logits, prev_pred).to(device=device, dtype=torch.bool)
             if bool(mask.any()):
                 predictions[index[mask]] = pred[mask]
                 exits[index[mask]] = k
@@ -139,7 +141,7 @@ class MultiExitNet(nn.Module):
         for k in range(self.num_exits):
             h = self.run_stage(k, h)
             logits = self.exit_logits(k, h)
-            if k == last or bool(policy.exit_mask(k, exit_features(logits, prev_pred))[0]):
+            if k == last or bool(policy.exit_mask_from_logits(k, logits, prev_pred)[0]):
                 break
             prev_pred = logits.argmax(dim=1)
         return EarlyExitOutput(logits.argmax(dim=1), torch.full((1,), k, dtype=torch.long, device=x.device))

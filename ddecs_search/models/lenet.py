@@ -23,17 +23,17 @@ def _conv_block(c_in: int, c_out: int, kernel: int, pool: bool) -> nn.Sequential
     "lenet",
     input_shape=(1, 28, 28),
     exit_point_names=("conv1", "conv2", "conv3"),
-    description="LeNet-style CNN, 28x28x1: conv5x5(16)+pool, conv3x3(32)+pool, conv3x3(64)+pool, fc128",
+    description="LeNet-style CNN, 28x28x1: conv5x5(32)+pool, conv3x3(64)+pool, conv3x3(128)+pool, fc256",
 )
 def lenet(*, num_classes: int = 10) -> Backbone:
     """LeNet-style network; exits may follow each of its three conv blocks."""
     segments = [
-        _conv_block(1, 16, 5, pool=True),  # (B, 16, 14, 14)
-        _conv_block(16, 32, 3, pool=True),  # (B, 32, 7, 7)
-        _conv_block(32, 64, 3, pool=True),  # (B, 64, 3, 3)
-        nn.Sequential(nn.Flatten(), nn.Linear(64 * 3 * 3, 128), nn.ReLU(inplace=True), nn.Dropout(0.2)),
+        _conv_block(1, 32, 5, pool=True),  # (B, 32, 14, 14)
+        _conv_block(32, 64, 3, pool=True),  # (B, 64, 7, 7)
+        _conv_block(64, 128, 3, pool=True),  # (B, 128, 3, 3)
+        nn.Sequential(nn.Flatten(), nn.Linear(128 * 3 * 3, 256), nn.ReLU(inplace=True), nn.Dropout(0.2)),
     ]
-    head = nn.Linear(128, num_classes)
+    head = nn.Linear(256, num_classes)
     return Backbone(
         segments,
         head,

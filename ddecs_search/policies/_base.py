@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ddecs_search.policies._features import exit_features
 from ddecs_search.policies._table import ExitTable
 
 
@@ -34,6 +35,16 @@ class ExitPolicy(ABC):
     @abstractmethod
     def exit_mask(self, exit_index: int, features: torch.Tensor) -> torch.Tensor:
         """``(B, F)`` features at early exit ``exit_index`` -> ``(B,)`` bool, True = leave now."""
+
+    def exit_mask_from_logits(
+        self, exit_index: int, logits: torch.Tensor, prev_pred: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The online decision straight from an exit's logits (what early-exit inference calls).
+
+        The default computes all :func:`exit_features`; policies that need fewer override this to save
+        per-exit overhead, using the same arithmetic so decisions match the table bit for bit.
+        """
+        return self.exit_mask(exit_index, exit_features(logits, prev_pred))
 
     def decide(self, features: np.ndarray) -> np.ndarray:
         """``(N, E, F)`` features -> ``(N,)`` exit index (the final exit when no earlier one fires)."""

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 _COMMON: dict[str, Option] = {
     "iterations": Option(20, "int", low=1, help="most training iterations"),
-    "patience": Option(3, "int", low=1, help="stop after this many iterations without improvement"),
+    "patience": Option(5, "int", low=1, help="stop after this many iterations without improvement"),
     "min_delta": Option(1e-3, "float", help="smallest greedy-return gain that counts as improvement"),
     "seed": Option(0, "int"),
     "hidden": Option([32, 32], "ints", help="hidden layer sizes of the policy/Q network"),
@@ -240,6 +240,7 @@ class DQNExitPolicy(RLlibExitPolicy):
     kind = "dqn"
     options_spec = {
         **_COMMON,
+        "iterations": Option(10, "int", low=1, help="most training iterations (each samples 1000 steps)"),
         "lr": Option(1e-3, "float", positive=True),
         "rollout_fragment_length": Option(
             2, "int", low=1, help="steps per sub-env and sample call (x 8 sub-envs = 16; 1 env x 1 is slow)"

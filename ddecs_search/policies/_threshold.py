@@ -46,6 +46,17 @@ class ThresholdPolicy(ExitPolicy):
         t = self._score_thresholds()[exit_index]
         return self._score(features) >= t
 
+    def exit_mask_from_logits(
+        self, exit_index: int, logits: torch.Tensor, prev_pred: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Only the one score this policy reads, computed exactly as :func:`exit_features` does."""
+        log_probs = torch.log_softmax(logits.float(), dim=1)
+        if self.metric == "max_prob":
+            score = log_probs.exp().amax(dim=1)
+        else:
+            score = (log_probs.exp() * log_probs).sum(dim=1)  # = -entropy
+        return score >= self._score_thresholds()[exit_index]
+
     def fit(self, table: ExitTable, path_cost: np.ndarray, cost_weight: float) -> ThresholdPolicy:
         """Maximise ``accuracy - cost_weight * mean normalised cost`` on ``table`` over a threshold grid."""
         scores = self._score(table.features)  # (N, E)

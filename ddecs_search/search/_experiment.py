@@ -109,7 +109,10 @@ class Experiment:
     # ------------------------------------------------------------------------------------ trials table
     def write_trials(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Write ``trials.csv`` and ``trials.parquet`` atomically."""
-        frame = trials_frame(rows)
+        self.write_frame(trials_frame(rows))
+
+    def write_frame(self, frame: Any) -> None:
+        """Write a trials DataFrame as ``trials.csv`` and ``trials.parquet`` (each atomically)."""
         _io.write_text(self.path("trials.csv"), frame.to_csv(index=False))
         buf = io.BytesIO()
         frame.to_parquet(buf, index=False)
@@ -176,6 +179,7 @@ def trial_row(
     metrics = {k: scalar(v) for k, v in result.items() if k not in _TUNE_KEYS and not k.startswith("config/")}
     row.update(metrics)
     row[EVALUATED_KEY] = evaluated
+    row["stopped_early"] = not evaluated and state == "TERMINATED" and bool(result.get("done"))
     # ASHA-stopped trials and running ones carry per-epoch results only: never on the front.
     row["full_fidelity"] = evaluated and bool(result.get("full_fidelity", True))
     bad = violations(result, constraints) if evaluated else ["not evaluated"]
@@ -199,8 +203,8 @@ def _finite(value: Any) -> bool:
         return False
 
 
-_FIRST_COLUMNS = ("trial_id", "trial_index", "state", "evaluated", "full_fidelity", "feasible", "violations",
-                  "objectives_ok", "error", "num_failures", "node_id", "device")
+_FIRST_COLUMNS = ("trial_id", "trial_index", "state", "evaluated", "stopped_early", "full_fidelity",
+                  "feasible", "violations", "objectives_ok", "error", "num_failures", "node_id", "device")
 
 
 def trials_frame(rows: Iterable[Mapping[str, Any]]):  # -> pandas.DataFrame

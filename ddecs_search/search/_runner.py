@@ -106,10 +106,14 @@ def _execute_inner(exp: Experiment, space: SearchSpace, *, address: str | None, 
     _say(quiet, f"search {space.name}: {space.search.num_samples} trials, {space.search.algorithm}, "
                 f"{space.search.max_concurrent} at a time -> {exp.root}")
     fit_start = time.time()
-    results = tuner.fit()
+    with _SigintWatch() as watch:
+        results = tuner.fit()
     fit_s = time.time() - fit_start
     counts = _counts(results, space.search.num_samples)
-    finished = counts.get("TERMINATED", 0) + counts.get("ERROR", 0) >= space.search.num_samples
+    finished = not watch.interrupted and \
+        counts.get("TERMINATED", 0) + counts.get("ERROR", 0) >= space.search.num_samples
+    if not finished:
+        counts = _mark_interrupted(exp, space.search.num_samples)
     _save_latency_table(exp, broker)
     errors = [f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
               for e in results.errors]
@@ -124,6 +128,50 @@ def _execute_inner(exp: Experiment, space: SearchSpace, *, address: str | None, 
         outcome.verified = len(verified)
         exp.update_record(verified=len(verified))
     return outcome
+
+
+class _SigintWatch:
+    """Tells whether Tune's fit() ended because of Ctrl-C / SIGUSR1.
+
+    Tune installs its own SIGINT handler for the run and, when it fires, stops gracefully and puts back
+    the handler it found. A sentinel installed before ``fit()`` that is back in place afterwards therefore
+    means: interrupted (the trials Tune stopped then look TERMINATED in memory, but not in its saved state).
+    """
+
+    def __enter__(self) -> _SigintWatch:
+        import signal
+        import threading
+
+        self.interrupted = False
+        self._active = threading.current_thread() is threading.main_thread()
+        if self._active:
+            self._previous = signal.signal(signal.SIGINT, self._sentinel)
+        return self
+
+    @staticmethod
+    def _sentinel(signum: int, frame: Any) -> None:  # only runs if Tune is not watching
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        if self._active:
+            self.interrupted = signal.getsignal(signal.SIGINT) is self._sentinel
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _mark_interrupted(exp: Experiment, num_samples: int) -> dict[str, int]:
+    """After an interruption: trials Tune stopped without a result are INTERRUPTED, not TERMINATED."""
+    trials = exp.read_trials()
+    if not trials.empty and "evaluated" in trials.columns:
+        stopped = (trials["state"] == "TERMINATED") & (trials["evaluated"] != True)  # noqa: E712
+        if "stopped_early" in trials.columns:
+            stopped &= trials["stopped_early"] != True  # noqa: E712  (ASHA's decision, not the interrupt)
+        trials.loc[stopped, "state"] = "INTERRUPTED"
+        exp.write_frame(trials)
+    counts = trials["state"].value_counts().to_dict() if not trials.empty else {}
+    counts["NOT_STARTED"] = max(0, num_samples - len(trials))
+    return {str(k): int(v) for k, v in counts.items()}
 
 
 def _quiet_tune() -> None:

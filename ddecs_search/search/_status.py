@@ -9,7 +9,7 @@ from typing import Any
 
 from ddecs_search.search._experiment import Experiment
 
-_STATES = ("TERMINATED", "RUNNING", "PENDING", "PAUSED", "ERROR")
+_STATES = ("TERMINATED", "RUNNING", "PENDING", "PAUSED", "ERROR", "INTERRUPTED")
 
 
 def search_status(exp_dir: str) -> dict[str, Any]:

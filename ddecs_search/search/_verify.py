@@ -8,7 +8,6 @@ in a Ray task with a trial's resources on the target device, picks one after ano
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 from collections.abc import Sequence
@@ -118,15 +117,8 @@ def verify_front(exp: Experiment, space: SearchSpace, objectives: Sequence[Objec
     merged = trials.drop(columns=[c for c in trials.columns if c.startswith("verified_")])
     merged = merged.merge(frame[["trial_id", *[c for c in frame.columns if c.startswith("verified_")]]]
                           .astype({"trial_id": str}), how="left", on="trial_id")
-    _rewrite_table(exp, merged)
+    exp.write_frame(merged)
     return rows
-
-
-def _rewrite_table(exp: Experiment, frame: Any) -> None:
-    _io.write_text(exp.path("trials.csv"), frame.to_csv(index=False))
-    buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
-    _io.write_bytes(exp.path("trials.parquet"), buf.getvalue())
 
 
 def _say(quiet: bool, text: str) -> None:

@@ -21,7 +21,7 @@ Also reported: each policy's training time (``train_time_s``; policy fits run pi
 one torch thread, Ray started beforehand and timed separately) and its greedy return on val.
 
 Usage:
-    python benchmarks/policy_comparison.py [--quick] [--json] [--workdir DIR]
+    python benchmarks/policy_comparison.py [--quick] [--json] [--device auto|cpu|cuda]
 
 ``--quick`` (at most ~5 minutes on a 2-core CPU): 5k/2k/2k train/val/test images, 1 baseline and 1 branch
 epoch, λ in {0.05, 0.1, 0.2}. Without it: the space's sizes (20k/5k/10k), λ in {0.02, 0.05, 0.1, 0.2, 0.3,
@@ -31,9 +31,7 @@ epoch, λ in {0.05, 0.1, 0.2}. Without it: the space's sizes (20k/5k/10k), λ in
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import os
 import sys
 import tempfile
@@ -43,19 +41,16 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import banner, emit_json, parser, print_table  # noqa: E402
 
 from ddecs_search.config import PolicyConfig, candidate_from_dict, load_space  # noqa: E402
 from ddecs_search.evaluation import prepare_candidate  # noqa: E402
-from ddecs_search.policies import (  # noqa: E402
-    ExitPolicy,
-    OraclePolicy,
-    create_policy,
-    score_decisions,
-)
+from ddecs_search.policies import ExitPolicy, OraclePolicy, create_policy, score_decisions  # noqa: E402
 from ddecs_search.policies._env import mean_return  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "search_spaces" / "fashion_mnist_quick.yaml"
 LEARNED = ("ppo", "dqn", "qtable", "threshold")
 MAX_DROP = 0.01
@@ -63,8 +58,9 @@ MAX_DROP = 0.01
 CHEAP_BRANCH = {"conv_layers": 0, "pool": "avg", "pool_size": 4, "hidden": 0}
 
 
-def _prepare(quick: bool, workdir: Path) -> Any:
+def _prepare(quick: bool, workdir: Path, device: str) -> Any:
     space = load_space(SPACE)
+    space = dataclasses.replace(space, measurement=dataclasses.replace(space.measurement, device=device))
     if quick:
         space = dataclasses.replace(
             space,
@@ -120,12 +116,12 @@ def _capture(points: list[dict[str, Any]], static_acc: float, oracle_saving: flo
     }
 
 
-def run(quick: bool, workdir: Path) -> dict[str, Any]:
+def run(quick: bool, workdir: Path, device: str) -> dict[str, Any]:
     from ddecs_search.profiling import device_name
     from ddecs_search.search._ray import init_ray
 
     t0 = time.perf_counter()
-    prepared = _prepare(quick, workdir)
+    prepared = _prepare(quick, workdir, device)
     prep_s = time.perf_counter() - t0
     path_cost = prepared.latency.normalised_path()
     test = prepared.test_table
@@ -195,29 +191,25 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
     return result
 
 
-def _print_table(result: dict[str, Any]) -> None:
-    static = result["static"]
-    print(f"static network: accuracy {static['accuracy']:.4f}, cost 1.000 (normalised latency)")
-    print(f"oracle:         accuracy {result['oracle']['accuracy']:.4f}, cost {result['oracle']['cost']:.3f}")
-    print(f"normalised path cost per exit: {['%.3f' % c for c in result['normalised_path_cost']]}")
-    header = f"{'λ':>6} " + " ".join(f"{k + ' acc/cost':>20}" for k in LEARNED)
-    print(header)
-    for i, lam in enumerate(result["cost_weights"]):
-        cells = [
-            f"{result[k]['sweep'][i]['accuracy']:.4f}/{result[k]['sweep'][i]['cost']:.3f}" for k in LEARNED
-        ]
-        print(f"{lam:>6} " + " ".join(f"{c:>20}" for c in cells))
+def _report(result: dict[str, Any]) -> None:
+    static, oracle = result["static"], result["oracle"]
     print(
-        f"\noracle_capture (best cost saving at <= {MAX_DROP * 100:.0f} pt accuracy drop / oracle's saving):"
+        f"static network: accuracy {static['accuracy']:.4f}, cost 1.0; oracle: accuracy "
+        f"{oracle['accuracy']:.4f}, cost {oracle['cost']:.3f}; normalised path cost per exit "
+        f"{[round(c, 3) for c in result['normalised_path_cost']]}"
     )
-    for kind in LEARNED:
-        r = result[kind]
-        acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.4f}"
-        cost = "-" if r["cost"] is None else f"{r['cost']:.3f}"
-        print(
-            f"  {kind:<9} capture {r['oracle_capture']:6.3f}  (λ={r['cost_weight']}, acc {acc}, cost {cost})"
-            f"  fit median {r['train_time_s_median']:.1f}s"
-        )
+    rows = [{"λ": p["cost_weight"], "policy": kind, **p} for kind in LEARNED for p in result[kind]["sweep"]]
+    rows.sort(key=lambda r: r["λ"])
+    print_table(
+        rows, ["λ", "policy", "accuracy", "cost", "test_return", "val_return", "train_time_s", "mode"]
+    )
+    print(
+        f"\noracle_capture = best cost saving at <= {MAX_DROP * 100:.0f} pt accuracy drop / oracle's saving"
+    )
+    summary = [{"policy": kind, **result[kind]} for kind in (*LEARNED, "oracle")]
+    print_table(
+        summary, ["policy", "oracle_capture", "cost_weight", "accuracy", "cost", "train_time_s_median"]
+    )
     for kind, lams in result["threshold_dominates"].items():
         print(
             f"thresholds dominate {kind} at λ {lams or 'nowhere'}; {kind} dominates thresholds at λ "
@@ -229,25 +221,19 @@ def _print_table(result: dict[str, Any]) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="small subsets, 1 epoch, 3 cost weights (<= ~5 min)"
-    )
-    parser.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
-    parser.add_argument("--workdir", type=Path, default=None, help="branch checkpoints (default: a temp dir)")
-    args = parser.parse_args(argv)
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    mode = "quick mode (<= ~5 min on a 2-core CPU)" if args.quick else "full mode"
-    print(f"policy comparison, {mode}", flush=True)
+def main() -> int:
+    args = parser(__doc__.split("\n\n")[0]).parse_args()
+    banner("policy comparison (RL vs thresholds vs oracle)", args.quick)
+    if args.quick:
+        print("quick mode: <= ~5 min on a 2-core CPU")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="policy_cmp_") as tmp:
-        result = run(args.quick, args.workdir or Path(tmp))
+        result = run(args.quick, Path(tmp), args.device)
     result["wall_s"] = time.perf_counter() - start
-    _print_table(result)
+    _report(result)
     print(f"total {result['wall_s']:.0f}s")
     if args.json:
-        print(json.dumps(result))
+        emit_json(result)
     return 0
 
 

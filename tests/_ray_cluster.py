@@ -16,7 +16,8 @@ Token authentication stays on by default, with a fresh token in the cluster's ow
 
 Also a small command line that measures a search on 1 vs N loopback nodes (docs/scaling.md)::
 
-    .venv/bin/python tests/_ray_cluster.py measure tests/spaces/tiny_multinode.yaml --nodes 1 2
+    .venv/bin/python tests/_ray_cluster.py measure tests/spaces/tiny_multinode.yaml --nodes 1 2 \
+        --num-samples 8 --max-concurrent 2
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -72,7 +74,8 @@ class RayNode:
         return session_pids(self.sid)
 
     def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
 
 
 @dataclass
@@ -150,7 +153,7 @@ class LoopbackCluster:
         while _READY not in log.read_text(errors="replace"):
             if not node.alive() or time.monotonic() > deadline:
                 self.kill(node)
-                raise RuntimeError(f"Ray node {name} did not start within {timeout:.0f} s:\n{node.log_tail()}")
+                raise RuntimeError(f"Ray node {name} did not start in {timeout:.0f} s:\n{node.log_tail()}")
             time.sleep(0.2)
         return node
 
@@ -173,7 +176,7 @@ class LoopbackCluster:
         """Stop every node, workers first, and remove Ray's temp dir."""
         for node in reversed(self.nodes):
             self.stop(node)
-        subprocess.run(["rm", "-rf", str(self.temp_dir)], check=False)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def __enter__(self) -> LoopbackCluster:
         return self
@@ -185,9 +188,9 @@ class LoopbackCluster:
 
     def node_table(self, timeout: float = 60) -> list[dict]:
         """``ray.nodes()`` as seen by a short driver: NodeID, Alive, Resources per node."""
-        code = ("import json, ray; ray.init(address=%r, log_to_driver=False); "
-                "print(json.dumps([{k: n[k] for k in ('NodeID', 'Alive', 'Resources')} for n in ray.nodes()]))"
-                % self.address)
+        code = (f"import json, ray; ray.init(address={self.address!r}, log_to_driver=False); "
+                "keys = ('NodeID', 'Alive', 'Resources'); "
+                "print(json.dumps([{k: n[k] for k in keys} for n in ray.nodes()]))")
         out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True,
                              timeout=timeout, check=True).stdout
         return json.loads(out.strip().splitlines()[-1])
@@ -221,47 +224,50 @@ def kill_session(sid: int, timeout: float = 15) -> None:
         time.sleep(0.1)
 
 
-# -- measurement of trials per minute on 1 vs N loopback nodes (docs/scaling.md) ------------------------
+# -- trials per minute of one search on 1..N loopback nodes (docs/scaling.md) -------------------------
 
 
-def _measure(space: str, nodes: int, cpus: float, num_samples: int | None, max_concurrent: int | None) -> dict:
+def measure(space: str, nodes: int, *, cpus_per_node: float = 1, extra: tuple[str, ...] = ()) -> dict:
+    """Run ``ddecs-search run SPACE`` on a fresh loopback cluster of ``nodes`` nodes; wall time and rate.
+
+    The clock runs from the command's start to its exit: Ray connection, the shared baseline, every
+    trial, the trials table (the cluster itself is started before the clock).
+    """
+    import pandas as pd
+
     root = Path(tempfile.mkdtemp(prefix="ddmeasure"))
-    with LoopbackCluster(root / "cluster", extra_env={"DDECS_CACHE": str(root / "cache")}) as cluster:
-        cluster.start_head(num_cpus=cpus)
-        for _ in range(nodes - 1):
-            cluster.add_worker(num_cpus=cpus)
-        cmd = [str(_BIN / "ddecs-search"), "run", space, "--name", "measure", "--storage", str(root / "exp"),
-               "--address", cluster.address, "--quiet", "--no-verify"]
-        if num_samples:
-            cmd += ["--num-samples", str(num_samples)]
-        if max_concurrent:
-            cmd += ["--max-concurrent", str(max_concurrent)]
-        start = time.monotonic()
-        subprocess.run(cmd, env=cluster.env, check=True, stdout=subprocess.DEVNULL)
-        wall = time.monotonic() - start
-    import csv
-
-    with open(root / "exp" / "measure" / "trials.csv") as f:
-        rows = list(csv.DictReader(f))
-    done = [r for r in rows if r["state"] == "TERMINATED"]
-    return {"nodes": nodes, "cpus_per_node": cpus, "trials": len(done), "wall_s": round(wall, 1),
-            "trials_per_min": round(60 * len(done) / wall, 2),
-            "node_ids": len({r["node_id"] for r in done})}
+    try:
+        with LoopbackCluster(root / "cluster", extra_env={"DDECS_CACHE": str(root / "cache")}) as cluster:
+            cluster.start_head(num_cpus=cpus_per_node)
+            for _ in range(nodes - 1):
+                cluster.add_worker(num_cpus=cpus_per_node)
+            cmd = [str(_BIN / "ddecs-search"), "run", space, "--name", "m", "--storage", str(root / "exp"),
+                   "--address", cluster.address, "--quiet", "--no-verify", *extra]
+            start = time.monotonic()
+            subprocess.run(cmd, env=cluster.env, check=True, stdout=subprocess.DEVNULL)
+            wall = time.monotonic() - start
+        trials = pd.read_csv(root / "exp" / "m" / "trials.csv")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    done = trials[trials["state"] == "TERMINATED"]
+    return {"nodes": nodes, "cpus_per_node": cpus_per_node, "trials": len(done), "wall_s": round(wall, 1),
+            "trials_per_min": round(60 * len(done) / wall, 2), "nodes_used": int(done["node_id"].nunique()),
+            "mean_trial_s": round(float(done["trial_wall_s"].mean()), 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Trials per minute of one search on 1..N loopback Ray nodes.")
+    parser = argparse.ArgumentParser(description="Trials per minute of a search on 1..N loopback Ray nodes.")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    m = sub.add_parser("measure")
+    m = sub.add_parser("measure", help="one search per node count, JSON lines on stdout")
     m.add_argument("space")
     m.add_argument("--nodes", type=int, nargs="+", default=[1, 2])
     m.add_argument("--cpus-per-node", type=float, default=1)
-    m.add_argument("--num-samples", type=int)
-    m.add_argument("--max-concurrent", type=int)
-    args = parser.parse_args(argv)
-    for n in args.nodes:
-        print(json.dumps(_measure(args.space, n, args.cpus_per_node, args.num_samples, args.max_concurrent)),
-              flush=True)
+    m.add_argument("--repeat", type=int, default=1)
+    args, extra = parser.parse_known_args(argv)  # the rest goes to `ddecs-search run`
+    for _ in range(args.repeat):
+        for n in args.nodes:
+            result = measure(args.space, n, cpus_per_node=args.cpus_per_node, extra=tuple(extra))
+            print(json.dumps(result), flush=True)
     return 0
 
 

@@ -144,13 +144,19 @@ def test_worker_node_lost_mid_search(cluster: LoopbackCluster, tmp_path: Path) -
     exp = tmp_path / "exp" / "fault"
     proc = _start_search(cluster, tmp_path, "fault")
 
-    def victim() -> tuple[str, int] | None:  # a trial on the worker with an epoch checkpoint, not finished
-        for trial_id, _pid in _running_trials(worker.pids()).items():
-            if _checkpointed(exp, trial_id) and not _finished(exp, trial_id):
-                return trial_id, len(list((exp / f"tune_trial_{trial_id}").glob("checkpoint_*")))
+    def victim() -> str | None:
+        """A trial running on the worker whose first epoch checkpoint Tune has registered.
+
+        Tune registers a checkpoint only after the trial reported it, and the trial resumes training only
+        after that; so once the second epoch's checkpoint folder appears, the first one is known to Tune.
+        """
+        for trial_id in _running_trials(worker.pids()):
+            second = exp / f"tune_trial_{trial_id}" / "checkpoint_000001"
+            if second.is_dir() and not _finished(exp, trial_id):
+                return trial_id
         return None
 
-    lost_trial, _ = _wait_for(victim, 240, "a checkpointed trial on the worker node", proc)
+    lost_trial = _wait_for(victim, 240, "a checkpointed trial on the worker node", proc)
     finished_before = {t: json.loads((exp / "trials" / t / "metrics.json").read_text())
                        for t in _evaluations(exp)}
     cluster.kill(worker)  # SIGKILL to every process of the node: raylet, agents, the trial

@@ -23,10 +23,10 @@ import torch
 
 from ddecs_search.policies._base import ExitPolicy
 from ddecs_search.policies._export import ExitMLP, fit_thresholds
-from ddecs_search.policies._features import MAX_PROB
 from ddecs_search.policies._obs import observation, observation_table
 from ddecs_search.policies._rl_options import Option, resolve_options
 from ddecs_search.policies._table import ExitTable
+from ddecs_search.policies._threshold import ThresholdPolicy
 
 if TYPE_CHECKING:
     from ray.rllib.algorithms import AlgorithmConfig
@@ -71,17 +71,31 @@ class RLlibExitPolicy(ExitPolicy):
         self.final_return: float | None = None
         self.history: list[dict[str, float]] = []
         self.rl_module: Any = None
+        self._threshold_policy: ThresholdPolicy | None = None
 
     # -- decisions --------------------------------------------------------------------------------------
+    def _as_thresholds(self) -> ThresholdPolicy:
+        """The threshold form (``mode == "threshold"``) as a :class:`ThresholdPolicy` on max-prob."""
+        assert self.thresholds is not None
+        if self._threshold_policy is None or self._threshold_policy.thresholds != self.thresholds:
+            self._threshold_policy = ThresholdPolicy(metric="max_prob", thresholds=self.thresholds)
+        return self._threshold_policy
+
     def exit_mask(self, exit_index: int, features: torch.Tensor) -> torch.Tensor:
         if self.mode == "threshold":
-            assert self.thresholds is not None
-            return features[:, MAX_PROB] >= self.thresholds[exit_index]
+            return self._as_thresholds().exit_mask(exit_index, features)
         if self.net is None:
             raise RuntimeError(f"the {self.kind} policy is not fitted: call fit() or load_policy()")
         if next(self.net.parameters()).device != features.device:
             self.net.to(features.device)
         return self.net.exits(observation(exit_index, features, self.num_exits, self.entropy_scale))
+
+    def exit_mask_from_logits(
+        self, exit_index: int, logits: torch.Tensor, prev_pred: torch.Tensor | None
+    ) -> torch.Tensor:
+        if self.mode == "threshold":  # only max-prob is needed
+            return self._as_thresholds().exit_mask_from_logits(exit_index, logits, prev_pred)
+        return super().exit_mask_from_logits(exit_index, logits, prev_pred)
 
     # -- training ---------------------------------------------------------------------------------------
     def algorithm_config(self, env_class: type, env_config: dict[str, Any]) -> AlgorithmConfig:

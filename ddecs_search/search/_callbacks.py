@@ -2,7 +2,8 @@
 
 Tune pickles callbacks into ``tuner.pkl`` and restores them on ``Tuner.restore``; what may differ in a
 resumed run (where the experiment now lives, whether to print) is therefore read from :data:`RUNTIME`,
-which the runner sets before every ``fit()``, rather than stored on the callback.
+which the runner sets before every ``fit()``. The values stored on the callbacks are the fallback (with
+``ray://`` client mode ``fit()`` runs in a remote actor, where RUNTIME is unset).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ddecs_search.config import Constraint, Objective
 from ddecs_search.search._experiment import EVALUATED_KEY, Experiment, trial_row
 from ddecs_search.search._objectives import objective_values
 
-RUNTIME: dict[str, Any] = {"exp_root": None, "quiet": False, "started": None}
+RUNTIME: dict[str, Any] = {"exp_root": None, "quiet": None, "started": None}
 
 PROGRESS_EVERY_S = 30.0
 
@@ -50,11 +51,14 @@ def trial_error(trial: Any) -> str:
 class TrialsTableCallback(Callback):
     """Rewrites ``EXP/trials.csv`` / ``trials.parquet`` whenever a trial starts, finishes or fails."""
 
-    def __init__(self, objectives: tuple[Objective, ...], constraints: tuple[Constraint, ...]) -> None:
+    def __init__(self, objectives: tuple[Objective, ...], constraints: tuple[Constraint, ...],
+                 exp_root: str) -> None:
         self.objectives, self.constraints = tuple(objectives), tuple(constraints)
+        self.exp_root = exp_root
 
     def _write(self, trials: list[Any]) -> None:
-        Experiment(RUNTIME["exp_root"]).write_trials(trial_rows(trials, self.objectives, self.constraints))
+        root = RUNTIME["exp_root"] or self.exp_root
+        Experiment(root).write_trials(trial_rows(trials, self.objectives, self.constraints))
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._write(trials)
@@ -73,14 +77,16 @@ class ProgressCallback(Callback):
     """One line per finished trial, a heartbeat every 30 s, and the current best front."""
 
     def __init__(self, objectives: tuple[Objective, ...], constraints: tuple[Constraint, ...],
-                 num_samples: int) -> None:
+                 num_samples: int, quiet: bool) -> None:
         self.objectives, self.constraints = tuple(objectives), tuple(constraints)
-        self.num_samples = num_samples
+        self.num_samples, self.quiet = num_samples, quiet
         self._last = 0.0
+        self._started = time.time()
 
     def _say(self, text: str) -> None:
-        if not RUNTIME["quiet"]:
-            elapsed = time.time() - (RUNTIME["started"] or time.time())
+        quiet = self.quiet if RUNTIME["quiet"] is None else RUNTIME["quiet"]
+        if not quiet:
+            elapsed = time.time() - (RUNTIME["started"] or self._started)
             print(f"[{elapsed:6.0f}s] {text}", file=sys.stdout, flush=True)
 
     def _counts(self, trials: list) -> str:

@@ -98,7 +98,8 @@ def _execute_inner(exp: Experiment, space: SearchSpace, *, address: str | None, 
     exp.update_record(status="running", pid=os.getpid(), host=os.uname().nodename, address=address,
                       last_start_at=start)
     blob, notices, objectives = _prepare(exp, space, resources, local=address is None, quiet=quiet)
-    tuner, broker = _make_tuner(exp, space, blob, objectives, record["exp_uid"], restore=restore)
+    tuner, broker = _make_tuner(exp, space, blob, objectives, record["exp_uid"], restore=restore,
+                                quiet=quiet)
     from ddecs_search.search import _callbacks
 
     _callbacks.RUNTIME.update(exp_root=exp.root, quiet=quiet, started=start)
@@ -217,7 +218,7 @@ def _prepare(exp: Experiment, space: SearchSpace, resources: dict[str, Any], *, 
 
 
 def _make_tuner(exp: Experiment, space: SearchSpace, blob: Any, objectives: tuple, exp_uid: str, *,
-                restore: bool) -> tuple[Any, Any]:
+                restore: bool, quiet: bool) -> tuple[Any, Any]:
     from ray import tune
 
     from ddecs_search.search._callbacks import ProgressCallback, TrialsTableCallback
@@ -243,8 +244,8 @@ def _make_tuner(exp: Experiment, space: SearchSpace, blob: Any, objectives: tupl
                                     trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
             name=exp.name, storage_path=exp.storage, verbose=0,
-            callbacks=[TrialsTableCallback(objectives, space.constraints),
-                       ProgressCallback(objectives, space.constraints, space.search.num_samples)],
+            callbacks=[TrialsTableCallback(objectives, space.constraints, exp.root),
+                       ProgressCallback(objectives, space.constraints, space.search.num_samples, quiet)],
             failure_config=tune.FailureConfig(max_failures=space.search.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -73,10 +74,7 @@ def _trials(exp: Path) -> pd.DataFrame:
 
 def _evaluations(exp: Path) -> dict[str, int]:
     """How many times each trial was fully evaluated (one audit record per evaluation)."""
-    counts: dict[str, int] = {}
-    for f in (exp / "evaluations").glob("*.json"):
-        counts[f.name.split(".", 1)[0]] = counts.get(f.name.split(".", 1)[0], 0) + 1
-    return counts
+    return dict(Counter(f.name.split(".", 1)[0] for f in (exp / "evaluations").glob("*.json")))
 
 
 def _running_trials(pids: list[int]) -> dict[str, int]:
@@ -97,8 +95,24 @@ def _running_trials(pids: list[int]) -> dict[str, int]:
     return found
 
 
-def _checkpointed(exp: Path, trial_id: str) -> bool:
-    return any((exp / f"tune_trial_{trial_id}").glob("checkpoint_*"))
+def _tune_knows_checkpoint(exp: Path, trial_id: str) -> bool:
+    """Whether the driver's last saved experiment state holds a checkpoint of the trial.
+
+    That state is what a retry after a lost node and a resume after a lost driver restore from. Each
+    trial's checkpoint manager is stored pickled (hex) in ``experiment_state-*.json``; the checkpoint's
+    path appears in it verbatim.
+    """
+    states = sorted(exp.glob("experiment_state-*.json"))
+    try:
+        data = json.loads(states[-1].read_text()) if states else {"trial_data": []}
+    except (OSError, ValueError):  # being rewritten: ask again
+        return False
+    needle = f"tune_trial_{trial_id}/checkpoint_".encode()
+    for _, runtime in data["trial_data"]:
+        manager = json.loads(runtime).get("checkpoint_manager", {})
+        if needle in bytes.fromhex(manager.get("value", "")):
+            return True
+    return False
 
 
 def _finished(exp: Path, trial_id: str) -> bool:
@@ -144,15 +158,9 @@ def test_worker_node_lost_mid_search(cluster: LoopbackCluster, tmp_path: Path) -
     exp = tmp_path / "exp" / "fault"
     proc = _start_search(cluster, tmp_path, "fault")
 
-    def victim() -> str | None:
-        """A trial running on the worker whose first epoch checkpoint Tune has registered.
-
-        Tune registers a checkpoint only after the trial reported it, and the trial resumes training only
-        after that; so once the second epoch's checkpoint folder appears, the first one is known to Tune.
-        """
+    def victim() -> str | None:  # a trial on the worker, not finished, with a checkpoint Tune would restore
         for trial_id in _running_trials(worker.pids()):
-            second = exp / f"tune_trial_{trial_id}" / "checkpoint_000001"
-            if second.is_dir() and not _finished(exp, trial_id):
+            if _tune_knows_checkpoint(exp, trial_id) and not _finished(exp, trial_id):
                 return trial_id
         return None
 
@@ -174,6 +182,9 @@ def test_worker_node_lost_mid_search(cluster: LoopbackCluster, tmp_path: Path) -
     for trial_id, metrics in finished_before.items():
         assert trials.loc[trial_id, "accuracy"] == pytest.approx(metrics["accuracy"])
         assert trials.loc[trial_id, "num_failures"] == 0
+    print(f"worker lost: trial {lost_trial} retried {lost['num_failures']:.0f}x, resumed from epoch "
+          f"{lost['resumed_from_epoch']:.0f} on the head; {len(finished_before)} finished trial(s) kept; "
+          f"{NUM_TRIALS}/{NUM_TRIALS} TERMINATED, each evaluated once")
 
 
 def test_driver_killed_then_resumed(cluster: LoopbackCluster, tmp_path: Path) -> None:
@@ -183,20 +194,29 @@ def test_driver_killed_then_resumed(cluster: LoopbackCluster, tmp_path: Path) ->
 
     def finished_and_checkpointed() -> bool:  # one trial done and another one part-way (checkpointed)
         done = set(_evaluations(exp))
-        partial = [t.name.removeprefix("tune_trial_") for t in exp.glob("tune_trial_*")]
-        return bool(done) and any(_checkpointed(exp, t) and t not in done for t in partial)
+        started = [t.name.removeprefix("tune_trial_") for t in exp.glob("tune_trial_*")]
+        return bool(done) and any(_tune_knows_checkpoint(exp, t) for t in started if t not in done)
 
     _wait_for(finished_and_checkpointed, 240, "a finished trial and a checkpointed one", proc)
     kill_session(proc.pid)  # the driver (Tune's loop, the searcher) vanishes; the cluster stays
     proc.wait(timeout=30)
+    # the cluster ends the dead driver's trials; only then is "finished before the kill" final
+    nodes = [n for n in cluster.nodes if n.alive()]
+    deadline = time.monotonic() + 60
+    while any(_running_trials(n.pids()) for n in nodes) and time.monotonic() < deadline:
+        time.sleep(0.2)
     finished_before = set(_evaluations(exp))
-    in_progress = {t.name.removeprefix("tune_trial_") for t in exp.glob("tune_trial_*")
-                   if any(t.glob("checkpoint_*"))} - finished_before
+    interrupted = {t.name.removeprefix("tune_trial_") for t in exp.glob("tune_trial_*")} - finished_before
+    resumable = {t for t in interrupted if _tune_knows_checkpoint(exp, t)}
+    assert resumable
 
-    _finish(_cli(cluster, tmp_path / "resume.log", "resume", str(exp)), tmp_path / "resume.log", "resume")
+    log = tmp_path / "resume.log"
+    _finish(_cli(cluster, log, "resume", str(exp)), log, "resume")
 
     trials = _assert_complete(exp).set_index("trial_id")
     assert sorted(_evaluations(exp).values()) == [1] * NUM_TRIALS, "a finished trial was evaluated again"
     assert finished_before <= set(trials.index)
-    resumed = trials.loc[sorted(in_progress & set(trials.index))]
-    assert (resumed["resumed_from_epoch"] >= 0).any(), "no interrupted trial resumed from its checkpoint"
+    resumed = trials.loc[sorted(resumable)]
+    assert (resumed["resumed_from_epoch"] >= 0).all(), "an interrupted trial restarted instead of resuming"
+    print(f"driver lost: {len(finished_before)} finished trial(s) kept, {len(resumable)} resumed from epoch "
+          f"{resumed['resumed_from_epoch'].tolist()}; {NUM_TRIALS}/{NUM_TRIALS} TERMINATED, each evaluated once")

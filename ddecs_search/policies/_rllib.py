@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -113,22 +115,37 @@ class RLlibExitPolicy(ExitPolicy):
     def fit(self, table: ExitTable, path_cost: np.ndarray, cost_weight: float) -> RLlibExitPolicy:
         """Train on ``table`` (validation split) for ``accuracy - cost_weight * mean normalised cost``."""
         from ddecs_search.policies._env import ExitEnv, make_env_config, mean_return
+        from ddecs_search.search._ray import init_ray
 
         start = time.perf_counter()
-        opts = self.options
         env_config = make_env_config(table, path_cost, cost_weight)
         self.num_exits, self.entropy_scale, self.mode = table.num_exits, env_config["entropy_scale"], "mlp"
-        self.history = []
 
         def greedy_return() -> float:
             return mean_return(table, self.decide(table.features), path_cost, cost_weight)
 
-        from ddecs_search.search._ray import init_ray
-
         init_ray(num_cpus=1)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # a 32x32 MLP: more threads only add contention (4-20x slower on 2 cores)
-        algo = self.algorithm_config(ExitEnv, env_config).build_algo()
+        try:
+            module = self._train(self.algorithm_config(ExitEnv, env_config), greedy_return, start)
+        finally:
+            torch.set_num_threads(threads)
+        self.rl_module = module
+        self.net = ExitMLP.from_sequentials(*self.module_layers(module))
+        self._check_export(module, env_config)
+        self.choose_export(table, self.options["export"])
+        self.final_return = greedy_return()
+        self.train_time_s = time.perf_counter() - start
+        return self
+
+    def _train(self, config: AlgorithmConfig, greedy_return: Callable[[], float], start: float) -> Any:
+        """Train until ``iterations`` or a plateau of the greedy return; the module with the best weights."""
+        opts = self.options
+        self.history = []
+        with warnings.catch_warnings():  # RLlib re-registers its env wrapper with gymnasium on every build
+            warnings.filterwarnings("ignore", message=".*Overriding environment")
+            algo = config.build_algo()
         try:
             best, best_state, stale = -math.inf, None, 0
             for iteration in range(1, opts["iterations"] + 1):
@@ -153,14 +170,7 @@ class RLlibExitPolicy(ExitPolicy):
             module.load_state_dict(best_state)
         finally:
             algo.stop()
-            torch.set_num_threads(threads)
-        self.rl_module = module
-        self.net = ExitMLP.from_sequentials(*self.module_layers(module))
-        self._check_export(module, env_config)
-        self.choose_export(table, opts["export"])
-        self.final_return = greedy_return()
-        self.train_time_s = time.perf_counter() - start
-        return self
+        return module
 
     def choose_export(self, table: ExitTable, export: str) -> None:
         """Fit per-exit max-prob thresholds to the MLP's decisions on ``table``; with ``export="auto"``

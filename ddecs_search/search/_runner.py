@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
+import shutil
 import sys
 import time
 import uuid
@@ -116,6 +117,10 @@ def _execute_inner(exp: Experiment, space: SearchSpace, *, address: str | None, 
     if not finished:
         counts = _mark_interrupted(exp, space.search.num_samples)
     _save_latency_table(exp, broker)
+    if finished and address is None:  # trials materialised the baseline here; nothing needs it any more
+        from ddecs_search.search._shared_baseline import trial_cache_dir
+
+        shutil.rmtree(trial_cache_dir(record["exp_uid"]).parent, ignore_errors=True)
     errors = [f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
               for e in results.errors]
     outcome = SearchOutcome(exp.root, finished, counts, time.time() - start, errors, notices=notices)

@@ -53,6 +53,7 @@ def search_status(exp_dir: str) -> dict[str, Any]:
         "objectives": objectives,
         "elapsed_s": (end - started) if started else None,
         "trial_time_s": trial_time,
+        "driver_time_s": record.get("wall_s"),
         "driver": _driver_state(record),
         "verified": record.get("verified"),
         "resume_command": record.get("resume_command"),

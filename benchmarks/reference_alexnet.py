@@ -1,0 +1,530 @@
+"""The reference 2-exit AlexNet vs the static AlexNet vs the best configuration ddecs-search finds.
+
+Rows, all measured in one process on one device with one method (``measure_candidate``):
+
+- ``static``: AlexNet trained once with the reference's recipe (Adam 1e-3, batch 32, label smoothing 0.1);
+- ``reference/<policy>``: the reference's early-exit network — exits after conv1 and conv4
+  (``REFERENCE_EXIT_POINTS``), ``reference_branch_spec`` branches, joint training with loss weights
+  [0.15, 0.15, 0.70], Adam 1e-3, batch 32, label smoothing 0.1 — with three exit policies fitted on the
+  validation split: ``qtable`` (the reference's tabular Q-learning, reward corrected), ``ppo`` (RLlib) and
+  ``threshold`` (tuned confidence thresholds), all for the space's default cost weight;
+- ``found``: a real search (``ddecs_search.search.run_search``, Ray Tune + Optuna NSGA-II) over an AlexNet
+  space derived from ``search_spaces/cifar10_alexnet.yaml`` with the same data, the same shared static
+  baseline and the same branch-training budget (epochs, optimizer); from its trials the fastest one whose
+  *validation* accuracy is at least the reference's is re-measured here (else the knee of the front).
+
+Each early-exit row also gets the oracle bound (``oracle_*``): the accuracy, expected latency (lookup
+table) and MACs of leaving every test sample at its earliest correct exit of *that* network — the best
+any exit policy could do on those exits.
+
+    python benchmarks/reference_alexnet.py [--quick] [--json] [--device auto|cpu|cuda]
+        [--dataset fashion-mnist|cifar10|...] [--trials N] [--train-subset N] [--storage DIR]
+
+Writes ``benchmarks/results/reference_alexnet/<mode>/``: ``rows.csv``, ``search_trials.csv``,
+``result.json`` and ``reference_alexnet.html`` (plotly, self-contained).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import banner, emit_json, parser, print_table  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SPACE_FILE = ROOT / "search_spaces" / "cifar10_alexnet.yaml"
+RESULTS = Path(__file__).resolve().parent / "results" / "reference_alexnet"
+
+# The reference's published figures (CIFAR-10, as cited by the authors' follow-up), for context only.
+PUBLISHED = (
+    "CIFAR-10 AlexNet 85.29 % -> 84.42 % at 1.60x (ResNet-18 1.93x, VGG-16 2.00x; BranchyNet's AlexNet "
+    "1.5x CPU / 2.4x GPU)"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """Data sizes, training budget, search size and measurement effort of one mode."""
+
+    train: int | None
+    val: int | None
+    test: int | None
+    baseline_epochs: int
+    branch_epochs: int
+    trials: int
+    concurrent: int
+    latency_samples: int
+    batch_size: int
+    warmup: int
+    repeats: int
+    ppo: bool
+
+
+PRESETS = {
+    # test-suite smoke run: checks the plumbing only, figures mean nothing
+    "smoke": Preset(192, 96, 96, 1, 1, 1, 1, 8, 16, 1, 2, False),
+    # <= 5 min on a 2-core CPU
+    "quick": Preset(1000, 500, 500, 1, 1, 2, 2, 60, 64, 5, 10, False),
+    # <= 30 min on a 2-core CPU
+    "default": Preset(4000, 1000, 1000, 2, 2, 6, 2, 200, 128, 10, 30, True),
+}
+FULL_SIZES = {"fashion-mnist": (54000, 6000, 10000), "cifar10": (45000, 5000, 10000)}
+
+PITFALLS = """how this benchmark avoids the reference's pitfalls:
+  1. one timing method: static and early-exit inference are timed by the same function (host clock,
+     batch 1, device synchronised on both sides), on the same test samples, interleaved round by round
+     with alternating order, in this one process (no row reuses a number from another run);
+  2. the early-exit time is real MultiExitNet.early_exit: branch compute, the policy's decision and the
+     removal of exiting samples from the batch are inside the timed region; batched throughput runs on
+     batches that shrink as samples leave; speedup = static mean / early-exit mean, both per sample at
+     batch 1 (never per-batch static time / per-sample early-exit time);
+  3. warm-up calls precede every timing (latency table, batch-1 comparison, throughput, energy);
+  4. nothing is selected or tuned on the test split: exit policies (thresholds, Q-table, PPO) are fitted
+     on validation, the search optimises validation accuracy, and the found configuration is picked by
+     validation accuracy (its latency criterion reads no labels); test labels only score the final rows;
+  5. energy comes from a hardware energy counter over windows of >= energy_min_seconds aligned to counter
+     updates, with idle power measured and subtracted (NVML total-energy / RAPL) — or is reported as
+     "unavailable: <reason>", never from 5 ms power samples against NVML's >= 20 ms update period."""
+
+
+# --------------------------------------------------------------------------------------------- spaces
+def build_spaces(args: Any, preset: Preset) -> tuple[Any, Any]:
+    """``(bench_space, search_space)`` derived from ``cifar10_alexnet.yaml`` for this run.
+
+    Both share dataset and baseline (hence one cached static AlexNet); ``search_space`` differs from
+    the YAML where a 30-minute CPU budget and test-free selection require it (see the README).
+    """
+    from ddecs_search.config import load_space, parse_space, to_dict
+
+    data = to_dict(load_space(SPACE_FILE))
+    ref_training = data["default_candidate"]["training"]
+    data["dataset"].update(
+        name=args.dataset, train_subset=preset.train, val_subset=preset.val, test_subset=preset.test,
+        num_workers=0,
+    )
+    # the static network gets the reference's recipe, with the same epochs as branch training
+    data["backbone"]["baseline"] = {
+        "epochs": preset.baseline_epochs, "lr": ref_training["lr"], "batch_size": ref_training["batch_size"],
+        "optimizer": ref_training["optimizer"], "weight_decay": 0.0,
+        "label_smoothing": ref_training["label_smoothing"],
+    }
+    data["default_candidate"]["training"]["epochs"] = preset.branch_epochs
+    data["measurement"].update(
+        device=args.device, latency_samples=preset.latency_samples, warmup=preset.warmup,
+        repeats=preset.repeats, batch_size=preset.batch_size,
+    )
+    bench = parse_space(data, str(SPACE_FILE))
+
+    search = json.loads(json.dumps(data))
+    search["name"] = "reference_alexnet_search"
+    search["exits"]["count"] = [1, 2]  # the reference has 2; fewer exits keep a tiny search meaningful
+    search["training"] = {
+        "mode": ["frozen", "joint"], "epochs": [preset.branch_epochs], "lr": ref_training["lr"],
+        "batch_size": ref_training["batch_size"], "optimizer": ref_training["optimizer"],
+        "weight_decay": 0.0, "loss_weights": list(ref_training["loss_weights"]),
+        "label_smoothing": ref_training["label_smoothing"],
+    }
+    search["policy"]["kind"] = ["threshold", "qtable"]
+    # validation accuracy, never test accuracy, steers the search (energy falls back to MACs off-GPU)
+    search["objectives"] = [
+        {"name": "val_accuracy", "mode": "max"}, {"name": "latency_ms", "mode": "min"},
+        {"name": "energy_mj", "mode": "min"},
+    ]
+    search["constraints"] = []  # the yaml's constraint is on test accuracy_drop
+    search["search"].update(num_samples=args.trials or preset.trials, max_concurrent=preset.concurrent,
+                            verify=False, population_size=None)
+    on_gpu = args.device != "cpu" and _cuda_available()
+    search["resources"] = {"cpu": 1, "gpu": round(1.0 / preset.concurrent, 3) if on_gpu else 0}
+    # in-trial end-to-end timing is informational only (search latency comes from the isolated table)
+    search["measurement"].update(latency_samples=min(preset.latency_samples, 50))
+    return bench, parse_space(search, "reference_alexnet search space")
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def reference_candidate(space: Any) -> Any:
+    """The reference: exits after conv1 and conv4 with the reference's branches and training."""
+    from ddecs_search.config import candidate_from_dict, to_dict
+    from ddecs_search.models.alexnet import REFERENCE_EXIT_POINTS, reference_branch_spec
+
+    branches = [to_dict(reference_branch_spec(c)) for c in (64, 256)]
+    cand = candidate_from_dict(space, {"exit_points": list(REFERENCE_EXIT_POINTS), "branches": branches})
+    assert cand.training.loss_weights == (0.15, 0.15, 0.70) and cand.training.optimizer == "adam"
+    return cand
+
+
+def with_policy(prepared: Any, kind: str, options: dict[str, Any] | None = None) -> Any:
+    """``prepared`` whose candidate carries policy ``kind`` (same cost weight and cost table)."""
+    pol = dataclasses.replace(prepared.candidate.policy, kind=kind, options=dict(options or {}))
+    return dataclasses.replace(prepared, candidate=dataclasses.replace(prepared.candidate, policy=pol))
+
+
+# --------------------------------------------------------------------------------------------- search
+def seed_baseline(exp_root: str, baseline_dir: Path, device: Any) -> None:
+    """Give the search the static AlexNet this run trained, so every row shares one baseline."""
+    from ddecs_search.profiling import create_energy_meter, device_name
+    from ddecs_search.search import Experiment
+    from ddecs_search.search._shared_baseline import BaselineBlob
+
+    (folder,) = [p for p in baseline_dir.iterdir() if (p / "backbone.pt").is_file()]
+    meter = create_energy_meter("auto", device)
+    probe = {"device": device_name(device), "energy_available": bool(meter.available),
+             "energy_source": meter.source, "node_id": "benchmark-driver", "host": os.uname().nodename}
+    meter.close()
+    blob = BaselineBlob(folder.name, (folder / "backbone.pt").read_bytes(),
+                        json.loads((folder / "meta.json").read_text()), probe)
+    blob.store(Experiment.at(exp_root))
+
+
+def select_found(exp_root: str, val_floor: float) -> tuple[Any, str, Any]:
+    """``(row, how, ranked)``: the fastest trial with ``val_accuracy >= val_floor``, else the knee."""
+    from ddecs_search.analysis import best_for_accuracy_floor, experiment_front, knee_point
+
+    objectives = [("val_accuracy", "max"), ("latency_ms", "min")]
+    _, result = experiment_front(exp_root, objectives=objectives)
+    ranked = result.ranked
+    row = best_for_accuracy_floor(ranked, floor=val_floor, minimize="latency_ms", accuracy="val_accuracy")
+    if row is not None:
+        return row, f"fastest trial with val_accuracy >= reference's {val_floor:.4f}", ranked
+    return knee_point(result.front, objectives), "knee of the front (no trial reached the reference)", ranked
+
+
+def prepare_found(trial_dir: Path, space: Any, ref: Any, metrics: dict[str, Any]) -> tuple[Any, Any]:
+    """The search's trained model and fitted policy, with exit and cost tables computed here like the
+    reference's (same splits, same device, same latency-table settings)."""
+    from ddecs_search.analysis import load_exported
+    from ddecs_search.config import Candidate, from_dict
+    from ddecs_search.data import make_loader
+    from ddecs_search.evaluation import measurement_threads
+    from ddecs_search.policies import ExitTable
+    from ddecs_search.profiling import latency_costs, mac_costs
+
+    model, policy, spec = load_exported(trial_dir, device=ref.device)
+
+    def table(ds: Any) -> Any:
+        loader = make_loader(ds, batch_size=512, shuffle=False, seed=0, device=ref.device)
+        return ExitTable.from_model(model, loader, ref.device)
+
+    m = space.measurement
+    with measurement_threads(space, ref.device):
+        latency = latency_costs(model, ref.device, warmup=m.warmup, repeats=m.repeats)
+    prepared = dataclasses.replace(
+        ref, candidate=from_dict(Candidate, spec["candidate"]), model=model,
+        val_table=table(ref.splits.val), test_table=table(ref.splits.test), latency=latency,
+        macs=mac_costs(model), train_time_s=float(metrics.get("train_time_s") or 0.0),
+    )
+    return prepared, policy
+
+
+# ------------------------------------------------------------------------------------------- measuring
+def measure_row(name: str, space: Any, prepared: Any, policy: Any, fit_s: float | None) -> dict[str, Any]:
+    from ddecs_search.evaluation import measure_candidate, measurement_threads
+    from ddecs_search.policies import score_decisions
+
+    with measurement_threads(space, prepared.device):
+        m = measure_candidate(space, prepared, policy)
+    for key in ("_test_exits", "_test_predictions"):
+        m.pop(key)
+    val = score_decisions(prepared.val_table, policy.decide_table(prepared.val_table),
+                          prepared.latency.normalised_path())
+    cand = prepared.candidate
+    return {
+        "row": name, **m, "val_accuracy": val.accuracy, "policy_kind": policy.kind,
+        "cost_weight": cand.policy.cost_weight, "exit_points": list(cand.exit_points),
+        "training_mode": cand.training.mode, "branch_train_time_s": prepared.train_time_s,
+        "policy_fit_s": fit_s, "mac_speedup": m["baseline_macs"] / m["macs"],
+    }
+
+
+def static_row(rows: list[dict[str, Any]], ref: Any) -> dict[str, Any]:
+    """The static network: its accuracy, and the median of its same-run timings next to every row."""
+    import numpy as np
+
+    static_ms = float(np.median([r["baseline_latency_ms"] for r in rows]))
+    val_acc = _static_val_accuracy(ref)
+    return {
+        "row": "static", "accuracy": ref.baseline_accuracy, "val_accuracy": val_acc, "accuracy_drop": 0.0,
+        "latency_ms": static_ms, "baseline_latency_ms": static_ms, "speedup": 1.0,
+        "batched_throughput_speedup": 1.0, "macs": rows[0]["baseline_macs"], "mac_speedup": 1.0,
+        "baseline_macs": rows[0]["baseline_macs"], "energy_mj": rows[0]["baseline_energy_mj"],
+        "energy_source": rows[0]["energy_source"], "policy_kind": "static", "exit_points": [],
+        "device": rows[0]["device"],
+    }
+
+
+def _static_val_accuracy(ref: Any) -> float:
+    import torch
+
+    from ddecs_search.data import make_loader
+    from ddecs_search.training import accuracy
+
+    loader = make_loader(ref.splits.val, batch_size=512, shuffle=False, seed=0, device=ref.device)
+    with torch.inference_mode():
+        return float(accuracy(ref.baseline, loader, ref.device))
+
+
+# -------------------------------------------------------------------------------------------- output
+COLUMNS = ["row", "accuracy", "val_accuracy", "drop_pt", "exit_fractions", "exit_accuracies", "latency_ms",
+           "static_ms", "speedup", "tput_speedup", "MMAC", "mac_speedup", "energy_mj"]
+BOUND_COLUMNS = ["row", "accuracy", "oracle_accuracy", "acc_gap_pt", "expected_latency_ms",
+                 "oracle_expected_latency_ms", "MMAC", "oracle_MMAC", "oracle_mac_speedup"]
+
+
+def display(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def pct(v: Any) -> Any:
+        return None if v is None else [None if x is None else round(100 * x, 1) for x in v]
+
+    out = []
+    for r in rows:
+        out.append({
+            "row": r["row"], "accuracy": r["accuracy"], "val_accuracy": r.get("val_accuracy"),
+            "drop_pt": 100 * r["accuracy_drop"], "exit_fractions": pct(r.get("exit_fractions")),
+            "exit_accuracies": pct(r.get("exit_accuracies")), "latency_ms": r["latency_ms"],
+            "static_ms": r["baseline_latency_ms"], "speedup": r["speedup"],
+            "tput_speedup": r["batched_throughput_speedup"], "MMAC": r["macs"] / 1e6,
+            "mac_speedup": r["mac_speedup"], "energy_mj": r.get("energy_mj"),
+        })
+    return out
+
+
+def bounds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per early-exit row: the oracle on the same exits (the most accurate any policy can be there, and
+    the cheapest way to be that accurate), and how far the row is from it."""
+    out = []
+    for r in rows:
+        if "oracle_accuracy" not in r:
+            continue
+        out.append({
+            "row": r["row"], "accuracy": r["accuracy"], "oracle_accuracy": r["oracle_accuracy"],
+            "acc_gap_pt": 100 * (r["oracle_accuracy"] - r["accuracy"]),
+            "expected_latency_ms": r["expected_latency_ms"],
+            "oracle_expected_latency_ms": r["oracle_expected_latency_ms"], "MMAC": r["macs"] / 1e6,
+            "oracle_MMAC": r["oracle_macs"] / 1e6,
+            "oracle_mac_speedup": r["baseline_macs"] / r["oracle_macs"],
+        })
+    return out
+
+
+def write_outputs(out_dir: Path, rows: list[dict[str, Any]], trials: Any, found_id: str | None,
+                  val_floor: float, result: dict[str, Any]) -> list[Path]:
+    import pandas as pd
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    flat = [{k: _dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()} for r in rows]
+    pd.DataFrame(flat).to_csv(out_dir / "rows.csv", index=False)
+    paths = [out_dir / "rows.csv"]
+    if trials is not None:
+        trials.to_csv(out_dir / "search_trials.csv", index=False)
+        paths.append(out_dir / "search_trials.csv")
+    (out_dir / "result.json").write_text(_dumps(result, indent=2))
+    paths.append(out_dir / "result.json")
+    html = out_dir / "reference_alexnet.html"
+    figure(rows, trials, found_id, val_floor).write_html(html, include_plotlyjs=True)
+    return [*paths, html]
+
+
+def _dumps(obj: Any, **kwargs: Any) -> str:
+    """JSON with numpy scalars as Python numbers."""
+    return json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o), **kwargs)
+
+
+def figure(rows: list[dict[str, Any]], trials: Any, found_id: str | None, val_floor: float) -> Any:
+    """Accuracy vs MACs (with oracle bounds), accuracy vs measured latency, and the search's trials."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=3, subplot_titles=(
+        "test accuracy vs MACs/sample (o = oracle bound)", "test accuracy vs batch-1 latency (same run)",
+        "search trials: val accuracy vs table latency"))
+    for r in rows:
+        text = [r["row"]]
+        fig.add_trace(go.Scatter(x=[r["macs"] / 1e6], y=[r["accuracy"]], mode="markers+text", text=text,
+                                 textposition="top center", name=r["row"], legendgroup=r["row"]), 1, 1)
+        if "oracle_macs" in r:
+            fig.add_trace(go.Scatter(x=[r["macs"] / 1e6, r["oracle_macs"] / 1e6],
+                                     y=[r["accuracy"], r["oracle_accuracy"]], mode="lines+markers",
+                                     line={"dash": "dot"}, marker={"symbol": ["circle", "circle-open"]},
+                                     name=f"{r['row']} → oracle", legendgroup=r["row"],
+                                     showlegend=False), 1, 1)
+        fig.add_trace(go.Scatter(x=[r["latency_ms"]], y=[r["accuracy"]], mode="markers", name=r["row"],
+                                 legendgroup=r["row"], showlegend=False), 1, 2)
+    if trials is not None and len(trials):
+        done = trials.dropna(subset=["val_accuracy", "latency_ms"])
+        fig.add_trace(go.Scatter(x=done["latency_ms"], y=done["val_accuracy"], mode="markers",
+                                 text=done["trial_id"], name="search trials"), 1, 3)
+        chosen = done[done["trial_id"] == found_id]
+        fig.add_trace(go.Scatter(x=chosen["latency_ms"], y=chosen["val_accuracy"], mode="markers",
+                                 marker={"size": 14, "symbol": "star"}, name="found (selected)"), 1, 3)
+        fig.add_hline(y=val_floor, line_dash="dash", annotation_text="reference val accuracy", row=1, col=3)
+    fig.update_xaxes(title_text="MMAC per sample", row=1, col=1)
+    fig.update_xaxes(title_text="ms per sample (batch 1)", row=1, col=2)
+    fig.update_xaxes(title_text="ms per sample (latency table)", row=1, col=3)
+    fig.update_yaxes(title_text="accuracy")
+    fig.update_layout(title="reference 2-exit AlexNet vs static vs ddecs-search", height=520, width=1500)
+    return fig
+
+
+JSON_KEYS = ("accuracy", "val_accuracy", "accuracy_drop", "latency_ms", "latency_p95_ms",
+             "baseline_latency_ms", "speedup", "batched_throughput_speedup", "energy_mj", "energy_source",
+             "macs", "mac_speedup",
+             "exit_points", "exit_fractions", "exit_accuracies", "expected_latency_ms", "oracle_accuracy",
+             "oracle_expected_latency_ms", "oracle_macs", "policy_kind", "cost_weight", "training_mode",
+             "policy_fit_s", "branch_train_time_s")
+
+
+def json_row(r: dict[str, Any]) -> dict[str, Any]:
+    return {k: r.get(k) for k in JSON_KEYS if k in r}
+
+
+# ---------------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (offline default), cifar10, ...")
+    p.add_argument("--trials", type=int, default=None, help="search trials (default: 6, --quick: 2)")
+    p.add_argument("--storage", default=None, help="keep the search experiment under this folder")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes for the tests (figures mean nothing)")
+    p.add_argument("--out", default=None, help=f"results folder (default {RESULTS}/<mode>)")
+    args = p.parse_args(argv)
+    mode = "smoke" if args.smoke else "quick" if args.quick else "default"
+    preset = PRESETS[mode]
+    banner("reference_alexnet", mode != "default")
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="ddecs-refbench-") as tmp:
+        result = run(args, mode, preset, Path(tmp), start)
+    if args.json:
+        emit_json(result)
+
+
+def run(args: Any, mode: str, preset: Preset, tmp: Path, start: float) -> dict[str, Any]:
+    from ddecs_search.evaluation import fit_policy, prepare_candidate
+
+    bench, search_space = build_spaces(args, preset)
+    ds = bench.dataset
+    full = FULL_SIZES.get(ds.name)
+    print(f"dataset {ds.name}: train/val/test = {ds.train_subset}/{ds.val_subset}/{ds.test_subset}"
+          + (f" (SUBSETS of the full {full[0]}/{full[1]}/{full[2]}: figures are for this reduced budget)"
+             if full else " (subsets)"))
+    print(f"budget: static {preset.baseline_epochs} epoch(s); branches {preset.branch_epochs} epoch(s) "
+          f"(reference and every search trial); search {search_space.search.num_samples} trials")
+    print(f"published reference (context, not rerun here): {PUBLISHED}")
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    ref = prepare_candidate(bench, reference_candidate(bench), workdir=tmp / "reference",
+                            baseline_dir=tmp / "baselines", quiet=True)
+    timings["static+reference training"] = time.perf_counter() - t
+    print(f"[{_elapsed(start)}] static AlexNet test acc {ref.baseline_accuracy:.4f} "
+          f"({ref.baseline_train_time_s:.0f} s); reference joint training {ref.train_time_s:.0f} s "
+          f"on {ref.device}")
+
+    from ddecs_search.search._ray import init_ray
+
+    init_ray()  # every CPU, before an RLlib fit could start a 1-CPU Ray
+    policies: list[tuple[str, Any, Any, float]] = []
+    for kind in ("qtable", "threshold", *(("ppo",) if preset.ppo else ())):
+        prepared = with_policy(ref, kind)
+        policy, fit_s = fit_policy(prepared)
+        policies.append((f"reference/{kind}", prepared, policy, fit_s))
+        print(f"[{_elapsed(start)}] fitted {kind} on val in {fit_s:.1f} s")
+    from ddecs_search.policies import score_decisions
+
+    ref_val = score_decisions(ref.val_table, policies[0][2].decide_table(ref.val_table),
+                              ref.latency.normalised_path()).accuracy
+
+    t = time.perf_counter()
+    storage = Path(args.storage) if args.storage else tmp / "experiments"
+    exp_root = str(storage / f"reference_alexnet-{mode}-{time.strftime('%Y%m%d-%H%M%S')}")
+    seed_baseline(exp_root, tmp / "baselines", ref.device)
+    from ddecs_search.search import run_search
+
+    outcome = run_search(search_space, name=Path(exp_root).name, storage=str(storage), quiet=True,
+                         verify=False)
+    timings["search"] = time.perf_counter() - t
+    for err in outcome.errors:
+        print(f"search trial error: {err}")
+    row, how, trials = select_found(exp_root, ref_val)
+    print(f"[{_elapsed(start)}] search: {outcome.counts} in {timings['search']:.0f} s; picked "
+          f"{None if row is None else row['trial_id']}: {how}")
+
+    import ray
+
+    ray.shutdown()  # nothing else runs while we measure
+    found_id = None
+    if row is not None:
+        found_id = str(row["trial_id"])
+        metrics = json.loads((Path(exp_root) / "trials" / found_id / "metrics.json").read_text())
+        found, found_policy = prepare_found(Path(exp_root) / "trials" / found_id, bench, ref, metrics)
+        policies.append(("found", found, found_policy, metrics.get("policy_train_time_s")))
+
+    t = time.perf_counter()
+    rows = []
+    for name, prepared, policy, fit_s in policies:
+        rows.append(measure_row(name, bench, prepared, policy, fit_s))
+        print(f"[{_elapsed(start)}] measured {name}")
+    rows.insert(0, static_row(rows, ref))
+    timings["measurement"] = time.perf_counter() - t
+    if row is not None:
+        config = {str(k): row[k] for k in row.index if str(k).startswith("config/")}
+        rows[-1].update(trial_id=found_id, selection=how, config=json.loads(_dumps(config)))
+
+    print()
+    print_table(display(rows), COLUMNS)
+    print("(accuracy on test; val_accuracy on the validation split the policies were fitted on; drop_pt vs "
+          "static; exit_fractions/accuracies in % per exit, final last; latency_ms batch-1 mean end to end; "
+          "static_ms the static net timed next to that row; tput_speedup = batched samples/s ratio)")
+    print()
+    print("oracle bound (same exits, labels read; expected latency from the lookup table):")
+    print_table(bounds(rows), BOUND_COLUMNS)
+    print("(the oracle leaves each test sample at its earliest correct exit: no policy on these exits is "
+          "more accurate, and none as accurate is cheaper; acc_gap_pt = oracle - row accuracy)")
+    if row is not None:
+        print(f"\nfound: trial {found_id}, {how}; exits {rows[-1]['exit_points']}, "
+              f"{rows[-1]['training_mode']}, {rows[-1]['policy_kind']} λ={rows[-1]['cost_weight']:.3g}; "
+              f"config {json.dumps(rows[-1]['config'], default=str)}")
+    print(f"energy: {rows[1]['energy_source']}")
+    print()
+    print(PITFALLS)
+    wall = time.perf_counter() - start
+    print(f"\ndevice: {rows[0]['device']}; torch threads while timing: {bench.measurement.threads}; "
+          f"wall time {wall:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())})")
+    if ref.device.type == "cpu":
+        print("note: CPU timings are noisy when the machine is shared; the speedups are same-run ratios.")
+
+    by_name = {r["row"]: r for r in rows}
+    result = {
+        "static": json_row(by_name["static"]),
+        "reference": json_row(by_name["reference/qtable"]),
+        "reference_threshold": json_row(by_name["reference/threshold"]),
+        **({"reference_ppo": json_row(by_name["reference/ppo"])} if "reference/ppo" in by_name else {}),
+        "found": {**json_row(by_name["found"]), "trial_id": found_id, "selection": how,
+                  "config": by_name["found"].get("config")} if "found" in by_name else None,
+        "dataset": ds.name, "device": rows[0]["device"], "mode": mode, "quick": mode != "default",
+        "subsets": {"train": ds.train_subset, "val": ds.val_subset, "test": ds.test_subset},
+        "search": {"trials": search_space.search.num_samples, "counts": outcome.counts,
+                   "errors": outcome.errors},
+        "wall_time_s": wall, "timings_s": timings,
+    }
+    out_dir = Path(args.out) if args.out else RESULTS / mode
+    for path in write_outputs(out_dir, rows, trials, found_id, ref_val, result):
+        print(f"wrote {path}")
+    return result
+
+
+def _elapsed(start: float) -> str:
+    return f"{time.perf_counter() - start:6.0f} s"
+
+
+if __name__ == "__main__":
+    main()

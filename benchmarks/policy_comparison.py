@@ -1,12 +1,12 @@
 """Exit policies compared on one real candidate: RL-PPO, RL-DQN, tabular Q-learning, tuned thresholds, oracle.
 
 Candidate: the default candidate of ``search_spaces/fashion_mnist_quick.yaml`` — Fashion-MNIST, LeNet
-backbone, 2 early exits (after conv1 and conv2), frozen branches — with pool + linear branches
-(``CHEAP_BRANCH``), so that leaving early can save cost at all. For each cost weight ``λ`` of a sweep,
-every policy is fitted on the *validation* exit table for ``accuracy - λ · normalised cost`` and scored on
-the *test* table: accuracy and expected cost, normalised so that the static network (no branches) costs
-1.0, from the measured latency table (``ExitCosts.normalised_path()``). The oracle leaves at the earliest
-correct exit (it reads labels; an upper bound, the same for every λ).
+backbone, 2 early exits (after conv1 and conv2) with pool + linear branches, frozen branches. For each
+cost weight ``λ`` of a sweep, every policy is fitted on the *validation* exit table for
+``accuracy - λ · normalised cost`` and scored on the *test* table: accuracy and expected cost, normalised
+so that the static network (no branches) costs 1.0, from the measured latency table
+(``ExitCosts.normalised_path()``). The oracle leaves at the earliest correct exit (it reads labels; an
+upper bound, the same for every λ).
 
 Definitions:
     saving(p)        = 1 - cost(p)                      (fraction of the static network's cost saved)
@@ -54,8 +54,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "search_spaces" / "fashion_mnist_quick.yaml"
 LEARNED = ("ppo", "dqn", "qtable", "threshold")
 MAX_DROP = 0.01
-# pool + linear exits: a conv branch at conv1 (32 ch, 14x14) costs more than the backbone stage before it
-CHEAP_BRANCH = {"conv_layers": 0, "pool": "avg", "pool_size": 4, "hidden": 0}
 
 
 def _prepare(quick: bool, workdir: Path, device: str) -> Any:
@@ -69,10 +67,7 @@ def _prepare(quick: bool, workdir: Path, device: str) -> Any:
                 space.backbone, baseline=dataclasses.replace(space.backbone.baseline, epochs=1)
             ),
         )
-    override: dict[str, Any] = {"branches": [CHEAP_BRANCH, CHEAP_BRANCH]}
-    if quick:
-        override["training"] = {"epochs": 1}
-    candidate = candidate_from_dict(space, override)
+    candidate = candidate_from_dict(space, {"training": {"epochs": 1}} if quick else {})
     return prepare_candidate(space, candidate, workdir=workdir, quiet=True)
 
 

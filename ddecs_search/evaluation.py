@@ -35,6 +35,7 @@ from ddecs_search.policies import (
 )
 from ddecs_search.training import EpochCallback, accuracy, train_baseline, train_branches
 
+
 def default_cache() -> Path:
     """Where baselines are cached outside a search: ``$DDECS_CACHE`` or ``~/.cache/ddecs_search``."""
     return Path(os.environ.get("DDECS_CACHE", Path.home() / ".cache" / "ddecs_search"))

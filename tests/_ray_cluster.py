@@ -122,31 +122,57 @@ class LoopbackCluster:
 
     # -- nodes ---------------------------------------------------------------------------------------
 
-    def start_head(self, *, num_cpus: float = 1, resources: dict[str, float] | None = None,
-                   timeout: float = 90) -> RayNode:
-        args = [str(_BIN / "ray"), "start", "--head", f"--port={self.port}", "--include-dashboard=false",
-                f"--temp-dir={self.temp_dir}"]
+    def start_head(
+        self, *, num_cpus: float = 1, resources: dict[str, float] | None = None, timeout: float = 90
+    ) -> RayNode:
+        args = [
+            str(_BIN / "ray"),
+            "start",
+            "--head",
+            f"--port={self.port}",
+            "--include-dashboard=false",
+            f"--temp-dir={self.temp_dir}",
+        ]
         return self._start("head", args, self.env, num_cpus, resources, timeout)
 
-    def add_worker(self, *, num_cpus: float = 1, resources: dict[str, float] | None = None,
-                   timeout: float = 90) -> RayNode:
+    def add_worker(
+        self, *, num_cpus: float = 1, resources: dict[str, float] | None = None, timeout: float = 90
+    ) -> RayNode:
         if not self.nodes or not self.nodes[0].alive():
             raise RuntimeError("start the head before adding worker nodes")
         args = [sys.executable, "-c", _LAUNCHER, "start", f"--address={self.address}"]
         name = f"worker{len(self.nodes)}"
         return self._start(name, args, self._base_env, num_cpus, resources, timeout)
 
-    def _start(self, name: str, args: list[str], env: dict[str, str], num_cpus: float,
-               resources: dict[str, float] | None, timeout: float) -> RayNode:
-        args = args + ["--block", f"--node-ip-address={LOOPBACK}", f"--num-cpus={num_cpus}",
-                       "--num-gpus=0", f"--dashboard-agent-listen-port={free_port()}",
-                       "--object-store-memory=200000000"]
+    def _start(
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str],
+        num_cpus: float,
+        resources: dict[str, float] | None,
+        timeout: float,
+    ) -> RayNode:
+        args = args + [
+            "--block",
+            f"--node-ip-address={LOOPBACK}",
+            f"--num-cpus={num_cpus}",
+            "--num-gpus=0",
+            f"--dashboard-agent-listen-port={free_port()}",
+            "--object-store-memory=200000000",
+        ]
         if resources:
             args.append(f"--resources={json.dumps(resources)}")
         log = self.root / f"{name}.log"
         with open(log, "wb") as out:
-            proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen(
+                args,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         node = RayNode(name, proc, log)
         self.nodes.append(node)
         deadline = time.monotonic() + timeout
@@ -188,11 +214,19 @@ class LoopbackCluster:
 
     def node_table(self, timeout: float = 60) -> list[dict]:
         """``ray.nodes()`` as seen by a short driver: NodeID, Alive, Resources per node."""
-        code = (f"import json, ray; ray.init(address={self.address!r}, log_to_driver=False); "
-                "keys = ('NodeID', 'Alive', 'Resources'); "
-                "print(json.dumps([{k: n[k] for k in keys} for n in ray.nodes()]))")
-        out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True,
-                             timeout=timeout, check=True).stdout
+        code = (
+            f"import json, ray; ray.init(address={self.address!r}, log_to_driver=False); "
+            "keys = ('NodeID', 'Alive', 'Resources'); "
+            "print(json.dumps([{k: n[k] for k in keys} for n in ray.nodes()]))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
+        ).stdout
         return json.loads(out.strip().splitlines()[-1])
 
 
@@ -206,7 +240,7 @@ def session_pids(sid: int) -> list[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()  # state, ppid, pgrp, session, ...
+        fields = stat[stat.rindex(")") + 2 :].split()  # state, ppid, pgrp, session, ...
         if int(fields[3]) == sid and fields[0] not in ("Z", "X"):
             pids.append(int(entry.name))
     return pids
@@ -241,8 +275,20 @@ def measure(space: str, nodes: int, *, cpus_per_node: float = 1, extra: tuple[st
             cluster.start_head(num_cpus=cpus_per_node)
             for _ in range(nodes - 1):
                 cluster.add_worker(num_cpus=cpus_per_node)
-            cmd = [str(_BIN / "ddecs-search"), "run", space, "--name", "m", "--storage", str(root / "exp"),
-                   "--address", cluster.address, "--quiet", "--no-verify", *extra]
+            cmd = [
+                str(_BIN / "ddecs-search"),
+                "run",
+                space,
+                "--name",
+                "m",
+                "--storage",
+                str(root / "exp"),
+                "--address",
+                cluster.address,
+                "--quiet",
+                "--no-verify",
+                *extra,
+            ]
             start = time.monotonic()
             subprocess.run(cmd, env=cluster.env, check=True, stdout=subprocess.DEVNULL)
             wall = time.monotonic() - start
@@ -250,9 +296,15 @@ def measure(space: str, nodes: int, *, cpus_per_node: float = 1, extra: tuple[st
     finally:
         shutil.rmtree(root, ignore_errors=True)
     done = trials[trials["state"] == "TERMINATED"]
-    return {"nodes": nodes, "cpus_per_node": cpus_per_node, "trials": len(done), "wall_s": round(wall, 1),
-            "trials_per_min": round(60 * len(done) / wall, 2), "nodes_used": int(done["node_id"].nunique()),
-            "mean_trial_s": round(float(done["trial_wall_s"].mean()), 1)}
+    return {
+        "nodes": nodes,
+        "cpus_per_node": cpus_per_node,
+        "trials": len(done),
+        "wall_s": round(wall, 1),
+        "trials_per_min": round(60 * len(done) / wall, 2),
+        "nodes_used": int(done["node_id"].nunique()),
+        "mean_trial_s": round(float(done["trial_wall_s"].mean()), 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

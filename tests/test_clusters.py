@@ -68,8 +68,11 @@ def test_launcher_config_uses_shared_storage(name: str) -> None:
     assert len(storage) == 1 and storage[0].startswith(LAUNCHER_CONFIGS[name]), env
     readme = (CLUSTERS / "README.md").read_text()
     assert f"ray up -y clusters/{name}" in readme
-    assert re.search(rf"ray exec --tmux clusters/{name} .*ddecs-search run .*--address auto --storage "
-                     r'"\$DDECS_STORAGE"', readme)
+    assert re.search(
+        rf"ray exec --tmux clusters/{name} .*ddecs-search run .*--address auto --storage "
+        r'"\$DDECS_STORAGE"',
+        readme,
+    )
     assert re.search(rf"ray exec --tmux clusters/{name} .*ddecs-search resume .*--address auto", readme)
     assert f"ray down -y clusters/{name}" in readme and f"ray dashboard clusters/{name}" in readme
 
@@ -144,12 +147,18 @@ def test_kuberay_installs_the_project_and_shares_storage() -> None:
     assert re.search(r"pip install .*/home/ray/ddecs-search", dockerfile)
     images = set()
     for group, _, pod in _pod_specs(cluster):
-        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]
-                  if "persistentVolumeClaim" in v}
+        claims = {
+            v["name"]: v["persistentVolumeClaim"]["claimName"]
+            for v in pod["volumes"]
+            if "persistentVolumeClaim" in v
+        }
         for container in pod["containers"]:
             images.add(container["image"])
-            mounts = {m["mountPath"] for m in container["volumeMounts"]
-                      if claims.get(m["name"]) == "ddecs-experiments"}
+            mounts = {
+                m["mountPath"]
+                for m in container["volumeMounts"]
+                if claims.get(m["name"]) == "ddecs-experiments"
+            }
             env = {e["name"]: e.get("value") for e in container["env"]}
             assert mounts == {env["DDECS_STORAGE"]}, f"{group}: experiments volume not at $DDECS_STORAGE"
     assert images == {"YOUR-REGISTRY/ddecs-search:0.1.0"}, "every pod runs the project's image"
@@ -171,8 +180,12 @@ def test_kuberay_profiler_group_keeps_its_gpu_out_of_training() -> None:
 
 
 def _dry_run(*args: str) -> str:
-    out = subprocess.run(["bash", str(CLUSTERS / "local-multi-gpu.sh"), *args, "--dry-run"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["bash", str(CLUSTERS / "local-multi-gpu.sh"), *args, "--dry-run"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return out.stdout
 
 
@@ -191,8 +204,11 @@ def test_local_multi_gpu_without_a_spare_gpu(args: tuple[str, ...]) -> None:
 
 
 def test_local_multi_gpu_rejects_bad_input() -> None:
-    result = subprocess.run(["bash", str(CLUSTERS / "local-multi-gpu.sh"), "--gpus", "x", "--dry-run"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["bash", str(CLUSTERS / "local-multi-gpu.sh"), "--gpus", "x", "--dry-run"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and "--gpus" in result.stderr
 
 
@@ -219,8 +235,9 @@ _SECRET_PATTERNS = {
 @pytest.mark.parametrize("path", sorted(p.name for p in CLUSTERS.iterdir() if p.is_file()))
 def test_no_secrets_in_cluster_files(path: str) -> None:
     text = (CLUSTERS / path).read_text()
-    found = {what: m.group(0) for what, pattern in _SECRET_PATTERNS.items()
-             if (m := re.search(pattern, text))}
+    found = {
+        what: m.group(0) for what, pattern in _SECRET_PATTERNS.items() if (m := re.search(pattern, text))
+    }
     assert not found, f"clusters/{path} looks like it holds a secret: {found}"
 
 

@@ -49,14 +49,27 @@ def _workers(cluster: LoopbackCluster, n: int) -> list:
 def _cli(cluster: LoopbackCluster, log: Path, *args: str) -> subprocess.Popen:
     """``ddecs-search ARGS --address <cluster> --quiet`` in a session of its own, output to ``log``."""
     with open(log, "wb") as out:
-        return subprocess.Popen([CLI, *args, "--address", cluster.address, "--quiet"], env=cluster.env,
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        return subprocess.Popen(
+            [CLI, *args, "--address", cluster.address, "--quiet"],
+            env=cluster.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def _start_search(cluster: LoopbackCluster, tmp_path: Path, name: str) -> subprocess.Popen:
-    return _cli(cluster, tmp_path / f"{name}.log", "run", str(SPACE), "--name", name,
-                "--storage", str(tmp_path / "exp"))
+    return _cli(
+        cluster,
+        tmp_path / f"{name}.log",
+        "run",
+        str(SPACE),
+        "--name",
+        name,
+        "--storage",
+        str(tmp_path / "exp"),
+    )
 
 
 def _finish(proc: subprocess.Popen, log: Path, what: str) -> None:
@@ -165,8 +178,10 @@ def test_worker_node_lost_mid_search(cluster: LoopbackCluster, tmp_path: Path) -
         return None
 
     lost_trial = _wait_for(victim, 240, "a checkpointed trial on the worker node", proc)
-    finished_before = {t: json.loads((exp / "trials" / t / "metrics.json").read_text())
-                       for t in _evaluations(exp)}
+    finished_before = {
+        t: json.loads((exp / "trials" / t / "metrics.json").read_text()) for t in _evaluations(exp)
+    }
+    killed_at = time.time()
     cluster.kill(worker)  # SIGKILL to every process of the node: raylet, agents, the trial
     assert not worker.alive()
     _finish(proc, tmp_path / "fault.log", "the search after losing a node")
@@ -182,9 +197,12 @@ def test_worker_node_lost_mid_search(cluster: LoopbackCluster, tmp_path: Path) -
     for trial_id, metrics in finished_before.items():
         assert trials.loc[trial_id, "accuracy"] == pytest.approx(metrics["accuracy"])
         assert trials.loc[trial_id, "num_failures"] == 0
-    print(f"worker lost: trial {lost_trial} retried {lost['num_failures']:.0f}x, resumed from epoch "
-          f"{lost['resumed_from_epoch']:.0f} on the head; {len(finished_before)} finished trial(s) kept; "
-          f"{NUM_TRIALS}/{NUM_TRIALS} TERMINATED, each evaluated once")
+    print(
+        f"worker lost: trial {lost_trial} retried {lost['num_failures']:.0f}x, resumed from epoch "
+        f"{lost['resumed_from_epoch']:.0f} on the head {lost['trial_started_at'] - killed_at:.1f} s after "
+        f"the kill; {len(finished_before)} finished trial(s) kept; "
+        f"{NUM_TRIALS}/{NUM_TRIALS} TERMINATED, each evaluated once"
+    )
 
 
 def test_driver_killed_then_resumed(cluster: LoopbackCluster, tmp_path: Path) -> None:
@@ -211,12 +229,17 @@ def test_driver_killed_then_resumed(cluster: LoopbackCluster, tmp_path: Path) ->
     assert resumable
 
     log = tmp_path / "resume.log"
+    resumed_at = time.time()
     _finish(_cli(cluster, log, "resume", str(exp)), log, "resume")
+    resume_s = time.time() - resumed_at
 
     trials = _assert_complete(exp).set_index("trial_id")
     assert sorted(_evaluations(exp).values()) == [1] * NUM_TRIALS, "a finished trial was evaluated again"
     assert finished_before <= set(trials.index)
     resumed = trials.loc[sorted(resumable)]
     assert (resumed["resumed_from_epoch"] >= 0).all(), "an interrupted trial restarted instead of resuming"
-    print(f"driver lost: {len(finished_before)} finished trial(s) kept, {len(resumable)} resumed from epoch "
-          f"{resumed['resumed_from_epoch'].tolist()}; {NUM_TRIALS}/{NUM_TRIALS} TERMINATED, each evaluated once")
+    print(
+        f"driver lost: {len(finished_before)} finished trial(s) kept, {len(resumable)} resumed from "
+        f"epoch(s) {resumed['resumed_from_epoch'].tolist()}; {NUM_TRIALS}/{NUM_TRIALS} TERMINATED, "
+        f"each evaluated once; resume took {resume_s:.0f} s"
+    )

@@ -22,8 +22,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'name':<16}{'available':<11}{'classes':<9}{'where / how to get it'}")
     for row in rows:
         where = row.get("location") or row.get("how", "")
-        print(
-            f"{row['name']:<16}{'yes' if row['available'] else 'no':<11}{row.get('num_classes', ''):<9}{where}"
-        )
+        available = "yes" if row["available"] else "no"
+        print(f"{row['name']:<16}{available:<11}{row.get('num_classes', ''):<9}{where}")
     print("imagefolder:<path>  your own data: <path>/train/<class>/*.png (and optionally <path>/test/)")
     return 0

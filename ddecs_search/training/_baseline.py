@@ -40,8 +40,14 @@ class BaselineResult:
     cached: bool
 
 
-def baseline_key(backbone: str, num_classes: int, data: DataConfig, cfg: BaselineConfig, seed: int) -> str:
-    """Content hash of everything that determines the baseline's weights."""
+def baseline_key(
+    backbone: str, num_classes: int, data: DataConfig, cfg: BaselineConfig, seed: int, arch: str = ""
+) -> str:
+    """Content hash of everything that determines the baseline's weights.
+
+    ``arch`` is the module's text (layer types and sizes), so changing a backbone's definition under the
+    same name never loads stale weights.
+    """
     data_part = {k: v for k, v in to_dict(data).items() if k not in ("root", "num_workers", "test_subset")}
     payload = {
         "backbone": backbone,
@@ -49,7 +55,8 @@ def baseline_key(backbone: str, num_classes: int, data: DataConfig, cfg: Baselin
         "data": data_part,
         "baseline": to_dict(cfg),
         "seed": seed,
-        "version": 1,
+        "arch": hashlib.sha256(arch.encode()).hexdigest(),
+        "version": 2,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -91,10 +98,10 @@ def train_baseline(
     """
     from ddecs_search.data import make_loader
 
-    key = baseline_key(backbone_name, splits.num_classes, data_cfg, cfg, seed)
+    model = create_backbone(backbone_name, num_classes=splits.num_classes)
+    key = baseline_key(backbone_name, splits.num_classes, data_cfg, cfg, seed, arch=str(model))
     folder = Path(cache_dir) / f"{backbone_name}-{key}"
     weights, meta_path = folder / "backbone.pt", folder / "meta.json"
-    model = create_backbone(backbone_name, num_classes=splits.num_classes)
     with _file_lock(folder.with_suffix(".lock")):
         if weights.is_file() and meta_path.is_file():
             model.load_state_dict(load_checkpoint(weights))

@@ -1,0 +1,191 @@
+"""Benchmarks: every script starts and knows its flags; reference_alexnet's building blocks and JSON contract.
+
+Running a benchmark's ``--quick`` takes up to 5 minutes on a 2-core CPU, too long for the suite, except
+``early_exit_speedup.py`` (LeNet). ``reference_alexnet.py`` is run end to end with ``--smoke`` (tiny
+sizes, same code path); its pieces are tested on synthetic inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+SCRIPTS = sorted(p for p in BENCH.glob("*.py") if not p.name.startswith("_"))
+FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+ROW_KEYS = {"accuracy", "latency_ms", "speedup", "energy_mj", "energy_source", "macs"}
+
+
+def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DDECS_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _last_json(stdout: str) -> dict[str, Any]:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def ref() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("reference_alexnet", BENCH / "reference_alexnet.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def _args(**kw: Any) -> argparse.Namespace:
+    return argparse.Namespace(**{"dataset": "fashion-mnist", "device": "cpu", "trials": None, **kw})
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
+def test_every_benchmark_starts_and_has_quick_and_json(script: Path) -> None:
+    proc = _run([str(script), "--help"], timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--quick" in proc.stdout and "--json" in proc.stdout
+
+
+def test_readme_lists_every_benchmark() -> None:
+    text = (BENCH / "README.md").read_text()
+    for script in SCRIPTS:
+        assert f"benchmarks/{script.name}" in text, f"{script.name} is missing from benchmarks/README.md"
+
+
+# ------------------------------------------------------------------------------------ reference_alexnet
+def test_search_space_shares_data_baseline_and_budget_with_the_reference(ref: ModuleType) -> None:
+    preset = ref.PRESETS["quick"]
+    bench, search = ref.build_spaces(_args(), preset)
+    assert search.dataset == bench.dataset  # same splits ...
+    assert search.backbone == bench.backbone  # ... and the same cached static AlexNet
+    assert bench.dataset.train_subset == preset.train
+    assert bench.backbone.baseline.epochs == preset.baseline_epochs
+    assert search.training.epochs == (preset.branch_epochs,)
+    assert (search.training.optimizer, search.training.lr, search.training.batch_size) == ("adam", 1e-3, 32)
+    assert search.training.loss_weights == (0.15, 0.15, 0.70)
+    assert bench.default_candidate["training"]["epochs"] == preset.branch_epochs
+    # the search is steered by validation accuracy only; test accuracy never enters it
+    names = [o.name for o in search.objectives]
+    assert names[0] == "val_accuracy" and "accuracy" not in names and "accuracy_drop" not in names
+    assert not search.constraints
+    assert search.search.num_samples == preset.trials and not search.search.verify
+    assert search.resources.gpu == 0 and bench.measurement.device == "cpu"
+    assert ref.build_spaces(_args(trials=5), preset)[1].search.num_samples == 5
+
+
+def test_reference_candidate_is_the_published_configuration(ref: ModuleType) -> None:
+    from ddecs_search.models.alexnet import REFERENCE_EXIT_POINTS, reference_branch_spec
+
+    bench, _ = ref.build_spaces(_args(), ref.PRESETS["quick"])
+    cand = ref.reference_candidate(bench)
+    assert cand.backbone == "alexnet" and cand.exit_points == REFERENCE_EXIT_POINTS
+    assert cand.branches == (reference_branch_spec(64), reference_branch_spec(256))
+    t = cand.training
+    assert (t.mode, t.optimizer, t.lr, t.batch_size, t.label_smoothing) == ("joint", "adam", 1e-3, 32, 0.1)
+    assert t.loss_weights == (0.15, 0.15, 0.70) and t.epochs == ref.PRESETS["quick"].branch_epochs
+
+
+def _fake_experiment(path: Path, space: Any) -> None:
+    from ddecs_search.search import Experiment
+
+    Experiment.at(str(path)).write_space(space)
+    rows = [  # (id, val_accuracy, table latency, test accuracy)
+        ("slow", 0.90, 5.0, 0.99),
+        ("mid", 0.86, 2.0, 0.80),
+        ("fast_val_poor", 0.80, 1.0, 0.97),  # best test accuracy for its speed: must not tempt selection
+        ("dominated", 0.85, 3.0, 0.85),
+    ]
+    pd.DataFrame([
+        {"trial_id": t, "state": "TERMINATED", "val_accuracy": v, "latency_ms": lat, "accuracy": a,
+         "macs": 1e6 * lat, "energy_mj": np.nan, "energy_source": "unavailable: test"}
+        for t, v, lat, a in rows
+    ]).to_csv(path / "trials.csv", index=False)
+
+
+def test_found_is_the_fastest_trial_at_the_reference_val_accuracy(ref: ModuleType, tmp_path: Path) -> None:
+    _, search = ref.build_spaces(_args(), ref.PRESETS["quick"])
+    _fake_experiment(tmp_path, search)
+    row, how, ranked = ref.select_found(str(tmp_path), val_floor=0.85)
+    assert row["trial_id"] == "mid" and "fastest" in how
+    assert len(ranked) == 4
+    row, how, _ = ref.select_found(str(tmp_path), val_floor=0.95)  # nothing qualifies: the knee, flagged
+    assert row["trial_id"] in {"slow", "mid", "fast_val_poor"} and "knee" in how
+
+
+def _rows() -> list[dict[str, Any]]:
+    common = {"baseline_latency_ms": 10.0, "baseline_macs": 172e6, "energy_mj": None,
+              "energy_source": "unavailable: test", "device": "cpu:test", "batched_throughput_speedup": 1.2,
+              "val_accuracy": 0.8, "policy_kind": "qtable", "cost_weight": 0.1, "exit_points": [0, 3]}
+    early = {**common, "exit_fractions": [0.5, 0.2, 0.3], "exit_accuracies": [0.9, 0.7, None],
+             "oracle_accuracy": 0.9, "oracle_expected_latency_ms": 3.0, "oracle_macs": 40e6,
+             "expected_latency_ms": 4.5, "accuracy_drop": 0.01}
+    return [
+        {**common, "row": "static", "accuracy": 0.82, "latency_ms": 10.0, "speedup": 1.0, "macs": 172e6,
+         "mac_speedup": 1.0, "accuracy_drop": 0.0, "policy_kind": "static", "exit_points": []},
+        {**early, "row": "reference/qtable", "accuracy": 0.81, "latency_ms": 5.0, "speedup": 2.0,
+         "macs": 60e6, "mac_speedup": 172 / 60},
+        {**early, "row": "found", "accuracy": 0.815, "latency_ms": 4.0, "speedup": 2.5, "macs": 50e6,
+         "mac_speedup": 172 / 50, "trial_id": "mid", "config": {"config/training/mode": "frozen"}},
+    ]
+
+
+def test_tables_json_rows_and_report_files(ref: ModuleType, tmp_path: Path) -> None:
+    rows = _rows()
+    shown = ref.display(rows)
+    assert [r["row"] for r in shown] == ["static", "reference/qtable", "found"]
+    assert shown[1]["exit_fractions"] == [50.0, 20.0, 30.0] and shown[1]["drop_pt"] == pytest.approx(1.0)
+    bound = ref.bounds(rows)
+    assert [b["row"] for b in bound] == ["reference/qtable", "found"]  # the static row has no exits
+    assert bound[0]["acc_gap_pt"] == pytest.approx(9.0) and bound[0]["oracle_MMAC"] == pytest.approx(40.0)
+    for r in rows:
+        assert ROW_KEYS <= set(ref.json_row(r))
+    trials = pd.DataFrame({"trial_id": ["mid", "x"], "val_accuracy": [0.86, 0.8], "latency_ms": [2.0, 1.0]})
+    paths = ref.write_outputs(tmp_path, rows, trials, "mid", 0.85, {"static": ref.json_row(rows[0])})
+    names = {"rows.csv", "search_trials.csv", "result.json", "reference_alexnet.html"}
+    assert {p.name for p in paths} == names
+    table = pd.read_csv(tmp_path / "rows.csv")
+    assert list(table["row"]) == ["static", "reference/qtable", "found"]
+    assert json.loads(table.loc[1, "exit_fractions"]) == [0.5, 0.2, 0.3]
+    html = (tmp_path / "reference_alexnet.html").read_text()
+    assert "Plotly" in html and 'src="https://cdn' not in html  # self-contained: opens offline
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FMNIST.exists(), reason="Debian package dataset-fashion-mnist not installed")
+def test_reference_alexnet_smoke_run_ends_with_the_json_contract(tmp_path: Path) -> None:
+    proc = _run([str(BENCH / "reference_alexnet.py"), "--smoke", "--json", "--device", "cpu",
+                 "--out", str(tmp_path)], timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = _last_json(proc.stdout)
+    assert {"static", "reference", "found", "dataset", "device"} <= set(out)
+    assert out["dataset"] == "fashion-mnist" and out["device"].startswith("cpu")
+    for name in ("static", "reference", "reference_threshold", "found"):
+        assert ROW_KEYS <= set(out[name]), name
+        assert out[name]["energy_mj"] is not None or out[name]["energy_source"].startswith("unavailable: ")
+    assert out["static"]["speedup"] == 1.0 and out["found"]["trial_id"]
+    assert len(out["reference"]["exit_fractions"]) == 3
+    assert "how this benchmark avoids the reference's pitfalls" in proc.stdout
+    assert (tmp_path / "reference_alexnet.html").is_file() and (tmp_path / "rows.csv").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FMNIST.exists(), reason="Debian package dataset-fashion-mnist not installed")
+def test_early_exit_speedup_quick_json() -> None:
+    proc = _run([str(BENCH / "early_exit_speedup.py"), "--quick", "--json", "--device", "cpu"], timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = _last_json(proc.stdout)
+    assert {"speedup", "accuracy", "baseline_accuracy", "energy_source", "device"} <= set(out)
+    assert out["speedup"] > 0 and 0.0 <= out["accuracy"] <= 1.0

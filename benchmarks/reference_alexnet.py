@@ -72,9 +72,9 @@ PRESETS = {
     # test-suite smoke run: checks the plumbing only, figures mean nothing
     "smoke": Preset(192, 96, 96, 1, 1, 1, 1, 8, 16, 1, 2, False),
     # <= 5 min on a 2-core CPU
-    "quick": Preset(1000, 500, 500, 1, 1, 2, 2, 60, 64, 5, 10, False),
+    "quick": Preset(800, 400, 400, 1, 1, 2, 2, 60, 64, 5, 10, False),
     # <= 30 min on a 2-core CPU
-    "default": Preset(4000, 1000, 1000, 2, 2, 6, 2, 200, 128, 10, 30, True),
+    "default": Preset(3000, 1000, 1000, 2, 2, 6, 2, 200, 128, 10, 30, True),
 }
 FULL_SIZES = {"fashion-mnist": (54000, 6000, 10000), "cifar10": (45000, 5000, 10000)}
 
@@ -171,6 +171,35 @@ def with_policy(prepared: Any, kind: str, options: dict[str, Any] | None = None)
     return dataclasses.replace(prepared, candidate=dataclasses.replace(prepared.candidate, policy=pol))
 
 
+def train_matched_static(ref: Any, workdir: Path) -> tuple[Any, float, float]:
+    """The static AlexNet with the reference's total budget: ``(backbone, test accuracy, seconds)``.
+
+    Every early-exit network starts from the shared baseline and trains ``branch_epochs`` more; a static
+    network stopped at the baseline would have had less training than their final exits. This one
+    continues the baseline for the same epochs, same recipe and same batches as the reference's joint
+    training, with loss weights (0, 0, 1): only the final classifier's loss, i.e. plain static training.
+    """
+    import copy
+
+    import torch
+
+    from ddecs_search.data import make_loader
+    from ddecs_search.models import MultiExitNet
+    from ddecs_search.training import accuracy, train_branches
+
+    cand = ref.candidate
+    cfg = dataclasses.replace(cand.training, loss_weights=(0.0,) * (cand.num_exits - 1) + (1.0,))
+    torch.manual_seed(cand.seed)
+    net = MultiExitNet(copy.deepcopy(ref.baseline), cand.exit_points, cand.branches).to(ref.device)
+    info = train_branches(net, ref.splits.train, cfg, device=ref.device, checkpoint_path=workdir / "ckpt.pt",
+                          seed=cand.seed, quiet=True)
+    static = net.backbone.eval()
+    loader = make_loader(ref.splits.test, batch_size=512, shuffle=False, seed=0, device=ref.device)
+    with torch.inference_mode():
+        acc = float(accuracy(static, loader, ref.device))
+    return static, acc, float(info["train_time_s"])
+
+
 # --------------------------------------------------------------------------------------------- search
 def seed_baseline(exp_root: str, baseline_dir: Path, device: Any) -> None:
     """Give the search the static AlexNet this run trained, so every row shares one baseline."""
@@ -248,7 +277,7 @@ def measure_row(name: str, space: Any, prepared: Any, policy: Any, fit_s: float 
     }
 
 
-def static_row(rows: list[dict[str, Any]], ref: Any) -> dict[str, Any]:
+def static_row(rows: list[dict[str, Any]], ref: Any, start_acc: float) -> dict[str, Any]:
     """The static network: its accuracy, and the median of its same-run timings next to every row."""
     import numpy as np
 
@@ -260,8 +289,28 @@ def static_row(rows: list[dict[str, Any]], ref: Any) -> dict[str, Any]:
         "batched_throughput_speedup": 1.0, "macs": rows[0]["baseline_macs"], "mac_speedup": 1.0,
         "baseline_macs": rows[0]["baseline_macs"], "energy_mj": rows[0]["baseline_energy_mj"],
         "energy_source": rows[0]["energy_source"], "policy_kind": "static", "exit_points": [],
-        "device": rows[0]["device"],
+        "device": rows[0]["device"], "start_point_accuracy": start_acc,
     }
+
+
+def verdict(found: dict[str, Any], other: dict[str, Any]) -> str:
+    """One line: does ``found`` beat ``other`` (same-run speedups, MACs, test accuracy)?"""
+    faster = found["speedup"] >= other["speedup"]
+    cheaper = found["macs"] <= other["macs"]
+    diff = 100 * (found["accuracy"] - other["accuracy"])
+    if faster and cheaper and diff >= 0:
+        word = "BEATS it (faster, fewer MACs, no less accurate)"
+    elif faster and cheaper:
+        word = f"faster and cheaper but {-diff:.1f} pt less accurate on test (selection was on val)"
+    elif diff >= 0 and not (faster or cheaper):
+        word = "more accurate but slower: does not beat it on speed"
+    elif not (faster or cheaper):
+        word = "does NOT beat it (slower and less accurate)"
+    else:
+        word = "mixed (faster on one cost measure only)"
+    return (f"found vs {other['row']}: speedup {found['speedup']:.2f}x vs {other['speedup']:.2f}x, "
+            f"{found['macs'] / 1e6:.1f} vs {other['macs'] / 1e6:.1f} MMAC, accuracy "
+            f"{100 * found['accuracy']:.1f} % vs {100 * other['accuracy']:.1f} % -> {word}")
 
 
 def _static_val_accuracy(ref: Any) -> float:
@@ -376,12 +425,13 @@ def figure(rows: list[dict[str, Any]], trials: Any, found_id: str | None, val_fl
     return fig
 
 
-JSON_KEYS = ("accuracy", "val_accuracy", "accuracy_drop", "latency_ms", "latency_p95_ms",
-             "baseline_latency_ms", "speedup", "batched_throughput_speedup", "energy_mj", "energy_source",
-             "macs", "mac_speedup",
-             "exit_points", "exit_fractions", "exit_accuracies", "expected_latency_ms", "oracle_accuracy",
-             "oracle_expected_latency_ms", "oracle_macs", "policy_kind", "cost_weight", "training_mode",
-             "policy_fit_s", "branch_train_time_s")
+JSON_KEYS = (
+    "accuracy", "start_point_accuracy", "val_accuracy", "accuracy_drop", "latency_ms", "latency_p95_ms",
+    "baseline_latency_ms", "speedup", "batched_throughput_speedup", "energy_mj", "energy_source", "macs",
+    "mac_speedup", "exit_points", "exit_fractions", "exit_accuracies", "expected_latency_ms",
+    "oracle_accuracy", "oracle_expected_latency_ms", "oracle_macs", "policy_kind", "cost_weight",
+    "training_mode", "policy_fit_s", "branch_train_time_s",
+)
 
 
 def json_row(r: dict[str, Any]) -> dict[str, Any]:
@@ -416,18 +466,24 @@ def run(args: Any, mode: str, preset: Preset, tmp: Path, start: float) -> dict[s
     print(f"dataset {ds.name}: train/val/test = {ds.train_subset}/{ds.val_subset}/{ds.test_subset}"
           + (f" (SUBSETS of the full {full[0]}/{full[1]}/{full[2]}: figures are for this reduced budget)"
              if full else " (subsets)"))
-    print(f"budget: static {preset.baseline_epochs} epoch(s); branches {preset.branch_epochs} epoch(s) "
-          f"(reference and every search trial); search {search_space.search.num_samples} trials")
+    print(f"budget: shared baseline {preset.baseline_epochs} epoch(s), then +{preset.branch_epochs} epoch(s) "
+          f"for the static net, the reference and every search trial; search "
+          f"{search_space.search.num_samples} trials, {preset.concurrent} at a time")
     print(f"published reference (context, not rerun here): {PUBLISHED}")
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
     ref = prepare_candidate(bench, reference_candidate(bench), workdir=tmp / "reference",
                             baseline_dir=tmp / "baselines", quiet=True)
+    start_acc = ref.baseline_accuracy
+    (tmp / "static").mkdir()
+    static_net, static_acc, static_s = train_matched_static(ref, tmp / "static")
+    ref = dataclasses.replace(ref, baseline=static_net, baseline_accuracy=static_acc)
     timings["static+reference training"] = time.perf_counter() - t
-    print(f"[{_elapsed(start)}] static AlexNet test acc {ref.baseline_accuracy:.4f} "
-          f"({ref.baseline_train_time_s:.0f} s); reference joint training {ref.train_time_s:.0f} s "
-          f"on {ref.device}")
+    print(f"[{_elapsed(start)}] shared baseline (start point): test acc {start_acc:.4f} after "
+          f"{preset.baseline_epochs} epoch(s), {ref.baseline_train_time_s:.0f} s; static AlexNet "
+          f"(+{preset.branch_epochs} epoch(s), {static_s:.0f} s): {static_acc:.4f}; reference joint "
+          f"training {ref.train_time_s:.0f} s; on {ref.device}")
 
     from ddecs_search.search._ray import init_ray
 
@@ -473,7 +529,7 @@ def run(args: Any, mode: str, preset: Preset, tmp: Path, start: float) -> dict[s
     for name, prepared, policy, fit_s in policies:
         rows.append(measure_row(name, bench, prepared, policy, fit_s))
         print(f"[{_elapsed(start)}] measured {name}")
-    rows.insert(0, static_row(rows, ref))
+    rows.insert(0, static_row(rows, ref, start_acc))
     timings["measurement"] = time.perf_counter() - t
     if row is not None:
         config = {str(k): row[k] for k in row.index if str(k).startswith("config/")}
@@ -493,6 +549,8 @@ def run(args: Any, mode: str, preset: Preset, tmp: Path, start: float) -> dict[s
         print(f"\nfound: trial {found_id}, {how}; exits {rows[-1]['exit_points']}, "
               f"{rows[-1]['training_mode']}, {rows[-1]['policy_kind']} λ={rows[-1]['cost_weight']:.3g}; "
               f"config {json.dumps(rows[-1]['config'], default=str)}")
+        for r in rows[1:-1]:
+            print(verdict(rows[-1], r))
     print(f"energy: {rows[1]['energy_source']}")
     print()
     print(PITFALLS)

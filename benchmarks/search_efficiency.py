@@ -3,8 +3,9 @@
 For each algorithm (NSGA-II, TPE, random) and seed, one search of the same space with the same trial
 budget runs on a local Ray; then
 
-- **hypervolume** of each search's feasible front after N trials, all against one reference point (the
-  worst value of every objective over all runs, padded by 10 % of its range), averaged over seeds;
+- **hypervolume** of each search's feasible front after N trials, averaged over seeds, on objectives
+  normalised over all runs together: 0 = the best value any run found, 1 = the reference point (the
+  worst value found, padded by 10 % of the range), so 1.0 is the whole box and runs are comparable;
 - **orchestration overhead share**: the share of trial-slot time not spent inside trial bodies,
   ``1 - sum(trial body seconds) / (max_concurrent * Tuner.fit() seconds)`` (trial process start-up,
   scheduling, sampler, checkpoints, idle slots), over all runs;
@@ -36,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ddecs_search.analysis import default_reference_point, hypervolume  # noqa: E402
+from ddecs_search.analysis._dominance import to_minimization  # noqa: E402
 from ddecs_search.config import parse_space  # noqa: E402
 from ddecs_search.search import Experiment, run_search  # noqa: E402
 from ddecs_search.search._ray import init_ray  # noqa: E402
@@ -75,9 +77,16 @@ def summarise(runs: list[dict]) -> dict:
     directions = [m for _, m in objectives]
     everything = np.vstack([r["values"] for r in runs if len(r["values"])])
     reference = default_reference_point(everything, directions)
+    best = to_minimization(everything, directions).min(axis=0)
+    worst = to_minimization(reference[None, :], directions)[0]
+    scale = np.where(worst > best, worst - best, 1.0)
     hv: dict[str, list[float]] = {}
     for r in runs:
-        r["hv"] = hypervolume(r["values"], directions, reference) if len(r["values"]) else 0.0
+        if len(r["values"]):
+            unit = (to_minimization(r["values"], directions) - best) / scale  # 0 = best found, 1 = reference
+            r["hv"] = hypervolume(unit, ["min"] * len(directions), np.ones(len(directions)))
+        else:
+            r["hv"] = 0.0
         hv.setdefault(r["algorithm"], []).append(r["hv"])
     slot_s = sum(r["max_concurrent"] * r["fit_s"] for r in runs)
     return {
@@ -125,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nsearch efficiency on {space.name}, {trials} trials x seeds {seeds}{label}")
     print(f"objectives: {', '.join(summary['objectives'])}")
     for algorithm, value in summary["hv"].items():
-        print(f"  hypervolume {algorithm:>7}: {value:.6g}   per seed {summary['hv_per_seed'][algorithm]}")
+        per_seed = ", ".join(f"{x:.4f}" for x in summary["hv_per_seed"][algorithm])
+        print(f"  hypervolume {algorithm:>7}: {value:.4f} (normalised; per seed {per_seed})")
     print(f"  orchestration overhead share: {summary['overhead_share']:.1%} of trial-slot time")
     print(f"  one trial costs {summary['per_trial_vs_baseline_cost']:.2f}x training the baseline")
     print(f"  total {summary['wall_s']:.0f} s; experiments in {storage}")

@@ -171,16 +171,20 @@ def test_worker_node_lost_mid_search(cluster: LoopbackCluster, tmp_path: Path) -
     exp = tmp_path / "exp" / "fault"
     proc = _start_search(cluster, tmp_path, "fault")
 
-    def victim() -> str | None:  # a trial on the worker, not finished, with a checkpoint Tune would restore
+    def victim() -> str | None:
+        """Once a trial has finished: a trial on the worker, unfinished, with a checkpoint Tune knows."""
+        if not _evaluations(exp):
+            return None
         for trial_id in _running_trials(worker.pids()):
             if _tune_knows_checkpoint(exp, trial_id) and not _finished(exp, trial_id):
                 return trial_id
         return None
 
-    lost_trial = _wait_for(victim, 240, "a checkpointed trial on the worker node", proc)
+    lost_trial = _wait_for(victim, 240, "a finished trial and a checkpointed one on the worker", proc)
     finished_before = {
         t: json.loads((exp / "trials" / t / "metrics.json").read_text()) for t in _evaluations(exp)
     }
+    assert finished_before
     killed_at = time.time()
     cluster.kill(worker)  # SIGKILL to every process of the node: raylet, agents, the trial
     assert not worker.alive()

@@ -148,8 +148,13 @@ class _SigintWatch:
         import signal
         import threading
 
+        import ray
+
         self.interrupted = False
-        self._active = threading.current_thread() is threading.main_thread()
+        # Tune watches SIGINT only in the main thread of a process that runs fit() itself (not ray://)
+        self._active = (threading.current_thread() is threading.main_thread()
+                        and not ray.util.client.ray.is_connected()
+                        and os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0") == "0")
         if self._active:
             self._previous = signal.signal(signal.SIGINT, self._sentinel)
         return self

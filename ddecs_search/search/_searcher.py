@@ -58,5 +58,7 @@ def make_scheduler(space: SearchSpace, objectives: Sequence[Objective]) -> Any:
     from ray.tune.schedulers import ASHAScheduler
 
     (objective,) = objectives
+    # stop_last_trials=False: a trial that trains all its epochs goes on to its full evaluation
     return ASHAScheduler(time_attr="epoch", metric=proxy_key(objective), mode=objective.mode,
-                         max_t=max(max(space.training.epochs), 1), grace_period=1, reduction_factor=2)
+                         max_t=max(max(space.training.epochs), 1), grace_period=1, reduction_factor=2,
+                         stop_last_trials=False)

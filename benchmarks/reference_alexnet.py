@@ -218,16 +218,17 @@ def seed_baseline(exp_root: str, baseline_dir: Path, device: Any) -> None:
 
 
 def select_found(exp_root: str, val_floor: float) -> tuple[Any, str, Any]:
-    """``(row, how, ranked)``: the fastest trial with ``val_accuracy >= val_floor``, else the knee."""
+    """``(row, how, trials)``: the fastest trial with ``val_accuracy >= val_floor``, else the knee of the
+    (val_accuracy, latency) front; ``trials`` is the whole trials table."""
     from ddecs_search.analysis import best_for_accuracy_floor, experiment_front, knee_point
 
     objectives = [("val_accuracy", "max"), ("latency_ms", "min")]
-    _, result = experiment_front(exp_root, objectives=objectives)
+    trials, result = experiment_front(exp_root, objectives=objectives)
     ranked = result.ranked
     row = best_for_accuracy_floor(ranked, floor=val_floor, minimize="latency_ms", accuracy="val_accuracy")
     if row is not None:
-        return row, f"fastest trial with val_accuracy >= reference's {val_floor:.4f}", ranked
-    return knee_point(result.front, objectives), "knee of the front (no trial reached the reference)", ranked
+        return row, f"fastest trial with val_accuracy >= reference's {val_floor:.4f}", trials
+    return knee_point(result.front, objectives), "knee of the front (no trial reached the reference)", trials
 
 
 def prepare_found(trial_dir: Path, space: Any, ref: Any, metrics: dict[str, Any]) -> tuple[Any, Any]:
@@ -389,34 +390,42 @@ def _dumps(obj: Any, **kwargs: Any) -> str:
     return json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o), **kwargs)
 
 
+COLORS = {"static": "#7f7f7f", "reference/qtable": "#1f77b4", "reference/ppo": "#9467bd",
+          "reference/threshold": "#17becf", "found": "#d62728"}
+
+
 def figure(rows: list[dict[str, Any]], trials: Any, found_id: str | None, val_floor: float) -> Any:
     """Accuracy vs MACs (with oracle bounds), accuracy vs measured latency, and the search's trials."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=1, cols=3, subplot_titles=(
-        "test accuracy vs MACs/sample (o = oracle bound)", "test accuracy vs batch-1 latency (same run)",
+        "test accuracy vs MACs/sample (open = oracle bound)", "test accuracy vs batch-1 latency (same run)",
         "search trials: val accuracy vs table latency"))
     for r in rows:
-        text = [r["row"]]
-        fig.add_trace(go.Scatter(x=[r["macs"] / 1e6], y=[r["accuracy"]], mode="markers+text", text=text,
-                                 textposition="top center", name=r["row"], legendgroup=r["row"]), 1, 1)
+        style = {"color": COLORS.get(r["row"], "#2ca02c"), "size": 11}
+        common = {"legendgroup": r["row"], "mode": "markers+text", "text": [r["row"]],
+                  "textposition": "top center", "marker": style}
+        fig.add_trace(go.Scatter(x=[r["macs"] / 1e6], y=[r["accuracy"]], name=r["row"], **common), 1, 1)
         if "oracle_macs" in r:
-            fig.add_trace(go.Scatter(x=[r["macs"] / 1e6, r["oracle_macs"] / 1e6],
-                                     y=[r["accuracy"], r["oracle_accuracy"]], mode="lines+markers",
-                                     line={"dash": "dot"}, marker={"symbol": ["circle", "circle-open"]},
-                                     name=f"{r['row']} → oracle", legendgroup=r["row"],
-                                     showlegend=False), 1, 1)
-        fig.add_trace(go.Scatter(x=[r["latency_ms"]], y=[r["accuracy"]], mode="markers", name=r["row"],
-                                 legendgroup=r["row"], showlegend=False), 1, 2)
-    if trials is not None and len(trials):
+            fig.add_trace(go.Scatter(
+                x=[r["macs"] / 1e6, r["oracle_macs"] / 1e6], y=[r["accuracy"], r["oracle_accuracy"]],
+                mode="lines+markers", line={"dash": "dot", "color": style["color"]},
+                marker={"symbol": ["circle", "circle-open"], "color": style["color"], "size": 11},
+                name=f"{r['row']} oracle", legendgroup=r["row"], showlegend=False), 1, 1)
+        fig.add_trace(go.Scatter(x=[r["latency_ms"]], y=[r["accuracy"]], name=r["row"], showlegend=False,
+                                 **common), 1, 2)
+    if trials is not None and "val_accuracy" in trials and "latency_ms" in trials:
         done = trials.dropna(subset=["val_accuracy", "latency_ms"])
         fig.add_trace(go.Scatter(x=done["latency_ms"], y=done["val_accuracy"], mode="markers",
-                                 text=done["trial_id"], name="search trials"), 1, 3)
-        chosen = done[done["trial_id"] == found_id]
+                                 text=done["trial_id"], name="search trials",
+                                 marker={"color": "#ff7f0e", "size": 9}), 1, 3)
+        chosen = done[done["trial_id"].astype(str) == str(found_id)]
         fig.add_trace(go.Scatter(x=chosen["latency_ms"], y=chosen["val_accuracy"], mode="markers",
-                                 marker={"size": 14, "symbol": "star"}, name="found (selected)"), 1, 3)
-        fig.add_hline(y=val_floor, line_dash="dash", annotation_text="reference val accuracy", row=1, col=3)
+                                 marker={"size": 16, "symbol": "star", "color": COLORS["found"]},
+                                 name="found (selected)"), 1, 3)
+        fig.add_hline(y=val_floor, line_dash="dash", annotation_text="reference/qtable val accuracy",
+                      row=1, col=3)
     fig.update_xaxes(title_text="MMAC per sample", row=1, col=1)
     fig.update_xaxes(title_text="ms per sample (batch 1)", row=1, col=2)
     fig.update_xaxes(title_text="ms per sample (latency table)", row=1, col=3)

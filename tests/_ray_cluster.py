@@ -83,8 +83,8 @@ class LoopbackCluster:
     """A head plus worker nodes on 127.0.0.1, each started in a session of its own.
 
     Args:
-        root: a folder for logs, the token and Ray's temp dir (kept short: Ray's socket paths live
-            under it and a Unix socket path must stay under 108 bytes).
+        root: a folder for the nodes' logs and the token file. Ray's own temp dir is a separate short
+            ``/tmp/ddr*`` folder (its Unix socket paths must stay under 108 bytes), removed on shutdown.
         auth: ``"token"`` (default, a fresh token file under ``root``) or ``"disabled"``.
         extra_env: added to every node's and driver's environment (e.g. ``DDECS_CACHE``).
     """

@@ -118,9 +118,9 @@ def _fake_experiment(path: Path, space: Any) -> None:
 def test_found_is_the_fastest_trial_at_the_reference_val_accuracy(ref: ModuleType, tmp_path: Path) -> None:
     _, search = ref.build_spaces(_args(), ref.PRESETS["quick"])
     _fake_experiment(tmp_path, search)
-    row, how, ranked = ref.select_found(str(tmp_path), val_floor=0.85)
+    row, how, trials = ref.select_found(str(tmp_path), val_floor=0.85)
     assert row["trial_id"] == "mid" and "fastest" in how
-    assert len(ranked) == 4
+    assert len(trials) == 4
     row, how, _ = ref.select_found(str(tmp_path), val_floor=0.95)  # nothing qualifies: the knee, flagged
     assert row["trial_id"] in {"slow", "mid", "fast_val_poor"} and "knee" in how
 

@@ -116,23 +116,36 @@ def _start_driver(space_file: Path, storage: Path, name: str, log: Path) -> subp
                             start_new_session=True, cwd=ROOT)
 
 
-def _wait_mid_search(exp_dir: Path, proc: subprocess.Popen, timeout: float = 240.0) -> tuple[dict, set]:
-    """Wait until >= 1 trial is evaluated and another has an epoch checkpoint but no result yet.
+def _state(exp_dir: Path) -> tuple[dict, set]:
+    """Accuracies of the evaluated trials, and ids of trials with an epoch checkpoint but no result yet."""
+    try:
+        trials = _trials(exp_dir)
+    except Exception:  # not written yet
+        trials = pd.DataFrame(columns=["trial_id"])
+    done = {r.trial_id: r.accuracy for r in trials.itertuples() if getattr(r, "evaluated", False) is True}
+    mid = set()
+    for folder in exp_dir.glob("tune_trial_*"):
+        trial_id = folder.name.removeprefix("tune_trial_")
+        if any(folder.glob("checkpoint_*")) and not (exp_dir / "trials" / trial_id / "metrics.json").exists():
+            mid.add(trial_id)
+    return done, mid
 
+
+def _wait_mid_search(exp_dir: Path, proc: subprocess.Popen, timeout: float = 240.0) -> tuple[dict, set]:
+    """Wait until >= 1 trial is evaluated and another is between epoch checkpoints (or evaluating).
+
+    The moment must hold for a second, so that the driver has recorded the checkpoint it saw.
     Returns the evaluated trials' accuracies and the ids of trials caught mid-training.
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the driver ended before it could be interrupted"
-        try:
-            trials = _trials(exp_dir)
-        except Exception:  # not written yet
-            trials = pd.DataFrame(columns=["trial_id"])
-        done = {r.trial_id: r.accuracy for r in trials.itertuples() if getattr(r, "evaluated", False) is True}
-        mid = {p.name.removeprefix("tune_trial_") for p in exp_dir.glob("tune_trial_*")
-               if any(p.glob("checkpoint_*")) and not (exp_dir / "trials" / p.name[11:] / "metrics.json").exists()}
+        done, mid = _state(exp_dir)
         if done and mid:
-            return done, mid
+            time.sleep(1.0)
+            done, still = _state(exp_dir)
+            if done and mid & still:
+                return done, mid & still
         time.sleep(0.1)
     raise AssertionError("no mid-search moment reached")
 

@@ -151,7 +151,8 @@ def test_searcher_tells_optuna_only_full_evaluations() -> None:
     searcher = limiter.searcher
     for tid in ("a", "b"):
         assert limiter.suggest(tid) is not None
-    searcher.on_trial_result("a", {"epoch": 1, "train_loss": 0.5, "evaluated": False, "training_iteration": 1})
+    epoch_result = {"epoch": 1, "train_loss": 0.5, "evaluated": False, "training_iteration": 1}
+    searcher.on_trial_result("a", epoch_result)
     searcher.on_trial_complete("a", {"epoch": 2, "evaluated": False, "epoch_accuracy": 0.7})
     searcher.on_trial_complete("b", {"evaluated": True, "accuracy": 0.8})
     states = [t.state.name for t in searcher._ot_study.trials]

@@ -2,7 +2,8 @@
 
 Rows, all measured in one process on one device with one method (``measure_candidate``):
 
-- ``static``: AlexNet trained once with the reference's recipe (Adam 1e-3, batch 32, label smoothing 0.1);
+- ``static``: AlexNet with the reference's recipe (Adam 1e-3, batch 32, label smoothing 0.1) and the same
+  total epochs as the early-exit networks: the shared baseline, continued for the branch-training epochs;
 - ``reference/<policy>``: the reference's early-exit network — exits after conv1 and conv4
   (``REFERENCE_EXIT_POINTS``), ``reference_branch_spec`` branches, joint training with loss weights
   [0.15, 0.15, 0.70], Adam 1e-3, batch 32, label smoothing 0.1 — with three exit policies fitted on the
@@ -11,17 +12,21 @@ Rows, all measured in one process on one device with one method (``measure_candi
 - ``found``: a real search (``ddecs_search.search.run_search``, Ray Tune + Optuna NSGA-II) over an AlexNet
   space derived from ``search_spaces/cifar10_alexnet.yaml`` with the same data, the same shared static
   baseline and the same branch-training budget (epochs, optimizer); from its trials the fastest one whose
-  *validation* accuracy is at least the reference's is re-measured here (else the knee of the front).
+  *validation* accuracy is at least the reference's is re-measured here (else the knee of the front),
+  from the trial's saved model and policy.
 
 Each early-exit row also gets the oracle bound (``oracle_*``): the accuracy, expected latency (lookup
 table) and MACs of leaving every test sample at its earliest correct exit of *that* network — the best
 any exit policy could do on those exits.
 
     python benchmarks/reference_alexnet.py [--quick] [--json] [--device auto|cpu|cuda]
-        [--dataset fashion-mnist|cifar10|...] [--trials N] [--train-subset N] [--storage DIR]
+        [--dataset fashion-mnist|cifar10|...] [--trials N] [--storage DIR] [--out DIR]
 
-Writes ``benchmarks/results/reference_alexnet/<mode>/``: ``rows.csv``, ``search_trials.csv``,
-``result.json`` and ``reference_alexnet.html`` (plotly, self-contained).
+Sizes per mode are in ``PRESETS`` (default <= 30 min, ``--quick`` <= 5 min on a 2-core CPU; both use
+subsets of the data, which the output says). Writes ``benchmarks/results/reference_alexnet/<mode>/``:
+``rows.csv``, ``search_trials.csv``, ``result.json`` and ``reference_alexnet.html`` (plotly,
+self-contained). Trained models and the search experiment live in a temporary folder unless
+``--storage`` keeps the experiment.
 """
 
 from __future__ import annotations
@@ -165,9 +170,9 @@ def reference_candidate(space: Any) -> Any:
     return cand
 
 
-def with_policy(prepared: Any, kind: str, options: dict[str, Any] | None = None) -> Any:
+def with_policy(prepared: Any, kind: str) -> Any:
     """``prepared`` whose candidate carries policy ``kind`` (same cost weight and cost table)."""
-    pol = dataclasses.replace(prepared.candidate.policy, kind=kind, options=dict(options or {}))
+    pol = dataclasses.replace(prepared.candidate.policy, kind=kind, options={})
     return dataclasses.replace(prepared, candidate=dataclasses.replace(prepared.candidate, policy=pol))
 
 
@@ -202,7 +207,8 @@ def train_matched_static(ref: Any, workdir: Path) -> tuple[Any, float, float]:
 
 # --------------------------------------------------------------------------------------------- search
 def seed_baseline(exp_root: str, baseline_dir: Path, device: Any) -> None:
-    """Give the search the static AlexNet this run trained, so every row shares one baseline."""
+    """Give the search the baseline this run trained (the start point of the reference), so the search
+    does not train another one and every early-exit network starts from the same weights."""
     from ddecs_search.profiling import create_energy_meter, device_name
     from ddecs_search.search import Experiment
     from ddecs_search.search._shared_baseline import BaselineBlob
@@ -460,16 +466,81 @@ def main(argv: list[str] | None = None) -> None:
     preset = PRESETS[mode]
     banner("reference_alexnet", mode != "default")
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="ddecs-refbench-") as tmp:
-        result = run(args, mode, preset, Path(tmp), start)
+    from ddecs_search.errors import UserError
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="ddecs-refbench-") as tmp:
+            result = run(args, mode, preset, Path(tmp), start)
+    except UserError as exc:  # missing dataset, bad device ...: the message says what to do
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     if args.json:
         emit_json(result)
 
 
 def run(args: Any, mode: str, preset: Preset, tmp: Path, start: float) -> dict[str, Any]:
-    from ddecs_search.evaluation import fit_policy, prepare_candidate
-
+    """Train, fit, search, measure and report; returns the ``--json`` object."""
     bench, search_space = build_spaces(args, preset)
+    describe(bench, search_space, preset)
+    timings: dict[str, float] = {}
+    ref, start_acc = train_reference(bench, preset, tmp, start, timings)
+
+    from ddecs_search.search._ray import init_ray
+
+    init_ray()  # every CPU, before an RLlib fit could start a 1-CPU Ray
+    entries = fit_reference_policies(ref, preset, start)
+    from ddecs_search.policies import score_decisions
+
+    ref_val = score_decisions(ref.val_table, entries[0][2].decide_table(ref.val_table),
+                              ref.latency.normalised_path()).accuracy
+    t = time.perf_counter()
+    storage = Path(args.storage) if args.storage else tmp / "experiments"
+    exp_root = storage / f"reference_alexnet-{mode}-{time.strftime('%Y%m%d-%H%M%S')}"
+    seed_baseline(str(exp_root), tmp / "baselines", ref.device)
+    from ddecs_search.search import run_search
+
+    outcome = run_search(search_space, name=exp_root.name, storage=str(storage), quiet=True, verify=False)
+    timings["search"] = time.perf_counter() - t
+    for err in outcome.errors:
+        print(f"search trial error: {err}")
+    row, how, trials = select_found(str(exp_root), ref_val)
+    print(f"[{_elapsed(start)}] search: {outcome.counts} in {timings['search']:.0f} s; picked "
+          f"{None if row is None else row['trial_id']}: {how}")
+    import ray
+
+    ray.shutdown()  # nothing else runs while we measure
+    found_id = None if row is None else str(row["trial_id"])
+    if found_id is not None:
+        trial_dir = exp_root / "trials" / found_id
+        metrics = json.loads((trial_dir / "metrics.json").read_text())
+        found, found_policy = prepare_found(trial_dir, bench, ref, metrics)
+        entries.append(("found", found, found_policy, metrics.get("policy_train_time_s")))
+
+    t = time.perf_counter()
+    rows = []
+    for name, prepared, policy, fit_s in entries:
+        rows.append(measure_row(name, bench, prepared, policy, fit_s))
+        print(f"[{_elapsed(start)}] measured {name}")
+    rows.insert(0, static_row(rows, ref, start_acc))
+    timings["measurement"] = time.perf_counter() - t
+    if row is not None:
+        config = {str(k): _plain(v) for k, v in row.items() if str(k).startswith("config/") and not _nan(v)}
+        rows[-1].update(trial_id=found_id, selection=how, config=json.loads(_dumps(config)))
+
+    report(rows, bench, ref.device)
+    wall = time.perf_counter() - start
+    print(f"\ndevice: {rows[0]['device']}; torch threads while timing: {bench.measurement.threads}; "
+          f"wall time {wall:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())})")
+    result = result_json(rows, bench, search_space, outcome, mode)
+    result.update(wall_time_s=wall, timings_s=timings)
+    out_dir = Path(args.out) if args.out else RESULTS / mode
+    for path in write_outputs(out_dir, rows, trials, found_id, ref_val, result):
+        print(f"wrote {path}")
+    return result
+
+
+def describe(bench: Any, search_space: Any, preset: Preset) -> None:
+    """What this run uses, with the subsets flagged."""
     ds = bench.dataset
     full = FULL_SIZES.get(ds.name)
     print(f"dataset {ds.name}: train/val/test = {ds.train_subset}/{ds.val_subset}/{ds.test_subset}"
@@ -479,7 +550,16 @@ def run(args: Any, mode: str, preset: Preset, tmp: Path, start: float) -> dict[s
           f"for the static net, the reference and every search trial; search "
           f"{search_space.search.num_samples} trials, {preset.concurrent} at a time")
     print(f"published reference (context, not rerun here): {PUBLISHED}")
-    timings: dict[str, float] = {}
+
+
+def train_reference(bench: Any, preset: Preset, tmp: Path, start: float,
+                    timings: dict[str, float]) -> tuple[Any, float]:
+    """The shared baseline, the reference (joint) and the budget-matched static network.
+
+    Returns the reference's PreparedCandidate — whose ``baseline`` is the budget-matched static net —
+    and the shared baseline's test accuracy.
+    """
+    from ddecs_search.evaluation import prepare_candidate
 
     t = time.perf_counter()
     ref = prepare_candidate(bench, reference_candidate(bench), workdir=tmp / "reference",
@@ -493,57 +573,24 @@ def run(args: Any, mode: str, preset: Preset, tmp: Path, start: float) -> dict[s
           f"{preset.baseline_epochs} epoch(s), {ref.baseline_train_time_s:.0f} s; static AlexNet "
           f"(+{preset.branch_epochs} epoch(s), {static_s:.0f} s): {static_acc:.4f}; reference joint "
           f"training {ref.train_time_s:.0f} s; on {ref.device}")
+    return ref, start_acc
 
-    from ddecs_search.search._ray import init_ray
 
-    init_ray()  # every CPU, before an RLlib fit could start a 1-CPU Ray
-    policies: list[tuple[str, Any, Any, float]] = []
+def fit_reference_policies(ref: Any, preset: Preset, start: float) -> list[tuple[str, Any, Any, float]]:
+    """``(row name, prepared, fitted policy, fit seconds)`` for qtable, threshold (and ppo), on val."""
+    from ddecs_search.evaluation import fit_policy
+
+    entries = []
     for kind in ("qtable", "threshold", *(("ppo",) if preset.ppo else ())):
         prepared = with_policy(ref, kind)
         policy, fit_s = fit_policy(prepared)
-        policies.append((f"reference/{kind}", prepared, policy, fit_s))
+        entries.append((f"reference/{kind}", prepared, policy, fit_s))
         print(f"[{_elapsed(start)}] fitted {kind} on val in {fit_s:.1f} s")
-    from ddecs_search.policies import score_decisions
+    return entries
 
-    ref_val = score_decisions(ref.val_table, policies[0][2].decide_table(ref.val_table),
-                              ref.latency.normalised_path()).accuracy
 
-    t = time.perf_counter()
-    storage = Path(args.storage) if args.storage else tmp / "experiments"
-    exp_root = str(storage / f"reference_alexnet-{mode}-{time.strftime('%Y%m%d-%H%M%S')}")
-    seed_baseline(exp_root, tmp / "baselines", ref.device)
-    from ddecs_search.search import run_search
-
-    outcome = run_search(search_space, name=Path(exp_root).name, storage=str(storage), quiet=True,
-                         verify=False)
-    timings["search"] = time.perf_counter() - t
-    for err in outcome.errors:
-        print(f"search trial error: {err}")
-    row, how, trials = select_found(exp_root, ref_val)
-    print(f"[{_elapsed(start)}] search: {outcome.counts} in {timings['search']:.0f} s; picked "
-          f"{None if row is None else row['trial_id']}: {how}")
-
-    import ray
-
-    ray.shutdown()  # nothing else runs while we measure
-    found_id = None
-    if row is not None:
-        found_id = str(row["trial_id"])
-        metrics = json.loads((Path(exp_root) / "trials" / found_id / "metrics.json").read_text())
-        found, found_policy = prepare_found(Path(exp_root) / "trials" / found_id, bench, ref, metrics)
-        policies.append(("found", found, found_policy, metrics.get("policy_train_time_s")))
-
-    t = time.perf_counter()
-    rows = []
-    for name, prepared, policy, fit_s in policies:
-        rows.append(measure_row(name, bench, prepared, policy, fit_s))
-        print(f"[{_elapsed(start)}] measured {name}")
-    rows.insert(0, static_row(rows, ref, start_acc))
-    timings["measurement"] = time.perf_counter() - t
-    if row is not None:
-        config = {str(k): row[k] for k in row.index if str(k).startswith("config/")}
-        rows[-1].update(trial_id=found_id, selection=how, config=json.loads(_dumps(config)))
-
+def report(rows: list[dict[str, Any]], bench: Any, device: Any) -> None:
+    """The printed tables, the found configuration, the verdicts and the pitfalls block."""
     print()
     print_table(display(rows), COLUMNS)
     print("(accuracy on test; val_accuracy on the validation split the policies were fitted on; drop_pt vs "
@@ -554,39 +601,50 @@ def run(args: Any, mode: str, preset: Preset, tmp: Path, start: float) -> dict[s
     print_table(bounds(rows), BOUND_COLUMNS)
     print("(the oracle leaves each test sample at its earliest correct exit: no policy on these exits is "
           "more accurate, and none as accurate is cheaper; acc_gap_pt = oracle - row accuracy)")
-    if row is not None:
-        print(f"\nfound: trial {found_id}, {how}; exits {rows[-1]['exit_points']}, "
-              f"{rows[-1]['training_mode']}, {rows[-1]['policy_kind']} λ={rows[-1]['cost_weight']:.3g}; "
-              f"config {json.dumps(rows[-1]['config'], default=str)}")
+    found = rows[-1] if rows[-1]["row"] == "found" else None
+    if found is not None:
+        print(f"\nfound: trial {found['trial_id']}, {found['selection']}; exits {found['exit_points']}, "
+              f"{found['training_mode']}, {found['policy_kind']} λ={found['cost_weight']:.3g}; "
+              f"config {json.dumps(found['config'])}")
         for r in rows[1:-1]:
-            print(verdict(rows[-1], r))
+            print(verdict(found, r))
     print(f"energy: {rows[1]['energy_source']}")
     print()
     print(PITFALLS)
-    wall = time.perf_counter() - start
-    print(f"\ndevice: {rows[0]['device']}; torch threads while timing: {bench.measurement.threads}; "
-          f"wall time {wall:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())})")
-    if ref.device.type == "cpu":
+    if device.type == "cpu":
         print("note: CPU timings are noisy when the machine is shared; the speedups are same-run ratios.")
 
+
+def result_json(rows: list[dict[str, Any]], bench: Any, search_space: Any, outcome: Any,
+                mode: str) -> dict[str, Any]:
+    """The ``--json`` object: ``static``, ``reference`` (qtable), other reference rows, ``found``."""
     by_name = {r["row"]: r for r in rows}
-    result = {
+    found = by_name.get("found")
+    ds = bench.dataset
+    return {
         "static": json_row(by_name["static"]),
         "reference": json_row(by_name["reference/qtable"]),
         "reference_threshold": json_row(by_name["reference/threshold"]),
         **({"reference_ppo": json_row(by_name["reference/ppo"])} if "reference/ppo" in by_name else {}),
-        "found": {**json_row(by_name["found"]), "trial_id": found_id, "selection": how,
-                  "config": by_name["found"].get("config")} if "found" in by_name else None,
+        "found": None if found is None else {
+            **json_row(found), "trial_id": found["trial_id"], "selection": found["selection"],
+            "config": found["config"],
+        },
         "dataset": ds.name, "device": rows[0]["device"], "mode": mode, "quick": mode != "default",
         "subsets": {"train": ds.train_subset, "val": ds.val_subset, "test": ds.test_subset},
         "search": {"trials": search_space.search.num_samples, "counts": outcome.counts,
                    "errors": outcome.errors},
-        "wall_time_s": wall, "timings_s": timings,
     }
-    out_dir = Path(args.out) if args.out else RESULTS / mode
-    for path in write_outputs(out_dir, rows, trials, found_id, ref_val, result):
-        print(f"wrote {path}")
-    return result
+
+
+def _nan(value: Any) -> bool:
+    return isinstance(value, float) and value != value
+
+
+def _plain(value: Any) -> Any:
+    """A trials-table cell as JSON-friendly Python (``128.0`` -> ``128``: NaN rows made ints floats)."""
+    value = value.item() if hasattr(value, "item") else value
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _elapsed(start: float) -> str:

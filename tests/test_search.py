@@ -116,8 +116,15 @@ def _start_driver(space_file: Path, storage: Path, name: str, log: Path) -> subp
                             start_new_session=True, cwd=ROOT)
 
 
+RESUME_EPOCHS = 8
+
+
 def _state(exp_dir: Path) -> tuple[dict, set]:
-    """Accuracies of the evaluated trials, and ids of trials with an epoch checkpoint but no result yet."""
+    """Accuracies of the evaluated trials, and ids of trials between two epoch checkpoints.
+
+    A trial counts as mid-training when it has checkpointed at least one epoch and has at least three
+    epochs left, so an interruption now lands in training, not in its final evaluation.
+    """
     try:
         trials = _trials(exp_dir)
     except Exception:  # not written yet
@@ -125,16 +132,16 @@ def _state(exp_dir: Path) -> tuple[dict, set]:
     done = {r.trial_id: r.accuracy for r in trials.itertuples() if getattr(r, "evaluated", False) is True}
     mid = set()
     for folder in exp_dir.glob("tune_trial_*"):
-        trial_id = folder.name.removeprefix("tune_trial_")
-        if any(folder.glob("checkpoint_*")) and not (exp_dir / "trials" / trial_id / "metrics.json").exists():
-            mid.add(trial_id)
+        epochs = [int(p.name.removeprefix("checkpoint_")) + 1 for p in folder.glob("checkpoint_*")]
+        if epochs and max(epochs) <= RESUME_EPOCHS - 3:
+            mid.add(folder.name.removeprefix("tune_trial_"))
     return done, mid
 
 
 def _wait_mid_search(exp_dir: Path, proc: subprocess.Popen, timeout: float = 240.0) -> tuple[dict, set]:
-    """Wait until >= 1 trial is evaluated and another is between epoch checkpoints (or evaluating).
+    """Wait until >= 1 trial is evaluated and another is between epoch checkpoints.
 
-    The moment must hold for a second, so that the driver has recorded the checkpoint it saw.
+    The moment must hold briefly, so that the driver has recorded the checkpoint it saw.
     Returns the evaluated trials' accuracies and the ids of trials caught mid-training.
     """
     deadline = time.monotonic() + timeout
@@ -142,7 +149,7 @@ def _wait_mid_search(exp_dir: Path, proc: subprocess.Popen, timeout: float = 240
         assert proc.poll() is None, "the driver ended before it could be interrupted"
         done, mid = _state(exp_dir)
         if done and mid:
-            time.sleep(1.0)
+            time.sleep(0.3)
             done, still = _state(exp_dir)
             if done and mid & still:
                 return done, mid & still
@@ -171,8 +178,8 @@ def _check_resumed(exp_dir: Path, num_samples: int, before: dict) -> pd.DataFram
 
 
 def _resume_space(tmp_path: Path, name: str) -> Path:
-    # 4 epochs on 1024 images: long enough to catch a trial between two epoch checkpoints
-    return _space(tmp_path, name, dataset={"train_subset": 1024}, training={"epochs": [4]},
+    # 8 epochs on 2048 images: long enough to catch a trial between two epoch checkpoints
+    return _space(tmp_path, name, dataset={"train_subset": 2048}, training={"epochs": [RESUME_EPOCHS]},
                   search={"num_samples": 3, "max_concurrent": 2, "seed": 1})
 
 
@@ -183,6 +190,9 @@ def test_sigkill_driver_then_resume(local_ray, tmp_path, capsys):
     try:
         before, mid = _wait_mid_search(exp_dir, proc)
         os.kill(proc.pid, signal.SIGKILL)
+        # the local Ray dies with its driver, but a trial worker could still finish its evaluation in the
+        # meantime; end the whole process group at once, as a crash of the machine would
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
         _cleanup(proc)

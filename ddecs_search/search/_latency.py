@@ -55,10 +55,17 @@ class LatencyBroker:
 
 
 def start_broker(name: str, table: dict[str, float] | None = None) -> Any:
-    """Start the experiment's broker actor (no CPU reserved: it only serves a dictionary)."""
-    import ray
+    """Start the experiment's broker actor (no CPU reserved: it only serves a dictionary).
 
-    return ray.remote(num_cpus=0, max_concurrency=64)(LatencyBroker).options(name=name).remote(table)
+    It is pinned to the driver's node: with no resources of its own Ray could place it on any worker,
+    and losing that worker would end every later measurement (and the search) with ActorDiedError.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    actor = ray.remote(num_cpus=0, max_concurrency=64)(LatencyBroker)
+    return actor.options(name=name, scheduling_strategy=here).remote(table)
 
 
 def module_keys(model: MultiExitNet, backbone: str, device_label: str) -> list[str]:

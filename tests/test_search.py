@@ -211,7 +211,7 @@ def test_sigint_driver_stops_gracefully_then_resume(local_ray, tmp_path, capsys)
     log = tmp_path / "driver.log"
     proc = _start_driver(_resume_space(tmp_path, "int"), tmp_path, "stopped", log)
     try:
-        before, _ = _wait_mid_search(exp_dir, proc)
+        before, mid = _wait_mid_search(exp_dir, proc)
         os.kill(proc.pid, signal.SIGINT)
         code = proc.wait(timeout=120)
     finally:
@@ -222,7 +222,9 @@ def test_sigint_driver_stops_gracefully_then_resume(local_ray, tmp_path, capsys)
     assert Experiment.at(exp_dir).read_record()["status"] == "interrupted"
 
     assert main(["resume", str(exp_dir), "--quiet", "--no-verify"]) == 0
-    _check_resumed(exp_dir, 3, before)
+    trials = _check_resumed(exp_dir, 3, before)
+    resumed = trials.set_index("trial_id").loc[sorted(mid & set(trials["trial_id"])), "resumed_from_epoch"]
+    assert resumed.notna().any(), "no stopped trial continued from its epoch checkpoint"
     capsys.readouterr()
     assert main(["status", str(exp_dir), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)

@@ -131,15 +131,7 @@ def train_baseline(
         def loss_fn(m: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return F.cross_entropy(m(x), y, label_smoothing=cfg.label_smoothing)
 
-        settings = LoopSettings(
-            epochs=cfg.epochs,
-            lr=cfg.lr,
-            weight_decay=cfg.weight_decay,
-            optimizer=cfg.optimizer,
-            seed=seed,
-            quiet=quiet,
-            desc=f"baseline {backbone_name}",
-        )
+        settings = LoopSettings.from_config(cfg, seed=seed, quiet=quiet, desc=f"baseline {backbone_name}")
         run_epochs(
             model, list(model.parameters()), batches, loss_fn, settings, device, folder / "checkpoint.pt"
         )

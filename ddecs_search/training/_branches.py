@@ -88,15 +88,7 @@ def train_branches(
             drop_last=len(train_set) > cfg.batch_size,
         )
 
-    settings = LoopSettings(
-        epochs=cfg.epochs,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        optimizer=cfg.optimizer,
-        seed=seed,
-        quiet=quiet,
-        desc=f"branches ({cfg.mode})",
-    )
+    settings = LoopSettings.from_config(cfg, seed=seed, quiet=quiet, desc=f"branches ({cfg.mode})")
     info = run_epochs(
         model,
         params,

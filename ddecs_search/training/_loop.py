@@ -33,6 +33,12 @@ class LoopSettings:
     quiet: bool = False
     desc: str = "train"
 
+    @classmethod
+    def from_config(cls, cfg: Any, *, seed: int, quiet: bool, desc: str) -> LoopSettings:
+        """From a BaselineConfig or TrainingConfig (both carry epochs, lr, weight_decay, optimizer)."""
+        return cls(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,
+                   seed=seed, quiet=quiet, desc=desc)  # fmt: skip
+
 
 def make_optimizer(params: Iterable[nn.Parameter], settings: LoopSettings) -> torch.optim.Optimizer:
     """Adam or SGD (momentum 0.9, Nesterov) as configured."""

@@ -301,23 +301,20 @@ def static_row(rows: list[dict[str, Any]], ref: Any, start_acc: float) -> dict[s
 
 
 def verdict(found: dict[str, Any], other: dict[str, Any]) -> str:
-    """One line: does ``found`` beat ``other`` (same-run speedups, MACs, test accuracy)?"""
-    faster = found["speedup"] >= other["speedup"]
-    cheaper = found["macs"] <= other["macs"]
-    diff = 100 * (found["accuracy"] - other["accuracy"])
-    if faster and cheaper and diff >= 0:
-        word = "BEATS it (faster, fewer MACs, no less accurate)"
-    elif faster and cheaper:
-        word = f"faster and cheaper but {-diff:.1f} pt less accurate on test (selection was on val)"
-    elif diff >= 0 and not (faster or cheaper):
-        word = "more accurate but slower: does not beat it on speed"
-    elif not (faster or cheaper):
-        word = "does NOT beat it (slower and less accurate)"
-    else:
-        word = "mixed (faster on one cost measure only)"
-    return (f"found vs {other['row']}: speedup {found['speedup']:.2f}x vs {other['speedup']:.2f}x, "
-            f"{found['macs'] / 1e6:.1f} vs {other['macs'] / 1e6:.1f} MMAC, accuracy "
-            f"{100 * found['accuracy']:.1f} % vs {100 * other['accuracy']:.1f} % -> {word}")
+    """One line: does ``found`` beat ``other`` on batch-1 speedup (same-run ratios), MACs and accuracy?"""
+    diffs = {
+        "speedup": (found["speedup"] >= other["speedup"],
+                    f"{found['speedup']:.2f}x vs {other['speedup']:.2f}x"),
+        "MACs": (found["macs"] <= other["macs"], f"{found['macs'] / 1e6:.1f} vs {other['macs'] / 1e6:.1f} M"),
+        "test accuracy": (found["accuracy"] >= other["accuracy"],
+                          f"{100 * found['accuracy']:.1f} % vs {100 * other['accuracy']:.1f} %"),
+    }
+    better = [k for k, (ok, _) in diffs.items() if ok]
+    worse = [k for k, (ok, _) in diffs.items() if not ok]
+    word = "BEATS it on all three" if not worse else (
+        f"better on {', '.join(better) or 'nothing'}; worse on {', '.join(worse)}")
+    detail = "; ".join(f"{k} {text}" for k, (_, text) in diffs.items())
+    return f"found vs {other['row']}: {detail} -> {word}"
 
 
 def _static_val_accuracy(ref: Any) -> float:

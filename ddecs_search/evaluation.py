@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ddecs_search._atomic import write_text_atomic
 from ddecs_search.config import Candidate, SearchSpace, to_dict
 from ddecs_search.models import Backbone, MultiExitNet, backbone_info
 from ddecs_search.policies import (
@@ -107,6 +108,7 @@ def prepare_candidate(
         seed=0,
         quiet=quiet,
     )
+
     def eval_loader(ds):
         return make_loader(
             ds,
@@ -116,6 +118,7 @@ def prepare_candidate(
             num_workers=space.dataset.num_workers,
             device=device,
         )
+
     baseline_acc = accuracy(base.backbone, eval_loader(splits.test), device)
     torch.manual_seed(candidate.seed)
     model = MultiExitNet(copy.deepcopy(base.backbone), candidate.exit_points, candidate.branches).to(device)
@@ -356,7 +359,7 @@ def save_artifacts(
         "data": to_dict(space.dataset),
         "policy_kind": policy.kind,
     }
-    _write_text_atomic(workdir / "spec.json", json.dumps(spec, indent=2))
+    write_text_atomic(json.dumps(spec, indent=2), workdir / "spec.json")
     if policy.deployable:
         policy.save(workdir / "policy.json")
     fd, tmp = tempfile.mkstemp(dir=workdir, suffix=".npz")
@@ -370,10 +373,3 @@ def save_artifacts(
     )
     os.replace(tmp, workdir / "test_exits.npz")
     (workdir / "branches_checkpoint.pt").unlink(missing_ok=True)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ddecs_search._atomic import write_text_atomic
 from ddecs_search._imports import require
 from ddecs_search.analysis._constraints import Constraint
 from ddecs_search.analysis._figures import report_figures
@@ -130,21 +129,6 @@ def render_html(data: ReportData, figures: Mapping[str, go.Figure]) -> str:
         + "\n".join(s for s in sections if s)
         + "\n</body>\n</html>\n"
     )
-
-
-def write_text_atomic(text: str, path: str | Path) -> Path:
-    """Write ``text`` via a temp file in the same folder + ``os.replace`` (never half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_report(

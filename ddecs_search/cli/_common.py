@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from ddecs_search._atomic import write_text_atomic
 from ddecs_search.config import SearchSpace, parse_space, to_dict
 from ddecs_search.errors import ConfigError
 
@@ -44,11 +43,5 @@ def json_safe(obj: Any) -> Any:
 
 
 def write_json_atomic(obj: Any, path: str | Path) -> None:
-    """Write JSON via a temp file + rename so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(json_safe(obj), fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, path)
+    """Write strict JSON via a temp file + rename so a crash never leaves half a file."""
+    write_text_atomic(json.dumps(json_safe(obj), indent=2) + "\n", path)

@@ -11,8 +11,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ddecs_search._atomic import write_text_atomic
 from ddecs_search.config import BaselineConfig, DataConfig, to_dict
 from ddecs_search.models import Backbone, create_backbone
 from ddecs_search.training._checkpoint import load_checkpoint, save_atomic
@@ -70,13 +69,6 @@ def _file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _write_json_atomic(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2)
-    os.replace(tmp, path)
 
 
 def train_baseline(
@@ -142,16 +134,14 @@ def train_baseline(
         val_acc = accuracy(model, val_loader, device)
         elapsed = time.perf_counter() - start
         save_atomic(model.state_dict(), weights)
-        _write_json_atomic(
-            {
-                "backbone": backbone_name,
-                "key": key,
-                "val_accuracy": val_acc,
-                "train_time_s": elapsed,
-                "baseline": to_dict(cfg),
-                "data": to_dict(data_cfg),
-            },
-            meta_path,
-        )
+        meta = {
+            "backbone": backbone_name,
+            "key": key,
+            "val_accuracy": val_acc,
+            "train_time_s": elapsed,
+            "baseline": to_dict(cfg),
+            "data": to_dict(data_cfg),
+        }
+        write_text_atomic(json.dumps(meta, indent=2), meta_path)
         (folder / "checkpoint.pt").unlink(missing_ok=True)
         return BaselineResult(model, key, weights, val_acc, elapsed, cached=False)

@@ -163,7 +163,10 @@ class DataConfig:
     """Which dataset, where it lives and how it is split.
 
     Validation is carved from the training set with ``split_seed``; nothing is selected or tuned on
-    test. ``*_subset`` cut the splits for smoke runs (``null`` = all).
+    test. Validation itself is split in two disjoint parts (seeded by ``split_seed``): exit policies are
+    fitted on one, and ``selection_fraction`` of it is held out for choosing (objectives, constraints,
+    picks, λ sweeps), so that a choice is never scored on the samples a policy was fitted on.
+    ``*_subset`` cut the splits for smoke runs (``null`` = all).
     """
 
     name: str = "fashion-mnist"
@@ -174,10 +177,13 @@ class DataConfig:
     test_subset: int | None = None
     num_workers: int = 0
     split_seed: int = 0
+    selection_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
             fail("val_fraction", f"must be in (0, 1), got {self.val_fraction}")
+        if not 0.0 < self.selection_fraction < 1.0:
+            fail("selection_fraction", f"must be in (0, 1), got {self.selection_fraction}")
         for name in ("train_subset", "val_subset", "test_subset"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -62,6 +62,21 @@ class ExitTable:
         """Rows ``index`` of the table."""
         return ExitTable(self.features[index], self.predictions[index], self.labels[index])
 
+    def split_selection(self, selection_fraction: float, seed: int) -> tuple[ExitTable, ExitTable]:
+        """Two disjoint parts of a validation table: ``(fit, select)``.
+
+        Policies are fitted on ``fit``; objectives, constraints, picks and λ sweeps are scored on
+        ``select`` (``selection_fraction`` of the rows, at least one row each), so that what is chosen is
+        never judged on the samples it was fitted on. Seeded: the same seed gives the same parts.
+        """
+        if not 0.0 < selection_fraction < 1.0:
+            raise ValueError(f"selection_fraction must be in (0, 1), got {selection_fraction}")
+        if self.num_samples < 2:
+            raise ValueError(f"a validation table needs >= 2 samples to split, got {self.num_samples}")
+        order = np.random.default_rng([seed, 0x5E1EC7]).permutation(self.num_samples)
+        n_select = min(self.num_samples - 1, max(1, round(selection_fraction * self.num_samples)))
+        return self.subset(np.sort(order[n_select:])), self.subset(np.sort(order[:n_select]))
+
     def save(self, path: str | Path) -> None:
         """Write atomically as ``.npz``."""
         path = Path(path)

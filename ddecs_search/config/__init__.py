@@ -9,6 +9,7 @@ from ddecs_search.config._candidate import (
     PolicyConfig,
     TrainingConfig,
 )
+from ddecs_search.config._describe import describe_branch, describe_candidate, describe_static, exit_names
 from ddecs_search.config._parse import deep_merge, from_dict, to_dict
 from ddecs_search.config._space import (
     BackboneSection,
@@ -44,6 +45,10 @@ __all__ = [
     "TrainingSpace",
     "candidate_from_dict",
     "deep_merge",
+    "describe_branch",
+    "describe_candidate",
+    "describe_static",
+    "exit_names",
     "from_dict",
     "load_space",
     "parse_space",

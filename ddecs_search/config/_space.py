@@ -21,6 +21,7 @@ from ddecs_search.config._candidate import (
 )
 from ddecs_search.config._parse import deep_merge, fail, from_dict
 from ddecs_search.errors import ConfigError
+from ddecs_search.metrics import NUMERIC_METRICS, SELECTABLE_METRICS, selection_error
 
 
 @dataclass(frozen=True)
@@ -176,42 +177,19 @@ class Resources:
             fail("gpu", f"must be >= 0, got {self.gpu}")
 
 
-_DEFAULT_OBJECTIVES = (Objective("accuracy", "max"), Objective("latency_ms", "min"))
+_DEFAULT_OBJECTIVES = (Objective("val_accuracy", "max"), Objective("expected_latency_ms", "min"))
 
 # Objectives ASHA can stop on: each epoch scores a val-accuracy proxy (see ddecs_search/search/_fidelity.py).
-ASHA_OBJECTIVES = ("accuracy", "val_accuracy", "table_accuracy", "oracle_accuracy", "accuracy_drop")
+ASHA_OBJECTIVES = ("val_accuracy", "val_accuracy_drop")
 
-# Numeric metrics of the candidate evaluation that objectives and constraints may name
-# (see docs/architecture.md; ``rl_return`` exists only for RL policies).
-NUMERIC_METRICS = (
-    "accuracy",
-    "accuracy_drop",
-    "baseline_accuracy",
-    "batch1_table_agreement",
-    "baseline_energy_mj",
-    "baseline_latency_ms",
-    "baseline_macs",
-    "batched_throughput_speedup",
-    "cost_weight",
-    "energy_mj",
-    "expected_cost",
-    "expected_latency_ms",
-    "inference_table_agreement",
-    "latency_ms",
-    "latency_p95_ms",
-    "macs",
-    "num_exits",
-    "oracle_accuracy",
-    "oracle_expected_latency_ms",
-    "oracle_macs",
-    "policy_train_time_s",
-    "rl_return",
-    "speedup",
-    "table_accuracy",
-    "train_time_s",
-    "val_accuracy",
-    "wall_time_s",
-)
+
+def _check_selectable(path: str, name: str) -> None:
+    """Objectives and constraints choose, so they must be known metrics computed without test labels."""
+    if name not in NUMERIC_METRICS:
+        fail(path, f"unknown metric {name!r}; valid: {', '.join(SELECTABLE_METRICS)}")
+    why = selection_error(name)
+    if why:
+        fail(path, why)
 
 
 @dataclass(frozen=True)
@@ -238,13 +216,10 @@ class SearchSpace:
         names = [o.name for o in self.objectives]
         if len(set(names)) != len(names):
             fail("objectives", f"names must be distinct, got {names}")
-        valid = ", ".join(NUMERIC_METRICS)
         for i, name in enumerate(names):
-            if name not in NUMERIC_METRICS:
-                fail(f"objectives[{i}].name", f"unknown metric {name!r}; valid: {valid}")
+            _check_selectable(f"objectives[{i}].name", name)
         for i, c in enumerate(self.constraints):
-            if c.metric not in NUMERIC_METRICS:
-                fail(f"constraints[{i}].metric", f"unknown metric {c.metric!r}; valid: {valid}")
+            _check_selectable(f"constraints[{i}].metric", c.metric)
         if self.search.asha and (len(names) != 1 or names[0] not in ASHA_OBJECTIVES):
             fail("search.asha", f"early stopping (ASHA) needs exactly one objective among "
                  f"{', '.join(ASHA_OBJECTIVES)} (trials are ranked per epoch on a val-accuracy proxy), "

@@ -63,19 +63,13 @@ class ExitTable:
         return ExitTable(self.features[index], self.predictions[index], self.labels[index])
 
     def split_selection(self, selection_fraction: float, seed: int) -> tuple[ExitTable, ExitTable]:
-        """Two disjoint parts of a validation table: ``(fit, select)``.
+        """Two disjoint parts of a validation table: ``(fit, select)`` (see :func:`selection_split`).
 
         Policies are fitted on ``fit``; objectives, constraints, picks and λ sweeps are scored on
-        ``select`` (``selection_fraction`` of the rows, at least one row each), so that what is chosen is
-        never judged on the samples it was fitted on. Seeded: the same seed gives the same parts.
+        ``select``, so that what is chosen is never judged on the samples it was fitted on.
         """
-        if not 0.0 < selection_fraction < 1.0:
-            raise ValueError(f"selection_fraction must be in (0, 1), got {selection_fraction}")
-        if self.num_samples < 2:
-            raise ValueError(f"a validation table needs >= 2 samples to split, got {self.num_samples}")
-        order = np.random.default_rng([seed, 0x5E1EC7]).permutation(self.num_samples)
-        n_select = min(self.num_samples - 1, max(1, round(selection_fraction * self.num_samples)))
-        return self.subset(np.sort(order[n_select:])), self.subset(np.sort(order[:n_select]))
+        fit, select = selection_split(self.num_samples, selection_fraction, seed)
+        return self.subset(fit), self.subset(select)
 
     def save(self, path: str | Path) -> None:
         """Write atomically as ``.npz``."""
@@ -113,6 +107,22 @@ class ExitTable:
             torch.cat(preds).numpy().astype(np.int64),
             torch.cat(labels).numpy().astype(np.int64),
         )
+
+
+def selection_split(n: int, selection_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices ``(fit, select)`` of a validation split of ``n`` samples, disjoint and sorted.
+
+    ``select`` holds ``selection_fraction`` of the rows (at least one row each side). Seeded: the same
+    ``(n, fraction, seed)`` always gives the same parts, so every trial of a search chooses on the same
+    samples and the static network is scored on them too.
+    """
+    if not 0.0 < selection_fraction < 1.0:
+        raise ValueError(f"selection_fraction must be in (0, 1), got {selection_fraction}")
+    if n < 2:
+        raise ValueError(f"a validation split needs >= 2 samples to be split, got {n}")
+    order = np.random.default_rng([seed, 0x5E1EC7]).permutation(n)
+    n_select = min(n - 1, max(1, round(selection_fraction * n)))
+    return np.sort(order[n_select:]), np.sort(order[:n_select])
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ inference against the static backbone in the same run; ``create_energy_meter`` p
 honest "unavailable". ``pynvml`` is imported only when an NVML meter is created.
 """
 
+from ddecs_search.profiling._decision import decision_costs
 from ddecs_search.profiling._device import device_name, resolve_device, synchronize
 from ddecs_search.profiling._energy import EnergyMeter, EnergyReading, UnavailableEnergyMeter
 from ddecs_search.profiling._energy_factory import ENERGY_KINDS, create_energy_meter, energy_per_sample
@@ -31,6 +32,7 @@ __all__ = [
     "batched_throughput",
     "compare_static_vs_early_exit",
     "count_macs",
+    "decision_costs",
     "create_energy_meter",
     "device_name",
     "energy_per_sample",

@@ -1,8 +1,12 @@
 """One candidate end to end — the body of every search trial.
 
 data → baseline (cached) → multi-exit model → branch training → exit tables (val, test) → cost tables
-(MACs, measured latency) → exit policy fitted on val → scored on test → real early-exit inference timed
-against the static network in the same run → energy where a meter exists → one flat metrics dict.
+(MACs, measured latency) → exit policy fitted on the *fit* part of validation → chosen-on metrics on the
+disjoint *selection* part → scored on test → real early-exit inference timed against the static
+network in the same run → energy where a meter exists → one flat metrics dict.
+
+Every key it returns is described in :mod:`ddecs_search.metrics` (what it is computed on, its unit);
+no key is rewritten after it is produced.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from ddecs_search.policies import (
     OraclePolicy,
     create_policy,
     score_decisions,
+    selection_split,
 )
 from ddecs_search.training import EpochCallback, accuracy, train_baseline, train_branches
 
@@ -51,6 +56,9 @@ class PreparedCandidate:
     baseline: Backbone
     baseline_accuracy: float
     val_table: ExitTable
+    fit_table: ExitTable  # the part of validation the exit policy is fitted on
+    select_table: ExitTable  # the disjoint part every choice is made on
+    baseline_val_accuracy: float  # the static network on the selection part
     test_table: ExitTable
     latency: ExitCosts
     macs: ExitCosts
@@ -136,6 +144,10 @@ def prepare_candidate(
     model.eval()
     val_table = ExitTable.from_model(model, eval_loader(splits.val), device)
     test_table = ExitTable.from_model(model, eval_loader(splits.test), device)
+    data = space.dataset
+    fit_idx, select_idx = selection_split(val_table.num_samples, data.selection_fraction, data.split_seed)
+    static_val = _predictions(base.backbone, eval_loader(splits.val), device)  # (N_val,)
+    baseline_val_acc = float((static_val[select_idx] == val_table.labels[select_idx]).mean())
     m = space.measurement
     with measurement_threads(space, device):
         if latency_fn is not None:
@@ -148,6 +160,9 @@ def prepare_candidate(
         base.backbone.eval(),
         baseline_acc,
         val_table,
+        val_table.subset(fit_idx),
+        val_table.subset(select_idx),
+        baseline_val_acc,
         test_table,
         latency,
         mac_costs(model),
@@ -158,8 +173,19 @@ def prepare_candidate(
     )
 
 
+@torch.no_grad()
+def _predictions(model: torch.nn.Module, loader: Any, device: torch.device) -> np.ndarray:
+    """``(N,)`` top-1 predictions of a plain classifier over ``loader``."""
+    model.eval()
+    return torch.cat([model(x.to(device)).argmax(dim=1).cpu() for x, _ in loader]).numpy()
+
+
 def fit_policy(prepared: PreparedCandidate) -> tuple[ExitPolicy, float]:
-    """Create the candidate's policy and fit it on the validation table; returns (policy, seconds)."""
+    """Create the candidate's policy and fit it on the *fit* part of validation; returns (policy, seconds).
+
+    The selection part stays unseen by the fit, so the metrics a search chooses with are not the
+    policy's own training score.
+    """
     cfg = prepared.candidate.policy
     cfg = (
         dataclasses.replace(cfg, options={"seed": prepared.candidate.seed, **cfg.options})
@@ -169,7 +195,7 @@ def fit_policy(prepared: PreparedCandidate) -> tuple[ExitPolicy, float]:
     costs = prepared.latency if cfg.cost == "latency" else prepared.macs
     policy = create_policy(cfg)
     start = time.perf_counter()
-    policy.fit(prepared.val_table, costs.normalised_path(), cfg.cost_weight)
+    policy.fit(prepared.fit_table, costs.normalised_path(), cfg.cost_weight)
     return policy, time.perf_counter() - start
 
 
@@ -199,32 +225,80 @@ def _energy(space: SearchSpace, prepared: PreparedCandidate, policy: ExitPolicy,
     }
 
 
-def measure_candidate(space: SearchSpace, prepared: PreparedCandidate, policy: ExitPolicy) -> dict[str, Any]:
-    """Score ``policy`` on the test table and measure real early-exit inference against the static net."""
+@dataclass
+class CandidateMeasurement:
+    """What :func:`measure_candidate` returns: the flat metrics and the per-sample arrays behind them.
+
+    Attributes:
+        metrics: the keys of :mod:`ddecs_search.metrics` (JSON-ready values).
+        test_exits: ``(N_test,)`` exit index of every test sample in real batched inference.
+        test_predictions: ``(N_test,)`` predicted class of every test sample in real inference.
+        table_exits: ``(N_test,)`` exit the policy chooses on the cached test table (the simulation).
+    """
+
+    metrics: dict[str, Any]
+    test_exits: np.ndarray
+    test_predictions: np.ndarray
+    table_exits: np.ndarray
+
+
+def latency_source(runtime: str, device: str, threads: int | None, how: str) -> str:
+    """``"torch 2.14.1 cpu (...) 1 thread, end-to-end batch 1, in-trial"``: what a latency is."""
+    version = torch.__version__.split("+")[0] if runtime == "torch" else ""
+    thread_text = f", {threads} thread{'s' if threads != 1 else ''}" if threads else ""
+    return f"{runtime} {version} {device}{thread_text}, {how}".replace("  ", " ")
+
+
+def with_decisions(costs: ExitCosts, decision_ms: np.ndarray) -> ExitCosts:
+    """The latency table with the measured decision + host-sync time added to every early branch."""
+    return ExitCosts(costs.stage, costs.branch + decision_ms, costs.static, costs.unit,
+                     f"{costs.source} + decisions measured in-process")
+
+
+def measure_candidate(space: SearchSpace, prepared: PreparedCandidate, policy: ExitPolicy) -> CandidateMeasurement:
+    """Score ``policy`` (selection part of validation, test) and time real early-exit inference.
+
+    Choosing metrics (``val_*``, ``expected_*``, ``macs``) come from the selection part of validation;
+    test metrics only score; ``latency_ms``/``speedup`` are end-to-end measurements of real inference
+    against the static network in the same run (see ``latency_source``).
+    """
     from ddecs_search.data import make_loader
-    from ddecs_search.profiling import batched_throughput, compare_static_vs_early_exit, device_name
+    from ddecs_search.profiling import (
+        batched_throughput,
+        compare_static_vs_early_exit,
+        decision_costs,
+        device_name,
+    )
 
     m = space.measurement
-    lat_path, mac_path = prepared.latency.path(), prepared.macs.path()
+    device = prepared.device
+    samples = _stack_inputs(prepared.splits.test, m.latency_samples)
+    decisions = decision_costs(prepared.model, policy, samples[:1].to(device), device, warmup=m.warmup,
+                               repeats=m.repeats)
+    latency = with_decisions(prepared.latency, decisions)
+    lat_path, mac_path = latency.path(), prepared.macs.path()
+    norm_path = prepared.latency.normalised_path()
+
+    # choosing metrics: the selection part of validation (never seen by the policy's fit)
+    select = prepared.select_table
+    select_exits = policy.decide_table(select)
+    val = score_decisions(select, select_exits, norm_path)
+    expected_ms = float(lat_path[select_exits].mean())
+
+    # reported metrics: test
     test = prepared.test_table
     exits = policy.decide_table(test)
-    stats = score_decisions(test, exits, prepared.latency.normalised_path())
+    stats = score_decisions(test, exits, norm_path)
     oracle_exits = OraclePolicy().decide_table(test)
-    oracle = score_decisions(test, oracle_exits, prepared.latency.normalised_path())
+    oracle = score_decisions(test, oracle_exits, norm_path)
 
     # Real batched early-exit inference over the whole test set: the reported accuracy.
-    loader = make_loader(
-        prepared.splits.test,
-        batch_size=m.batch_size,
-        shuffle=False,
-        seed=0,
-        num_workers=space.dataset.num_workers,
-        device=prepared.device,
-    )
+    loader = make_loader(prepared.splits.test, batch_size=m.batch_size, shuffle=False, seed=0,
+                         num_workers=space.dataset.num_workers, device=device)
     preds, real_exits = [], []
     with torch.inference_mode():
         for x, _ in loader:
-            out = prepared.model.early_exit(x.to(prepared.device), policy)
+            out = prepared.model.early_exit(x.to(device), policy)
             preds.append(out.predictions.cpu())
             real_exits.append(out.exit_indices.cpu())
     preds_np, real_exits_np = torch.cat(preds).numpy(), torch.cat(real_exits).numpy()
@@ -232,46 +306,52 @@ def measure_candidate(space: SearchSpace, prepared: PreparedCandidate, policy: E
     table_preds = test.predictions[np.arange(test.num_samples), exits]
     agreement = float(((preds_np == table_preds) & (real_exits_np == exits)).mean())
 
-    samples = _stack_inputs(prepared.splits.test, m.latency_samples)
-    timing = compare_static_vs_early_exit(prepared.model, policy, samples, prepared.device, warmup=m.warmup)
+    timing = compare_static_vs_early_exit(prepared.model, policy, samples, device, warmup=m.warmup)
     batch1_agree = float((np.asarray(timing["exit_indices"]) == exits[: len(samples)]).mean())
-    tput = batched_throughput(
-        prepared.model,
-        policy,
-        _stack_inputs(prepared.splits.test, 4 * m.batch_size),
-        prepared.device,
-        batch_size=m.batch_size,
-    )
+    tput = batched_throughput(prepared.model, policy, _stack_inputs(prepared.splits.test, 4 * m.batch_size),
+                              device, batch_size=m.batch_size)
     energy = _energy(space, prepared, policy, _stack_inputs(prepared.splits.test, m.batch_size))
     static_lat, ee_lat = timing["static"], timing["early_exit"]
-    return {
-        "accuracy": real_acc,
-        "baseline_accuracy": prepared.baseline_accuracy,
-        "accuracy_drop": prepared.baseline_accuracy - real_acc,
+    dev = device_name(device)
+    where = "in-trial (other trials may share the machine)" if os.environ.get("DDECS_IN_TRIAL") else "isolated"
+    metrics = {
+        # chosen on: selection part of validation, and cost tables weighted by its exits
+        "val_accuracy": val.accuracy,
+        "baseline_val_accuracy": prepared.baseline_val_accuracy,
+        "val_accuracy_drop": prepared.baseline_val_accuracy - val.accuracy,
+        "expected_latency_ms": expected_ms,
+        "baseline_expected_latency_ms": float(latency.static),
+        "expected_speedup": float(latency.static / expected_ms),
+        "expected_latency_source": latency.source,
+        "expected_cost": val.cost,
+        "macs": float(mac_path[select_exits].mean()) * 1e6,
+        "baseline_macs": prepared.macs.static * 1e6,
+        # measured end to end: real inference, static network in the same run
         "latency_ms": ee_lat.mean_ms,
         "latency_p95_ms": ee_lat.p95_ms,
-        "expected_latency_ms": float(lat_path[exits].mean()),
         "baseline_latency_ms": static_lat.mean_ms,
         "speedup": timing["speedup"],
         "batched_throughput_speedup": tput["throughput_speedup"],
+        "latency_source": latency_source("torch", dev, m.threads if device.type == "cpu" else None,
+                                         f"end-to-end batch 1, {where}"),
+        "runtime": "torch",
         **energy,
-        "macs": float(mac_path[exits].mean()) * 1e6,
-        "baseline_macs": prepared.macs.static * 1e6,
+        # reported: test split (never used to choose)
+        "accuracy": real_acc,
+        "baseline_accuracy": prepared.baseline_accuracy,
+        "accuracy_drop": prepared.baseline_accuracy - real_acc,
         "exit_fractions": list(stats.exit_fractions),
         "exit_accuracies": list(stats.exit_accuracies),
         "table_accuracy": stats.accuracy,
-        "expected_cost": stats.cost,
         "oracle_accuracy": oracle.accuracy,
         "oracle_expected_latency_ms": float(lat_path[oracle_exits].mean()),
         "oracle_macs": float(mac_path[oracle_exits].mean()) * 1e6,
         "oracle_exit_fractions": list(oracle.exit_fractions),
         "inference_table_agreement": agreement,
         "batch1_table_agreement": batch1_agree,
-        "latency_table_source": prepared.latency.source,
-        "device": device_name(prepared.device),
-        "_test_exits": real_exits_np,
-        "_test_predictions": preds_np,
+        "device": dev,
     }
+    return CandidateMeasurement(metrics, real_exits_np, preds_np, exits)
 
 
 def evaluate_candidate(
@@ -284,10 +364,12 @@ def evaluate_candidate(
     on_epoch: EpochCallback | None = None,
     latency_fn: Callable[[MultiExitNet, torch.device], ExitCosts] | None = None,
 ) -> dict[str, Any]:
-    """Train, fit the policy, measure, and return the flat metrics dict (see docs/architecture.md).
+    """Train, fit the policy, measure, and return the flat metrics dict (see :mod:`ddecs_search.metrics`).
 
     Artefacts (model state dict + spec, policy, test exits) are written to ``workdir`` for export.
     """
+    from ddecs_search.config import describe_candidate, exit_names
+
     start = time.perf_counter()
     own_tmp = None
     if workdir is None:
@@ -307,31 +389,25 @@ def evaluate_candidate(
         )
         policy, policy_time = fit_policy(prepared)
         with measurement_threads(space, prepared.device):
-            metrics = measure_candidate(space, prepared, policy)
-        test_exits, test_preds = metrics.pop("_test_exits"), metrics.pop("_test_predictions")
-        metrics.update(
-            {
-                "val_accuracy": float(
-                    score_decisions(
-                        prepared.val_table,
-                        policy.decide_table(prepared.val_table),
-                        prepared.latency.normalised_path(),
-                    ).accuracy
-                ),
-                "policy_kind": candidate.policy.kind,
-                "cost_weight": candidate.policy.cost_weight,
-                "num_exits": candidate.num_exits,
-                "exit_points": list(candidate.exit_points),
-                "train_time_s": prepared.train_time_s,
-                "baseline_train_time_s": prepared.baseline_train_time_s,
-                "policy_train_time_s": policy_time,
-                "host": platform.node(),
-            }
-        )
+            measured = measure_candidate(space, prepared, policy)
+        names = backbone_info(candidate.backbone).exit_point_names
+        metrics = {
+            **measured.metrics,
+            "exits": exit_names(candidate, names),
+            "summary": describe_candidate(candidate, names),
+            "policy_kind": candidate.policy.kind,
+            "cost_weight": candidate.policy.cost_weight,
+            "num_exits": candidate.num_exits,
+            "exit_points": list(candidate.exit_points),
+            "train_time_s": prepared.train_time_s,
+            "baseline_train_time_s": prepared.baseline_train_time_s,
+            "policy_train_time_s": policy_time,
+            "host": platform.node(),
+        }
         for attr, key in (("final_return", "rl_return"), ("train_time_s", "rl_train_time_s")):
             if hasattr(policy, attr):
                 metrics[key] = getattr(policy, attr)
-        save_artifacts(workdir, space, prepared, policy, test_exits, test_preds)
+        save_artifacts(workdir, space, prepared, policy, measured)
         metrics["wall_time_s"] = time.perf_counter() - start
         return metrics
     finally:
@@ -344,8 +420,7 @@ def save_artifacts(
     space: SearchSpace,
     prepared: PreparedCandidate,
     policy: ExitPolicy,
-    test_exits: np.ndarray,
-    test_predictions: np.ndarray,
+    measured: CandidateMeasurement,
 ) -> None:
     """Write what export and the report need: model weights + spec, policy, per-sample test exits."""
     from ddecs_search.training import save_atomic
@@ -366,10 +441,10 @@ def save_artifacts(
     os.close(fd)
     np.savez(
         tmp,
-        exit_indices=test_exits,
+        exit_indices=measured.test_exits,
         labels=prepared.test_table.labels,
         predictions=prepared.test_table.predictions,
-        table_exits=policy.decide_table(prepared.test_table),
+        table_exits=measured.table_exits,
     )
     os.replace(tmp, workdir / "test_exits.npz")
     (workdir / "branches_checkpoint.pt").unlink(missing_ok=True)

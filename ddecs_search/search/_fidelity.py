@@ -2,7 +2,7 @@
 
 After each branch-training epoch the checkpointed model's exit table on *val* is scored with a
 threshold policy fitted on that same table (MAC costs, the candidate's cost weight): a cheap,
-monotone stand-in for the final test accuracy that ranks candidates at low fidelity. Only full
+monotone stand-in for the final validation accuracy that ranks candidates at low fidelity. Only full
 evaluations ever reach Optuna or the Pareto front.
 """
 
@@ -50,6 +50,6 @@ class EpochProxy:
         policy = create_policy(cfg)
         policy.fit(table, costs, cfg.cost_weight)
         accuracy = score_decisions(table, policy.decide_table(table), costs).accuracy
-        if self.objective.name == "accuracy_drop":
+        if self.objective.name == "val_accuracy_drop":
             return float(self.baseline_val_accuracy - accuracy)
         return float(accuracy)

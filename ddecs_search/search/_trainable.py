@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ddecs_search.config import Objective, SearchSpace
 from ddecs_search.search._experiment import EVALUATED_KEY, Experiment, scalar
 from ddecs_search.search._shared_baseline import BaselineBlob, trial_cache_dir
@@ -92,40 +90,20 @@ def trial_dirname(trial: Any) -> str:
 
 
 def _evaluate(ctx: TrialContext, candidate: Any, workdir: Path, on_epoch: Any) -> dict[str, Any]:
+    """The candidate's evaluation with the experiment's isolated latency table.
+
+    ``expected_latency_ms`` (what the search compares trials on) comes from the table, which every
+    trial shares and which was measured one module at a time; ``latency_ms`` stays what it is
+    everywhere: this trial's end-to-end measurement, labelled in-trial by ``latency_source``.
+    """
     from ddecs_search.evaluation import evaluate_candidate
     from ddecs_search.search._latency import isolated_latency_fn
 
     m = ctx.space.measurement
     table_fn = isolated_latency_fn(ctx.broker, ctx.space.backbone.name, warmup=m.warmup, repeats=m.repeats)
-    seen: dict[str, Any] = {}
-
-    def latency_fn(model: Any, device: Any) -> Any:
-        seen["costs"] = table_fn(model, device)
-        return seen["costs"]
-
-    metrics = evaluate_candidate(ctx.space, candidate, workdir=workdir,
-                                 baseline_dir=ctx.baseline.materialise(trial_cache_dir(ctx.exp_uid)),
-                                 quiet=True, on_epoch=on_epoch, latency_fn=latency_fn)
-    return _table_latency(metrics, seen["costs"], workdir)
-
-
-def _table_latency(metrics: dict[str, Any], costs: Any, workdir: Path) -> dict[str, Any]:
-    """Latency objectives from the isolated table; the in-trial end-to-end timings are kept as ``*_in_trial``.
-
-    The end-to-end numbers were measured while neighbouring trials shared the CPU/GPU, so they are not
-    comparable between trials; the table's are (measured serialised, once per module).
-    """
-    with np.load(workdir / "test_exits.npz") as data:
-        exits = data["table_exits"]
-    per_sample = costs.path()[exits]  # (N,) ms of the path each test sample takes
-    for key in ("latency_ms", "latency_p95_ms", "baseline_latency_ms", "speedup"):
-        metrics[f"{key}_in_trial"] = metrics[key]
-    metrics["latency_ms"] = float(per_sample.mean())
-    metrics["latency_p95_ms"] = float(np.percentile(per_sample, 95))
-    metrics["baseline_latency_ms"] = float(costs.static)
-    metrics["speedup"] = float(costs.static / per_sample.mean())
-    metrics["latency_source"] = costs.source
-    return metrics
+    return evaluate_candidate(ctx.space, candidate, workdir=workdir,
+                              baseline_dir=ctx.baseline.materialise(trial_cache_dir(ctx.exp_uid)),
+                              quiet=True, on_epoch=on_epoch, latency_fn=table_fn)
 
 
 def _epoch_reporter(ctx: TrialContext, candidate: Any) -> Any:

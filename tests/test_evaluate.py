@@ -19,6 +19,8 @@ CONTRACT_KEYS = {
     "energy_source", "macs", "baseline_macs", "exit_fractions", "exit_accuracies", "oracle_accuracy",
     "oracle_expected_latency_ms", "oracle_macs", "val_accuracy", "policy_kind", "cost_weight", "num_exits",
     "device", "wall_time_s", "train_time_s", "policy_train_time_s",
+    "baseline_val_accuracy", "val_accuracy_drop", "baseline_expected_latency_ms", "expected_speedup",
+    "expected_latency_source", "latency_source", "runtime", "exits", "summary",
 }  # fmt: skip
 
 
@@ -61,6 +63,26 @@ def test_evaluate_writes_the_metrics_contract(tmp_path: Path, capsys: pytest.Cap
     assert metrics["policy_kind"] == "threshold" and metrics["cost_weight"] == 0.3
     for name in ("model.pt", "spec.json", "policy.json", "test_exits.npz"):
         assert (work / name).is_file(), name
+    # chosen on the selection part of validation, reported on test: both present, distinct meanings
+    assert metrics["val_accuracy_drop"] == pytest.approx(
+        metrics["baseline_val_accuracy"] - metrics["val_accuracy"]
+    )
+    assert metrics["expected_speedup"] == pytest.approx(
+        metrics["baseline_expected_latency_ms"] / metrics["expected_latency_ms"]
+    )
+    assert metrics["speedup"] == pytest.approx(metrics["baseline_latency_ms"] / metrics["latency_ms"], rel=0.02)
+    assert "end-to-end batch 1" in metrics["latency_source"] and metrics["runtime"] == "torch"
+    assert "decisions" in metrics["expected_latency_source"]
+    assert metrics["exits"] == "conv1+conv2" and metrics["summary"].startswith("conv1+conv2 | ")
+    assert "threshold" in metrics["summary"]
+    # every numeric key the evaluation reports is described by the metric catalogue
+    from ddecs_search.metrics import METRICS, TEXT_KEYS
+
+    numeric = {k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    undocumented = numeric - set(METRICS) - set(TEXT_KEYS) - {
+        "baseline_train_time_s", "rl_return", "rl_train_time_s", "exit_points"
+    }
+    assert not undocumented, undocumented
 
 
 @pytest.mark.parametrize(

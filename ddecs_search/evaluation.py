@@ -255,7 +255,9 @@ def with_decisions(costs: ExitCosts, decision_ms: np.ndarray) -> ExitCosts:
                      f"{costs.source} + decisions measured in-process")
 
 
-def measure_candidate(space: SearchSpace, prepared: PreparedCandidate, policy: ExitPolicy) -> CandidateMeasurement:
+def measure_candidate(
+    space: SearchSpace, prepared: PreparedCandidate, policy: ExitPolicy
+) -> CandidateMeasurement:
     """Score ``policy`` (selection part of validation, test) and time real early-exit inference.
 
     Choosing metrics (``val_*``, ``expected_*``, ``macs``) come from the selection part of validation;
@@ -313,7 +315,8 @@ def measure_candidate(space: SearchSpace, prepared: PreparedCandidate, policy: E
     energy = _energy(space, prepared, policy, _stack_inputs(prepared.splits.test, m.batch_size))
     static_lat, ee_lat = timing["static"], timing["early_exit"]
     dev = device_name(device)
-    where = "in-trial (other trials may share the machine)" if os.environ.get("DDECS_IN_TRIAL") else "isolated"
+    in_trial = bool(os.environ.get("DDECS_IN_TRIAL"))
+    where = "in-trial (other trials may share the machine)" if in_trial else "isolated"
     metrics = {
         # chosen on: selection part of validation, and cost tables weighted by its exits
         "val_accuracy": val.accuracy,
@@ -393,6 +396,8 @@ def evaluate_candidate(
         names = backbone_info(candidate.backbone).exit_point_names
         metrics = {
             **measured.metrics,
+            "backbone": candidate.backbone,
+            "candidate": to_dict(candidate),
             "exits": exit_names(candidate, names),
             "summary": describe_candidate(candidate, names),
             "policy_kind": candidate.policy.kind,

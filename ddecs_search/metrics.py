@@ -148,6 +148,8 @@ TEXT_KEYS: dict[str, str] = {
     "energy_source": "how energy was measured (nvml, rapl) or why it is unavailable",
     "device": "the device measured on",
     "runtime": "the inference runtime measured (torch, onnxruntime)",
+    "candidate": "the evaluated configuration (JSON): backbone, exit points, branches, training, policy",
+    "backbone": "the backbone every candidate of the space shares",
     "exits": "exit points by the backbone's names, e.g. conv1+conv2",
     "summary": "one line naming the configuration: exits, branches, training, policy and λ",
     "policy_kind": "the exit policy's kind",

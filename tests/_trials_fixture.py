@@ -1,33 +1,40 @@
 """Synthetic experiment directories for analysis tests (the trials-table contract of ddecs_search.search).
 
-The numbers follow the shape of a real early-exit search — deeper exits are slower and more accurate,
+Written through the product's own writers (``ddecs_search.experiment``), so the columns are the ones a
+real search writes. The numbers follow the shape of a real early-exit search — deeper exits are slower and more accurate,
 a larger ``cost_weight`` sends more samples out early, the static policy leaves everything at the final
 exit — but they are generated, not measured. Tests of the mechanics only.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import yaml
+
+from ddecs_search.config import Constraint, Objective, load_space
+from ddecs_search.experiment import EVALUATED_KEY, Experiment, trial_row
+from ddecs_search.search import effective_objectives
 
 EXIT_DEPTHS = (0.2, 0.4, 0.6, 0.8)  # fraction of the backbone's MACs before each exit point
 BRANCH_COST = 0.03  # one branch, as a fraction of the backbone
 BASELINE_ACCURACY = 0.91
+BASELINE_VAL_ACCURACY = 0.905
+EXIT_NAMES = ("conv1", "conv2", "conv3", "conv4")
+TINY_SPACE = Path(__file__).parent / "spaces" / "tiny.yaml"
 BASELINE_MACS = 12.0e6
 NUM_CLASSES = 10
 ENERGY_UNAVAILABLE = "unavailable: no NVIDIA driver and no /sys/class/powercap"
 
 
-def _trial(rng: np.random.Generator, i: int, device_index: int, device: str, seed: int) -> dict:
+def _trial(rng: np.random.Generator, i: int, device_index: int, device: str, seed: int) -> tuple[dict, dict]:
+    """``(tune_config, metrics)`` of one synthetic trial, in the shapes the search produces them."""
     points = sorted(rng.choice(len(EXIT_DEPTHS), size=int(rng.integers(1, 4)), replace=False).tolist())
     depths = np.array([EXIT_DEPTHS[p] for p in points] + [1.0])  # (E,)
     num_exits = len(depths)
-    policy = str(rng.choice(["threshold", "threshold", "rl", "static"]))
+    policy = str(rng.choice(["threshold", "threshold", "ppo", "static"]))
     cost_weight = float(np.exp(rng.uniform(np.log(0.01), np.log(1.0))))
     mode = str(rng.choice(["frozen", "joint"]))
     if policy == "static":
@@ -43,48 +50,67 @@ def _trial(rng: np.random.Generator, i: int, device_index: int, device: str, see
     drop = float((fractions * 0.3 * (1 - depths) ** 2).sum()) + (0.004 if mode == "joint" else 0.0)
     drop += abs(float(rng.normal(0, 0.015)))  # some branches train badly
     accuracy = float(np.clip(BASELINE_ACCURACY - drop + rng.normal(0, 0.003), 0.1, 0.999))
+    val_accuracy = float(np.clip(accuracy + rng.normal(0, 0.004), 0.1, 0.999))
     base_latency = 2.0 / (device_index + 1)
     expected = float(base_latency * (fractions * path).sum())
     latency = expected * float(rng.uniform(0.97, 1.25)) + 0.02  # timing noise and policy overhead
     macs = float(BASELINE_MACS * (fractions * path).sum())
-    branches = [{"kind": "conv", "width": int(rng.choice([16, 32, 64]))} for _ in points]
-    return {
-        "trial_id": f"{seed:03x}f_{i:05d}",
-        "config/exit_points": json.dumps(points),
-        "config/branches": json.dumps(branches),
-        "config/policy_kind": policy,
-        "config/cost_weight": cost_weight,
-        "config/training_mode": mode,
+    branches = [
+        {"conv_layers": int(rng.integers(0, 3)), "channels": int(rng.choice([16, 32, 64])), "pool": "avg",
+         "pool_size": int(rng.choice([1, 2, 4])), "hidden": 0, "dropout": 0.0}
+        for _ in points
+    ]
+    n = len(points)
+    config = {"num_early_exits": n, "exit_points": {f"n{n}": ",".join(map(str, points))},
+              **{f"branch{k}": b for k, b in enumerate(branches)},
+              "training": {"mode": mode}, "policy": {"kind": policy, "cost_weight": cost_weight}}
+    names = [EXIT_NAMES[p] for p in points]
+    summary = (f"{'+'.join(names)} | " + "; ".join(f"{b['conv_layers']}xconv{b['channels']} avg{b['pool_size']} fc"
+               for b in branches) + f" | {mode} 2ep | {policy} λ={cost_weight:.3g}")
+    metrics = {
+        "val_accuracy": val_accuracy,
+        "baseline_val_accuracy": BASELINE_VAL_ACCURACY,
+        "val_accuracy_drop": BASELINE_VAL_ACCURACY - val_accuracy,
         "accuracy": accuracy,
         "baseline_accuracy": BASELINE_ACCURACY,
         "accuracy_drop": BASELINE_ACCURACY - accuracy,
         "latency_ms": latency,
         "latency_p95_ms": latency * 1.3,
-        "expected_latency_ms": expected,
-        "baseline_latency_ms": base_latency,
+        "baseline_latency_ms": base_latency * float(rng.uniform(0.98, 1.02)),
         "speedup": base_latency / latency,
+        "latency_source": f"torch 2.14.1 {device}, 1 thread, end-to-end batch 1, in-trial",
+        "runtime": "torch",
+        "expected_latency_ms": expected,
+        "baseline_expected_latency_ms": base_latency,
+        "expected_speedup": base_latency / expected,
+        "expected_latency_source": f"isolated_table:{device} + decisions measured in-process",
         "batched_throughput_speedup": 0.8 * base_latency / latency,
         "macs": macs,
         "baseline_macs": BASELINE_MACS,
-        "exit_fractions": json.dumps(fractions.round(4).tolist()),
-        "exit_accuracies": json.dumps(
-            [round(float(a), 4) if f > 0 else None for a, f in zip(exit_acc, fractions)]
-        ),
+        "exit_fractions": fractions.round(4).tolist(),
+        "exit_accuracies": [round(float(a), 4) if f > 0 else None for a, f in zip(exit_acc, fractions)],
         "oracle_accuracy": min(0.999, BASELINE_ACCURACY + 0.03),
         "oracle_expected_latency_ms": base_latency * float(depths[0] + BRANCH_COST) * 1.4,
         "oracle_macs": BASELINE_MACS * float(depths[0] + BRANCH_COST) * 1.4,
-        "val_accuracy": accuracy + float(rng.normal(0, 0.004)),
+        "exits": "+".join(names),
+        "backbone": "lenet",
+        "candidate": {"backbone": "lenet", "exit_points": points, "branches": branches,
+                      "training": {"mode": mode, "epochs": 2}, "policy": {"kind": policy, "cost_weight": cost_weight}},
+        "summary": summary,
         "policy_kind": policy,
         "cost_weight": cost_weight,
         "num_exits": num_exits,
         "device": device,
         "node_id": f"node-{device_index}",
         "wall_time_s": float(rng.uniform(20, 90)),
+        EVALUATED_KEY: True,
+        "full_fidelity": True,
     }
+    return config, metrics
 
 
 def _write_exits(path: Path, rng: np.random.Generator, row: dict, samples: int = 300) -> None:
-    fractions = np.array(json.loads(row["exit_fractions"]))
+    fractions = np.array(row["exit_fractions"])
     fractions = np.clip(fractions, 0, None) / np.clip(fractions, 0, None).sum()
     labels = rng.integers(0, NUM_CLASSES, samples)  # (N,)
     exit_indices = rng.choice(len(fractions), size=samples, p=fractions)  # (N,)
@@ -111,52 +137,55 @@ def make_experiment(
     n_error: int = 1,
     n_running: int = 1,
     energy: bool = False,
-    objectives: Sequence[tuple[str, str]] = (("accuracy", "max"), ("latency_ms", "min")),
+    objectives: Sequence[tuple[str, str]] = (("val_accuracy", "max"), ("latency_ms", "min")),
     constraints: Sequence[dict] = (),
     with_exits: bool = False,
     parquet: bool = False,
 ) -> Path:
-    """Write ``dir/trials.csv`` (+ ``space.yaml``) with ``n`` finished trials, then errored / running ones.
+    """An experiment folder written by the product's own writers (:mod:`ddecs_search.experiment`).
 
-    Devices are assigned round-robin; device ``i`` is ``i + 1`` times faster. ``energy=False`` leaves
-    ``energy_mj`` empty with an "unavailable: ..." source, as on a machine without NVML or RAPL.
-    ``with_exits`` writes ``trials/<trial_id>/test_exits.npz`` for every finished trial.
+    ``n`` finished trials, then errored / running ones, as the search's trials-table callback writes
+    them: rows from :func:`trial_row` over Tune-shaped configs and evaluation-shaped metrics, the space
+    through :meth:`Experiment.write_space` and the effective objectives in ``run.json`` (energy → MACs
+    fallback applied by the search's own rule). Devices are assigned round-robin; device ``i`` is
+    ``i + 1`` times faster. ``energy=False`` leaves ``energy_mj`` empty with an "unavailable: ..."
+    source, as on a machine without NVML or RAPL. ``with_exits`` writes ``trials/<id>/test_exits.npz``.
+    ``parquet`` is accepted for compatibility (the writer always writes both tables).
     """
     out = Path(dir)
     out.mkdir(parents=True, exist_ok=True)
+    exp = Experiment.at(str(out))
+    space = dataclasses.replace(
+        load_space(TINY_SPACE),
+        name=out.name,
+        objectives=tuple(Objective(name, mode) for name, mode in objectives),
+        constraints=tuple(Constraint(**c) for c in constraints),
+    )
+    exp.write_space(space)
+    effective, notices = effective_objectives(space, energy)
+    exp.update_record(objectives=[dataclasses.asdict(o) for o in effective], notices=notices)
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n + n_error + n_running):
         d = i % len(devices)
-        row = _trial(rng, i, d, devices[d], seed)
+        config, metrics = _trial(rng, i, d, devices[d], seed)
+        trial_id = f"{seed:03x}f_{i:05d}"
         if energy:
-            row["energy_mj"] = row["latency_ms"] * (15.0 if devices[d].startswith("cuda") else 9.0)
-            row["baseline_energy_mj"] = row["baseline_latency_ms"] * 9.0
-            row["energy_source"] = "nvml:total_energy"
+            metrics["energy_mj"] = metrics["latency_ms"] * (15.0 if devices[d].startswith("cuda") else 9.0)
+            metrics["baseline_energy_mj"] = metrics["baseline_latency_ms"] * 9.0
+            metrics["energy_source"] = "nvml:total_energy"
         else:
-            row["energy_mj"] = row["baseline_energy_mj"] = np.nan
-            row["energy_source"] = ENERGY_UNAVAILABLE
-        row["trial_index"] = i
-        row["state"], row["error"] = "TERMINATED", None
+            metrics["energy_mj"] = metrics["baseline_energy_mj"] = None
+            metrics["energy_source"] = ENERGY_UNAVAILABLE
+        state, error, result = "TERMINATED", None, metrics
         if i >= n:
-            kept = ("trial_id", "trial_index", "device", "node_id", "policy_kind", "cost_weight", "num_exits")
-            measured = [k for k in row if not k.startswith("config/") and k not in kept]
-            for k in measured:
-                row[k] = None
-            row["state"] = "ERROR" if i < n + n_error else "RUNNING"
-            row["error"] = "RuntimeError: synthetic failure" if row["state"] == "ERROR" else None
+            state = "ERROR" if i < n + n_error else "RUNNING"
+            error = "RuntimeError: synthetic failure" if state == "ERROR" else None
+            result = None
         elif with_exits:
-            _write_exits(out / "trials" / row["trial_id"], rng, row)
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    df = df[["trial_id", "state"] + [c for c in df.columns if c not in ("trial_id", "state")]]
-    df.to_csv(out / "trials.csv", index=False)
-    if parquet:
-        df.to_parquet(out / "trials.parquet", index=False)
-    space = {
-        "name": out.name,
-        "objectives": [{"name": name, "mode": mode} for name, mode in objectives],
-        "constraints": list(constraints),
-    }
-    (out / "space.yaml").write_text(yaml.safe_dump(space, sort_keys=False))
+            _write_exits(out / "trials" / trial_id, rng, metrics)
+        rows.append(trial_row(trial_id=trial_id, index=i, state=state, config=config, result=result,
+                              error=error, num_failures=int(state == "ERROR"), objectives=effective,
+                              constraints=space.constraints))
+    exp.write_trials(rows)
     return out

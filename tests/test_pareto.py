@@ -187,11 +187,11 @@ FRONT = pd.DataFrame(
     {
         "trial_id": ["a", "b", "c", "d"],
         "latency_ms": [1.0, 2.0, 3.0, 4.0],
-        "accuracy": [0.50, 0.85, 0.90, 0.92],
+        "val_accuracy": [0.50, 0.85, 0.90, 0.92],
         "macs": [1.0, 2.0, 2.5, 5.0],
     }
 )
-OBJ2 = [("accuracy", "max"), ("latency_ms", "min")]
+OBJ2 = [("val_accuracy", "max"), ("latency_ms", "min")]
 
 
 def test_knee_point_is_the_bend_of_the_front() -> None:
@@ -201,7 +201,7 @@ def test_knee_point_is_the_bend_of_the_front() -> None:
     assert knee_point(FRONT.iloc[:0], OBJ2) is None
     # three objectives: closest to the normalised ideal point
     obj3 = OBJ2 + [("macs", "min")]
-    norm = FRONT[["accuracy", "latency_ms", "macs"]].to_numpy()
+    norm = FRONT[["val_accuracy", "latency_ms", "macs"]].to_numpy()
     loss = to_minimization(norm, ["max", "min", "min"])
     loss = (loss - loss.min(0)) / (loss.max(0) - loss.min(0))
     expected = FRONT["trial_id"][int(np.argmin(np.linalg.norm(loss, axis=1)))]
@@ -209,13 +209,13 @@ def test_knee_point_is_the_bend_of_the_front() -> None:
 
 
 def test_best_under_budget_and_accuracy_floor() -> None:
-    assert best_under_budget(FRONT, "latency_ms", 2.5, "accuracy")["trial_id"] == "b"
+    assert best_under_budget(FRONT, "latency_ms", 2.5, "val_accuracy")["trial_id"] == "b"
     assert best_under_budget(FRONT, budget=10.0)["trial_id"] == "d"
     assert best_under_budget(FRONT, budget=0.5) is None
     assert best_for_accuracy_floor(FRONT, floor=0.88)["trial_id"] == "c"
     assert best_for_accuracy_floor(FRONT, floor=0.5)["trial_id"] == "a"
     assert best_for_accuracy_floor(FRONT, floor=0.99) is None
-    ties = pd.DataFrame({"trial_id": ["x", "y"], "latency_ms": [2.0, 1.0], "accuracy": [0.9, 0.9]})
+    ties = pd.DataFrame({"trial_id": ["x", "y"], "latency_ms": [2.0, 1.0], "val_accuracy": [0.9, 0.9]})
     assert best_under_budget(ties, budget=3.0)["trial_id"] == "y"  # equal accuracy: the faster one
     with pytest.raises(ConfigError, match="latency_p99"):
         best_under_budget(FRONT, metric="latency_p99")
@@ -249,7 +249,7 @@ def test_parse_constraint_errors_name_the_constraint_and_the_form(text: str) -> 
 
 def test_parse_objective() -> None:
     assert parse_objective("latency_ms:min") == ("latency_ms", "min")
-    assert parse_objective(" accuracy:MAXIMIZE") == ("accuracy", "max")
+    assert parse_objective(" val_accuracy:MAXIMIZE") == ("val_accuracy", "max")
     for bad in ("latency_ms", "latency_ms:fast", ":min"):
         with pytest.raises(ConfigError, match="METRIC:min or METRIC:max"):
             parse_objective(bad)
@@ -259,29 +259,29 @@ def test_experiment_front_reads_the_space_defaults(tmp_path) -> None:
     exp = make_experiment(
         tmp_path / "e",
         n=30,
-        objectives=[("accuracy", "max"), ("macs", "min")],
-        constraints=[{"metric": "accuracy_drop", "max": 0.1}],
+        objectives=[("val_accuracy", "max"), ("macs", "min")],
+        constraints=[{"metric": "val_accuracy_drop", "max": 0.1}],
     )
     trials, result = experiment_front(exp, constraints=["latency_ms<3"])
     assert len(trials) == 32 and "experiment" not in trials.columns
-    assert result.objectives == [("accuracy", "max"), ("macs", "min")]
-    assert [str(c) for c in result.constraints] == ["accuracy_drop<=0.1", "latency_ms<3"]
-    assert (result.front["accuracy_drop"] <= 0.1).all()
-    _, explicit = experiment_front([exp], objectives=[("accuracy", "max"), ("latency_ms", "min")])
-    assert explicit.objectives == [("accuracy", "max"), ("latency_ms", "min")]
+    assert result.objectives == [("val_accuracy", "max"), ("macs", "min")]
+    assert [str(c) for c in result.constraints] == ["val_accuracy_drop<=0.1", "latency_ms<3"]
+    assert (result.front["val_accuracy_drop"] <= 0.1).all()
+    _, explicit = experiment_front([exp], objectives=[("val_accuracy", "max"), ("latency_ms", "min")])
+    assert explicit.objectives == [("val_accuracy", "max"), ("latency_ms", "min")]
 
 
 def test_constraints_filter_the_front(tmp_path) -> None:
     df = load_trials(make_experiment(tmp_path / "e", n=40))
-    result = compute_front(df, constraints=["accuracy_drop<=0.05"])
-    assert (result.front["accuracy_drop"] <= 0.05).all()
+    result = compute_front(df, constraints=["val_accuracy_drop<=0.05"])
+    assert (result.front["val_accuracy_drop"] <= 0.05).all()
     ranked = result.ranked
     assert (ranked.loc[~ranked["feasible"], "rank"] == -1).all()
-    assert any("violate accuracy_drop<=0.05" in n for n in result.notices)
+    assert any("violate val_accuracy_drop<=0.05" in n for n in result.notices)
     with pytest.raises(ConfigError, match="unknown metric 'acc_drop'.*trial columns: trial_id"):
         pareto_front(df, constraints=["acc_drop<=0.05"])
     with pytest.raises(ConfigError, match="objectives: unknown metric 'latency'"):
-        pareto_front(df, [("accuracy", "max"), ("latency", "min")])
+        pareto_front(df, [("val_accuracy", "max"), ("latency", "min")])
     with pytest.raises(ConfigError, match="direction"):
         pareto_front(df, [("accuracy", "up"), ("latency_ms", "min")])
 
@@ -302,7 +302,9 @@ def test_running_experiment_ranks_only_finished_trials(tmp_path) -> None:
     df = load_trials(exp)
     assert len(df) == 17 and df["trial_id"].map(type).eq(str).all()
     result = compute_front(df, read_objectives(exp))
-    assert set(result.ranked["state"]) == {"TERMINATED"} and len(result.ranked) == 12
+    # the 12 finished trials and the static network they were measured against
+    assert set(result.ranked["state"]) == {"TERMINATED"} and len(result.ranked) == 13
+    assert result.ranked["trial_id"].tolist().count("static") == 1
     assert "5 of 17 trials are not ranked (2 ERROR, 3 RUNNING)." in result.notices
     # a table with only a header (search just started) gives an empty front, not an error
     (tmp_path / "new").mkdir()
@@ -315,7 +317,8 @@ def test_front_is_the_rank_zero_rows_sorted_by_the_first_objective(tmp_path) -> 
     front = pareto_front(df)
     ranked = rank_trials(df)
     assert sorted(front["trial_id"]) == sorted(ranked.loc[ranked["rank"] == 0, "trial_id"])
-    assert front["accuracy"].is_monotonic_decreasing and front["latency_ms"].is_monotonic_decreasing
+    assert front["val_accuracy"].is_monotonic_decreasing
+    assert front["expected_latency_ms"].is_monotonic_decreasing
     assert {"rank", "crowding", "group"} <= set(front.columns)
 
 
@@ -325,7 +328,9 @@ def test_several_experiments_are_compared(tmp_path) -> None:
     df = load_trials([a, b])
     assert df["experiment"].value_counts().to_dict() == {"a": 12, "b": 17}
     front = pareto_front(df)
-    values = df[df["state"] == "TERMINATED"][["accuracy", "latency_ms"]].to_numpy()
+    ranked = rank_trials(df)  # every finished trial and one static network per experiment
+    assert (ranked["trial_id"] == "static").sum() == 2
+    values = ranked[["val_accuracy", "expected_latency_ms"]].to_numpy()
     assert len(front) == int((non_dominated_sort(values, ["max", "min"]) == 0).sum())
     # two directories with the same name are told apart by their paths
     c = make_experiment(tmp_path / "x" / "a", n=5, seed=4)
@@ -344,27 +349,34 @@ def test_mixed_devices_get_one_front_each(tmp_path) -> None:
             alone["trial_id"]
         )
     # MACs do not depend on the device: one front, no split
-    macs = compute_front(df, [("accuracy", "max"), ("macs", "min")])
+    macs = compute_front(df, [("val_accuracy", "max"), ("macs", "min")])
     assert macs.group_by is None and set(macs.front["group"]) == {"all"}
 
 
 def test_energy_objective_falls_back_to_macs(tmp_path) -> None:
-    objectives = [("accuracy", "max"), ("energy_mj", "min")]
+    objectives = [("val_accuracy", "max"), ("energy_mj", "min")]
     exp = make_experiment(tmp_path / "e", n=20, objectives=objectives)
-    result = compute_front(load_trials(exp), read_objectives(exp))
-    assert result.objectives == [("accuracy", "max"), ("macs", "min")]
+    # the search recorded its own fallback (run.json): analysis follows it and repeats its notice
+    _, recorded = experiment_front(exp)
+    assert read_objectives(exp) == recorded.objectives == [("val_accuracy", "max"), ("macs", "min")]
+    assert any("replaced by 'macs'" in n for n in recorded.notices)
+    # objectives asked for explicitly on a table without energy fall back the same way
+    result = compute_front(load_trials(exp), objectives)
+    assert result.objectives == [("val_accuracy", "max"), ("macs", "min")]
     assert any("energy_mj is missing" in n and "unavailable: no NVIDIA driver" in n for n in result.notices)
     measured = make_experiment(tmp_path / "m", n=20, objectives=objectives, energy=True)
     assert compute_front(load_trials(measured), objectives).objectives == objectives
 
 
 def test_read_objectives(tmp_path) -> None:
-    exp = make_experiment(tmp_path / "e", n=3, objectives=[("accuracy", "max"), ("macs", "min")])
-    assert read_objectives(exp) == [("accuracy", "max"), ("macs", "min")]
-    (exp / "space.yaml").unlink()
-    assert read_objectives(exp) == [("accuracy", "max"), ("latency_ms", "min")]
+    exp = make_experiment(tmp_path / "e", n=3, objectives=[("val_accuracy", "max"), ("macs", "min")])
+    assert read_objectives(exp) == [("val_accuracy", "max"), ("macs", "min")]
+    (exp / "space.yaml").unlink()  # run.json's record of what the search optimised is enough
+    assert read_objectives(exp) == [("val_accuracy", "max"), ("macs", "min")]
+    (exp / "run.json").unlink()
+    assert read_objectives(exp) == [("val_accuracy", "max"), ("expected_latency_ms", "min")]
     (exp / "space.yaml").write_text("objectives:\n  - {name: accuracy, mode: up}\n")
-    with pytest.raises(ConfigError, match=r"objectives\[0\]"):
+    with pytest.raises(ConfigError, match=r"space.yaml"):
         read_objectives(exp)
 
 
@@ -377,11 +389,16 @@ def test_json_format_keeps_trials_table_names(tmp_path) -> None:
     assert [r["trial_id"] for r in records] == front["trial_id"].tolist()
     first = records[0]
     assert isinstance(first["trial_id"], str)
-    assert isinstance(first["config"]["exit_points"], list) and isinstance(first["config"]["branches"], list)
-    assert {"policy_kind", "cost_weight", "training_mode"} <= set(first["config"])
-    assert isinstance(first["exit_fractions"], list) and isinstance(first["exit_accuracies"], list)
-    assert first["energy_mj"] is None  # NaN → null
-    for key in ("accuracy", "latency_ms", "macs", "speedup", "device", "rank", "crowding"):
+    trial = next(r for r in records if r["trial_id"] != "static")
+    assert isinstance(trial["config"]["exit_points"], list) and isinstance(trial["config"]["branches"], list)
+    assert {"training", "policy"} <= set(trial["config"]) and trial["summary"].startswith(trial["exits"])
+    assert trial["search_params"]["policy/kind"] == trial["config"]["policy"]["kind"]
+    static = next(r for r in records if r["trial_id"] == "static")
+    assert static["config"] == {"static": True} and static["summary"] == "static lenet (no early exit)"
+    assert isinstance(trial["exit_fractions"], list) and isinstance(trial["exit_accuracies"], list)
+    assert trial["energy_mj"] is None  # NaN → null
+    for key in ("val_accuracy", "accuracy", "latency_ms", "expected_latency_ms", "latency_source", "macs",
+                "speedup", "device", "rank", "crowding"):
         assert key in first
     assert not any(k.startswith("config/") for k in first)
 
@@ -392,10 +409,11 @@ def test_csv_and_table_formats(tmp_path) -> None:
     csv.write_text(format_front(front, "csv"))
     back = pd.read_csv(csv, dtype={"trial_id": str})
     assert back["trial_id"].tolist() == front["trial_id"].tolist()
-    assert "config/exit_points" in back.columns and "feasible" not in back.columns
+    assert "config/policy/kind" in back.columns and "summary" in back.columns and "feasible" not in back.columns
     table = format_front(front, "table")
     lines = table.splitlines()
-    assert lines[0].split()[:3] == ["trial_id", "accuracy", "accuracy_drop"]
+    assert lines[0].split()[:4] == ["trial_id", "summary", "val_accuracy", "accuracy"]
+    assert "conv" in lines[2] or "static" in lines[2]  # every row names its configuration
     assert len(lines) == len(front) + 2 and all(t in table for t in front["trial_id"])
     assert len({len(line) for line in lines[:2]}) == 1  # header and rule line up
     assert "energy_mj" not in lines[0]  # all missing: not shown

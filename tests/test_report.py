@@ -26,7 +26,7 @@ from ddecs_search.analysis import (
 from ddecs_search.analysis._report import BASELINE_ROLE, ORACLE_ROLE
 from ddecs_search.errors import ConfigError, UserError
 
-OBJ3 = [("accuracy", "max"), ("latency_ms", "min"), ("energy_mj", "min")]
+OBJ3 = [("val_accuracy", "max"), ("latency_ms", "min"), ("energy_mj", "min")]
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +42,9 @@ def data(experiment):
 def test_front_matches_pareto_front(data, experiment) -> None:
     from ddecs_search.analysis import load_trials
 
-    expected = pareto_front(load_trials(experiment), [("accuracy", "max"), ("latency_ms", "min")])
+    expected = pareto_front(load_trials(experiment), [("val_accuracy", "max"), ("latency_ms", "min")])
     assert data.front["trial_id"].tolist() == expected["trial_id"].tolist()
-    assert data.objectives == [("accuracy", "max"), ("latency_ms", "min")]
+    assert data.objectives == [("val_accuracy", "max"), ("latency_ms", "min")]
     assert len(data.trials) == 32 and len(data.ranked) == 30
 
 
@@ -81,10 +81,10 @@ def test_budget_and_space_constraints(experiment, tmp_path) -> None:
     assert row["latency_ms"].item() <= 1.0
     fastest = data.front[data.front["latency_ms"] <= 1.0]["accuracy"].max()
     assert row["accuracy"].item() == fastest
-    exp = make_experiment(tmp_path / "c", n=30, constraints=[{"metric": "accuracy_drop", "max": 0.05}])
+    exp = make_experiment(tmp_path / "c", n=30, constraints=[{"metric": "val_accuracy_drop", "max": 0.05}])
     data = build_report_data(exp, constraints=["latency_ms<=2.2"])
-    assert [str(c) for c in data.constraints] == ["accuracy_drop<=0.05", "latency_ms<=2.2"]
-    assert (data.front["accuracy_drop"] <= 0.05).all() and (data.front["latency_ms"] <= 2.2).all()
+    assert [str(c) for c in data.constraints] == ["val_accuracy_drop<=0.05", "latency_ms<=2.2"]
+    assert (data.front["val_accuracy_drop"] <= 0.05).all() and (data.front["latency_ms"] <= 2.2).all()
     with pytest.raises(ConfigError, match="not an experiment directory"):
         build_report_data(tmp_path / "nope")
 

@@ -82,7 +82,7 @@ def rendered(tmp_path_factory):
         n=40,
         devices=("cpu:test", "cuda:test"),
         energy=True,
-        objectives=[("accuracy", "max"), ("latency_ms", "min"), ("energy_mj", "min")],
+        objectives=[("val_accuracy", "max"), ("latency_ms", "min"), ("energy_mj", "min")],
         with_exits=True,
     )
     report = write_report(exp)

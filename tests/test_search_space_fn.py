@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from ddecs_search.config import Constraint, Objective, load_space, parse_space
+from ddecs_search.experiment import Experiment, trial_row, trials_frame
 from ddecs_search.search import ConditionalSpace, build_candidate, effective_objectives, violations
-from ddecs_search.search._experiment import Experiment, trial_row, trials_frame
 from ddecs_search.search._searcher import make_sampler
 
 ROOT = Path(__file__).resolve().parents[1]

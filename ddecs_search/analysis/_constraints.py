@@ -63,18 +63,6 @@ def parse_constraint(text: str | Constraint) -> Constraint:
     return Constraint(metric, op, value)
 
 
-def constraints_from_space(entries: Iterable[dict[str, Any]], source: str) -> list[Constraint]:
-    """The search space's ``constraints: [{metric, max, min}]`` as :class:`Constraint` objects."""
-    out = []
-    for i, entry in enumerate(entries or ()):
-        if not isinstance(entry, dict) or "metric" not in entry:
-            raise ConfigError(f"{source}: constraints[{i}] must be a mapping with 'metric' and 'max'/'min'")
-        for key, op in (("max", "<="), ("min", ">=")):
-            if entry.get(key) is not None:
-                out.append(parse_constraint(f"{entry['metric']}{op}{entry[key]}"))
-    return out
-
-
 def feasible_mask(df: pd.DataFrame, constraints: Sequence[str | Constraint]) -> np.ndarray:
     """(N,) bool: rows satisfying every constraint (all True without constraints)."""
     mask = np.ones(len(df), dtype=bool)

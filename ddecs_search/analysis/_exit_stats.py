@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import NamedTuple
 
@@ -39,10 +40,12 @@ def load_exit_details(trial_dir: str | Path, trial_id: str) -> ExitDetails | Non
         ValueError: the file exists but lacks ``exit_indices``/``labels``/``predictions`` or their
             shapes disagree.
     """
-    path = Path(trial_dir) / EXITS_FILE
-    if not path.is_file():
+    from ddecs_search import storage
+
+    path = storage.join(str(trial_dir), EXITS_FILE)
+    if not storage.exists(path):
         return None
-    with np.load(path, allow_pickle=False) as npz:
+    with np.load(io.BytesIO(storage.read_bytes(path)), allow_pickle=False) as npz:
         missing = [k for k in ("exit_indices", "labels", "predictions") if k not in npz.files]
         if missing:
             raise ValueError(f"{path}: missing arrays {missing}; has {npz.files}")

@@ -17,23 +17,27 @@ if TYPE_CHECKING:
 FORMATS = ("table", "csv", "json")
 CONFIG_PREFIX = "config/"
 _INTERNAL_COLUMNS = ("feasible",)
+# Chosen-on metrics (val_*, expected_*) first, then the test and measured figures shown beside them.
 TABLE_COLUMNS = (
     "experiment",
     "group",
     "trial_id",
+    "summary",
+    "val_accuracy",
     "accuracy",
-    "accuracy_drop",
+    "val_accuracy_drop",
+    "expected_latency_ms",
     "latency_ms",
+    "verified_latency_ms",
+    "expected_speedup",
     "speedup",
+    "verified_speedup",
     "energy_mj",
     "macs",
-    "config/exit_points",
-    "config/policy_kind",
-    "config/cost_weight",
-    "config/training_mode",
     "crowding",
 )
 _MAX_CELL = 28  # table format: longer text is cut with an ellipsis
+_WIDE_CELLS = {"summary": 72}
 
 
 def _plain(value: Any) -> Any:
@@ -46,21 +50,33 @@ def _plain(value: Any) -> Any:
 
 
 def front_records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows as dicts: ``trial_id`` first, ``config`` (the ``config/`` columns, prefix removed), then the
-    metrics under their trials-table names; JSON text parsed, NaN → None."""
+    """Rows as dicts: ``trial_id``, ``summary`` and ``config`` first, then the metrics under their
+    trials-table names; JSON text parsed, NaN → None.
+
+    ``config`` is the evaluated candidate (backbone, exit points, branches, training, policy) as the
+    trial reported it; ``search_params`` holds the sampler's raw parameters (the ``config/`` columns).
+    The static network's row has ``config`` ``{"static": true}``.
+    """
     records = []
     for _, row in df.iterrows():
         rec: dict[str, Any] = {}
-        config: dict[str, Any] = {}
+        params: dict[str, Any] = {}
         for col, value in row.items():
             if col in _INTERNAL_COLUMNS:
                 continue
             if str(col).startswith(CONFIG_PREFIX):
-                config[str(col)[len(CONFIG_PREFIX) :]] = _plain(value)
+                if _plain(value) is not None:
+                    params[str(col)[len(CONFIG_PREFIX) :]] = _plain(value)
             else:
                 rec[str(col)] = _plain(value)
-        ordered = {"trial_id": rec.pop("trial_id", None), "config": config}
+        candidate = rec.pop("candidate", None)
+        if isinstance(candidate, dict):
+            config = candidate
+        else:
+            config = {"static": True} if rec.get("static") else params
+        ordered = {"trial_id": rec.pop("trial_id"), "summary": rec.pop("summary", None), "config": config}
         ordered.update(rec)
+        ordered["search_params"] = params
         records.append(ordered)
     return records
 
@@ -99,7 +115,10 @@ def format_table(df: pd.DataFrame, columns: Sequence[str] | None = None) -> str:
     """A fixed-width text table of the key columns (numbers to 4 significant digits, '-' for missing)."""
     cols = table_columns(df, columns)
     header = [c[len(CONFIG_PREFIX) :] if c.startswith(CONFIG_PREFIX) else c for c in cols]
-    rows = [[format_cell(v, c) for c, v in zip(cols, r)] for r in df[cols].itertuples(index=False)]
+    rows = [
+        [format_cell(v, c, _WIDE_CELLS.get(c, _MAX_CELL)) for c, v in zip(cols, r)]
+        for r in df[cols].itertuples(index=False)
+    ]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
     numeric = [bool(rows) and all(_is_number(r[i]) for r in rows) for i in range(len(cols))]
 

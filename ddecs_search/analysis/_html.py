@@ -84,7 +84,7 @@ def _summary(data: ReportData) -> str:
     objectives = ", ".join(f"{n} ({d})" for n, d in data.objectives)
     constraints = ", ".join(map(str, data.constraints)) or "none"
     parts = [
-        f"Experiments: {', '.join(str(d) for d in data.exp_dirs)}",
+        f"Experiments: {', '.join(d.root for d in data.exp_dirs)}",
         f"{len(trials)} trials ({done} finished{', ' + others if others else ''})",
         f"{len(data.front)} on the front",
         f"objectives: {objectives}",
@@ -156,10 +156,17 @@ def write_report(
         ConfigError: not an experiment directory, unknown objective or constraint metric.
         UserError: ``png_dir`` given but no Chromium (message says how to install it).
     """
+    from ddecs_search import storage
+
     data = build_report_data(exp_dir, objectives, constraints, budget=budget)
     figures = report_figures(data)
-    path = Path(out) if out is not None else experiment_dirs(exp_dir)[0] / REPORT_FILE
-    write_text_atomic(render_html(data, figures), path)
+    html = render_html(data, figures)
+    if out is None:  # next to the (first) experiment, wherever it lives
+        location = experiment_dirs(exp_dir)[0].path(REPORT_FILE)
+        storage.write_text(location, html)
+        return Path(location) if not storage.is_uri(location) else location  # type: ignore[return-value]
+    path = Path(out)
+    write_text_atomic(html, path)
     if png_dir is not None:
         from ddecs_search.analysis._export import export_pngs
 

@@ -26,8 +26,8 @@ from ddecs_search.errors import ConfigError
 if TYPE_CHECKING:
     import pandas as pd
 
-# Metrics measured on one device: values from different devices must never meet in one front.
-DEVICE_BOUND_METRICS = frozenset({"latency_ms", "latency_p95_ms", "expected_latency_ms", "energy_mj"})
+from ddecs_search.metrics import DEVICE_BOUND_METRICS, STATIC_TRIAL_ID, STATIC_VALUES, selection_error
+
 ENERGY_METRIC, ENERGY_PROXY = "energy_mj", "macs"
 ALL_GROUP = "all"  # the ``group`` of every row when the front is not split by device
 
@@ -66,6 +66,9 @@ def _normalise_objectives(objectives: Sequence[Objective] | None) -> list[Object
             raise ConfigError(
                 f"objective {name!r}: direction must be 'min' or 'max', got {obj[1]!r}"
             ) from None
+        why = selection_error(name)
+        if why:
+            raise ConfigError(f"objective {why}")
         out.append((name, "max" if direction.startswith("max") else "min"))
     names = [n for n, _ in out]
     if len(set(names)) != len(names):
@@ -146,10 +149,52 @@ def _empty_result(
     return FrontResult(empty, empty, objectives, ["no trial has reported yet."], None, constraints)
 
 
+def static_rows(done: pd.DataFrame, group_by: str | None) -> pd.DataFrame:
+    """The static network as a contender, one row per group, from the columns every trial reports.
+
+    Each trial measures the static network beside itself (``baseline_*`` columns: the same runtime,
+    device, samples and method as its own numbers); the static row takes, per metric, the median over
+    the group's trials, and the fixed values of a network without exits (``val_accuracy_drop`` 0,
+    ``speedup`` 1). Its ``trial_id`` is ``static``.
+    """
+    pd = require("pandas")
+    from ddecs_search.config import describe_static
+
+    rows = []
+    keys = ["group", "experiment"] if "experiment" in done.columns else ["group"]
+    for key, sub in done.groupby(keys, sort=True):
+        group = key[0] if isinstance(key, tuple) else key
+        row: dict[str, object] = {"trial_id": STATIC_TRIAL_ID, "state": COMPLETED_STATE, "group": group,
+                                  "static": True, "policy_kind": "static", "exits": ""}
+        if group_by:
+            row[group_by] = group
+        for metric, source in STATIC_VALUES.items():
+            if isinstance(source, str):
+                if source in sub.columns and pd.to_numeric(sub[source], errors="coerce").notna().any():
+                    row[metric] = float(pd.to_numeric(sub[source], errors="coerce").median())
+            elif metric in sub.columns or STATIC_VALUES.get(metric) is not None:
+                row[metric] = float(source)
+        for col in ("baseline_val_accuracy", "baseline_accuracy", "baseline_latency_ms",
+                    "baseline_expected_latency_ms", "baseline_macs", "baseline_energy_mj"):
+            if col in sub.columns:
+                row[col] = pd.to_numeric(sub[col], errors="coerce").median()
+        for col in ("latency_source", "expected_latency_source", "device", "runtime"):
+            if col in sub.columns and sub[col].notna().any():
+                row[col] = sub[col].dropna().iloc[0]
+        if "experiment" in sub.columns:
+            row["experiment"] = sub["experiment"].iloc[0]
+        backbones = sub["backbone"].dropna() if "backbone" in sub.columns else []
+        row["summary"] = describe_static(str(backbones.iloc[0]) if len(backbones) else "network")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def compute_front(
     df: pd.DataFrame,
     objectives: Sequence[Objective] | None = None,
     constraints: Sequence[str | Constraint] = (),
+    *,
+    include_static: bool = True,
 ) -> FrontResult:
     """Rank the completed trials of ``df`` and extract the Pareto front.
 
@@ -158,6 +203,9 @@ def compute_front(
             are left out (and counted in a notice).
         objectives: ``[(metric, "min"|"max"), ...]``; default accuracy (max), latency_ms (min).
         constraints: ``"metric<=value"`` strings or :class:`Constraint`; infeasible rows get rank -1.
+        include_static: rank the static network (``trial_id`` ``static``, see :func:`static_rows`) with
+            the trials, so nothing it dominates is on the front (default). A notice says how many
+            trials it dominates.
 
     Raises:
         ConfigError: unknown objective/constraint metric, bad direction or constraint text.
@@ -178,6 +226,17 @@ def compute_front(
     group_by, group_notices = _device_groups(done, objs)
     notices += group_notices
     done["group"] = done[group_by].astype(str) if group_by else ALL_GROUP
+    done["static"] = False
+    if include_static and len(done):
+        static = static_rows(done, group_by)
+        have = [n for n in names if n in static.columns]
+        usable = static.dropna(subset=have) if len(have) == len(names) else static.iloc[0:0]
+        if len(usable) < len(static):
+            missing = [n for n in names if n not in static.columns or static[n].isna().any()]
+            notices.append(f"the static network is not ranked: the trials report no static value of "
+                           f"{', '.join(missing)}.")
+        if len(usable):
+            done = pd.concat([done, usable], ignore_index=True, sort=False)
     done["feasible"] = feasible_mask(done, constraints)
     if constraints and not done["feasible"].all():
         shown = ", ".join(map(str, constraints))
@@ -195,10 +254,35 @@ def compute_front(
             members = idx[ranks == r]
             crowding[members] = crowding_distance(values[members], directions)
     done["rank"], done["crowding"] = rank, crowding
+    notices += _static_notice(done, values, directions)
     front = done[done["rank"] == 0]
     first, first_dir = names[0], directions[0]
     front = front.sort_values(["group", first], ascending=[True, first_dir == "min"], kind="stable")
     return FrontResult(front, done, objs, notices, group_by, constraints)
+
+
+def _static_notice(done: pd.DataFrame, values: np.ndarray, directions: Sequence[str]) -> list[str]:
+    """"the static network dominates N of M trials" per group (feasible trials only)."""
+    from ddecs_search.analysis._dominance import to_minimization
+
+    out = []
+    loss = to_minimization(values, directions)  # (N, M)
+    is_static = done["static"].to_numpy(dtype=bool)
+    feasible = done["feasible"].to_numpy(dtype=bool)
+    for group, idx in done.groupby("group", sort=True).indices.items():
+        statics = [i for i in idx if is_static[i]]
+        trials = [i for i in idx if not is_static[i]]
+        if not statics or not trials:
+            continue
+        dominated = sum(
+            any(bool(np.all(loss[s] <= loss[i]) and np.any(loss[s] < loss[i])) for s in statics)
+            for i in trials
+            if feasible[i]
+        )
+        where = "" if group == ALL_GROUP else f" on {group}"
+        out.append(f"the static network (trial_id 'static') dominates {dominated} of {len(trials)} "
+                   f"ranked trials{where}; none of them is on the front.")
+    return out
 
 
 def experiment_front(
@@ -222,9 +306,13 @@ def experiment_front(
     """
     first = experiment_dirs(exp_dirs)[0]
     trials = load_trials(exp_dirs)
-    objectives = list(objectives) if objectives else read_objectives(first)
+    recorded_notices: list[str] = []
+    if not objectives:  # the search's own (energy fallback applied by the search, with its notice)
+        objectives = read_objectives(first)
+        recorded_notices = [str(n) for n in first.read_record().get("notices", [])]
     all_constraints = read_constraints(first) + [parse_constraint(c) for c in constraints]
-    return trials, compute_front(trials, objectives, all_constraints)
+    result = compute_front(trials, list(objectives), all_constraints)
+    return trials, result._replace(notices=recorded_notices + result.notices)
 
 
 def parse_objective(text: str) -> Objective:

@@ -16,6 +16,7 @@ from ddecs_search.analysis._exit_stats import ExitDetails, load_exit_details
 from ddecs_search.analysis._pareto import DEVICE_BOUND_METRICS, experiment_front
 from ddecs_search.analysis._select import best_for_accuracy_floor, best_under_budget, knee_point
 from ddecs_search.analysis._trials import (
+    Experiment,
     Objective,
     experiment_dirs,
     read_objectives,
@@ -40,7 +41,6 @@ ORACLE_COLUMNS = {
     "macs": "oracle_macs",
 }
 ACCURACY_FLOOR_MARGIN = 0.01  # "fastest within 1 point of the static baseline's accuracy"
-TRIALS_SUBDIR = "trials"
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class ReportData:
     """
 
     title: str
-    exp_dirs: tuple[Path, ...]
+    exp_dirs: tuple[Experiment, ...]
     trials: pd.DataFrame
     ranked: pd.DataFrame
     front: pd.DataFrame
@@ -170,9 +170,9 @@ def _recommend(
 
 
 def _exit_details(
-    recommended: pd.DataFrame, dirs: Sequence[Path], notices: list[str]
+    recommended: pd.DataFrame, dirs: Sequence[Experiment], notices: list[str]
 ) -> dict[str, ExitDetails]:
-    by_name = {d.name: d for d in dirs} | {str(d): d for d in dirs}
+    by_name = {d.name: d for d in dirs} | {d.root: d for d in dirs}
     out: dict[str, ExitDetails] = {}
     for _, row in recommended.iterrows():
         trial_id = str(row["trial_id"])
@@ -180,7 +180,7 @@ def _exit_details(
             continue
         exp = by_name.get(str(row.get("experiment", "")), dirs[0])
         try:
-            details = load_exit_details(exp / TRIALS_SUBDIR / trial_id, trial_id)
+            details = load_exit_details(exp.trial_dir(trial_id), trial_id)
         except (ValueError, OSError) as exc:
             notices.append(f"per-sample exits of trial {trial_id} not shown: {exc}")
             continue

@@ -65,7 +65,7 @@ def _pick(
 
 
 def best_under_budget(
-    df: pd.DataFrame, metric: str = "latency_ms", budget: float = 2.0, maximize: str = "accuracy"
+    df: pd.DataFrame, metric: str = "latency_ms", budget: float = 2.0, maximize: str = "val_accuracy"
 ) -> pd.Series | None:
     """The row with the highest ``maximize`` among rows with ``metric <= budget`` (ties: lower ``metric``).
 
@@ -77,7 +77,7 @@ def best_under_budget(
 
 
 def best_for_accuracy_floor(
-    df: pd.DataFrame, floor: float = 0.90, minimize: str = "latency_ms", accuracy: str = "accuracy"
+    df: pd.DataFrame, floor: float = 0.90, minimize: str = "latency_ms", accuracy: str = "val_accuracy"
 ) -> pd.Series | None:
     """The row with the lowest ``minimize`` among rows with ``accuracy >= floor`` (ties: higher accuracy).
 

@@ -1,4 +1,9 @@
-"""Reading experiment directories: the trials table and the objectives of ``space.yaml``."""
+"""Reading experiment directories for analysis, through :mod:`ddecs_search.experiment`.
+
+The experiment module owns the layout and the trials table; this module only turns what it reads into
+the analysis' plain types (objectives as ``(name, "min"|"max")``, constraints as ``metric op value``)
+and concatenates several experiments for comparison. Any location ``run --storage`` accepts works.
+"""
 
 from __future__ import annotations
 
@@ -8,56 +13,47 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from ddecs_search._imports import require
-from ddecs_search.analysis._constraints import Constraint, constraints_from_space
-from ddecs_search.errors import ConfigError
+from ddecs_search.analysis._constraints import Constraint, parse_constraint
+from ddecs_search.errors import ConfigError, UserError
+from ddecs_search.experiment import COMPLETED_STATE, TRIALS_FILE, Experiment
 
 if TYPE_CHECKING:
     import pandas as pd
 
 Objective = tuple[str, str]  # (metric name, "min" | "max")
 
-DEFAULT_OBJECTIVES: tuple[Objective, ...] = (("accuracy", "max"), ("latency_ms", "min"))
-TRIALS_FILE = "trials.csv"
-SPACE_FILE = "space.yaml"
-COMPLETED_STATE = "TERMINATED"
+DEFAULT_OBJECTIVES: tuple[Objective, ...] = (("val_accuracy", "max"), ("expected_latency_ms", "min"))
 # columns holding JSON text in the trials table (config/ columns may too: see parse_json_cell)
 JSON_COLUMNS = ("exit_fractions", "exit_accuracies")
-_TEXT_COLUMNS = ("trial_id", "state", "device", "node_id", "energy_source", "policy_kind", "error")
+
+__all__ = ["COMPLETED_STATE", "DEFAULT_OBJECTIVES", "Experiment", "Objective"]
 
 
-def experiment_dirs(exp_dirs: str | Path | Sequence[str | Path]) -> list[Path]:
-    """One path or a sequence of paths as a non-empty list of Paths."""
+def experiment_dirs(exp_dirs: str | Path | Sequence[str | Path]) -> list[Experiment]:
+    """One location or a sequence of them (local paths or URIs) as a non-empty list of experiments."""
     if isinstance(exp_dirs, (str, Path)):
-        return [Path(exp_dirs)]
-    dirs = [Path(d) for d in exp_dirs]
+        return [Experiment.at(str(exp_dirs))]
+    dirs = [Experiment.at(str(d)) for d in exp_dirs]
     if not dirs:
         raise ConfigError("no experiment directory given")
     return dirs
 
 
-def _check_experiment(path: Path) -> Path:
-    trials = path / TRIALS_FILE
-    if not trials.is_file():
-        why = "does not exist" if not path.exists() else f"has no {TRIALS_FILE}"
+def _read_table(exp: Experiment) -> pd.DataFrame:
+    pd = require("pandas")
+    if not exp.has_trials():
+        from ddecs_search import storage
+
+        why = "does not exist" if not storage.exists(exp.root) else f"has no {TRIALS_FILE}"
         raise ConfigError(
-            f"{path}: not an experiment directory ({why}); pass the folder `ddecs-search run` created, "
+            f"{exp.root}: not an experiment directory ({why}); pass the folder `ddecs-search run` created, "
             f"e.g. experiments/<name>"
         )
-    return trials
-
-
-def _read_table(path: Path) -> pd.DataFrame:
-    pd = require("pandas")
-    trials = _check_experiment(path)
-    try:  # text columns stay text even when they look numeric (trial ids like "00012")
-        return pd.read_csv(trials, dtype={c: str for c in _TEXT_COLUMNS})
-    except pd.errors.EmptyDataError:  # created but no trial reported yet
-        return pd.DataFrame(columns=["trial_id", "state"])
+    try:
+        return exp.read_trials()
     except pd.errors.ParserError as exc:
-        raise ConfigError(f"{trials}: not a readable trials table: {exc}") from None
+        raise ConfigError(f"{exp.path(TRIALS_FILE)}: not a readable trials table: {exc}") from None
 
 
 def load_trials(exp_dirs: str | Path | Sequence[str | Path]) -> pd.DataFrame:
@@ -69,7 +65,7 @@ def load_trials(exp_dirs: str | Path | Sequence[str | Path]) -> pd.DataFrame:
     names collide), so runs can be compared.
 
     Raises:
-        ConfigError: a path that does not exist or has no ``trials.csv``.
+        ConfigError: a location that does not exist or has no ``trials.csv``.
     """
     pd = require("pandas")
     dirs = experiment_dirs(exp_dirs)
@@ -78,7 +74,7 @@ def load_trials(exp_dirs: str | Path | Sequence[str | Path]) -> pd.DataFrame:
         return frames[0]
     names = [d.name for d in dirs]
     if len(set(names)) != len(names):
-        names = [str(d) for d in dirs]
+        names = [d.root for d in dirs]
     for name, frame in zip(names, frames):
         frame.insert(0, "experiment", name)
     return pd.concat(frames, ignore_index=True, sort=False)
@@ -94,42 +90,36 @@ def completed_trials(df: pd.DataFrame, metrics: Sequence[str] = ()) -> pd.DataFr
     return df[mask]
 
 
-def _read_space(exp_dir: str | Path) -> tuple[dict[str, Any], Path]:
-    path = Path(exp_dir) / SPACE_FILE
-    if not path.is_file():
-        return {}, path
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    return data, path
+def _space_error(exp: Experiment, exc: UserError) -> ConfigError:
+    return ConfigError(f"{exc}") if str(exp.root) in str(exc) else ConfigError(f"{exp.root}: {exc}")
 
 
-def read_objectives(exp_dir: str | Path) -> list[Objective]:
-    """The ``objectives:`` of ``EXP/space.yaml`` as ``(name, "min"|"max")``.
+def read_objectives(exp_dir: str | Path | Experiment) -> list[Objective]:
+    """The objectives the search optimised (``run.json``, energy fallback applied; else ``space.yaml``).
 
-    Default (no file or no list): accuracy (max), latency_ms (min).
+    Default (neither file): val_accuracy (max), expected_latency_ms (min).
     """
-    data, path = _read_space(exp_dir)
-    entries = data.get("objectives")
-    if not entries:
-        return list(DEFAULT_OBJECTIVES)
-    out = []
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or entry.get("mode") not in ("min", "max") or not entry.get("name"):
-            raise ConfigError(
-                f"{path}: objectives[{i}] must be {{name: METRIC, mode: min|max}}, got {entry!r}"
-            )
-        out.append((str(entry["name"]), str(entry["mode"])))
-    return out
+    exp = exp_dir if isinstance(exp_dir, Experiment) else Experiment.at(str(exp_dir))
+    try:
+        objectives = exp.read_objectives()
+    except UserError as exc:
+        raise _space_error(exp, exc) from None
+    return [(o.name, o.mode) for o in objectives] or list(DEFAULT_OBJECTIVES)
 
 
-def read_constraints(exp_dir: str | Path) -> list[Constraint]:
+def read_constraints(exp_dir: str | Path | Experiment) -> list[Constraint]:
     """The ``constraints:`` of ``EXP/space.yaml`` (``{metric, max, min}``) as :class:`Constraint`."""
-    data, path = _read_space(exp_dir)
-    return constraints_from_space(data.get("constraints") or (), str(path))
+    exp = exp_dir if isinstance(exp_dir, Experiment) else Experiment.at(str(exp_dir))
+    try:
+        constraints = exp.read_constraints()
+    except UserError as exc:
+        raise _space_error(exp, exc) from None
+    out = []
+    for c in constraints:
+        for bound, op in ((c.max, "<="), (c.min, ">=")):
+            if bound is not None:
+                out.append(parse_constraint(Constraint(c.metric, op, float(bound))))
+    return out
 
 
 def parse_json_cell(value: Any) -> Any:

@@ -20,8 +20,15 @@ if TYPE_CHECKING:
     from ddecs_search.models import MultiExitNet, OnlineExitPolicy
 
 
-def decision_costs(model: MultiExitNet, policy: OnlineExitPolicy, sample: torch.Tensor, device: torch.device, *, warmup: int = 10,
-                   repeats: int = 30) -> np.ndarray:
+def decision_costs(
+    model: MultiExitNet,
+    policy: OnlineExitPolicy,
+    sample: torch.Tensor,
+    device: torch.device,
+    *,
+    warmup: int = 10,
+    repeats: int = 30,
+) -> np.ndarray:
     """``(E-1,)`` median ms of deciding at each early exit (decision + reading the result on the host).
 
     Args:

@@ -3,7 +3,7 @@
 Light to import: Ray is loaded only when a search runs (``status`` reads the experiment directory).
 """
 
-from ddecs_search.search._experiment import Experiment
+from ddecs_search.experiment import Experiment
 from ddecs_search.search._objectives import effective_objectives, metric_and_mode, violations
 from ddecs_search.search._runner import SearchOutcome, resume_command, resume_search, run_search
 from ddecs_search.search._space_fn import ConditionalSpace, build_candidate

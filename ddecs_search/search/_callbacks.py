@@ -15,7 +15,7 @@ from typing import Any
 from ray.tune import Callback
 
 from ddecs_search.config import Constraint, Objective
-from ddecs_search.search._experiment import EVALUATED_KEY, Experiment, trial_row
+from ddecs_search.experiment import EVALUATED_KEY, Experiment, trial_row
 from ddecs_search.search._objectives import objective_values
 
 RUNTIME: dict[str, Any] = {"exp_root": None, "quiet": None, "started": None}

@@ -1,12 +1,17 @@
-"""Objectives and constraints as the search applies them: energy fallback, Tune metric/mode, feasibility."""
+"""Objectives as the search applies them: energy fallback and Tune metric/mode.
+
+Feasibility (``violations``) and objective vectors belong to the trials-table contract
+(:mod:`ddecs_search.experiment`); they are re-exported here for the search's callers.
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-from ddecs_search.config import Constraint, Objective, SearchSpace
+from ddecs_search.config import Objective, SearchSpace
+from ddecs_search.experiment import objective_values, violations
+
+__all__ = ["effective_objectives", "metric_and_mode", "objective_values", "violations"]
 
 
 def effective_objectives(space: SearchSpace,
@@ -39,37 +44,3 @@ def metric_and_mode(objectives: Sequence[Objective]) -> tuple[str | list[str], s
     metric = [o.name for o in objectives]
     mode = [o.mode for o in objectives]
     return (metric[0], mode[0]) if len(objectives) == 1 else (metric, mode)
-
-
-def violations(metrics: Mapping[str, Any], constraints: Sequence[Constraint]) -> list[str]:
-    """Human-readable constraint violations of one trial's metrics (empty = feasible).
-
-    A missing or non-finite constrained metric counts as a violation: feasibility must be shown.
-    """
-    out = []
-    for c in constraints:
-        value = _number(metrics.get(c.metric))
-        if value is None:
-            out.append(f"{c.metric} missing")
-            continue
-        if c.max is not None and value > c.max:
-            out.append(f"{c.metric}={value:.4g} > max {c.max:g}")
-        if c.min is not None and value < c.min:
-            out.append(f"{c.metric}={value:.4g} < min {c.min:g}")
-    return out
-
-
-def objective_values(metrics: Mapping[str, Any], objectives: Sequence[Objective]) -> list[float] | None:
-    """The objective vector of one trial, or None when any value is missing or not finite."""
-    values = [_number(metrics.get(o.name)) for o in objectives]
-    return None if any(v is None for v in values) else values  # type: ignore[return-value]
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None

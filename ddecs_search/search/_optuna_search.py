@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ray.tune.search.optuna import OptunaSearch
 
-from ddecs_search.search._experiment import EVALUATED_KEY
+from ddecs_search.experiment import EVALUATED_KEY
 
 
 class FullFidelityOptunaSearch(OptunaSearch):

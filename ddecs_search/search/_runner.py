@@ -12,10 +12,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from ddecs_search import storage as storage_io
 from ddecs_search.config import SearchSpace
 from ddecs_search.errors import UserError
-from ddecs_search.search import _io
-from ddecs_search.search._experiment import Experiment
+from ddecs_search.experiment import Experiment
 
 DEFAULT_STORAGE = "experiments"
 
@@ -52,8 +52,9 @@ def run_search(space: SearchSpace, *, name: str | None = None, storage: str | No
     Raises:
         UserError: the experiment directory exists already, or the cluster cannot fit one trial.
     """
-    exp = Experiment.at(_io.join(_io.normalise(storage or DEFAULT_STORAGE), name or default_name(space)))
-    if _io.exists(exp.path("space.yaml")) or _io.exists(exp.path("tuner.pkl")):
+    root = storage_io.normalise(storage or DEFAULT_STORAGE)
+    exp = Experiment.at(storage_io.join(root, name or default_name(space)))
+    if storage_io.exists(exp.path("space.yaml")) or storage_io.exists(exp.path("tuner.pkl")):
         raise UserError(f"{exp.root} exists already: resume it with `{resume_command(exp.root)}` "
                         "or choose another --name")
     exp.write_space(space)
@@ -273,7 +274,7 @@ def _load_latency_table(exp: Experiment) -> dict[str, float]:
     import json
 
     location = exp.path("latency_table.json")
-    return json.loads(_io.read_text(location)) if _io.exists(location) else {}
+    return json.loads(storage_io.read_text(location)) if storage_io.exists(location) else {}
 
 
 def _save_latency_table(exp: Experiment, broker: Any) -> None:
@@ -282,7 +283,7 @@ def _save_latency_table(exp: Experiment, broker: Any) -> None:
     import ray
 
     table = ray.get(broker.snapshot.remote())
-    _io.write_text(exp.path("latency_table.json"), json.dumps(table, indent=1, sort_keys=True))
+    storage_io.write_text(exp.path("latency_table.json"), json.dumps(table, indent=1, sort_keys=True))
 
 
 def _say(quiet: bool, text: str) -> None:

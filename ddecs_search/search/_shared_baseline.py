@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ddecs_search import storage
 from ddecs_search.config import SearchSpace
 from ddecs_search.errors import UserError
-from ddecs_search.search import _io
-from ddecs_search.search._experiment import Experiment
+from ddecs_search.experiment import Experiment
 
 
 @dataclass(frozen=True)
@@ -35,26 +35,27 @@ class BaselineBlob:
         """Write the baseline into ``cache_dir/<folder>/`` unless it is there; returns ``cache_dir``."""
         folder = Path(cache_dir) / self.folder
         if not (folder / "backbone.pt").is_file() or not (folder / "meta.json").is_file():
-            _io.write_bytes(str(folder / "backbone.pt"), self.weights)
-            _io.write_text(str(folder / "meta.json"), json.dumps(self.meta))  # last: marks it complete
+            storage.write_bytes(str(folder / "backbone.pt"), self.weights)
+            storage.write_text(str(folder / "meta.json"), json.dumps(self.meta))  # last: marks it complete
         return Path(cache_dir)
 
     def store(self, exp: Experiment) -> None:
         """Keep the baseline in the experiment (for resume, export and the record)."""
-        _io.write_bytes(exp.path("baseline", self.folder, "backbone.pt"), self.weights)
-        _io.write_text(exp.path("baseline", self.folder, "meta.json"), json.dumps(self.meta, indent=2))
-        _io.write_text(exp.path("baseline", "probe.json"), json.dumps({"folder": self.folder, **self.probe}))
+        storage.write_bytes(exp.path("baseline", self.folder, "backbone.pt"), self.weights)
+        storage.write_text(exp.path("baseline", self.folder, "meta.json"), json.dumps(self.meta, indent=2))
+        probe = json.dumps({"folder": self.folder, **self.probe})
+        storage.write_text(exp.path("baseline", "probe.json"), probe)
 
     @classmethod
     def load(cls, exp: Experiment) -> BaselineBlob | None:
         """The baseline a previous run stored, or None."""
         probe_path = exp.path("baseline", "probe.json")
-        if not _io.exists(probe_path):
+        if not storage.exists(probe_path):
             return None
-        probe = json.loads(_io.read_text(probe_path))
+        probe = json.loads(storage.read_text(probe_path))
         folder = probe.pop("folder")
-        weights = _io.read_bytes(exp.path("baseline", folder, "backbone.pt"))
-        meta = json.loads(_io.read_text(exp.path("baseline", folder, "meta.json")))
+        weights = storage.read_bytes(exp.path("baseline", folder, "backbone.pt"))
+        meta = json.loads(storage.read_text(exp.path("baseline", folder, "meta.json")))
         return cls(folder, weights, meta, probe)
 
 

@@ -7,7 +7,7 @@ import os
 import time
 from typing import Any
 
-from ddecs_search.search._experiment import Experiment
+from ddecs_search.experiment import Experiment
 
 _STATES = ("TERMINATED", "RUNNING", "PENDING", "PAUSED", "ERROR", "INTERRUPTED")
 

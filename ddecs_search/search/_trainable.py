@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ddecs_search.config import Objective, SearchSpace
-from ddecs_search.search._experiment import EVALUATED_KEY, Experiment, scalar
+from ddecs_search.experiment import EVALUATED_KEY, Experiment, scalar
 from ddecs_search.search._shared_baseline import BaselineBlob, trial_cache_dir
 from ddecs_search.search._space_fn import ConditionalSpace, build_candidate
 
@@ -146,14 +146,15 @@ def _restore_checkpoint(checkpoint: Any, workdir: Path) -> int | None:
 
 def _publish(exp: Experiment, trial_id: str, workdir: Path, flat: dict[str, Any]) -> None:
     """Artefacts to ``EXP/trials/<id>/``, then ``metrics.json`` (its presence means: finished)."""
-    from ddecs_search.search import _io
+    from ddecs_search import storage
 
     with tempfile.TemporaryDirectory(prefix="ddecs-publish-") as tmp:
         for name in ARTEFACTS:
             if (workdir / name).is_file():
                 shutil.copy2(workdir / name, Path(tmp, name))
-        _io.upload_dir(tmp, exp.trial_dir(trial_id))
-    _io.write_text(_io.join(exp.trial_dir(trial_id), "metrics.json"), json.dumps(flat, indent=2, default=str))
+        storage.upload_dir(tmp, exp.trial_dir(trial_id))
+    location = storage.join(exp.trial_dir(trial_id), "metrics.json")
+    storage.write_text(location, json.dumps(flat, indent=2, default=str))
     _record(exp, trial_id, flat)
 
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from ddecs_search import storage
 from ddecs_search.config import Objective, SearchSpace
-from ddecs_search.search import _io
-from ddecs_search.search._experiment import Experiment
+from ddecs_search.experiment import Experiment
 
 VERIFIED_COLUMNS = ("verified_latency_ms", "verified_latency_p95_ms", "verified_baseline_latency_ms",
                     "verified_speedup", "verified_device")
@@ -98,11 +98,12 @@ def verify_front(exp: Experiment, space: SearchSpace, objectives: Sequence[Objec
     rows = []
     for trial_id in picks:
         folder = exp.trial_dir(trial_id)
-        names = [n for n in ("model.pt", "spec.json", "policy.json") if _io.exists(_io.join(folder, n))]
+        wanted = ("model.pt", "spec.json", "policy.json")
+        names = [n for n in wanted if storage.exists(storage.join(folder, n))]
         if "policy.json" not in names:
             _say(quiet, f"verify: {trial_id} has no deployable policy; skipped")
             continue
-        files = {n: _io.read_bytes(_io.join(folder, n)) for n in names}
+        files = {n: storage.read_bytes(storage.join(folder, n)) for n in names}
         measured = ray.get(task.remote(space, files))  # one at a time: nothing else runs meanwhile
         row = trials[trials["trial_id"].astype(str) == trial_id].iloc[0]
         out = {"trial_id": trial_id, **{o.name: row.get(o.name) for o in objectives},
@@ -113,7 +114,7 @@ def verify_front(exp: Experiment, space: SearchSpace, objectives: Sequence[Objec
         _say(quiet, f"verify: {trial_id} latency {out['verified_latency_ms']:.4f} ms end to end (search "
                     f"table {out['search_latency_ms']:.4f} ms), speedup {out['verified_speedup']:.2f}x")
     frame = pd.DataFrame(rows)
-    _io.write_text(exp.path("verified.csv"), frame.to_csv(index=False))
+    storage.write_text(exp.path("verified.csv"), frame.to_csv(index=False))
     merged = trials.drop(columns=[c for c in trials.columns if c.startswith("verified_")])
     merged = merged.merge(frame[["trial_id", *[c for c in frame.columns if c.startswith("verified_")]]]
                           .astype({"trial_id": str}), how="left", on="trial_id")

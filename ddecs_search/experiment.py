@@ -1,4 +1,8 @@
-"""The experiment directory: its layout, the run record and the tidy trials table.
+"""The experiment directory: its layout, the run record and the tidy trials table (one owner).
+
+The search writes through this module, and analysis, the CLI, benchmarks and test fixtures read (and
+write) through it, so the folder layout and the trials table's columns are described once. A location
+is a local path or any URI that ``run --storage`` accepts (see :mod:`ddecs_search.storage`).
 
 ::
 
@@ -26,9 +30,8 @@ from typing import Any
 
 import yaml
 
+from ddecs_search import storage
 from ddecs_search.config import Constraint, Objective, SearchSpace, parse_space, to_dict
-from ddecs_search.search import _io
-from ddecs_search.search._objectives import violations
 
 # Tune's own bookkeeping keys, dropped from the trials table (timing is kept under our own names).
 _TUNE_KEYS = frozenset({
@@ -40,6 +43,14 @@ _TUNE_KEYS = frozenset({
 
 # Key set by the trainable on the final result of a full evaluation (per-epoch results lack it).
 EVALUATED_KEY = "evaluated"
+# Version of the folder layout and run.json; bumped when a reader could misread an older folder.
+FORMAT_VERSION = 2
+SPACE_FILE, RECORD_FILE, TRIALS_FILE, VERIFIED_FILE = "space.yaml", "run.json", "trials.csv", "verified.csv"
+COMPLETED_STATE = "TERMINATED"
+CONFIG_PREFIX = "config/"
+# columns that hold text even when every value looks numeric (trial ids like "00012")
+TEXT_COLUMNS = ("trial_id", "state", "device", "node_id", "energy_source", "latency_source",
+                "expected_latency_source", "policy_kind", "error", "exits", "summary", "runtime", "backbone")
 
 
 @dataclass(frozen=True)
@@ -50,10 +61,10 @@ class Experiment:
 
     @classmethod
     def at(cls, location: str) -> Experiment:
-        return cls(_io.normalise(location))
+        return cls(storage.normalise(location))
 
     def path(self, *parts: str) -> str:
-        return _io.join(self.root, *parts)
+        return storage.join(self.root, *parts)
 
     @property
     def name(self) -> str:
@@ -68,40 +79,40 @@ class Experiment:
 
     # ------------------------------------------------------------------------------------ space, record
     def write_space(self, space: SearchSpace) -> None:
-        _io.write_text(self.path("space.yaml"), yaml.safe_dump(to_dict(space), sort_keys=False))
+        storage.write_text(self.path("space.yaml"), yaml.safe_dump(to_dict(space), sort_keys=False))
 
     def read_space(self) -> SearchSpace:
         location = self.path("space.yaml")
-        if not _io.exists(location):
+        if not storage.exists(location):
             from ddecs_search.errors import UserError
 
             raise UserError(f"{self.root}: not an experiment directory (no space.yaml); "
                             "start one with `ddecs-search run SPACE.yaml`")
-        return parse_space(yaml.safe_load(_io.read_text(location)), location)
+        return parse_space(yaml.safe_load(storage.read_text(location)), location)
 
     def read_record(self) -> dict[str, Any]:
         location = self.path("run.json")
-        return json.loads(_io.read_text(location)) if _io.exists(location) else {}
+        return json.loads(storage.read_text(location)) if storage.exists(location) else {}
 
     def update_record(self, **fields: Any) -> dict[str, Any]:
-        record = {**self.read_record(), **fields, "updated_at": time.time()}
-        _io.write_text(self.path("run.json"), json.dumps(record, indent=2, default=str))
+        record = {**self.read_record(), **fields, "format_version": FORMAT_VERSION, "updated_at": time.time()}
+        storage.write_text(self.path("run.json"), json.dumps(record, indent=2, default=str))
         return record
 
     # ------------------------------------------------------------------------------------ trial results
     def read_trial_metrics(self, trial_id: str) -> dict[str, Any] | None:
         """The final metrics a trial stored on completion, or None (not finished)."""
-        location = _io.join(self.trial_dir(trial_id), "metrics.json")
-        return json.loads(_io.read_text(location)) if _io.exists(location) else None
+        location = storage.join(self.trial_dir(trial_id), "metrics.json")
+        return json.loads(storage.read_text(location)) if storage.exists(location) else None
 
     def record_evaluation(self, trial_id: str, record: Mapping[str, Any]) -> None:
         """One audit record per finished evaluation: a rerun of a finished trial would show up twice."""
         name = f"{trial_id}.{time.time_ns()}.json"
-        _io.write_text(self.path("evaluations", name), json.dumps(dict(record), default=str))
+        storage.write_text(self.path("evaluations", name), json.dumps(dict(record), default=str))
 
     def evaluation_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for name in _io.list_names(self.path("evaluations")):
+        for name in storage.list_names(self.path("evaluations")):
             trial_id = name.split(".", 1)[0]
             counts[trial_id] = counts.get(trial_id, 0) + 1
         return counts
@@ -113,21 +124,72 @@ class Experiment:
 
     def write_frame(self, frame: Any) -> None:
         """Write a trials DataFrame as ``trials.csv`` and ``trials.parquet`` (each atomically)."""
-        _io.write_text(self.path("trials.csv"), frame.to_csv(index=False))
+        storage.write_text(self.path("trials.csv"), frame.to_csv(index=False))
         buf = io.BytesIO()
         frame.to_parquet(buf, index=False)
-        _io.write_bytes(self.path("trials.parquet"), buf.getvalue())
+        storage.write_bytes(self.path("trials.parquet"), buf.getvalue())
 
     def read_trials(self):  # -> pandas.DataFrame
         import pandas as pd
 
         location = self.path("trials.csv")
-        if not _io.exists(location):
+        if not storage.exists(location):
             return pd.DataFrame(columns=["trial_id", "state"])
-        text = _io.read_text(location)
+        text = storage.read_text(location)
         if not text.strip():
             return pd.DataFrame(columns=["trial_id", "state"])
-        return pd.read_csv(io.StringIO(text), dtype={"trial_id": str, "state": str, "error": str})
+        return pd.read_csv(io.StringIO(text), dtype=dict.fromkeys(TEXT_COLUMNS, str))
+
+    def has_trials(self) -> bool:
+        """Whether the search has written its trials table (it may still be empty)."""
+        return storage.exists(self.path(TRIALS_FILE))
+
+    # ------------------------------------------------------------------------------------ what it chose
+    def read_objectives(self) -> tuple[Objective, ...]:
+        """The objectives the search actually optimised: ``run.json``'s record (energy fallback applied),
+        else the ``objectives:`` of ``space.yaml``; empty when neither exists."""
+        recorded = self.read_record().get("objectives")
+        if recorded:
+            return tuple(Objective(str(o["name"]), str(o["mode"])) for o in recorded)  # type: ignore[arg-type]
+        return self.read_space().objectives if storage.exists(self.path(SPACE_FILE)) else ()
+
+    def read_constraints(self) -> tuple[Constraint, ...]:
+        """The ``constraints:`` of ``space.yaml`` (empty without one)."""
+        return self.read_space().constraints if storage.exists(self.path(SPACE_FILE)) else ()
+
+
+def violations(metrics: Mapping[str, Any], constraints: Sequence[Constraint]) -> list[str]:
+    """Human-readable constraint violations of one trial's metrics (empty = feasible).
+
+    A missing or non-finite constrained metric counts as a violation: feasibility must be shown.
+    """
+    out = []
+    for c in constraints:
+        value = _number(metrics.get(c.metric))
+        if value is None:
+            out.append(f"{c.metric} missing")
+            continue
+        if c.max is not None and value > c.max:
+            out.append(f"{c.metric}={value:.4g} > max {c.max:g}")
+        if c.min is not None and value < c.min:
+            out.append(f"{c.metric}={value:.4g} < min {c.min:g}")
+    return out
+
+
+def objective_values(metrics: Mapping[str, Any], objectives: Sequence[Objective]) -> list[float] | None:
+    """The objective vector of one trial, or None when any value is missing or not finite."""
+    values = [_number(metrics.get(o.name)) for o in objectives]
+    return None if any(v is None for v in values) else values  # type: ignore[return-value]
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
 
 
 def scalar(value: Any) -> Any:

@@ -1,7 +1,8 @@
 """Synthetic experiment directories for analysis tests (the trials-table contract of ddecs_search.search).
 
 Written through the product's own writers (``ddecs_search.experiment``), so the columns are the ones a
-real search writes. The numbers follow the shape of a real early-exit search — deeper exits are slower and more accurate,
+real search writes. The numbers follow the shape of a real early-exit search — deeper exits are slower
+and more accurate,
 a larger ``cost_weight`` sends more samples out early, the static policy leaves everything at the final
 exit — but they are generated, not measured. Tests of the mechanics only.
 """
@@ -65,8 +66,8 @@ def _trial(rng: np.random.Generator, i: int, device_index: int, device: str, see
               **{f"branch{k}": b for k, b in enumerate(branches)},
               "training": {"mode": mode}, "policy": {"kind": policy, "cost_weight": cost_weight}}
     names = [EXIT_NAMES[p] for p in points]
-    summary = (f"{'+'.join(names)} | " + "; ".join(f"{b['conv_layers']}xconv{b['channels']} avg{b['pool_size']} fc"
-               for b in branches) + f" | {mode} 2ep | {policy} λ={cost_weight:.3g}")
+    described = "; ".join(f"{b['conv_layers']}xconv{b['channels']} avg{b['pool_size']} fc" for b in branches)
+    summary = f"{'+'.join(names)} | {described} | {mode} 2ep | {policy} λ={cost_weight:.3g}"
     metrics = {
         "val_accuracy": val_accuracy,
         "baseline_val_accuracy": BASELINE_VAL_ACCURACY,
@@ -94,8 +95,13 @@ def _trial(rng: np.random.Generator, i: int, device_index: int, device: str, see
         "oracle_macs": BASELINE_MACS * float(depths[0] + BRANCH_COST) * 1.4,
         "exits": "+".join(names),
         "backbone": "lenet",
-        "candidate": {"backbone": "lenet", "exit_points": points, "branches": branches,
-                      "training": {"mode": mode, "epochs": 2}, "policy": {"kind": policy, "cost_weight": cost_weight}},
+        "candidate": {
+            "backbone": "lenet",
+            "exit_points": points,
+            "branches": branches,
+            "training": {"mode": mode, "epochs": 2},
+            "policy": {"kind": policy, "cost_weight": cost_weight},
+        },
         "summary": summary,
         "policy_kind": policy,
         "cost_weight": cost_weight,

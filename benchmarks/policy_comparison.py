@@ -113,7 +113,7 @@ def _capture(points: list[dict[str, Any]], static_acc: float, oracle_saving: flo
 
 def run(quick: bool, workdir: Path, device: str) -> dict[str, Any]:
     from ddecs_search.profiling import device_name
-    from ddecs_search.search._ray import init_ray
+    from ddecs_search.ray_setup import init_ray
 
     t0 = time.perf_counter()
     prepared = _prepare(quick, workdir, device)

@@ -482,7 +482,7 @@ def run(args: Any, mode: str, preset: Preset, tmp: Path, start: float) -> dict[s
     timings: dict[str, float] = {}
     ref, start_acc = train_reference(bench, preset, tmp, start, timings)
 
-    from ddecs_search.search._ray import init_ray
+    from ddecs_search.ray_setup import init_ray
 
     init_ray()  # every CPU, before an RLlib fit could start a 1-CPU Ray
     entries = fit_reference_policies(ref, preset, start)

@@ -62,7 +62,7 @@ def _confidence_table(n: int = 600, seed: int = 0) -> ExitTable:
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
     """A loopback-only local Ray for the RLlib fits of this module (the one ``fit`` would start)."""
-    from ddecs_search.search._ray import init_ray
+    from ddecs_search.ray_setup import init_ray
 
     started = "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
     init_ray(num_cpus=1)

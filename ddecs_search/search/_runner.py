@@ -90,7 +90,7 @@ def _execute(exp: Experiment, space: SearchSpace, *, address: str | None, quiet:
 
 def _execute_inner(exp: Experiment, space: SearchSpace, *, address: str | None, quiet: bool,
                    verify: bool | None, restore: bool) -> SearchOutcome:
-    from ddecs_search.search._ray import init_ray
+    from ddecs_search.ray_setup import init_ray
 
     start = time.time()
     record = exp.read_record()

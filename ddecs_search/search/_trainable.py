@@ -164,6 +164,6 @@ def _record(exp: Experiment, trial_id: str, flat: dict[str, Any], recovered: boo
 
 
 def _node_id() -> str:
-    from ddecs_search.search._ray import node_id
+    from ddecs_search.ray_setup import node_id
 
     return node_id()

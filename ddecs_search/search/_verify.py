@@ -55,7 +55,7 @@ def _measure(space: SearchSpace, files: dict[str, bytes]) -> dict[str, Any]:
     from ddecs_search.models import MultiExitNet, create_backbone
     from ddecs_search.policies import load_policy
     from ddecs_search.profiling import compare_static_vs_early_exit, device_name, resolve_device
-    from ddecs_search.search._ray import node_id
+    from ddecs_search.ray_setup import node_id
     from ddecs_search.training import load_checkpoint
 
     device = resolve_device(space.measurement.device)

@@ -6,13 +6,6 @@ return arrays, DataFrames and :class:`ReportData`; only ``_figures`` and ``write
 
 from ddecs_search.analysis._constraints import Constraint, feasible_mask, parse_constraint
 from ddecs_search.analysis._deploy import export_trial, load_exported
-from ddecs_search.analysis._dominance import (
-    crowding_distance,
-    default_reference_point,
-    hypervolume,
-    hypervolume_history,
-    non_dominated_sort,
-)
 from ddecs_search.analysis._exit_figures import confusion_figure, per_class_exit_figure
 from ddecs_search.analysis._exit_stats import (
     ExitDetails,
@@ -49,6 +42,13 @@ from ddecs_search.analysis._trials import (
     load_trials,
     read_constraints,
     read_objectives,
+)
+from ddecs_search.dominance import (
+    crowding_distance,
+    default_reference_point,
+    hypervolume,
+    hypervolume_history,
+    non_dominated_sort,
 )
 
 __all__ = [

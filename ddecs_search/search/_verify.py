@@ -25,7 +25,7 @@ VERIFIED_COLUMNS = ("verified_latency_ms", "verified_latency_p95_ms", "verified_
 
 def pick_front(trials: Any, objectives: Sequence[Objective], top: int) -> list[str]:
     """Trial ids of the feasible, fully evaluated non-dominated trials; at most ``top``, most spread first."""
-    from ddecs_search.analysis import crowding_distance, non_dominated_sort
+    from ddecs_search.dominance import crowding_distance, non_dominated_sort
 
     if trials.empty or "feasible" not in trials.columns:
         return []

@@ -4,7 +4,7 @@ from ddecs_search.policies._base import ExitPolicy
 from ddecs_search.policies._features import FEATURE_NAMES, exit_features
 from ddecs_search.policies._registry import create_policy, list_policies, load_policy, register_policy
 from ddecs_search.policies._rl_registry import DQNExitPolicy, PPOExitPolicy, QTablePolicy, RLlibExitPolicy
-from ddecs_search.policies._simple import OraclePolicy, StaticPolicy
+from ddecs_search.policies._static_oracle import OraclePolicy, StaticPolicy
 from ddecs_search.policies._table import DecisionStats, ExitTable, score_decisions, selection_split
 from ddecs_search.policies._threshold import ThresholdPolicy
 from ddecs_search.profiling import ExitCosts  # re-export: profiling owns it (its producer)

@@ -232,7 +232,7 @@ def _make_tuner(exp: Experiment, space: SearchSpace, blob: Any, objectives: tupl
     from ray import tune
 
     from ddecs_search.search._callbacks import ProgressCallback, TrialsTableCallback
-    from ddecs_search.search._latency import start_broker
+    from ddecs_search.search._latency_broker import start_broker
     from ddecs_search.search._searcher import make_scheduler, make_search_alg
     from ddecs_search.search._space_fn import ConditionalSpace
     from ddecs_search.search._trainable import TrialContext, search_trial, trial_dirname

@@ -31,8 +31,8 @@ from ddecs_search.policies import (
     load_policy,
 )
 from ddecs_search.policies._env import mean_return
-from ddecs_search.policies._export import ExitMLP
 from ddecs_search.policies._obs import observation
+from ddecs_search.policies._rl_portable import ExitMLP
 
 ROOT = Path(__file__).resolve().parents[1]
 COSTS = np.array([0.3, 0.6, 1.05])

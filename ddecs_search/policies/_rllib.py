@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from ddecs_search.policies._base import ExitPolicy
-from ddecs_search.policies._export import ExitMLP, fit_thresholds
 from ddecs_search.policies._obs import observation, observation_table
 from ddecs_search.policies._rl_options import Option, resolve_options
+from ddecs_search.policies._rl_portable import ExitMLP, fit_thresholds
 from ddecs_search.policies._table import ExitTable
 from ddecs_search.policies._threshold import ThresholdPolicy
 

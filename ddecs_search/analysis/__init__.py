@@ -13,7 +13,6 @@ from ddecs_search.analysis._exit_stats import (
     load_exit_details,
     per_class_exit_fractions,
 )
-from ddecs_search.analysis._export import export_pngs, find_chromium
 from ddecs_search.analysis._figures import (
     exit_profile_figure,
     hypervolume_figure,
@@ -34,6 +33,7 @@ from ddecs_search.analysis._pareto import (
     rank_trials,
     resolve_objectives,
 )
+from ddecs_search.analysis._png import export_pngs, find_chromium
 from ddecs_search.analysis._report import ReportData, build_report_data, comparison_table
 from ddecs_search.analysis._select import best_for_accuracy_floor, best_under_budget, knee_point
 from ddecs_search.analysis._trials import (

@@ -161,7 +161,7 @@ def write_report(
     path = Path(out) if out is not None else experiment_dirs(exp_dir)[0] / REPORT_FILE
     write_text_atomic(render_html(data, figures), path)
     if png_dir is not None:
-        from ddecs_search.analysis._export import export_pngs
+        from ddecs_search.analysis._png import export_pngs
 
         export_pngs(figures, png_dir)
     return path

@@ -30,3 +30,12 @@ __all__ = [
     "score_decisions",
     "selection_split",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Lazy exports: the RL environment module imports gymnasium, which plain policies do not need."""
+    if name == "mean_return":
+        from ddecs_search.policies._env import mean_return
+
+        return mean_return
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

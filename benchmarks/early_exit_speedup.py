@@ -30,9 +30,7 @@ def main() -> None:
     args = p.parse_args()
     banner("early_exit_speedup", args.quick)
 
-    from ddecs_search.config import candidate_from_dict, load_space, to_dict
-    from ddecs_search.config._parse import deep_merge
-    from ddecs_search.config._space import parse_space
+    from ddecs_search.config import candidate_from_dict, deep_merge, load_space, parse_space, to_dict
     from ddecs_search.evaluation import evaluate_candidate
 
     space = load_space(args.space)

@@ -47,8 +47,13 @@ from _common import banner, emit_json, parser, print_table  # noqa: E402
 
 from ddecs_search.config import PolicyConfig, candidate_from_dict, load_space  # noqa: E402
 from ddecs_search.evaluation import prepare_candidate  # noqa: E402
-from ddecs_search.policies import ExitPolicy, OraclePolicy, create_policy, score_decisions  # noqa: E402
-from ddecs_search.policies._env import mean_return  # noqa: E402
+from ddecs_search.policies import (  # noqa: E402
+    ExitPolicy,
+    OraclePolicy,
+    create_policy,
+    mean_return,
+    score_decisions,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "search_spaces" / "fashion_mnist_quick.yaml"
@@ -113,7 +118,7 @@ def _capture(points: list[dict[str, Any]], static_acc: float, oracle_saving: flo
 
 def run(quick: bool, workdir: Path, device: str) -> dict[str, Any]:
     from ddecs_search.profiling import device_name
-    from ddecs_search.search._ray import init_ray
+    from ddecs_search.ray_setup import init_ray
 
     t0 = time.perf_counter()
     prepared = _prepare(quick, workdir, device)

@@ -210,8 +210,7 @@ def seed_baseline(exp_root: str, baseline_dir: Path, device: Any) -> None:
     """Give the search the baseline this run trained (the start point of the reference), so the search
     does not train another one and every early-exit network starts from the same weights."""
     from ddecs_search.profiling import create_energy_meter, device_name
-    from ddecs_search.search import Experiment
-    from ddecs_search.search._shared_baseline import BaselineBlob
+    from ddecs_search.search import BaselineBlob, Experiment
 
     (folder,) = [p for p in baseline_dir.iterdir() if (p / "backbone.pt").is_file()]
     meter = create_energy_meter("auto", device)
@@ -482,7 +481,7 @@ def run(args: Any, mode: str, preset: Preset, tmp: Path, start: float) -> dict[s
     timings: dict[str, float] = {}
     ref, start_acc = train_reference(bench, preset, tmp, start, timings)
 
-    from ddecs_search.search._ray import init_ray
+    from ddecs_search.ray_setup import init_ray
 
     init_ray()  # every CPU, before an RLlib fit could start a 1-CPU Ray
     entries = fit_reference_policies(ref, preset, start)

@@ -33,7 +33,7 @@ from ddecs_search.analysis import (
     rank_trials,
     read_objectives,
 )
-from ddecs_search.analysis._dominance import _hv_slicing, to_minimization
+from ddecs_search.dominance import _hv_slicing, to_minimization
 from ddecs_search.errors import ConfigError
 
 # database=None: no .hypothesis/ folder in the checkout (examples are derandomised below instead)

@@ -31,8 +31,8 @@ from ddecs_search.policies import (
     load_policy,
 )
 from ddecs_search.policies._env import mean_return
-from ddecs_search.policies._export import ExitMLP
 from ddecs_search.policies._obs import observation
+from ddecs_search.policies._rl_portable import ExitMLP
 
 ROOT = Path(__file__).resolve().parents[1]
 COSTS = np.array([0.3, 0.6, 1.05])
@@ -62,7 +62,7 @@ def _confidence_table(n: int = 600, seed: int = 0) -> ExitTable:
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
     """A loopback-only local Ray for the RLlib fits of this module (the one ``fit`` would start)."""
-    from ddecs_search.search._ray import init_ray
+    from ddecs_search.ray_setup import init_ray
 
     started = "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
     init_ray(num_cpus=1)

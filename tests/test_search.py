@@ -32,7 +32,7 @@ ARTEFACTS = ("model.pt", "spec.json", "policy.json", "test_exits.npz", "metrics.
 @pytest.fixture(scope="module")
 def local_ray():
     """One loopback Ray for the in-process runs of this module (drivers in subprocesses start their own)."""
-    from ddecs_search.search._ray import init_ray
+    from ddecs_search.ray_setup import init_ray
 
     init_ray(num_cpus=2)
     yield

@@ -6,13 +6,6 @@ return arrays, DataFrames and :class:`ReportData`; only ``_figures`` and ``write
 
 from ddecs_search.analysis._constraints import Constraint, feasible_mask, parse_constraint
 from ddecs_search.analysis._deploy import export_trial, load_exported
-from ddecs_search.analysis._dominance import (
-    crowding_distance,
-    default_reference_point,
-    hypervolume,
-    hypervolume_history,
-    non_dominated_sort,
-)
 from ddecs_search.analysis._exit_figures import confusion_figure, per_class_exit_figure
 from ddecs_search.analysis._exit_stats import (
     ExitDetails,
@@ -20,7 +13,6 @@ from ddecs_search.analysis._exit_stats import (
     load_exit_details,
     per_class_exit_fractions,
 )
-from ddecs_search.analysis._export import export_pngs, find_chromium
 from ddecs_search.analysis._figures import (
     exit_profile_figure,
     hypervolume_figure,
@@ -41,6 +33,7 @@ from ddecs_search.analysis._pareto import (
     rank_trials,
     resolve_objectives,
 )
+from ddecs_search.analysis._png import export_pngs, find_chromium
 from ddecs_search.analysis._report import ReportData, build_report_data, comparison_table
 from ddecs_search.analysis._select import best_for_accuracy_floor, best_under_budget, knee_point
 from ddecs_search.analysis._trials import (
@@ -49,6 +42,13 @@ from ddecs_search.analysis._trials import (
     load_trials,
     read_constraints,
     read_objectives,
+)
+from ddecs_search.dominance import (
+    crowding_distance,
+    default_reference_point,
+    hypervolume,
+    hypervolume_history,
+    non_dominated_sort,
 )
 
 __all__ = [

@@ -168,7 +168,7 @@ def write_report(
     path = Path(out)
     write_text_atomic(html, path)
     if png_dir is not None:
-        from ddecs_search.analysis._export import export_pngs
+        from ddecs_search.analysis._png import export_pngs
 
         export_pngs(figures, png_dir)
     return path

@@ -10,7 +10,6 @@ import numpy as np
 
 from ddecs_search._imports import require
 from ddecs_search.analysis._constraints import Constraint, check_columns, feasible_mask, parse_constraint
-from ddecs_search.analysis._dominance import crowding_distance, direction_signs, non_dominated_sort
 from ddecs_search.analysis._trials import (
     COMPLETED_STATE,
     DEFAULT_OBJECTIVES,
@@ -21,6 +20,7 @@ from ddecs_search.analysis._trials import (
     read_constraints,
     read_objectives,
 )
+from ddecs_search.dominance import crowding_distance, direction_signs, non_dominated_sort
 from ddecs_search.errors import ConfigError
 
 if TYPE_CHECKING:

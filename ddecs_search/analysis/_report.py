@@ -11,7 +11,6 @@ import numpy as np
 
 from ddecs_search._imports import require
 from ddecs_search.analysis._constraints import Constraint
-from ddecs_search.analysis._dominance import default_reference_point, hypervolume_history
 from ddecs_search.analysis._exit_stats import ExitDetails, load_exit_details
 from ddecs_search.analysis._pareto import DEVICE_BOUND_METRICS, experiment_front
 from ddecs_search.analysis._select import best_for_accuracy_floor, best_under_budget, knee_point
@@ -21,6 +20,7 @@ from ddecs_search.analysis._trials import (
     experiment_dirs,
     read_objectives,
 )
+from ddecs_search.dominance import default_reference_point, hypervolume_history
 
 if TYPE_CHECKING:
     import pandas as pd

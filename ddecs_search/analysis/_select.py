@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ddecs_search.analysis._constraints import check_columns
-from ddecs_search.analysis._dominance import to_minimization
 from ddecs_search.analysis._trials import Objective
+from ddecs_search.dominance import to_minimization
 
 if TYPE_CHECKING:
     import pandas as pd

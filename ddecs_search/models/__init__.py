@@ -7,6 +7,7 @@ from ddecs_search.models import lenet as _lenet  # noqa: F401  (registers)
 from ddecs_search.models._backbone import Backbone
 from ddecs_search.models._branch import build_branch
 from ddecs_search.models._multi_exit import EarlyExitOutput, MultiExitNet, OnlineExitPolicy
+from ddecs_search.models._pretrained import load_torchvision_weights
 from ddecs_search.models._registry import (
     BackboneInfo,
     backbone_info,
@@ -32,5 +33,6 @@ __all__ = [
     "build_branch",
     "create_backbone",
     "list_backbones",
+    "load_torchvision_weights",
     "register_backbone",
 ]

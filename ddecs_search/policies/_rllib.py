@@ -9,7 +9,7 @@ inside ``fit`` only; a fitted policy saves, loads and runs without it.
 
 Ray: RLlib puts its config into the object store even with no workers, so ``fit`` needs a Ray instance:
 the running one (e.g. inside a Tune trial), else the search's loopback-only local Ray with one CPU
-(:func:`ddecs_search.search._ray.init_ray`), which stays up for later fits in this process.
+(:func:`ddecs_search.ray_setup.init_ray`), which stays up for later fits in this process.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from ddecs_search.policies._base import ExitPolicy
-from ddecs_search.policies._export import ExitMLP, fit_thresholds
 from ddecs_search.policies._obs import observation, observation_table
 from ddecs_search.policies._rl_options import Option, resolve_options
+from ddecs_search.policies._rl_portable import ExitMLP, fit_thresholds
 from ddecs_search.policies._table import ExitTable
 from ddecs_search.policies._threshold import ThresholdPolicy
 
@@ -115,7 +115,7 @@ class RLlibExitPolicy(ExitPolicy):
     def fit(self, table: ExitTable, path_cost: np.ndarray, cost_weight: float) -> RLlibExitPolicy:
         """Train on ``table`` (validation split) for ``accuracy - cost_weight * mean normalised cost``."""
         from ddecs_search.policies._env import ExitEnv, make_env_config, mean_return
-        from ddecs_search.search._ray import init_ray
+        from ddecs_search.ray_setup import init_ray
 
         start = time.perf_counter()
         env_config = make_env_config(table, path_cost, cost_weight)

@@ -1,4 +1,4 @@
-"""The cached exit-output table and the per-exit cost vector that policies are fitted and scored on.
+"""The cached exit-output table that policies are fitted and scored on (costs: ``profiling.ExitCosts``).
 
 Exit outputs on val/test are computed once per candidate; policies (thresholds, RL agents, the oracle)
 are then learned and scored on this table without running the network again.
@@ -123,37 +123,6 @@ def selection_split(n: int, selection_fraction: float, seed: int) -> tuple[np.nd
     order = np.random.default_rng([seed, 0x5E1EC7]).permutation(n)
     n_select = min(n - 1, max(1, round(selection_fraction * n)))
     return np.sort(order[n_select:]), np.sort(order[:n_select])
-
-
-@dataclass(frozen=True)
-class ExitCosts:
-    """Cost of each part of the multi-exit network, in one unit (ms or MMACs).
-
-    Attributes:
-        stage: ``(E,)`` backbone cost of stage ``k`` (the last includes the head).
-        branch: ``(E-1,)`` cost of early-exit branch ``k``.
-        static: cost of the plain static network (all stages, no branches).
-        unit: ``"ms"`` or ``"MMAC"``.
-        source: where the numbers come from (``"measured:cpu"``, ``"flop_counter"``...).
-    """
-
-    stage: np.ndarray
-    branch: np.ndarray
-    static: float
-    unit: str
-    source: str
-
-    def path(self) -> np.ndarray:
-        """``(E,)`` cost of leaving at exit ``k``: stages 0..k plus branches evaluated on the way.
-
-        Leaving at the final exit still pays every early branch (they were evaluated and declined).
-        """
-        branch = np.append(self.branch, 0.0)
-        return np.cumsum(self.stage + branch)
-
-    def normalised_path(self) -> np.ndarray:
-        """:meth:`path` divided by the static network's cost (1.0 = static cost)."""
-        return self.path() / self.static
 
 
 @dataclass(frozen=True)

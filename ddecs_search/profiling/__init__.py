@@ -1,11 +1,12 @@
 """Cost measurement of early-exit networks: MACs, latency tables, end-to-end timing and energy.
 
-``mac_costs`` / ``latency_costs`` give per-stage and per-branch :class:`~ddecs_search.policies.ExitCosts`
+``mac_costs`` / ``latency_costs`` give per-stage and per-branch :class:`ExitCosts`
 that policies are fitted on; ``compare_static_vs_early_exit`` and ``batched_throughput`` time real
 inference against the static backbone in the same run; ``create_energy_meter`` picks NVML, RAPL or an
 honest "unavailable". ``pynvml`` is imported only when an NVML meter is created.
 """
 
+from ddecs_search.profiling._costs import ExitCosts
 from ddecs_search.profiling._decision import decision_costs
 from ddecs_search.profiling._device import device_name, resolve_device, synchronize
 from ddecs_search.profiling._energy import EnergyMeter, EnergyReading, UnavailableEnergyMeter
@@ -25,6 +26,7 @@ __all__ = [
     "ENERGY_KINDS",
     "EnergyMeter",
     "EnergyReading",
+    "ExitCosts",
     "LatencyStats",
     "NvmlEnergyMeter",
     "RaplEnergyMeter",

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ddecs_search.policies._table import ExitCosts
+from ddecs_search.profiling._costs import ExitCosts
 from ddecs_search.profiling._device import check_on_device, device_name, eval_mode, synchronize
 
 if TYPE_CHECKING:

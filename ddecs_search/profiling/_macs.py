@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ddecs_search.policies._table import ExitCosts
+from ddecs_search.profiling._costs import ExitCosts
 from ddecs_search.profiling._device import eval_mode
 
 if TYPE_CHECKING:

@@ -121,7 +121,7 @@ def format_front(trials: list, objectives: tuple[Objective, ...], constraints: t
     """The feasible non-dominated trials so far, one ``id(obj=value, ...)`` each."""
     import numpy as np
 
-    from ddecs_search.analysis import non_dominated_sort
+    from ddecs_search.dominance import non_dominated_sort
     from ddecs_search.search._objectives import violations
 
     ids, values = [], []

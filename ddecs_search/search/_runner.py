@@ -91,7 +91,7 @@ def _execute(exp: Experiment, space: SearchSpace, *, address: str | None, quiet:
 
 def _execute_inner(exp: Experiment, space: SearchSpace, *, address: str | None, quiet: bool,
                    verify: bool | None, restore: bool) -> SearchOutcome:
-    from ddecs_search.search._ray import init_ray
+    from ddecs_search.ray_setup import init_ray
 
     start = time.time()
     record = exp.read_record()
@@ -233,7 +233,7 @@ def _make_tuner(exp: Experiment, space: SearchSpace, blob: Any, objectives: tupl
     from ray import tune
 
     from ddecs_search.search._callbacks import ProgressCallback, TrialsTableCallback
-    from ddecs_search.search._latency import start_broker
+    from ddecs_search.search._latency_broker import start_broker
     from ddecs_search.search._searcher import make_scheduler, make_search_alg
     from ddecs_search.search._space_fn import ConditionalSpace
     from ddecs_search.search._trainable import TrialContext, search_trial, trial_dirname

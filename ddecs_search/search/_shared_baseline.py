@@ -71,7 +71,7 @@ def _train(space: SearchSpace, threads: int, quiet: bool) -> BaselineBlob:
     from ddecs_search.data import load_splits
     from ddecs_search.models import backbone_info
     from ddecs_search.profiling import create_energy_meter, device_name, resolve_device
-    from ddecs_search.search._ray import node_id
+    from ddecs_search.ray_setup import node_id
     from ddecs_search.training import train_baseline
 
     torch.set_num_threads(max(1, threads))

@@ -97,7 +97,7 @@ def _evaluate(ctx: TrialContext, candidate: Any, workdir: Path, on_epoch: Any) -
     everywhere: this trial's end-to-end measurement, labelled in-trial by ``latency_source``.
     """
     from ddecs_search.evaluation import evaluate_candidate
-    from ddecs_search.search._latency import isolated_latency_fn
+    from ddecs_search.search._latency_broker import isolated_latency_fn
 
     m = ctx.space.measurement
     table_fn = isolated_latency_fn(ctx.broker, ctx.space.backbone.name, warmup=m.warmup, repeats=m.repeats)
@@ -165,6 +165,6 @@ def _record(exp: Experiment, trial_id: str, flat: dict[str, Any], recovered: boo
 
 
 def _node_id() -> str:
-    from ddecs_search.search._ray import node_id
+    from ddecs_search.ray_setup import node_id
 
     return node_id()

@@ -25,7 +25,7 @@ VERIFIED_COLUMNS = ("verified_latency_ms", "verified_latency_p95_ms", "verified_
 
 def pick_front(trials: Any, objectives: Sequence[Objective], top: int) -> list[str]:
     """Trial ids of the feasible, fully evaluated non-dominated trials; at most ``top``, most spread first."""
-    from ddecs_search.analysis import crowding_distance, non_dominated_sort
+    from ddecs_search.dominance import crowding_distance, non_dominated_sort
 
     if trials.empty or "feasible" not in trials.columns:
         return []
@@ -55,7 +55,7 @@ def _measure(space: SearchSpace, files: dict[str, bytes]) -> dict[str, Any]:
     from ddecs_search.models import MultiExitNet, create_backbone
     from ddecs_search.policies import load_policy
     from ddecs_search.profiling import compare_static_vs_early_exit, device_name, resolve_device
-    from ddecs_search.search._ray import node_id
+    from ddecs_search.ray_setup import node_id
     from ddecs_search.training import load_checkpoint
 
     device = resolve_device(space.measurement.device)

@@ -104,7 +104,7 @@ def train_baseline(
         folder.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         if cfg.pretrained:
-            from ddecs_search.models._pretrained import load_torchvision_weights
+            from ddecs_search.models import load_torchvision_weights
 
             load_torchvision_weights(model, cfg.pretrained)
         model.to(device)

@@ -1,4 +1,4 @@
-"""Starting or joining Ray.
+"""Starting or joining Ray: a shared leaf for search, RLlib policies and benchmarks (imports no subpackage).
 
 Without an address the search starts a private single-node Ray that listens on 127.0.0.1 only: Ray
 2.60 otherwise rewrites loopback addresses to the machine's outward interface, which

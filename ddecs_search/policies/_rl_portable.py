@@ -1,4 +1,4 @@
-"""Exporting a learned RLlib decision to plain torch: an MLP copy of the RLModule, or per-exit thresholds.
+"""Portable forms of a learned RLlib decision in plain torch: an MLP copy of the RLModule, or thresholds.
 
 The exported forms need only torch and numpy, travel as JSON (weights as lists) and make the same
 decision as the RLlib module: ``exit`` when the action-1 score beats the action-0 score (PPO logits or

@@ -1,4 +1,4 @@
-"""Pareto maths on plain numpy arrays (optuna's ``study/_multi_objective.py`` style).
+"""Pareto maths on numpy arrays (optuna's ``study/_multi_objective.py`` style): a leaf below search, analysis.
 
 Every public function takes ``values`` of shape (N, M) and ``directions`` ("min"/"max" per column).
 "max" columns are negated once, in :func:`to_minimization`; everything below works on minimisation.

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import torch
 
     from ddecs_search.models import MultiExitNet
-    from ddecs_search.policies import ExitCosts
+    from ddecs_search.profiling import ExitCosts
 
 LEASE_SECONDS = 600.0  # a trial that dies holding the lease blocks others at most this long
 
@@ -93,8 +93,7 @@ def isolated_latency_fn(broker: Any, backbone: str, *, warmup: int, repeats: int
     def latency_fn(model: MultiExitNet, device: torch.device) -> ExitCosts:
         import ray
 
-        from ddecs_search.policies import ExitCosts
-        from ddecs_search.profiling import device_name, latency_costs
+        from ddecs_search.profiling import ExitCosts, device_name, latency_costs
 
         label = device_name(device)
         keys = module_keys(model, backbone, label)

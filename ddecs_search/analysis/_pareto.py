@@ -263,7 +263,7 @@ def compute_front(
 
 def _static_notice(done: pd.DataFrame, values: np.ndarray, directions: Sequence[str]) -> list[str]:
     """"the static network dominates N of M trials" per group (feasible trials only)."""
-    from ddecs_search.analysis._dominance import to_minimization
+    from ddecs_search.dominance import to_minimization
 
     out = []
     loss = to_minimization(values, directions)  # (N, M)

@@ -45,42 +45,51 @@ def test_front_matches_pareto_front(data, experiment) -> None:
     expected = pareto_front(load_trials(experiment), [("val_accuracy", "max"), ("latency_ms", "min")])
     assert data.front["trial_id"].tolist() == expected["trial_id"].tolist()
     assert data.objectives == [("val_accuracy", "max"), ("latency_ms", "min")]
-    assert len(data.trials) == 32 and len(data.ranked) == 30
+    # 30 finished trials and the static network, ranked together
+    assert len(data.trials) == 32 and len(data.ranked) == 31
+    assert data.ranked["trial_id"].tolist().count("static") == 1
 
 
 def test_hypervolume_history_is_monotone_and_ends_at_the_front(data) -> None:
     hv = data.hv_history
-    assert len(hv) == len(data.ranked)
+    assert len(hv) == len(data.ranked) - 1  # the trials in the order they finished (not the static row)
     assert hv["trial_index"].is_monotonic_increasing
     assert np.all(np.diff(hv["hypervolume"]) >= -1e-12) and hv["hypervolume"].iloc[0] > 0
     ref = np.array(data.reference_points["all"])
-    front_values = data.front[["accuracy", "latency_ms"]].to_numpy()
-    assert hv["hypervolume"].iloc[-1] == pytest.approx(hypervolume(front_values, ["max", "min"], ref))
+    trials = data.ranked[data.ranked["trial_id"] != "static"]
+    values = trials[["val_accuracy", "latency_ms"]].to_numpy()
+    assert hv["hypervolume"].iloc[-1] == pytest.approx(hypervolume(values, ["max", "min"], ref))
 
 
 def test_recommendations_baseline_and_oracle(data) -> None:
     rec = data.recommended
     assert rec["role"].iloc[0] == "knee"
     assert set(rec["trial_id"]) <= set(data.front["trial_id"])
-    best = rec.loc[rec["role"] == "best accuracy", "accuracy"].item()
-    assert best == pytest.approx(data.front["accuracy"].max())
-    budget = rec[rec["role"].str.startswith("best accuracy, latency_ms ≤")]
+    best = rec.loc[rec["role"] == "best val_accuracy", "val_accuracy"].item()
+    assert best == pytest.approx(data.front["val_accuracy"].max())
+    budget = rec[rec["role"].str.startswith("best val_accuracy, latency_ms ≤")]
     assert budget["latency_ms"].item() <= data.front["latency_ms"].median()
-    assert data.baseline[["accuracy", "latency_ms"]].iloc[0].tolist() == pytest.approx([0.91, 2.0])
+    static = data.baseline[["val_accuracy", "accuracy", "expected_latency_ms"]].iloc[0].tolist()
+    assert static == pytest.approx([0.905, 0.91, 2.0])
     table = comparison_table(data)
-    assert {BASELINE_ROLE, ORACLE_ROLE, "knee"} <= set(table["role"])
-    oracle = table[table["role"] == ORACLE_ROLE].iloc[0]
+    assert {BASELINE_ROLE, "knee"} <= set(table["role"])
+    assert table.loc[table["role"] == BASELINE_ROLE, "trial_id"].item() == "static"
+    assert table["summary"].notna().all()  # every row names its configuration
+    assert "accuracy (test, not used to choose)" in table.columns
     knee = rec.iloc[0]
-    assert oracle["trial_id"] == knee["trial_id"] and oracle["accuracy"] == knee["oracle_accuracy"]
+    if knee["trial_id"] != "static":
+        oracle = table[table["role"] == ORACLE_ROLE].iloc[0]
+        assert oracle["trial_id"] == knee["trial_id"]
+        assert oracle["accuracy (test, not used to choose)"] == knee["oracle_accuracy"]
     assert any("energy was not measured (unavailable" in n for n in data.notices)
 
 
 def test_budget_and_space_constraints(experiment, tmp_path) -> None:
     data = build_report_data(experiment, budget=1.0)
-    row = data.recommended[data.recommended["role"] == "best accuracy, latency_ms ≤ 1"]
+    row = data.recommended[data.recommended["role"] == "best val_accuracy, latency_ms ≤ 1"]
     assert row["latency_ms"].item() <= 1.0
-    fastest = data.front[data.front["latency_ms"] <= 1.0]["accuracy"].max()
-    assert row["accuracy"].item() == fastest
+    fastest = data.front[data.front["latency_ms"] <= 1.0]["val_accuracy"].max()
+    assert row["val_accuracy"].item() == fastest
     exp = make_experiment(tmp_path / "c", n=30, constraints=[{"metric": "val_accuracy_drop", "max": 0.05}])
     data = build_report_data(exp, constraints=["latency_ms<=2.2"])
     assert [str(c) for c in data.constraints] == ["val_accuracy_drop<=0.05", "latency_ms<=2.2"]
@@ -103,7 +112,8 @@ def test_three_objectives_and_devices(tmp_path) -> None:
 
 
 def test_exit_details_of_the_knee(data, experiment) -> None:
-    knee = data.recommended["trial_id"].iloc[0]
+    trials = data.recommended["trial_id"][data.recommended["trial_id"] != "static"]
+    knee = trials.iloc[0]  # the first recommended trial (the static network has no exits)
     assert next(iter(data.exit_details)) == knee
     details = load_exit_details(experiment / "trials" / knee, knee)
     assert details.num_exits == data.exit_details[knee].num_exits
@@ -117,6 +127,7 @@ def test_exit_details_of_the_knee(data, experiment) -> None:
         "confusion",
     ]
     assert knee in figures["confusion"].layout.title.text
+    assert "static" not in data.exit_details
     assert load_exit_details(experiment / "trials" / "no-such-trial", "x") is None
 
 

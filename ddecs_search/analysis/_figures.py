@@ -6,6 +6,7 @@ Nothing here computes a front or a selection: that is ``_report``'s job (optuna'
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,8 @@ COLORSCALE = "Viridis"
 _SYMBOLS_3D = ("circle", "diamond", "square", "cross", "x")  # one per device group
 _MAX_CATEGORIES = 15  # a categorical config column with more values is left out of parallel coordinates
 _MAX_HOVER = 200  # characters of one value in a hover label
-_KEY_METRICS = ("accuracy", "latency_ms", "energy_mj", "macs", "speedup", "accuracy_drop")
+_KEY_METRICS = ("val_accuracy", "accuracy", "expected_latency_ms", "latency_ms", "verified_latency_ms",
+                "energy_mj", "macs", "speedup", "val_accuracy_drop", "accuracy_drop", "latency_source")
 
 
 def _go() -> Any:
@@ -58,6 +60,8 @@ def hover_text(df: pd.DataFrame, objectives: Sequence[Objective]) -> list[str]:
     out = []
     for _, row in df.iterrows():
         lines = [f"<b>trial {row.get('trial_id', '?')}</b>"]
+        if parse_json_cell(row.get("summary")) is not None:
+            lines.append(html.escape(str(row["summary"])))
         lines += [f"{c}: {_fmt(row[c], c)}" for c in metrics + extra if parse_json_cell(row[c]) is not None]
         if "feasible" in df.columns and not row["feasible"]:
             lines.append("<i>violates a constraint</i>")
@@ -326,7 +330,7 @@ def exit_profile_figure(data: ReportData) -> go.Figure | None:
     )
     fig.update_xaxes(title_text="fraction of test samples", range=[0, 1], row=1, col=1)
     fig.update_xaxes(categoryorder="array", categoryarray=names, row=1, col=2)
-    fig.update_yaxes(title_text="accuracy", row=1, col=2)
+    fig.update_yaxes(title_text="accuracy (test)", row=1, col=2)
     return fig
 
 

@@ -214,6 +214,9 @@ def compute_front(
     constraints = [parse_constraint(c) for c in constraints]
     if len(df) == 0:  # a search that has not reported yet: its table may not even have metric columns
         return _empty_result(df, _normalise_objectives(objectives), constraints)
+    if len(completed_trials(df)) == 0:  # only running/failed trials: no metric columns to check yet
+        empty = _empty_result(df, _normalise_objectives(objectives), constraints)
+        return empty._replace(notices=_left_out_notice(df, completed_trials(df)) or empty.notices)
     objs, notices = resolve_objectives(df, objectives)
     names, directions = [n for n, _ in objs], [d for _, d in objs]
     done = completed_trials(df, names).copy()

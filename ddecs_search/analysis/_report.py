@@ -12,7 +12,7 @@ import numpy as np
 from ddecs_search._imports import require
 from ddecs_search.analysis._constraints import Constraint
 from ddecs_search.analysis._exit_stats import ExitDetails, load_exit_details
-from ddecs_search.analysis._pareto import DEVICE_BOUND_METRICS, experiment_front
+from ddecs_search.analysis._pareto import experiment_front
 from ddecs_search.analysis._select import best_for_accuracy_floor, best_under_budget, knee_point
 from ddecs_search.analysis._trials import (
     Experiment,
@@ -21,26 +21,16 @@ from ddecs_search.analysis._trials import (
     read_objectives,
 )
 from ddecs_search.dominance import default_reference_point, hypervolume_history
+from ddecs_search.metrics import DEVICE_BOUND_METRICS, ORACLE_OF, STATIC_TRIAL_ID, STATIC_VALUES
 
 if TYPE_CHECKING:
     import pandas as pd
 
-# what the static baseline (no early exit) measures, per objective metric
-BASELINE_COLUMNS = {
-    "accuracy": "baseline_accuracy",
-    "latency_ms": "baseline_latency_ms",
-    "expected_latency_ms": "baseline_latency_ms",
-    "energy_mj": "baseline_energy_mj",
-    "macs": "baseline_macs",
-}
 # the oracle policy (every sample leaves at its earliest correct exit) of a trial's exit configuration
-ORACLE_COLUMNS = {
-    "accuracy": "oracle_accuracy",
-    "expected_latency_ms": "oracle_expected_latency_ms",
-    "latency_ms": "oracle_expected_latency_ms",
-    "macs": "oracle_macs",
-}
-ACCURACY_FLOOR_MARGIN = 0.01  # "fastest within 1 point of the static baseline's accuracy"
+ORACLE_COLUMNS = {**ORACLE_OF, "val_accuracy": "oracle_accuracy"}
+ACCURACY_FLOOR_MARGIN = 0.01  # "fastest within 1 point of the static network's validation accuracy"
+# columns reported beside the chosen-on ones; never used to choose (the report says so)
+TEST_COLUMNS = ("accuracy", "accuracy_drop", "exit_fractions", "exit_accuracies")
 
 
 @dataclass(frozen=True)
@@ -89,7 +79,8 @@ def _hv_history(
     pd = require("pandas")
     names, directions = [n for n, _ in objectives], [d for _, d in objectives]
     frames, refs = [], {}
-    for group, rows in ranked[ranked["feasible"]].groupby("group", sort=True):
+    trials = ranked[~_is_static(ranked)]
+    for group, rows in trials[trials["feasible"]].groupby("group", sort=True):
         if "trial_index" in rows.columns:
             rows = rows.sort_values("trial_index", kind="stable")
         values = rows[names].to_numpy(dtype=float)  # (N, M)
@@ -111,19 +102,31 @@ def _hv_history(
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)), refs
 
 
+def _is_static(df: pd.DataFrame) -> pd.Series:
+    return df["trial_id"].astype(str).eq(STATIC_TRIAL_ID)
+
+
 def _baseline(ranked: pd.DataFrame, objectives: Sequence[Objective]) -> pd.DataFrame:
+    """Per group, the static network's value of each objective and reported metric (its front row)."""
     pd = require("pandas")
-    metrics = dict.fromkeys([n for n, _ in objectives] + list(BASELINE_COLUMNS))
+    metrics = list(dict.fromkeys([n for n, _ in objectives] + list(STATIC_VALUES)))
     rows = []
     for group, sub in ranked.groupby("group", sort=True):
+        static = sub[_is_static(sub)]
         row = {"group": str(group)}
         for metric in metrics:
-            col = BASELINE_COLUMNS.get(metric)
-            row[metric] = (
-                float(sub[col].median()) if col in sub.columns and sub[col].notna().any() else np.nan
-            )
+            values = pd.to_numeric(static[metric], errors="coerce") if metric in static.columns else None
+            row[metric] = float(values.median()) if values is not None and values.notna().any() else np.nan
         rows.append(row)
     return pd.DataFrame(rows, columns=["group", *metrics])
+
+
+def choosing_accuracy(objectives: Sequence[Objective], columns: Sequence[str]) -> str | None:
+    """The accuracy metric picks use: the first maximised accuracy objective (validation), if any."""
+    for name, direction in objectives:
+        if direction == "max" and "accuracy" in name:
+            return name
+    return "val_accuracy" if "val_accuracy" in columns else None
 
 
 def _speed_metric(objectives: Sequence[Objective]) -> str | None:
@@ -136,30 +139,31 @@ def _speed_metric(objectives: Sequence[Objective]) -> str | None:
 def _recommend(
     front: pd.DataFrame, objectives: Sequence[Objective], baseline: pd.DataFrame, budget: float | None
 ) -> pd.DataFrame:
+    """Front members for common needs, chosen on the objectives' metrics only (validation, table).
+
+    The static network is a front member like any other: where it is the best answer (e.g. the most
+    accurate), it is the one recommended. Test metrics are shown beside the picks, never used for them.
+    """
     pd = require("pandas")
     speed = _speed_metric(objectives)
-    has_accuracy = "accuracy" in front.columns
+    acc = choosing_accuracy(objectives, front.columns)
     picks = []
     for group, sub in front.groupby("group", sort=True):
         picks.append(("knee", knee_point(sub, objectives)))
-        if has_accuracy:
-            picks.append(("best accuracy", sub.loc[sub["accuracy"].idxmax()]))
-        if has_accuracy and speed:
+        if acc:
+            picks.append((f"best {acc}", sub.loc[pd.to_numeric(sub[acc]).idxmax()]))
+        if acc and speed:
             limit = float(sub[speed].median()) if budget is None else float(budget)
             how = " (front median)" if budget is None else ""
-            picks.append(
-                (
-                    f"best accuracy, {speed} ≤ {limit:.4g}{how}",
-                    best_under_budget(sub, speed, limit, "accuracy"),
-                )
-            )
-            base_acc = baseline.loc[baseline["group"] == str(group), "accuracy"]
+            role = f"best {acc}, {speed} ≤ {limit:.4g}{how}"
+            picks.append((role, best_under_budget(sub, speed, limit, acc)))
+            base_acc = baseline.loc[baseline["group"] == str(group), acc] if acc in baseline.columns else []
             if len(base_acc) and np.isfinite(base_acc.iloc[0]):
                 floor = float(base_acc.iloc[0]) - ACCURACY_FLOOR_MARGIN
                 picks.append(
                     (
-                        f"lowest {speed}, accuracy ≥ {floor:.4g} (baseline − 1 pt)",
-                        best_for_accuracy_floor(sub, floor, speed),
+                        f"lowest {speed}, {acc} ≥ {floor:.4g} (static − 1 pt)",
+                        best_for_accuracy_floor(sub, floor, speed, acc),
                     )
                 )
     rows = [row.to_frame().T.assign(role=role) for role, row in picks if row is not None]
@@ -176,7 +180,7 @@ def _exit_details(
     out: dict[str, ExitDetails] = {}
     for _, row in recommended.iterrows():
         trial_id = str(row["trial_id"])
-        if trial_id in out:
+        if trial_id in out or trial_id == STATIC_TRIAL_ID:
             continue
         exp = by_name.get(str(row.get("experiment", "")), dirs[0])
         try:
@@ -248,61 +252,46 @@ def build_report_data(
     )
 
 
-COMPARISON_METRICS = ("accuracy", "latency_ms", "energy_mj", "macs", "speedup")  # + the objectives
-COMPARISON_CONFIG = ("config/exit_points", "config/policy_kind", "config/cost_weight")
-BASELINE_ROLE = "static baseline (no early exit)"
-ORACLE_ROLE = "oracle policy on the knee's exits"
+# after the objectives: the other chosen-on figures, then test and measured ones shown beside them
+COMPARISON_METRICS = ("val_accuracy", "accuracy", "expected_latency_ms", "latency_ms", "verified_latency_ms",
+                      "expected_speedup", "speedup", "verified_speedup", "energy_mj", "macs")
+COMPARISON_TEXT = ("summary", "latency_source")
+BASELINE_ROLE = "static network (no early exit)"
+ORACLE_ROLE = "oracle policy on the knee's exits (bound)"
 
 
 def comparison_table(data: ReportData) -> pd.DataFrame:
-    """Recommended configurations next to the static baseline and the oracle, one row each.
+    """Recommended configurations next to the static network and the oracle, one row each.
 
-    The oracle row uses the knee trial's exit configuration with a perfect exit decision (each sample
-    leaves at its earliest correct exit): an upper bound for any policy on those exits.
+    Every row names its configuration (``summary``). The static row is the static network's front row
+    (``trial_id`` ``static``), measured the same way as the trials. The oracle row uses the knee trial's
+    exit configuration with a perfect exit decision (each sample leaves at its earliest correct exit):
+    an upper bound for any policy on those exits, on the test split.
     """
     pd = require("pandas")
-    cols = data.trials.columns
+    cols = data.ranked.columns
     metrics = [n for n, _ in data.objectives] + [m for m in COMPARISON_METRICS if m in cols]
-    metrics = [m for m in dict.fromkeys(metrics) if m in cols and data.trials[m].notna().any()]
-    config = [c for c in COMPARISON_CONFIG if c in data.recommended.columns]
+    metrics = [m for m in dict.fromkeys(metrics) if m in cols and data.ranked[m].notna().any()]
+    text = [c for c in COMPARISON_TEXT if c in cols]
     rows = []
     for _, rec in data.recommended.iterrows():
-        rows.append(
-            {
-                "role": rec["role"],
-                "group": rec["group"],
-                "trial_id": rec["trial_id"],
-                **{m: rec.get(m) for m in metrics + config},
-            }
-        )
-    for _, base in data.baseline.iterrows():
-        rows.append(
-            {
-                "role": BASELINE_ROLE,
-                "group": base["group"],
-                "trial_id": "",
-                **{m: base.get(m, np.nan) for m in metrics},
-                "speedup": 1.0 if "speedup" in metrics else None,
-            }
-        )
+        rows.append({"role": rec["role"], "group": rec["group"], "trial_id": rec["trial_id"],
+                     **{m: rec.get(m) for m in text + metrics}})
+    static = data.ranked[_is_static(data.ranked)]
+    for _, base in static.iterrows():
+        rows.append({"role": BASELINE_ROLE, "group": base["group"], "trial_id": STATIC_TRIAL_ID,
+                     **{m: base.get(m, np.nan) for m in text + metrics}})
     knees = (
         data.recommended[data.recommended["role"] == "knee"] if len(data.recommended) else data.recommended
     )
     for _, knee in knees.iterrows():
+        if str(knee["trial_id"]) == STATIC_TRIAL_ID:
+            continue  # the static network has no exits to be an oracle on
         oracle = {m: knee.get(ORACLE_COLUMNS[m]) for m in metrics if ORACLE_COLUMNS.get(m) in knee.index}
-        if "speedup" in metrics and oracle.get("latency_ms") and "baseline_latency_ms" in knee.index:
-            oracle["speedup"] = knee["baseline_latency_ms"] / oracle["latency_ms"]
-        rows.append(
-            {
-                "role": ORACLE_ROLE,
-                "group": knee["group"],
-                "trial_id": knee["trial_id"],
-                **oracle,
-                **{c: knee.get(c) for c in config if c != "config/policy_kind"},
-                "config/policy_kind": "oracle",
-            }
-        )
-    table = pd.DataFrame(rows, columns=["role", "group", "trial_id", *metrics, *config])
+        rows.append({"role": ORACLE_ROLE, "group": knee["group"], "trial_id": knee["trial_id"],
+                     "summary": f"{knee.get('exits', '')} | oracle (reads the labels)", **oracle})
+    table = pd.DataFrame(rows, columns=["role", "group", "trial_id", *text, *metrics])
+    table = table.rename(columns={c: f"{c} (test, not used to choose)" for c in TEST_COLUMNS if c in table})
     if data.group_by is None:
         return table.drop(columns="group")
     return table.sort_values("group", kind="stable", ignore_index=True)

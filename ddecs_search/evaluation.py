@@ -242,13 +242,6 @@ class CandidateMeasurement:
     table_exits: np.ndarray
 
 
-def latency_source(runtime: str, device: str, threads: int | None, how: str) -> str:
-    """``"torch 2.14.1 cpu (...) 1 thread, end-to-end batch 1, in-trial"``: what a latency is."""
-    version = torch.__version__.split("+")[0] if runtime == "torch" else ""
-    thread_text = f", {threads} thread{'s' if threads != 1 else ''}" if threads else ""
-    return f"{runtime} {version} {device}{thread_text}, {how}".replace("  ", " ")
-
-
 def with_decisions(costs: ExitCosts, decision_ms: np.ndarray) -> ExitCosts:
     """The latency table with the measured decision + host-sync time added to every early branch."""
     return ExitCosts(costs.stage, costs.branch + decision_ms, costs.static, costs.unit,
@@ -270,6 +263,7 @@ def measure_candidate(
         compare_static_vs_early_exit,
         decision_costs,
         device_name,
+        latency_source,
     )
 
     m = space.measurement

@@ -21,6 +21,7 @@ from ddecs_search.profiling._latency import (
 from ddecs_search.profiling._macs import count_macs, mac_costs
 from ddecs_search.profiling._nvml import NvmlEnergyMeter
 from ddecs_search.profiling._rapl import RaplEnergyMeter
+from ddecs_search.profiling._source import latency_source
 
 __all__ = [
     "ENERGY_KINDS",
@@ -39,6 +40,7 @@ __all__ = [
     "device_name",
     "energy_per_sample",
     "latency_costs",
+    "latency_source",
     "mac_costs",
     "resolve_device",
     "synchronize",

@@ -45,10 +45,23 @@ def _pareto(args: argparse.Namespace) -> int:
 
     objectives = [parse_objective(s) for s in args.objectives] if args.objectives else None
     _, result = experiment_front(args.experiments, objectives=objectives, constraints=args.constraint)
-    for note in result.notices:
+    for note in result.notices + _what_the_numbers_are(result.front):
         print(f"note: {note}", file=sys.stderr)
     sys.stdout.write(format_front(result.front, args.format))
     return 0
+
+
+def _what_the_numbers_are(front) -> list[str]:  # noqa: ANN001 (a DataFrame)
+    """One line per source: which numbers chose the front and what the measured ones are."""
+    notes = ["chosen on the objectives (val_* = selection part of validation, expected_* = latency "
+             "table); accuracy / accuracy_drop are test figures, shown beside them and never used to choose"]
+    sources = (("expected_latency_source", "expected_latency_ms"), ("latency_source", "latency_ms"),
+               ("verified_latency_source", "verified_latency_ms"))
+    for column, label in sources:
+        if column in front.columns:
+            for source in sorted(map(str, front[column].dropna().unique())):
+                notes.append(f"{label}: {source}")
+    return notes
 
 
 def _report(args: argparse.Namespace) -> int:

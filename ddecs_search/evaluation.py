@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import json
 import os
 import platform
 import tempfile
@@ -27,7 +26,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ddecs_search._atomic import write_text_atomic
 from ddecs_search.config import Candidate, SearchSpace, to_dict
 from ddecs_search.models import Backbone, MultiExitNet, backbone_info
 from ddecs_search.policies import (
@@ -421,10 +419,9 @@ def save_artifacts(
     policy: ExitPolicy,
     measured: CandidateMeasurement,
 ) -> None:
-    """Write what export and the report need: model weights + spec, policy, per-sample test exits."""
-    from ddecs_search.training import save_atomic
+    """Write what verify, export and the report need (see :mod:`ddecs_search.artifacts`)."""
+    from ddecs_search.artifacts import write_trial_files
 
-    save_atomic(prepared.model.state_dict(), workdir / "model.pt")
     spec = {
         "candidate": to_dict(prepared.candidate),
         "num_classes": prepared.model.backbone.num_classes,
@@ -433,17 +430,14 @@ def save_artifacts(
         "data": to_dict(space.dataset),
         "policy_kind": policy.kind,
     }
-    write_text_atomic(json.dumps(spec, indent=2), workdir / "spec.json")
-    if policy.deployable:
-        policy.save(workdir / "policy.json")
-    fd, tmp = tempfile.mkstemp(dir=workdir, suffix=".npz")
-    os.close(fd)
-    np.savez(
-        tmp,
+    write_trial_files(
+        workdir,
+        model=prepared.model,
+        spec=spec,
+        policy=policy,
         exit_indices=measured.test_exits,
         labels=prepared.test_table.labels,
         predictions=prepared.test_table.predictions,
         table_exits=measured.table_exits,
     )
-    os.replace(tmp, workdir / "test_exits.npz")
     (workdir / "branches_checkpoint.pt").unlink(missing_ok=True)

@@ -6,7 +6,6 @@ The exported folder is what a user deploys: ``model.pt`` (state dict, loaded wit
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -91,15 +90,7 @@ def export_trial(exp_dir: str | Path, trial_id: str, out_dir: str | Path) -> Pat
 
 def load_exported(model_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Any, Any, dict]:
     """Rebuild ``(MultiExitNet, ExitPolicy, spec)`` from an exported folder (or a trial's artefacts)."""
-    from ddecs_search.config import Candidate, from_dict
-    from ddecs_search.models import MultiExitNet, create_backbone
-    from ddecs_search.policies import load_policy
+    from ddecs_search.artifacts import load_trained
 
-    model_dir = Path(model_dir)
-    spec = json.loads((model_dir / "spec.json").read_text())
-    candidate = from_dict(Candidate, spec["candidate"])
-    backbone = create_backbone(candidate.backbone, num_classes=spec["num_classes"])
-    model = MultiExitNet(backbone, candidate.exit_points, candidate.branches)
-    model.load_state_dict(torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True))
-    model.to(device).eval()
-    return model, load_policy(model_dir / "policy.json"), spec
+    trained = load_trained(model_dir, device)
+    return trained.model, trained.policy, trained.spec

@@ -24,7 +24,8 @@ class EpochProxy:
         self._loader: Any = None
 
     def __call__(self, checkpoint_path: Path) -> float:
-        from ddecs_search.models import MultiExitNet, backbone_info, create_backbone
+        from ddecs_search.artifacts import build_model
+        from ddecs_search.models import backbone_info
         from ddecs_search.policies import ExitTable, create_policy, score_decisions
         from ddecs_search.profiling import mac_costs, resolve_device
         from ddecs_search.training import load_checkpoint
@@ -39,8 +40,7 @@ class EpochProxy:
                                        num_workers=self.space.dataset.num_workers, device=device)
             self._num_classes = splits.num_classes
         c = self.candidate
-        backbone = create_backbone(c.backbone, num_classes=self._num_classes)
-        model = MultiExitNet(backbone, c.exit_points, c.branches)
+        model = build_model(c, self._num_classes)
         model.load_state_dict(load_checkpoint(checkpoint_path)["model"])
         model.to(device).eval()
         table = ExitTable.from_model(model, self._loader, device)

@@ -8,7 +8,6 @@ in a Ray task with a trial's resources on the target device, picks one after ano
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -77,10 +76,8 @@ def _measure(space: SearchSpace, files: dict[str, bytes]) -> dict[str, Any]:
 
     import torch
 
-    from ddecs_search.config import Candidate, from_dict
+    from ddecs_search.artifacts import load_trained
     from ddecs_search.data import load_splits
-    from ddecs_search.models import MultiExitNet, create_backbone
-    from ddecs_search.policies import load_policy
     from ddecs_search.profiling import (
         compare_static_vs_early_exit,
         device_name,
@@ -88,21 +85,15 @@ def _measure(space: SearchSpace, files: dict[str, bytes]) -> dict[str, Any]:
         resolve_device,
     )
     from ddecs_search.ray_setup import node_id
-    from ddecs_search.training import load_checkpoint
 
     device = resolve_device(space.measurement.device)
     if device.type == "cpu":  # time with the thread count the search's latency table used
         torch.set_num_threads(space.measurement.threads)
-    spec = json.loads(files["spec.json"])
-    cand = from_dict(Candidate, spec["candidate"], "spec.candidate")
     with tempfile.TemporaryDirectory() as tmp:
         for name, data in files.items():
             Path(tmp, name).write_bytes(data)
-        backbone = create_backbone(cand.backbone, num_classes=spec["num_classes"])
-        model = MultiExitNet(backbone, cand.exit_points, cand.branches)
-        model.load_state_dict(load_checkpoint(Path(tmp, "model.pt")))
-        policy = load_policy(Path(tmp, "policy.json"))
-    model.to(device).eval()
+        trained = load_trained(tmp, device)
+    model, policy, spec = trained.model, trained.policy, trained.spec
     test = load_splits(space.dataset, tuple(spec["input_shape"])).test
     n = min(space.measurement.latency_samples, len(test))
     samples = torch.stack([test[i][0] for i in range(n)])

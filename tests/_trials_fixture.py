@@ -30,7 +30,9 @@ NUM_CLASSES = 10
 ENERGY_UNAVAILABLE = "unavailable: no NVIDIA driver and no /sys/class/powercap"
 
 
-def _trial(rng: np.random.Generator, i: int, device_index: int, device: str, seed: int) -> tuple[dict, dict]:
+def _trial(
+    rng: np.random.Generator, i: int, device_index: int, device: str, seed: int, disagree: bool = False
+) -> tuple[dict, dict]:
     """``(tune_config, metrics)`` of one synthetic trial, in the shapes the search produces them."""
     points = sorted(rng.choice(len(EXIT_DEPTHS), size=int(rng.integers(1, 4)), replace=False).tolist())
     depths = np.array([EXIT_DEPTHS[p] for p in points] + [1.0])  # (E,)
@@ -52,6 +54,8 @@ def _trial(rng: np.random.Generator, i: int, device_index: int, device: str, see
     drop += abs(float(rng.normal(0, 0.015)))  # some branches train badly
     accuracy = float(np.clip(BASELINE_ACCURACY - drop + rng.normal(0, 0.003), 0.1, 0.999))
     val_accuracy = float(np.clip(accuracy + rng.normal(0, 0.004), 0.1, 0.999))
+    if disagree:  # validation ranks the trials in the opposite order of test
+        val_accuracy = float(np.clip(1.7 - accuracy, 0.1, 0.999))
     base_latency = 2.0 / (device_index + 1)
     expected = float(base_latency * (fractions * path).sum())
     latency = expected * float(rng.uniform(0.97, 1.25)) + 0.02  # timing noise and policy overhead
@@ -147,6 +151,7 @@ def make_experiment(
     constraints: Sequence[dict] = (),
     with_exits: bool = False,
     parquet: bool = False,
+    val_test_disagree: bool = False,
 ) -> Path:
     """An experiment folder written by the product's own writers (:mod:`ddecs_search.experiment`).
 
@@ -157,6 +162,7 @@ def make_experiment(
     ``i + 1`` times faster. ``energy=False`` leaves ``energy_mj`` empty with an "unavailable: ..."
     source, as on a machine without NVML or RAPL. ``with_exits`` writes ``trials/<id>/test_exits.npz``.
     ``parquet`` is accepted for compatibility (the writer always writes both tables).
+    ``val_test_disagree`` makes validation rank the trials in the opposite order of test.
     """
     out = Path(dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -174,7 +180,7 @@ def make_experiment(
     rows = []
     for i in range(n + n_error + n_running):
         d = i % len(devices)
-        config, metrics = _trial(rng, i, d, devices[d], seed)
+        config, metrics = _trial(rng, i, d, devices[d], seed, val_test_disagree)
         trial_id = f"{seed:03x}f_{i:05d}"
         if energy:
             metrics["energy_mj"] = metrics["latency_ms"] * (15.0 if devices[d].startswith("cuda") else 9.0)

@@ -195,3 +195,30 @@ def test_report_of_a_search_that_has_just_started(tmp_path, content) -> None:
     )
     assert expected in data.notices
     assert "Pareto front members (0)" in write_report(exp).read_text(encoding="utf-8")
+
+
+def test_every_pick_follows_validation_when_test_disagrees(tmp_path) -> None:
+    """Validation ranks the trials in the opposite order of test: front, recommendations and the
+    verify picks follow validation, and test figures are only shown beside them."""
+    from ddecs_search.analysis import load_trials
+    from ddecs_search.config import Objective
+    from ddecs_search.dominance import non_dominated_sort
+    from ddecs_search.search._verify import pick_front
+
+    exp = make_experiment(tmp_path / "e", n=30, seed=7, val_test_disagree=True)
+    data = build_report_data(exp)
+    trials = data.ranked[data.ranked["trial_id"] != "static"]
+    by_val = trials.sort_values("val_accuracy", ascending=False)["trial_id"].tolist()
+    by_test = trials.sort_values("accuracy", ascending=False)["trial_id"].tolist()
+    assert by_val[0] != by_test[0] and by_val == by_test[::-1]  # the two rankings disagree
+    # the front is the non-dominated set on validation (with the static network ranked beside)
+    objectives = [("val_accuracy", "max"), ("latency_ms", "min")]
+    values = data.ranked[["val_accuracy", "latency_ms"]].to_numpy()
+    on_val = set(data.ranked["trial_id"][non_dominated_sort(values, ["max", "min"]) == 0])
+    assert set(data.front["trial_id"]) == on_val and data.objectives == objectives
+    best = data.recommended.loc[data.recommended["role"] == "best val_accuracy", "trial_id"].item()
+    assert best == data.front.loc[data.front["val_accuracy"].idxmax(), "trial_id"]
+    assert best != by_test[0]
+    assert set(data.recommended["trial_id"]) <= on_val
+    picks = pick_front(load_trials(exp), [Objective(n, d) for n, d in objectives], top=5)
+    assert picks and set(picks) <= on_val

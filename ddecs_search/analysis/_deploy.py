@@ -64,7 +64,17 @@ def export_trial(exp_dir: str | Path, trial_id: str, out_dir: str | Path) -> Pat
     Raises:
         ConfigError: unknown trial (the message lists the exportable ones) or missing artefacts.
     """
-    trials = Path(exp_dir) / "trials"
+    from ddecs_search import storage
+    from ddecs_search.experiment import Experiment
+
+    exp = Experiment.at(str(exp_dir))
+    if storage.is_uri(exp.root):  # object storage: bring the trial's files here first
+        local = Path(out_dir) / ".trial"
+        if storage.exists(exp.trial_dir(str(trial_id))):
+            storage.download_dir(exp.trial_dir(str(trial_id)), local / str(trial_id))
+        trials = local
+    else:
+        trials = Path(exp.root) / "trials"
     src = trials / str(trial_id)
     if not src.is_dir():
         known = (

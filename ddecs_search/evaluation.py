@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ddecs_search._atomic import write_text_atomic
+from ddecs_search._atomic import atomic_open, write_text_atomic
 from ddecs_search.config import Candidate, SearchSpace, to_dict
 from ddecs_search.models import Backbone, MultiExitNet, backbone_info
 from ddecs_search.policies import (
@@ -442,14 +442,12 @@ def save_artifacts(
     write_text_atomic(json.dumps(spec, indent=2), workdir / "spec.json")
     if policy.deployable:
         policy.save(workdir / "policy.json")
-    fd, tmp = tempfile.mkstemp(dir=workdir, suffix=".npz")
-    os.close(fd)
-    np.savez(
-        tmp,
-        exit_indices=measured.test_exits,
-        labels=prepared.test_table.labels,
-        predictions=prepared.test_table.predictions,
-        table_exits=measured.table_exits,
-    )
-    os.replace(tmp, workdir / "test_exits.npz")
+    with atomic_open(workdir / "test_exits.npz", "wb") as fh:
+        np.savez(
+            fh,
+            exit_indices=measured.test_exits,
+            labels=prepared.test_table.labels,
+            predictions=prepared.test_table.predictions,
+            table_exits=measured.table_exits,
+        )
     (workdir / "branches_checkpoint.pt").unlink(missing_ok=True)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ddecs_search._atomic import write_text_atomic
+from ddecs_search._atomic import write_bytes_atomic, write_text_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -79,13 +79,7 @@ def write_trial_files(
         policy.save(folder / POLICY_FILE)
     buf = io.BytesIO()
     np.savez(buf, exit_indices=exit_indices, labels=labels, predictions=predictions, table_exits=table_exits)
-    _write_bytes_atomic(buf.getvalue(), folder / EXITS_FILE)
-
-
-def _write_bytes_atomic(data: bytes, path: Path) -> None:
-    from ddecs_search import storage
-
-    storage.write_bytes(str(path), data)
+    write_bytes_atomic(buf.getvalue(), folder / EXITS_FILE)
 
 
 def load_trained(folder: str | Path, device: str | torch.device = "cpu") -> TrainedCandidate:

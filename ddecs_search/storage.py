@@ -1,16 +1,17 @@
 """Files in the experiment directory, which is a local path or any URI pyarrow (and so Ray) accepts.
 
-Local paths use plain ``os`` calls with write-to-temp-then-rename, so a reader (``status``, the report)
-never sees half a file; URIs (``s3://``, ``gs://``, ``file://`` ...) go through ``pyarrow.fs``, whose
-object uploads are atomic per object.
+Local paths are written by ``_atomic`` (temp file, fsync, rename, fsync of the folder), so a reader
+(``status``, the report) never sees half a file; URIs (``s3://``, ``gs://``, ``file://`` ...) go through
+``pyarrow.fs``, whose object uploads are atomic per object.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
+
+from ddecs_search._atomic import write_bytes_atomic
 
 
 def is_uri(location: str) -> bool:
@@ -43,16 +44,7 @@ def write_bytes(location: str, data: bytes) -> None:
         with fs.open_output_stream(path) as out:
             out.write(data)
         return
-    path = Path(location)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_bytes_atomic(data, location)
 
 
 def write_text(location: str, text: str) -> None:

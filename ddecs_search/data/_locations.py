@@ -11,11 +11,11 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from ddecs_search._atomic import atomic_open
 from ddecs_search.errors import DataError
 
 T = TypeVar("T")
@@ -64,18 +64,11 @@ def fetch_or_fail(download: Callable[[], T], *, allowed: bool, missing: str) -> 
 
 
 def gunzip_atomic(src: Path, dest: Path) -> None:
-    """Decompress ``src`` into ``dest`` through a temporary file and ``os.replace``.
+    """Decompress ``src`` into ``dest`` through :func:`~ddecs_search._atomic.atomic_open`.
 
     Concurrent trials may stage the same file at once; each writes its own temporary file and the rename
     is atomic, so a reader never sees a half-written file.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out, gzip.open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out, length=1 << 20)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a shared data root must stay readable by others
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # a shared data root must stay readable by others whatever the umask
+    with atomic_open(dest, "wb", permissions=0o644) as out, gzip.open(src, "rb") as inp:
+        shutil.copyfileobj(inp, out, length=1 << 20)

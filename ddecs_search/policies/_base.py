@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -12,6 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ddecs_search._atomic import write_text_atomic
 from ddecs_search.policies._features import exit_features
 from ddecs_search.policies._table import ExitTable
 
@@ -75,9 +74,4 @@ class ExitPolicy(ABC):
 
     def save(self, path: str | Path) -> None:
         """Write ``{"kind": ..., "state": ...}`` atomically as JSON."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json")
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"kind": self.kind, "state": self.state_dict()}, fh)
-        os.replace(tmp, path)
+        write_text_atomic(json.dumps({"kind": self.kind, "state": self.state_dict()}), path)

@@ -6,8 +6,6 @@ are then learned and scored on this table without running the network again.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ddecs_search._atomic import atomic_open
 from ddecs_search.policies._features import FEATURE_NAMES, exit_features
 
 if TYPE_CHECKING:
@@ -73,12 +72,8 @@ class ExitTable:
 
     def save(self, path: str | Path) -> None:
         """Write atomically as ``.npz``."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-        os.close(fd)
-        np.savez(tmp, features=self.features, predictions=self.predictions, labels=self.labels)
-        os.replace(tmp, path)
+        with atomic_open(path, "wb") as fh:
+            np.savez(fh, features=self.features, predictions=self.predictions, labels=self.labels)
 
     @classmethod
     def load(cls, path: str | Path) -> ExitTable:

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ddecs_search._atomic import atomic_open
+
 
 def save_atomic(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temp file in the same folder, then ``os.replace`` onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """``torch.save`` through :func:`~ddecs_search._atomic.atomic_open` (temp, fsync, rename)."""
+    with atomic_open(path, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

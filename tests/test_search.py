@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -71,13 +72,15 @@ def test_tiny_search_records_trials_metrics_failures_and_verification(local_ray,
     assert all("oracle" in e for e in failed["error"]), list(failed["error"])
     assert set(done["policy_kind"]) == {"threshold"}
     for col in ("accuracy", "latency_ms", "macs", "energy_mj", "accuracy_drop", "node_id", "device",
-                "trial_index", "wall_time_s", "trial_wall_s", "feasible", "latency_ms_in_trial"):
+                "trial_index", "wall_time_s", "trial_wall_s", "feasible", "expected_latency_ms",
+                "latency_source", "val_accuracy", "val_accuracy_drop", "summary", "candidate"):
         assert col in trials.columns, col
     assert any(c.startswith("config/branch0/") for c in trials.columns)
     for _, row in done.iterrows():
         fractions = json.loads(row["exit_fractions"])
         assert len(fractions) == row["num_exits"] and abs(sum(fractions) - 1) < 1e-6
         assert row["evaluated"] and 0 <= row["accuracy"] <= 1 and row["latency_ms"] > 0
+        assert "in-trial" in row["latency_source"] and "isolated_table" in row["expected_latency_source"]
         assert all((exp_dir / "trials" / row["trial_id"] / f).is_file() for f in ARTEFACTS)
     assert pd.read_parquet(exp_dir / "trials.parquet")["trial_id"].tolist() == trials["trial_id"].tolist()
     assert load_space(exp_dir / "space.yaml").search.num_samples == 4
@@ -86,13 +89,16 @@ def test_tiny_search_records_trials_metrics_failures_and_verification(local_ray,
     # the final picks were re-measured end to end
     verified = pd.read_csv(exp_dir / "verified.csv", dtype={"trial_id": str})
     assert len(verified) >= 1 and (verified["verified_latency_ms"] > 0).all()
+    ratio = verified["expected_latency_ms"] / verified["verified_latency_ms"]
+    assert np.allclose(verified["expected_over_verified"], ratio)
+    assert verified["verified_latency_source"].str.contains("isolated after the search").all()
     assert trials.set_index("trial_id").loc[verified["trial_id"], "verified_latency_ms"].notna().all()
     assert "front:" in out and "verify:" in out
 
     assert main(["status", str(exp_dir), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["total"] == 4 and status["by_state"]["TERMINATED"] == len(done)
-    assert status["by_state"]["ERROR"] == len(failed) and "accuracy" in status["best"]
+    assert status["by_state"]["ERROR"] == len(failed) and "val_accuracy" in status["best"]
     assert status["driver"] == "finished"
 
 

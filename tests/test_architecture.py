@@ -189,6 +189,23 @@ def test_no_import_into_another_packages_private_module():
     )
 
 
+def missing_modules(root: Path = ROOT) -> list[str]:
+    """Imports of ``ddecs_search.*`` modules that do not exist (e.g. left behind by a rename)."""
+    missing = []
+    for folder in (PACKAGE, "benchmarks", "tests"):
+        for path in _sources(folder, root):
+            for line, target in _imports(path, root):
+                if _node(target) is not None and not _is_module(target, root):
+                    missing.append(f"{path.relative_to(root)}:{line} imports {target}, which does not exist")
+    return missing
+
+
+def test_every_imported_package_module_exists():
+    """A function-level import of a moved module fails only when that code runs; this finds it now."""
+    bad = missing_modules()
+    assert not bad, "\n".join(bad)
+
+
 def test_the_checker_finds_function_level_relative_and_private_imports_and_cycles(tmp_path):
     """The checker itself, on a made-up package: each kind of finding is found."""
     top = tmp_path / PACKAGE
@@ -207,6 +224,8 @@ def test_the_checker_finds_function_level_relative_and_private_imports_and_cycle
     assert set(edges) == {("alpha", "beta"), ("beta", "alpha")}
     assert _cycles(set(edges)) == [["alpha", "beta"]]
     assert layers({("alpha", "beta")}) == [["beta"], ["alpha"]]
+    (top / "beta" / "_gone.py").write_text("def g():\n    from ddecs_search.beta._moved import x\n")
+    assert [m.split(":")[0] for m in missing_modules(tmp_path)] == ["ddecs_search/beta/_gone.py"]
     assert sorted(v.split(":")[0] for v in private_violations(tmp_path)) == [
         "benchmarks/b.py",
         "ddecs_search/alpha/_inner.py",

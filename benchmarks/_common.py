@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -40,19 +38,9 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
         print("  ".join(fmt(r.get(c)).ljust(w) for c, w in zip(columns, widths)))
 
 
-def _safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_safe(v) for v in obj]
-    if hasattr(obj, "item"):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def emit_json(obj: dict[str, Any]) -> None:
     """The last stdout line: one JSON object."""
+    from ddecs_search.strict_json import dumps
+
     sys.stdout.flush()
-    print(json.dumps(_safe(obj)))
+    print(dumps(obj))

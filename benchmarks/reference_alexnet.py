@@ -388,8 +388,10 @@ def write_outputs(out_dir: Path, rows: list[dict[str, Any]], trials: Any, found_
 
 
 def _dumps(obj: Any, **kwargs: Any) -> str:
-    """JSON with numpy scalars as Python numbers."""
-    return json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o), **kwargs)
+    """Strict JSON: numpy scalars as Python numbers, NaN/inf as null, anything else as its text."""
+    from ddecs_search.strict_json import json_safe
+
+    return json.dumps(json_safe(obj), default=str, allow_nan=False, **kwargs)
 
 
 COLORS = {"static": "#7f7f7f", "reference/qtable": "#1f77b4", "reference/ppo": "#9467bd",

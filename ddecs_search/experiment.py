@@ -32,6 +32,7 @@ import yaml
 
 from ddecs_search import storage
 from ddecs_search.config import Constraint, Objective, SearchSpace, parse_space, to_dict
+from ddecs_search.strict_json import json_safe
 
 # Tune's own bookkeeping keys, dropped from the trials table (timing is kept under our own names).
 _TUNE_KEYS = frozenset({
@@ -197,16 +198,8 @@ def scalar(value: Any) -> Any:
     if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
         value = value.tolist()
     if isinstance(value, (list, tuple, dict)):
-        return json.dumps(value, default=_json_default)
+        return json.dumps(json_safe(value), default=str)
     return value
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return str(obj)
 
 
 def flat_config(config: Mapping[str, Any], prefix: str = "config") -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 from pathlib import Path
@@ -99,3 +100,30 @@ def test_the_package_writers_go_through_it(tmp_path: Path, monkeypatch) -> None:
     assert json.loads((tmp_path / "run.json").read_text()) == {}
     assert _leftovers(tmp_path) == []
 
+
+def test_json_safe_makes_strict_json() -> None:
+    from ddecs_search.strict_json import dumps, json_safe
+
+    value = {
+        "a": np.float32(1.5),
+        "b": [np.int64(3), float("nan"), math.inf, -math.inf],
+        "c": (np.bool_(True), None, "s"),
+        "d": np.array([[1, 2], [3, 4]]),
+        "e": np.array([0.5, np.nan]),
+        "f": torch.tensor(2.0),
+        "g": {"nested": np.float64("inf")},
+    }
+    safe = json_safe(value)
+    assert safe == {
+        "a": 1.5,
+        "b": [3, None, None, None],
+        "c": [True, None, "s"],
+        "d": [[1, 2], [3, 4]],
+        "e": [0.5, None],
+        "f": 2.0,
+        "g": {"nested": None},
+    }
+    assert type(safe["b"][0]) is int and type(safe["c"][0]) is bool
+    assert json.loads(dumps(value)) == safe
+    with pytest.raises(TypeError):
+        dumps({"x": object()})

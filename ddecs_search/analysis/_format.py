@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ddecs_search.analysis._pareto import ALL_GROUP
 from ddecs_search.analysis._trials import parse_json_cell
 from ddecs_search.errors import ConfigError
+from ddecs_search.strict_json import json_safe
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,11 +42,7 @@ _WIDE_CELLS = {"summary": 72}
 
 def _plain(value: Any) -> Any:
     """numpy scalars → Python, NaN/inf → None, JSON text → lists/dicts (so the output is strict JSON)."""
-    if hasattr(value, "item") and callable(value.item):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return parse_json_cell(value)
+    return parse_json_cell(json_safe(value))
 
 
 def front_records(df: pd.DataFrame) -> list[dict[str, Any]]:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from ddecs_search._atomic import write_text_atomic
 from ddecs_search.config import SearchSpace, parse_space, to_dict
 from ddecs_search.errors import ConfigError
+from ddecs_search.strict_json import json_safe
 
 
 def parse_json_arg(text: str, flag: str) -> Any:
@@ -27,19 +27,6 @@ def override_dataset(space: SearchSpace, dataset: str | None) -> SearchSpace:
     data = to_dict(space)
     data["dataset"]["name"] = dataset
     return parse_space(data, f"--dataset {dataset}")
-
-
-def json_safe(obj: Any) -> Any:
-    """NaN/inf → null and numpy scalars → Python numbers, so the output is strict JSON."""
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def write_json_atomic(obj: Any, path: str | Path) -> None:

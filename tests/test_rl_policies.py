@@ -10,7 +10,6 @@ import json
 import math
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,7 @@ from ddecs_search.policies._obs import observation
 from ddecs_search.policies._rl_portable import ExitMLP
 
 ROOT = Path(__file__).resolve().parents[1]
+RAY_NUM_CPUS = 1  # the local_ray fixture (conftest): the one an RLlib fit would start
 COSTS = np.array([0.3, 0.6, 1.05])
 LAMBDA = 0.4
 
@@ -57,18 +57,6 @@ def _confidence_table(n: int = 600, seed: int = 0) -> ExitTable:
     right = np.stack([max_prob[:, 0] > 0.55, max_prob[:, 1] > 0.35, np.ones(n, dtype=bool)], axis=1)
     predictions = np.where(right, labels[:, None], (labels[:, None] + 1) % 10)
     return ExitTable(features.astype(np.float32), predictions, labels)
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    """A loopback-only local Ray for the RLlib fits of this module (the one ``fit`` would start)."""
-    from ddecs_search.ray_setup import init_ray
-
-    started = "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
-    init_ray(num_cpus=1)
-    yield
-    if started:
-        sys.modules["ray"].shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -30,18 +30,6 @@ TINY = ROOT / "tests" / "spaces" / "tiny.yaml"
 ARTEFACTS = ("model.pt", "spec.json", "policy.json", "test_exits.npz", "metrics.json")
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """One loopback Ray for the in-process runs of this module (drivers in subprocesses start their own)."""
-    from ddecs_search.ray_setup import init_ray
-
-    init_ray(num_cpus=2)
-    yield
-    import ray
-
-    ray.shutdown()
-
-
 def _space(tmp_path: Path, name: str, **sections: dict) -> Path:
     data = yaml.safe_load(TINY.read_text())
     for key, value in sections.items():

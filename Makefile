@@ -39,6 +39,7 @@ demo: setup
 
 test: setup
 	$(BIN)/ruff check ddecs_search tests benchmarks
+	$(BIN)/ruff format --check ddecs_search tests benchmarks
 	$(BIN)/python -m pytest -q -ra tests
 
 test-fast: setup

@@ -30,8 +30,9 @@ def main() -> None:
     args = p.parse_args()
     banner("early_exit_speedup", args.quick)
 
-    from ddecs_search.config import candidate_from_dict, deep_merge, load_space, parse_space, to_dict
+    from ddecs_search.config import deep_merge, to_dict
     from ddecs_search.evaluation import evaluate_candidate
+    from ddecs_search.spaces import candidate_from_dict, load_space, parse_space
 
     space = load_space(args.space)
     data = to_dict(space)

@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import banner, emit_json, parser, print_table  # noqa: E402
 
-from ddecs_search.config import PolicyConfig, candidate_from_dict, load_space  # noqa: E402
+from ddecs_search.config import PolicyConfig  # noqa: E402
 from ddecs_search.evaluation import prepare_candidate  # noqa: E402
 from ddecs_search.policies import (  # noqa: E402
     ExitPolicy,
@@ -54,6 +54,7 @@ from ddecs_search.policies import (  # noqa: E402
     mean_return,
     score_decisions,
 )
+from ddecs_search.spaces import candidate_from_dict, load_space  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "search_spaces" / "fashion_mnist_quick.yaml"

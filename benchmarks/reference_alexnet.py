@@ -107,7 +107,8 @@ def build_spaces(args: Any, preset: Preset) -> tuple[Any, Any]:
     Both share dataset and baseline (hence one cached static AlexNet); ``search_space`` differs from
     the YAML where a 30-minute CPU budget and test-free selection require it (see the README).
     """
-    from ddecs_search.config import load_space, parse_space, to_dict
+    from ddecs_search.config import to_dict
+    from ddecs_search.spaces import load_space, parse_space
 
     data = to_dict(load_space(SPACE_FILE))
     ref_training = data["default_candidate"]["training"]
@@ -161,8 +162,9 @@ def _cuda_available() -> bool:
 
 def reference_candidate(space: Any) -> Any:
     """The reference: exits after conv1 and conv4 with the reference's branches and training."""
-    from ddecs_search.config import candidate_from_dict, to_dict
+    from ddecs_search.config import to_dict
     from ddecs_search.models.alexnet import REFERENCE_EXIT_POINTS, reference_branch_spec
+    from ddecs_search.spaces import candidate_from_dict
 
     branches = [to_dict(reference_branch_spec(c)) for c in (64, 256)]
     cand = candidate_from_dict(space, {"exit_points": list(REFERENCE_EXIT_POINTS), "branches": branches})

@@ -37,10 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ddecs_search.analysis import default_reference_point, hypervolume  # noqa: E402
-from ddecs_search.config import parse_space  # noqa: E402
 from ddecs_search.dominance import to_minimization  # noqa: E402
 from ddecs_search.ray_setup import init_ray  # noqa: E402
 from ddecs_search.search import Experiment, run_search  # noqa: E402
+from ddecs_search.spaces import parse_space  # noqa: E402
 
 ALGORITHMS = ("nsga2", "tpe", "random")
 QUICK_SPACE = ROOT / "tests" / "spaces" / "tiny.yaml"

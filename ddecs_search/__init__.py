@@ -8,10 +8,9 @@ from ddecs_search.config import (
     PolicyConfig,
     SearchSpace,
     TrainingConfig,
-    candidate_from_dict,
-    load_space,
 )
 from ddecs_search.errors import ConfigError, DataError, UserError
+from ddecs_search.spaces import candidate_from_dict, load_space, parse_space
 
 __version__ = "0.1.0"
 
@@ -29,4 +28,5 @@ __all__ = [
     "__version__",
     "candidate_from_dict",
     "load_space",
+    "parse_space",
 ]

@@ -31,7 +31,8 @@ from typing import Any
 import yaml
 
 from ddecs_search import storage
-from ddecs_search.config import Constraint, Objective, SearchSpace, parse_space, to_dict
+from ddecs_search.config import Constraint, Objective, SearchSpace, to_dict
+from ddecs_search.spaces import parse_space
 from ddecs_search.strict_json import json_safe
 
 # Tune's own bookkeeping keys, dropped from the trials table (timing is kept under our own names).

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ddecs_search.config import parse_space, to_dict
+from ddecs_search.config import to_dict
+from ddecs_search.spaces import parse_space
 
 CLUSTERS = Path(__file__).resolve().parent.parent / "clusters"
 LAUNCHER_CONFIGS = {"aws.yaml": "s3://", "gcp.yaml": "gs://"}  # ray up config -> storage scheme

@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 from ddecs_search.cli import main
-from ddecs_search.config import load_space, parse_space, to_dict
+from ddecs_search.config import to_dict
 from ddecs_search.errors import ConfigError
+from ddecs_search.spaces import load_space, parse_space
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml")) + sorted((ROOT / "tests" / "spaces").glob("*.yaml"))
@@ -24,8 +25,8 @@ def test_shipped_spaces_are_valid_and_round_trip(path: Path) -> None:
 
 
 def test_alexnet_space_mirrors_the_reference() -> None:
-    from ddecs_search.config import candidate_from_dict
     from ddecs_search.models.alexnet import REFERENCE_EXIT_POINTS, reference_branch_spec
+    from ddecs_search.spaces import candidate_from_dict
 
     space = load_space(ROOT / "search_spaces" / "cifar10_alexnet.yaml")
     cand = candidate_from_dict(space, {})
@@ -77,11 +78,35 @@ BAD = [
     ("constraints", [{"metric": "drop", "max": 1}], "'constraints[0].metric'"),
     ("search.asha", True, "'search.asha'"),
     ("training.loss_weights", [1.0, 1.0], "'training.loss_weights'"),
-    ("policy.kind", ["telepathy"], "'policy.kind'"),
+    ("policy.kind", ["telepathy"], "'policy.kind[0]'"),
     ("policy.options", {"ppo": {"iterations": 3}}, "'policy.options.ppo'"),
     ("policy.cost_weight", [0.5, 0.1], "'policy.cost_weight'"),
     ("measurement.device", "tpu", "'measurement.device'"),
     ("name", _DELETE, "'name': required key is missing"),
+    # values that parse but can never work (issue 13): every number finite, every choice under its rule
+    ("training.lr", -0.001, "'training.lr': must be > 0, got -0.001"),
+    ("training.lr", float("nan"), "'training.lr': must be a finite number, got nan"),
+    ("training.batch_size", 0, "'training.batch_size': must be >= 1, got 0"),
+    ("training.weight_decay", -1e-4, "'training.weight_decay': must be >= 0"),
+    ("training.epochs", [2, -1], "'training.epochs[1]': must be >= 0, got -1"),
+    ("exits.channels", [8, 0], "'exits.channels[1]': must be >= 1, got 0"),
+    ("exits.dropout", [0.0, 1.5], "'exits.dropout[1]': must be in [0, 1), got 1.5"),
+    ("exits.pool_size", [2, 9], "'exits.pool_size[1]': must be 1..8, got 9"),
+    ("exits.hidden", [-3], "'exits.hidden[0]': must be >= 0"),
+    ("exits.dropout", [float("inf")], "'exits.dropout[0]': must be a finite number, got inf"),
+    ("backbone.baseline.lr", float("-inf"), "'backbone.baseline.lr': must be a finite number"),
+    ("backbone.baseline.weight_decay", -1.0, "'backbone.baseline.weight_decay': must be >= 0"),
+    ("measurement.energy_min_seconds", float("inf"), "'measurement.energy_min_seconds': must be a finite"),
+    ("measurement.energy_min_seconds", 0, "'measurement.energy_min_seconds': must be > 0"),
+    ("resources.cpu", float("inf"), "'resources.cpu': must be a finite number"),
+    ("resources.gpu", float("nan"), "'resources.gpu': must be a finite number"),
+    ("resources.gpu", 1.5, "'resources.gpu': must be a fraction of one GPU"),
+    ("policy.cost_weight", [0.1, float("inf")], "'policy.cost_weight[1]': must be a finite number"),
+    ("policy.options", {"threshold": {"bogus": 1}}, "'policy.options.threshold'"),
+    ("constraints", [{"metric": "accuracy_drop", "max": float("nan")}], "'constraints[0].max': must be a"),
+    ("constraints", [{"metric": "accuracy", "min": 0.9, "max": 0.5}], "'constraints[0].min'"),
+    ("default_candidate.training", {"lr": 0}, "'candidate.training.lr': must be > 0"),
+    ("default_candidate.policy", {"kind": "static", "options": {"x": 1}}, "static policy takes no options"),
 ]
 
 
@@ -121,6 +146,48 @@ def test_resume_and_status_of_a_non_experiment_exit_2(tmp_path, capsys) -> None:
     for verb in ("resume", "status"):
         assert main([verb, str(tmp_path)]) == 2
         assert "not an experiment directory" in capsys.readouterr().err
+
+
+def test_policy_options_are_checked_per_kind_naming_the_valid_ones() -> None:
+    data = yaml.safe_load(QUICK.read_text())
+    data["policy"] = {"kind": ["threshold", "qtable"], "cost_weight": [0.05, 1.0],
+                      "options": {"qtable": {"iterations": 3, "bins": 4}}}
+    with pytest.raises(ConfigError) as info:
+        parse_space(data, "mem")
+    text = str(info.value)
+    assert text.startswith("mem: 'policy.options.qtable'"), text
+    assert "['iterations']" in text and "bins" in text, text
+    data["policy"]["options"] = {"qtable": {"bins": 0}}
+    with pytest.raises(ConfigError, match=r"'policy.options.qtable.bins': must be"):
+        parse_space(data, "mem")
+    data["policy"]["options"] = {"qtable": {"bins": 4}}
+    assert parse_space(data, "mem").policy.options == {"qtable": {"bins": 4}}
+
+
+def test_relative_data_paths_resolve_against_the_space_file(tmp_path, monkeypatch) -> None:
+    sub = tmp_path / "project"
+    (sub / "data" / "imgs" / "train" / "a").mkdir(parents=True)
+    data = yaml.safe_load(QUICK.read_text())
+    data["dataset"].update(name="imagefolder:data/imgs", root="cache")
+    (sub / "space.yaml").write_text(yaml.safe_dump(data))
+    monkeypatch.chdir(tmp_path)  # the working directory differs from the space's folder
+    space = load_space(Path("project/space.yaml"))
+    assert space.dataset.name == f"imagefolder:{sub / 'data' / 'imgs'}"
+    assert space.dataset.root == str(sub / "cache")
+    assert parse_space(to_dict(space)) == space  # stable once absolute (space.yaml of an experiment)
+
+
+def test_config_is_a_leaf() -> None:
+    """config imports nothing of ddecs_search but errors (registries are checked in ddecs_search.spaces)."""
+    import ast
+
+    for path in (ROOT / "ddecs_search" / "config").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("ddecs_search"):
+                allowed = ("ddecs_search.config", "ddecs_search.errors")
+                assert node.module.startswith(allowed), (path, node.module)
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith("ddecs_search") for a in node.names), path
 
 
 def test_error_names_the_key_in_library_use() -> None:

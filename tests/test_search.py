@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from ddecs_search.cli import main
-from ddecs_search.config import load_space
 from ddecs_search.search import Experiment
+from ddecs_search.spaces import load_space
 
 pytestmark = pytest.mark.slow
 

@@ -9,10 +9,11 @@ import optuna
 import pytest
 import yaml
 
-from ddecs_search.config import Constraint, Objective, load_space, parse_space
+from ddecs_search.config import Constraint, Objective
 from ddecs_search.experiment import Experiment, trial_row, trials_frame
 from ddecs_search.search import ConditionalSpace, build_candidate, effective_objectives, violations
 from ddecs_search.search._searcher import make_sampler
+from ddecs_search.spaces import load_space, parse_space
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from ddecs_search._atomic import write_text_atomic
-from ddecs_search.config import SearchSpace, parse_space, to_dict
+from ddecs_search.config import SearchSpace, to_dict
 from ddecs_search.errors import ConfigError
+from ddecs_search.spaces import parse_space
 from ddecs_search.strict_json import json_safe
 
 

@@ -28,8 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ddecs_search.config import candidate_from_dict, load_space
     from ddecs_search.evaluation import evaluate_candidate
+    from ddecs_search.spaces import candidate_from_dict, load_space
 
     space = override_dataset(load_space(args.space), args.dataset)
     override = parse_json_arg(args.candidate, "--candidate") if args.candidate else {}

@@ -71,7 +71,8 @@ def _common_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _overridden(args: argparse.Namespace):  # -> SearchSpace
-    from ddecs_search.config import load_space, parse_space, to_dict
+    from ddecs_search.config import to_dict
+    from ddecs_search.spaces import load_space, parse_space
 
     space = override_dataset(load_space(args.space), args.dataset)
     search = {

@@ -1,4 +1,10 @@
-"""Typed configuration: candidates, data, measurement and search spaces (YAML in, dataclasses inside)."""
+"""Typed configuration: candidates, data, measurement and search spaces (YAML in, dataclasses inside).
+
+A leaf package: it validates types, ranges and finiteness of every value, and imports nothing else of
+ddecs_search but :mod:`ddecs_search.errors`. Checks against the dataset, backbone and policy registries,
+reading space files and building candidates live one layer up, in :mod:`ddecs_search.spaces`
+(``load_space``, ``parse_space``, ``candidate_from_dict``).
+"""
 
 from ddecs_search.config._candidate import (
     BaselineConfig,
@@ -21,9 +27,6 @@ from ddecs_search.config._space import (
     SearchConfig,
     SearchSpace,
     TrainingSpace,
-    candidate_from_dict,
-    load_space,
-    parse_space,
 )
 
 __all__ = [
@@ -43,14 +46,22 @@ __all__ = [
     "SearchSpace",
     "TrainingConfig",
     "TrainingSpace",
-    "candidate_from_dict",
     "deep_merge",
     "describe_branch",
     "describe_candidate",
     "describe_static",
     "exit_names",
     "from_dict",
-    "load_space",
-    "parse_space",
     "to_dict",
 ]
+
+_MOVED = frozenset({"load_space", "parse_space", "candidate_from_dict"})
+
+
+def __getattr__(name: str):  # noqa: ANN202
+    if name in _MOVED:  # a clear message instead of a bare AttributeError for code written before the move
+        raise AttributeError(
+            f"ddecs_search.config.{name} moved to ddecs_search.spaces.{name} "
+            "(config is a leaf; spaces validates against the registries)"
+        )
+    raise AttributeError(f"module 'ddecs_search.config' has no attribute {name!r}")

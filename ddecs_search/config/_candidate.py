@@ -6,10 +6,23 @@ YAML and JSON enter through :func:`ddecs_search.config.from_dict`, which validat
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ddecs_search.config._parse import fail
+
+
+def check_finite(path: str, value: Any) -> None:
+    """Every number inside ``value`` (free-form mappings and lists such as policy options) is finite."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_finite(f"{path}.{key}", item)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_finite(f"{path}[{i}]", item)
+    elif isinstance(value, float) and not math.isfinite(value):
+        fail(path, f"must be a finite number, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -66,6 +79,8 @@ class TrainingConfig:
             fail("lr", f"must be > 0, got {self.lr}")
         if self.batch_size < 1:
             fail("batch_size", f"must be >= 1, got {self.batch_size}")
+        if self.weight_decay < 0:
+            fail("weight_decay", f"must be >= 0, got {self.weight_decay}")
         if self.loss_weights is not None and any(w < 0 for w in self.loss_weights):
             fail("loss_weights", f"must be non-negative, got {list(self.loss_weights)}")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -91,6 +106,10 @@ class BaselineConfig:
             fail("lr", f"must be > 0, got {self.lr}")
         if self.batch_size < 1:
             fail("batch_size", f"must be >= 1, got {self.batch_size}")
+        if self.weight_decay < 0:
+            fail("weight_decay", f"must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            fail("label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
 
 
 @dataclass(frozen=True)
@@ -111,6 +130,7 @@ class PolicyConfig:
     def __post_init__(self) -> None:
         if self.cost_weight < 0:
             fail("cost_weight", f"must be >= 0, got {self.cost_weight}")
+        check_finite("options", self.options)
 
 
 @dataclass(frozen=True)

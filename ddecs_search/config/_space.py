@@ -8,20 +8,35 @@ architectures, training mode and exit policy. ``default_candidate`` is the singl
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
-
-import yaml
 
 from ddecs_search.config._candidate import (
     BaselineConfig,
-    Candidate,
+    BranchSpec,
     DataConfig,
     MeasurementConfig,
+    TrainingConfig,
+    check_finite,
 )
-from ddecs_search.config._parse import deep_merge, fail, from_dict
+from ddecs_search.config._parse import fail
 from ddecs_search.errors import ConfigError
 from ddecs_search.metrics import NUMERIC_METRICS, SELECTABLE_METRICS, selection_error
+
+
+def _each_choice(cls: type, name: str, choices: tuple[Any, ...], **fixed: Any) -> None:
+    """Every item of a choice list obeys the rule the same field has as a fixed value in ``cls``.
+
+    The rule is the dataclass's own ``__post_init__`` (one definition): ``cls(name=item, **fixed)`` is built
+    for each item and a failure is reported at ``name[i]``.
+    """
+    for i, item in enumerate(choices):
+        try:
+            cls(**{name: item}, **fixed)
+        except ConfigError as exc:
+            message = str(exc)
+            if message.startswith("'") and "': " in message:
+                message = message.split("': ", 1)[1]
+            fail(f"{name}[{i}]", message)
 
 
 @dataclass(frozen=True)
@@ -60,8 +75,8 @@ class ExitSpace:
         for name in ("conv_layers", "channels", "pool", "pool_size", "hidden", "dropout"):
             if len(getattr(self, name)) == 0:
                 fail(name, "needs at least one choice")
-        if any(not 0 <= c <= 3 for c in self.conv_layers):
-            fail("conv_layers", f"choices must be 0..3, got {list(self.conv_layers)}")
+        for name in ("conv_layers", "channels", "pool_size", "hidden", "dropout"):
+            _each_choice(BranchSpec, name, getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -80,8 +95,19 @@ class TrainingSpace:
     def __post_init__(self) -> None:
         if not self.mode:
             fail("mode", "needs at least one choice")
-        if not self.epochs or any(e < 0 for e in self.epochs):
-            fail("epochs", f"needs non-negative choices, got {list(self.epochs)}")
+        if not self.epochs:
+            fail("epochs", "needs at least one choice")
+        # the fixed settings obey TrainingConfig's rules (lr > 0, batch_size >= 1, weight_decay >= 0, ...)
+        fixed = {
+            "lr": self.lr,
+            "batch_size": self.batch_size,
+            "weight_decay": self.weight_decay,
+            "optimizer": self.optimizer,
+            "label_smoothing": self.label_smoothing,
+            "loss_weights": self.loss_weights,
+        }
+        TrainingConfig(**fixed)
+        _each_choice(TrainingConfig, "epochs", self.epochs, **fixed)
 
 
 @dataclass(frozen=True)
@@ -113,6 +139,7 @@ class PolicySpace:
                 )
             if not isinstance(opts, dict):
                 fail(f"options.{kind}", f"expected a mapping of {kind} options, got {opts!r}")
+            check_finite(f"options.{kind}", opts)
 
 
 @dataclass(frozen=True)
@@ -134,6 +161,8 @@ class Constraint:
     def __post_init__(self) -> None:
         if self.max is None and self.min is None:
             fail("max", f"constraint on '{self.metric}' needs max or min")
+        if self.max is not None and self.min is not None and self.min > self.max:
+            fail("min", f"constraint on '{self.metric}' has min {self.min} > max {self.max} (never feasible)")
 
 
 @dataclass(frozen=True)
@@ -174,7 +203,9 @@ class Resources:
         if self.cpu <= 0:
             fail("cpu", f"must be > 0, got {self.cpu}")
         if self.gpu < 0:
-            fail("gpu", f"must be >= 0, got {self.gpu}")
+            fail("gpu", f"must be >= 0 (0 = CPU only), got {self.gpu}")
+        if self.gpu > 1 and self.gpu != int(self.gpu):
+            fail("gpu", f"must be a fraction of one GPU (<= 1) or a whole number of GPUs, got {self.gpu}")
 
 
 _DEFAULT_OBJECTIVES = (Objective("val_accuracy", "max"), Objective("expected_latency_ms", "min"))
@@ -221,9 +252,12 @@ class SearchSpace:
         for i, c in enumerate(self.constraints):
             _check_selectable(f"constraints[{i}].metric", c.metric)
         if self.search.asha and (len(names) != 1 or names[0] not in ASHA_OBJECTIVES):
-            fail("search.asha", f"early stopping (ASHA) needs exactly one objective among "
-                 f"{', '.join(ASHA_OBJECTIVES)} (trials are ranked per epoch on a val-accuracy proxy), "
-                 f"got {names}")
+            fail(
+                "search.asha",
+                f"early stopping (ASHA) needs exactly one objective among "
+                f"{', '.join(ASHA_OBJECTIVES)} (trials are ranked per epoch on a val-accuracy proxy), "
+                f"got {names}",
+            )
         weights, max_exits = self.training.loss_weights, self.exits.count[1]
         if weights is not None and len(weights) != max_exits + 1:
             fail(
@@ -231,83 +265,3 @@ class SearchSpace:
                 f"needs {max_exits + 1} weights (one per early-exit slot up to "
                 f"exits.count max = {max_exits}, then the final exit), got {len(weights)}",
             )
-
-
-def _validate_against_registries(space: SearchSpace) -> None:
-    """Check names and indices that depend on the data/model/policy registries."""
-    from ddecs_search.data import list_datasets
-    from ddecs_search.models import backbone_info
-    from ddecs_search.policies import list_policies
-
-    ds = space.dataset.name
-    if not ds.startswith("imagefolder:") and ds not in list_datasets():
-        valid = ", ".join(list_datasets())
-        fail("dataset.name", f"unknown dataset {ds!r}; valid: {valid}, imagefolder:<path>")
-    info = backbone_info(space.backbone.name, path="backbone.name")
-    n_points = len(info.exit_point_names)
-    points = space.exits.points if space.exits.points is not None else tuple(range(n_points))
-    if points and points[-1] >= n_points:
-        fail(
-            "exits.points",
-            f"backbone {space.backbone.name!r} has exit points 0..{n_points - 1} "
-            f"({', '.join(info.exit_point_names)}), got {list(points)}",
-        )
-    if space.exits.count[1] > len(points):
-        fail("exits.count", f"allows {space.exits.count[1]} exits but only {len(points)} exit points exist")
-    for kind in space.policy.kind:
-        if kind not in list_policies():
-            fail("policy.kind", f"unknown policy {kind!r}; valid: {', '.join(list_policies())}")
-
-
-def parse_space(data: Any, source: str = "<space>") -> SearchSpace:
-    """Validate already-loaded YAML data into a :class:`SearchSpace`.
-
-    Raises:
-        ConfigError: naming ``source`` and the offending key.
-    """
-    try:
-        space = from_dict(SearchSpace, data)
-        _validate_against_registries(space)
-        candidate_from_dict(space, {})  # the default candidate must itself be valid
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
-    return space
-
-
-def load_space(path: str | Path) -> SearchSpace:
-    """Read and validate a search-space YAML file (``yaml.safe_load``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: search-space file not found; see search_spaces/ for examples")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_space(data, str(path))
-
-
-def candidate_from_dict(space: SearchSpace, override: dict[str, Any], path: str = "candidate") -> Candidate:
-    """The space's ``default_candidate`` overlaid with ``override`` (deep merge), validated.
-
-    The candidate's backbone defaults to the space's; exit points are checked against the backbone.
-    """
-    from ddecs_search.models import backbone_info
-    from ddecs_search.policies import list_policies
-
-    if not isinstance(override, dict):
-        raise ConfigError(f"{path}: expected a JSON object, got {override!r}")
-    data = deep_merge({"backbone": space.backbone.name}, space.default_candidate)
-    data = deep_merge(data, override)
-    cand = from_dict(Candidate, data, path)
-    info = backbone_info(cand.backbone, path=f"{path}.backbone")
-    n = len(info.exit_point_names)
-    if cand.exit_points[-1] >= n:
-        fail(
-            f"{path}.exit_points",
-            f"backbone {cand.backbone!r} has exit points 0..{n - 1} ({', '.join(info.exit_point_names)}), "
-            f"got {list(cand.exit_points)}",
-        )
-    if cand.policy.kind not in list_policies():
-        valid = ", ".join(list_policies())
-        fail(f"{path}.policy.kind", f"unknown policy {cand.policy.kind!r}; valid: {valid}")
-    return cand

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from ddecs_search.config import PolicyConfig
+from ddecs_search.errors import ConfigError
 from ddecs_search.policies._base import ExitPolicy
 from ddecs_search.policies._registry import register_policy
 from ddecs_search.policies._table import ExitTable
@@ -43,11 +44,20 @@ class OraclePolicy(ExitPolicy):
         return np.where(any_correct, correct.argmax(axis=1), 0).astype(np.int64)
 
 
+def _no_options(config: PolicyConfig) -> None:
+    if config.options:
+        raise ConfigError(
+            f"'policy.options': the {config.kind} policy takes no options, got {sorted(config.options)}"
+        )
+
+
 @register_policy("static")
 def _static(config: PolicyConfig) -> ExitPolicy:
+    _no_options(config)
     return StaticPolicy()
 
 
 @register_policy("oracle")
 def _oracle(config: PolicyConfig) -> ExitPolicy:
+    _no_options(config)
     return OraclePolicy()

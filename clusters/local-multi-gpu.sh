@@ -1,14 +1,12 @@
 #!/usr/bin/env bash
-# Start a single-node Ray on a multi-GPU box for ddecs-search: all GPUs, fractional GPUs per trial, one
-# GPU kept for latency/energy measurement, dashboard on 127.0.0.1, token authentication on.
+# Start a single-node Ray on a multi-GPU box for ddecs-search: all GPUs, fractional GPUs per trial,
+# dashboard on 127.0.0.1, token authentication on.
 #
-#   clusters/local-multi-gpu.sh [--gpus N] [--cpus N] [--port P] [--no-profiler] [--dry-run]
+#   clusters/local-multi-gpu.sh [--gpus N] [--cpus N] [--port P] [--dry-run]
 #
-# With N >= 2 GPUs, GPUs 0..N-2 train trials (Ray hands trials the first N-1 GPUs) and GPU N-1 is the
-# measurement device: it is declared as the custom resource {"profiler": 1} and named to the search in
-# DDECS_PROFILE_DEVICE=cuda:N-1 (inherited by every Ray worker). The search's measurement step requests
-# {"profiler": 1}, so measurements run one at a time on a GPU where nothing trains (clusters/README.md).
-# --no-profiler gives all N GPUs to training (measurements then share GPUs with training trials).
+# Every GPU trains trials. Latency and energy are measured on the trials' own devices under the search's
+# measurement lease (one measurement at a time per experiment; clusters/README.md "Where latency and
+# energy are measured"); no GPU is set aside for it.
 #
 # Then, in the same shell environment (RAY_AUTH_MODE=token and the token file, see the printed lines):
 #   ddecs-search run my_space.yaml --address auto --storage /data/experiments
@@ -19,16 +17,14 @@ set -euo pipefail
 gpus=""
 cpus=""
 port=6379
-profiler=1
 dry_run=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --gpus) gpus="$2"; shift 2 ;;
     --cpus) cpus="$2"; shift 2 ;;
     --port) port="$2"; shift 2 ;;
-    --no-profiler) profiler=0; shift ;;
     --dry-run) dry_run=1; shift ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "local-multi-gpu.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -44,18 +40,10 @@ fi
 case "$gpus" in ''|*[!0-9]*) echo "local-multi-gpu.sh: --gpus must be a whole number, got '$gpus'" >&2; exit 2 ;; esac
 [ -n "$cpus" ] || cpus=$(nproc)
 
-train_gpus=$gpus
 args=(--head "--port=$port" "--num-cpus=$cpus" --dashboard-host=127.0.0.1 --dashboard-port=8265)
 envs=(RAY_AUTH_MODE=token "RAY_AUTH_TOKEN_PATH=${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}"
       RAY_USAGE_STATS_ENABLED=0)
-if [ "$profiler" = 1 ] && [ "$gpus" -ge 2 ]; then
-  train_gpus=$((gpus - 1))
-  args+=('--resources={"profiler": 1}')
-  envs+=("DDECS_PROFILE_DEVICE=cuda:$((gpus - 1))")
-elif [ "$profiler" = 1 ]; then
-  echo "local-multi-gpu.sh: $gpus GPU(s): no GPU to spare for measurement; training uses all of them" >&2
-fi
-args+=("--num-gpus=$train_gpus")
+args+=("--num-gpus=$gpus")
 
 if [ "$dry_run" = 1 ]; then
   printf 'env'; printf ' %q' "${envs[@]}"; printf ' ray start'; printf ' %q' "${args[@]}"; printf '\n'
@@ -72,7 +60,7 @@ env "${envs[@]}" ray start "${args[@]}"
 
 cat <<EOF
 
-Ray is up: $train_gpus training GPU(s)$([ "$train_gpus" != "$gpus" ] && echo ", GPU $((gpus - 1)) reserved for measurement (resource 'profiler')").
+Ray is up: $gpus GPU(s) for trials.
 In the shell that runs the search:
   export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=$token
   ddecs-search run SPACE.yaml --address auto --storage /data/experiments

@@ -202,24 +202,37 @@ def _stack_inputs(dataset: Any, n: int) -> torch.Tensor:
     return torch.stack([dataset[i][0] for i in range(n)])
 
 
-def _energy(space: SearchSpace, prepared: PreparedCandidate, policy: ExitPolicy, batch: torch.Tensor) -> dict:
-    """Energy per sample of early-exit and static inference over the same samples, or None with the reason."""
+def _energy(
+    space: SearchSpace, prepared: PreparedCandidate, policy: ExitPolicy, batch: torch.Tensor, lease: Any
+) -> dict:
+    """Energy per sample of early-exit and static inference over the same samples, or None with the reason.
+
+    ``lease`` (a context-manager factory, the search's measurement lease) is held while the meter reads, so
+    no other measurement of the search runs meanwhile; without one, an in-trial value says it is contended.
+    """
     from ddecs_search.profiling import create_energy_meter, energy_per_sample
 
     m = space.measurement
     meter = create_energy_meter(m.energy, prepared.device)
     try:
         kwargs = {"min_seconds": m.energy_min_seconds, "warmup": min(m.warmup, 2)}
-        static = energy_per_sample(meter, prepared.baseline, batch, prepared.device, **kwargs)
-        dynamic = energy_per_sample(
-            meter, lambda x: prepared.model.early_exit(x, policy), batch, prepared.device, **kwargs
-        )
+        with lease() if lease is not None and meter.available else contextlib.nullcontext():
+            static = energy_per_sample(meter, prepared.baseline, batch, prepared.device, **kwargs)
+            dynamic = energy_per_sample(
+                meter, lambda x: prepared.model.early_exit(x, policy), batch, prepared.device, **kwargs
+            )
     finally:
         meter.close()
+    source = dynamic.source
+    if meter.available:
+        if lease is not None:
+            source += " (measurement lease held: no other measurement meanwhile; trials may train)"
+        elif os.environ.get("DDECS_IN_TRIAL"):
+            source += " (contended: measured in-trial while other trials may run on the device)"
     return {
         "energy_mj": dynamic.energy_mj,
         "baseline_energy_mj": static.energy_mj,
-        "energy_source": dynamic.source,
+        "energy_source": source,
     }
 
 
@@ -247,7 +260,7 @@ def with_decisions(costs: ExitCosts, decision_ms: np.ndarray) -> ExitCosts:
 
 
 def measure_candidate(
-    space: SearchSpace, prepared: PreparedCandidate, policy: ExitPolicy
+    space: SearchSpace, prepared: PreparedCandidate, policy: ExitPolicy, *, energy_lease: Any = None
 ) -> CandidateMeasurement:
     """Score ``policy`` (selection part of validation, test) and time real early-exit inference.
 
@@ -304,7 +317,7 @@ def measure_candidate(
     batch1_agree = float((np.asarray(timing["exit_indices"]) == exits[: len(samples)]).mean())
     tput = batched_throughput(prepared.model, policy, _stack_inputs(prepared.splits.test, 4 * m.batch_size),
                               device, batch_size=m.batch_size)
-    energy = _energy(space, prepared, policy, _stack_inputs(prepared.splits.test, m.batch_size))
+    energy = _energy(space, prepared, policy, _stack_inputs(prepared.splits.test, m.batch_size), energy_lease)
     static_lat, ee_lat = timing["static"], timing["early_exit"]
     dev = device_name(device)
     in_trial = bool(os.environ.get("DDECS_IN_TRIAL"))
@@ -358,8 +371,11 @@ def evaluate_candidate(
     quiet: bool = False,
     on_epoch: EpochCallback | None = None,
     latency_fn: Callable[[MultiExitNet, torch.device], ExitCosts] | None = None,
+    energy_lease: Any = None,
 ) -> dict[str, Any]:
     """Train, fit the policy, measure, and return the flat metrics dict (see :mod:`ddecs_search.metrics`).
+
+    ``energy_lease``: a context-manager factory held while energy is metered (the search's measurement lease).
 
     Artefacts (model state dict + spec, policy, test exits) are written to ``workdir`` for export.
     """
@@ -384,7 +400,7 @@ def evaluate_candidate(
         )
         policy, policy_time = fit_policy(prepared)
         with measurement_threads(space, prepared.device):
-            measured = measure_candidate(space, prepared, policy)
+            measured = measure_candidate(space, prepared, policy, energy_lease=energy_lease)
         names = backbone_info(candidate.backbone).exit_point_names
         metrics = {
             **measured.metrics,

@@ -49,9 +49,11 @@ def test_tiny_search_records_trials_metrics_failures_and_verification(local_ray,
     # they must be recorded as failed with their error while the others complete
     space_file = _space(tmp_path, "mixed", policy={"kind": ["threshold", "oracle"]},
                         search={"num_samples": 4, "max_failures": 0, "seed": 3})
-    code = main(["run", str(space_file), "--storage", str(tmp_path), "--name", "exp"])
+    code = main(["run", str(space_file), "--storage", str(tmp_path), "--name", "exp", "--json"])
     out = capsys.readouterr().out
-    assert code == 0, out
+    assert code == 3, out  # some trials failed, the others are evaluated and kept
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["exit_code"] == 3 and summary["failed"] >= 1 and summary["evaluated"] >= 1, summary
     exp_dir = tmp_path / "exp"
     trials = _trials(exp_dir)
     assert len(trials) == 4 and set(trials["state"]) <= {"TERMINATED", "ERROR"}
@@ -98,6 +100,33 @@ def test_run_refuses_an_existing_experiment_and_bad_resources(local_ray, tmp_pat
     big = _space(tmp_path, "big", resources={"cpu": 64, "gpu": 0})
     assert main(["run", str(big), "--storage", str(tmp_path), "--name", "big", "--quiet"]) == 2
     assert "'resources'" in capsys.readouterr().err
+    assert not (tmp_path / "big").exists()  # nothing written: the same --name works once fixed
+
+
+def test_run_checks_storage_and_data_before_writing_anything(tmp_path, capsys, monkeypatch):
+    """Exit 2 with a message (no traceback) and no experiment folder: --storage is a file or read-only,
+    the data folder is missing. These checks run before Ray starts."""
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert main(["run", str(TINY), "--storage", str(a_file), "--name", "e", "--quiet"]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert main(["run", str(TINY), "--storage", str(a_file / "sub"), "--name", "e", "--quiet"]) == 2
+    assert "is a file" in capsys.readouterr().err
+    if os.geteuid() != 0:  # root may write anywhere
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        assert main(["run", str(TINY), "--storage", str(ro / "exps"), "--name", "e", "--quiet"]) == 2
+        assert "not writable" in capsys.readouterr().err
+    missing = _space(tmp_path, "missing", dataset={"name": "imagefolder:no/such/folder"})
+    assert main(["run", str(missing), "--storage", str(tmp_path / "exps"), "--name", "e", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "no" / "such" / "folder") in err and "does not exist" in err, err
+    monkeypatch.setenv("DDECS_OFFLINE", "1")
+    monkeypatch.setenv("DDECS_DATA", str(tmp_path / "empty-data-root"))
+    cifar = _space(tmp_path, "cifar", dataset={"name": "cifar10"}, backbone={"name": "alexnet"})
+    assert main(["run", str(cifar), "--storage", str(tmp_path / "exps"), "--name", "e", "--quiet"]) == 2
+    assert "downloads are disabled" in capsys.readouterr().err
+    assert not (tmp_path / "exps").exists()
 
 
 # ------------------------------------------------------------------------------------ interruptions

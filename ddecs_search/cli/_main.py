@@ -39,7 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 2 user error, 130 interrupted)."""
+    """Run the CLI; returns the exit code.
+
+    0 finished (every trial evaluated), 1 unexpected internal error, 2 bad input / user error / experiment
+    locked / broken state file, 3 some trials failed (the others evaluated, kept), 4 no trial evaluated,
+    130 interrupted (``resume`` continues).
+    """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     args = build_parser().parse_args(argv)
     try:

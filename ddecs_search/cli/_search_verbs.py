@@ -8,7 +8,11 @@ import sys
 
 from ddecs_search.cli._common import json_safe, override_dataset
 
-EXIT_INTERRUPTED = 130
+# exit codes of run/resume (README "Exit codes"; 2 = user error / locked / broken state, set in _main)
+EXIT_OK = 0  # finished, every trial evaluated
+EXIT_SOME_FAILED = 3  # finished, some trials failed; the others are evaluated and kept
+EXIT_NONE_EVALUATED = 4  # finished, but no trial was evaluated
+EXIT_INTERRUPTED = 130  # Ctrl-C; `resume` continues
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -64,6 +68,11 @@ def _address(p: argparse.ArgumentParser) -> None:
 def _common_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no live progress")
     p.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON summary as the last line (experiment, exit_code, counts, evaluated, failed)",
+    )
+    p.add_argument(
         "--no-verify",
         action="store_true",
         help="skip re-measuring the final Pareto picks end to end (search.verify)",
@@ -107,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
             verify=False if args.no_verify else None,
         )
     except KeyboardInterrupt as exc:
-        return _interrupted(getattr(exc, "exp_root", None))
-    return _report(outcome)
+        return _interrupted(getattr(exc, "exp_root", None), args)
+    return _report(outcome, args)
 
 
 def resume(args: argparse.Namespace) -> int:
@@ -119,29 +128,55 @@ def resume(args: argparse.Namespace) -> int:
             args.experiment, address=args.address, quiet=args.quiet, verify=False if args.no_verify else None
         )
     except KeyboardInterrupt:
-        return _interrupted(args.experiment)
-    return _report(outcome)
+        return _interrupted(args.experiment, args)
+    return _report(outcome, args)
 
 
-def _report(outcome) -> int:  # noqa: ANN001
-    from ddecs_search.search import format_status, search_status
+def _report(outcome, args: argparse.Namespace) -> int:  # noqa: ANN001
+    from ddecs_search.search import Experiment, format_status, search_status
 
     if not outcome.finished:
-        return _interrupted(outcome.exp_root)
+        return _interrupted(outcome.exp_root, args)
     print(format_status(search_status(outcome.exp_root)))
     for error in outcome.errors:
         print(f"failed trial: {error}", file=sys.stderr)
+    trials = Experiment.at(outcome.exp_root).read_trials()
+    evaluated = int((trials["evaluated"] == True).sum()) if "evaluated" in trials else 0  # noqa: E712
+    failed = int((trials["state"] == "ERROR").sum()) if "state" in trials else 0
+    if evaluated == 0:
+        code = EXIT_NONE_EVALUATED
+        print(f"no trial was evaluated ({failed} failed); see the errors above and trials.csv",
+              file=sys.stderr)
+    elif failed:
+        code = EXIT_SOME_FAILED
+        print(f"{failed} trial(s) failed, {evaluated} evaluated (kept); "
+              f"`{outcome.resume_command}` retries the failed ones", file=sys.stderr)
+    else:
+        code = EXIT_OK
     print(f"done in {outcome.wall_s:.0f} s -> {outcome.exp_root} (trials.csv, trials/, space.yaml)")
-    return 0
+    _summary(args, outcome.exp_root, code, finished=True, counts=outcome.counts, evaluated=evaluated,
+             failed=failed, verified=outcome.verified, errors=list(outcome.errors), wall_s=outcome.wall_s)
+    return code
 
 
-def _interrupted(exp_root: str | None) -> int:
+def _summary(args: argparse.Namespace, exp_root: str | None, code: int, **fields) -> None:  # noqa: ANN003
+    if getattr(args, "json", False):
+        from ddecs_search.search import resume_command
+
+        summary = {"experiment": exp_root, "exit_code": code, **fields,
+                   "resume_command": resume_command(exp_root) if exp_root else None}
+        print(json.dumps(json_safe(summary)), flush=True)
+
+
+def _interrupted(exp_root: str | None, args: argparse.Namespace | None = None) -> int:
     from ddecs_search.search import resume_command
 
     if exp_root:
         print(f"search interrupted; continue with: {resume_command(exp_root)}", file=sys.stderr)
     else:
         print("search interrupted; continue it with `ddecs-search resume EXPERIMENT_DIR`", file=sys.stderr)
+    if args is not None:
+        _summary(args, exp_root, EXIT_INTERRUPTED, finished=False)
     return EXIT_INTERRUPTED
 
 

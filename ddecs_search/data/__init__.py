@@ -6,7 +6,7 @@
 """
 
 from ddecs_search.data import _cifar, _mnist  # noqa: F401  (registers the torchvision datasets)
-from ddecs_search.data._availability import availability
+from ddecs_search.data._availability import availability, require_available
 from ddecs_search.data._load import DataSplits, clear_cache, dataset_info, load_splits
 from ddecs_search.data._loader import make_loader
 from ddecs_search.data._locations import default_root
@@ -27,4 +27,5 @@ __all__ = [
     "load_splits",
     "make_loader",
     "register_dataset",
+    "require_available",
 ]

@@ -87,6 +87,27 @@ def module_keys(model: MultiExitNet, backbone: str, device_label: str) -> list[s
     return keys
 
 
+def measurement_lease(broker: Any) -> Any:
+    """A context-manager factory holding the broker's measurement lease (the one latency measurements take).
+
+    Used for energy: while it is held no other trial of the search measures latency or energy.
+    """
+    import contextlib
+
+    @contextlib.contextmanager
+    def lease() -> Any:
+        import ray
+
+        token = uuid.uuid4().hex
+        ray.get(broker.acquire.remote(token))
+        try:
+            yield
+        finally:
+            ray.get(broker.release.remote(token, {}))
+
+    return lease
+
+
 def isolated_latency_fn(broker: Any, backbone: str, *, warmup: int, repeats: int) -> Any:
     """A ``latency_fn(model, device) -> ExitCosts`` for ``evaluate_candidate`` backed by the broker."""
 

@@ -52,11 +52,20 @@ def run_search(space: SearchSpace, *, name: str | None = None, storage: str | No
     Raises:
         UserError: the experiment directory exists already, or the cluster cannot fit one trial.
     """
-    root = storage_io.normalise(storage or DEFAULT_STORAGE)
-    exp = Experiment.at(storage_io.join(root, name or default_name(space)))
+    storage_root = storage_io.normalise(storage or DEFAULT_STORAGE)
+    _check_storage(storage_root, "--storage" if storage else "the default storage ./experiments")
+    exp = Experiment.at(storage_io.join(storage_root, name or default_name(space)))
     if storage_io.exists(exp.path("space.yaml")) or storage_io.exists(exp.path("tuner.pkl")):
         raise UserError(f"{exp.root} exists already: resume it with `{resume_command(exp.root)}` "
                         "or choose another --name")
+    if not storage_io.is_uri(exp.root) and os.path.exists(exp.root) and not os.path.isdir(exp.root):
+        raise UserError(f"{exp.root} is a file, not an experiment folder; choose another --name")
+    # everything a user can get wrong is checked before the experiment folder exists: a failed check
+    # leaves nothing behind, so the same --name works once it is fixed
+    check_data(space)
+    from ddecs_search.ray_setup import init_ray
+
+    _check_fits(space, init_ray(address))
     exp.write_space(space)
     exp.update_record(status="starting", exp_uid=uuid.uuid4().hex[:12], started_at=time.time(),
                       command=" ".join(shlex.quote(a) for a in sys.argv),
@@ -69,6 +78,7 @@ def resume_search(exp_dir: str, *, address: str | None = None, quiet: bool = Fal
     """Continue an interrupted search: finished trials stay, running ones continue from their last epoch."""
     exp = Experiment.at(exp_dir)
     space = exp.read_space()
+    check_data(space)
     return _execute(exp, space, address=address, quiet=quiet, verify=verify, restore=True)
 
 
@@ -192,6 +202,32 @@ def _quiet_tune() -> None:
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # legacy output + verbose=0: silent; our ProgressCallback reports
     # num_to_keep=1 forces a state snapshot after every epoch checkpoint: wanted (exact resume), not a warning
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def _check_storage(storage_root: str, flag: str) -> None:
+    """The storage is a folder we may write (or can become one); a file or a read-only place is exit 2."""
+    if storage_io.is_uri(storage_root):
+        return  # object stores: permissions show on the first write (Tune's own storage check)
+    path = storage_root
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{flag} {path} is a file; give a folder (it is created if missing) or a URI")
+    existing = path
+    while not os.path.exists(existing):
+        parent = os.path.dirname(existing)
+        if parent == existing:
+            break
+        existing = parent
+    if not os.path.isdir(existing):
+        raise UserError(f"{flag} {path}: {existing} is a file, so the folder cannot be created")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: {existing} is not writable; choose a folder you may write")
+
+
+def check_data(space: SearchSpace) -> None:
+    """The dataset is on disk (or may be downloaded): a missing one is a DataError before anything starts."""
+    from ddecs_search.data import require_available
+
+    require_available(space.dataset)
 
 
 def _check_fits(space: SearchSpace, resources: dict[str, Any]) -> None:

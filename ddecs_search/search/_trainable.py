@@ -97,13 +97,14 @@ def _evaluate(ctx: TrialContext, candidate: Any, workdir: Path, on_epoch: Any) -
     everywhere: this trial's end-to-end measurement, labelled in-trial by ``latency_source``.
     """
     from ddecs_search.evaluation import evaluate_candidate
-    from ddecs_search.search._latency_broker import isolated_latency_fn
+    from ddecs_search.search._latency_broker import isolated_latency_fn, measurement_lease
 
     m = ctx.space.measurement
     table_fn = isolated_latency_fn(ctx.broker, ctx.space.backbone.name, warmup=m.warmup, repeats=m.repeats)
     return evaluate_candidate(ctx.space, candidate, workdir=workdir,
                               baseline_dir=ctx.baseline.materialise(trial_cache_dir(ctx.exp_uid)),
-                              quiet=True, on_epoch=on_epoch, latency_fn=table_fn)
+                              quiet=True, on_epoch=on_epoch, latency_fn=table_fn,
+                              energy_lease=measurement_lease(ctx.broker))
 
 
 def _epoch_reporter(ctx: TrialContext, candidate: Any) -> Any:

@@ -94,10 +94,35 @@ def test_launcher_config_keeps_token_auth_and_a_private_dashboard(name: str) -> 
 
 
 @pytest.mark.parametrize("name", sorted(LAUNCHER_CONFIGS))
-def test_launcher_config_profiler_node_keeps_its_gpu_out_of_training(name: str) -> None:
-    profiler = _load(name)["available_node_types"]["profiler"]
-    assert profiler["resources"]["profiler"] == 1 and profiler["resources"]["GPU"] == 0
-    assert profiler["min_workers"] == 0
+def test_launcher_config_opens_ssh_to_the_users_cidr_only(name: str) -> None:
+    """No node uses the group/network Ray would create (AWS: SSH from 0.0.0.0/0; GCP: the default network
+    with default-allow-ssh from anywhere): every node names the user's own, set up per clusters/README.md."""
+    config = _load(name)
+    for node_type, spec in config["available_node_types"].items():
+        node = spec["node_config"]
+        if name == "aws.yaml":
+            assert node.get("SecurityGroupIds") == ["YOUR-SECURITY-GROUP-ID"], node_type
+        else:
+            (iface,) = node["networkInterfaces"]
+            assert iface["subnetwork"].endswith("/subnetworks/ddecs-search"), node_type
+    readme = (CLUSTERS / "README.md").read_text()
+    assert "--cidr YOUR-CIDR" in readme and "--source-ranges=YOUR-CIDR" in readme
+
+
+def test_no_config_opens_anything_to_the_whole_internet() -> None:
+    """A grep over every file under clusters/: no world-open rule (0.0.0.0/0, ::/0) anywhere."""
+    for path in sorted(CLUSTERS.iterdir()):
+        if path.is_file():
+            text = path.read_text()
+            assert "0.0.0.0/0" not in text and "::/0" not in text, path.name
+
+
+def test_no_profiler_gpu_is_declared() -> None:
+    """Nothing in the search routes measurements to a `profiler` resource, so no config reserves a GPU
+    for one (a reserved GPU would stay idle): measurement happens under the search's lease instead."""
+    for path in sorted(CLUSTERS.iterdir()):
+        if path.is_file() and path.name != "README.md":
+            assert "profiler" not in path.read_text(), path.name
 
 
 # -- KubeRay ------------------------------------------------------------------------------------------
@@ -169,14 +194,6 @@ def test_kuberay_installs_the_project_and_shares_storage() -> None:
     assert re.search(r"ddecs-search run .*--address auto --storage /mnt/experiments", readme)
 
 
-def test_kuberay_profiler_group_keeps_its_gpu_out_of_training() -> None:
-    groups = {name: (params, pod) for name, params, pod in _pod_specs(_kuberay()["RayCluster"])}
-    params, pod = groups["profiler"]
-    assert params["num-gpus"] == "0"
-    assert yaml.safe_load(yaml.safe_load(params["resources"])) == {"profiler": 1}
-    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
-
-
 # -- the multi-GPU box --------------------------------------------------------------------------------
 
 
@@ -190,18 +207,10 @@ def _dry_run(*args: str) -> str:
     return out.stdout
 
 
-def test_local_multi_gpu_reserves_the_last_gpu_for_measurement() -> None:
+def test_local_multi_gpu_gives_every_gpu_to_trials() -> None:
     words = shlex.split(_dry_run("--gpus", "4", "--cpus", "32"))
-    assert "RAY_AUTH_MODE=token" in words and "DDECS_PROFILE_DEVICE=cuda:3" in words
-    assert "--dashboard-host=127.0.0.1" in words and "--num-gpus=3" in words and "--head" in words
-    assert '--resources={"profiler": 1}' in words
-
-
-@pytest.mark.parametrize("args", [("--gpus", "1"), ("--gpus", "4", "--no-profiler")])
-def test_local_multi_gpu_without_a_spare_gpu(args: tuple[str, ...]) -> None:
-    words = shlex.split(_dry_run(*args))
-    assert f"--num-gpus={args[1]}" in words and not any("profiler" in w for w in words)
-    assert "--dashboard-host=127.0.0.1" in words and "RAY_AUTH_MODE=token" in words
+    assert "RAY_AUTH_MODE=token" in words and "--num-gpus=4" in words and "--head" in words
+    assert "--dashboard-host=127.0.0.1" in words and not any("profiler" in w for w in words)
 
 
 def test_local_multi_gpu_rejects_bad_input() -> None:

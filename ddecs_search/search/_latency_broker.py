@@ -31,10 +31,11 @@ LEASE_SECONDS = 600.0  # a trial that dies holding the lease blocks others at mo
 class LatencyBroker:
     """Actor body: the per-module latency cache and the measurement lease (async, one per experiment)."""
 
-    def __init__(self, table: dict[str, float] | None = None) -> None:
+    def __init__(self, table: dict[str, float] | None = None, location: str | None = None) -> None:
         self._table: dict[str, float] = dict(table or {})
         self._holder: str | None = None
         self._expires = 0.0
+        self._location = location  # the experiment's latency_table.json: rewritten as modules are measured
 
     async def lookup(self, keys: list[str]) -> dict[str, float]:
         return {k: self._table[k] for k in keys if k in self._table}
@@ -45,8 +46,15 @@ class LatencyBroker:
         self._holder, self._expires = token, time.monotonic() + lease_s
 
     async def release(self, token: str, values: dict[str, float]) -> None:
+        added = False
         for key, value in values.items():
-            self._table.setdefault(key, float(value))  # the first measurement of a module wins
+            if key not in self._table:  # the first measurement of a module wins
+                self._table[key] = float(value)
+                added = True
+        if added and self._location:  # persisted before the lease passes on: a killed driver loses nothing
+            from ddecs_search.search import _io
+
+            _io.write_text(self._location, json.dumps(self._table, indent=1, sort_keys=True))
         if self._holder == token:
             self._holder = None
 
@@ -54,7 +62,7 @@ class LatencyBroker:
         return dict(self._table)
 
 
-def start_broker(name: str, table: dict[str, float] | None = None) -> Any:
+def start_broker(name: str, table: dict[str, float] | None = None, location: str | None = None) -> Any:
     """Start the experiment's broker actor (no CPU reserved: it only serves a dictionary).
 
     It is pinned to the driver's node: with no resources of its own Ray could place it on any worker,
@@ -65,7 +73,7 @@ def start_broker(name: str, table: dict[str, float] | None = None) -> Any:
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     actor = ray.remote(num_cpus=0, max_concurrency=64)(LatencyBroker)
-    return actor.options(name=name, scheduling_strategy=here).remote(table)
+    return actor.options(name=name, scheduling_strategy=here).remote(table, location)
 
 
 def module_keys(model: MultiExitNet, backbone: str, device_label: str) -> list[str]:

@@ -252,8 +252,13 @@ def _prepare(exp: Experiment, space: SearchSpace, resources: dict[str, Any], *, 
         _say(quiet, f"training the baseline {space.backbone.name} once for all trials "
                     f"({space.backbone.baseline.epochs} epochs, {cpus:g} CPU)...")
         t0 = time.time()
-        blob = train_shared_baseline(space, num_cpus=cpus, num_gpus=space.resources.gpu, quiet=True)
+        # epoch checkpoints inside the experiment (local or shared folder): a kill resumes the baseline
+        work_dir = None if _io.is_uri(exp.root) else exp.path("baseline", "training")
+        blob = train_shared_baseline(space, num_cpus=cpus, num_gpus=space.resources.gpu, quiet=True,
+                                     work_dir=work_dir)
         blob.store(exp)
+        if work_dir:  # stored (probe.json last): the epoch checkpoints are no longer needed
+            shutil.rmtree(work_dir, ignore_errors=True)
         _say(quiet, f"baseline: val accuracy {blob.meta.get('val_accuracy', float('nan')):.4f} "
                     f"in {time.time() - t0:.0f} s on {blob.probe.get('device')}")
     objectives, notices = effective_objectives(space, bool(blob.probe.get("energy_available")))
@@ -274,7 +279,8 @@ def _make_tuner(exp: Experiment, space: SearchSpace, blob: Any, objectives: tupl
     from ddecs_search.search._space_fn import ConditionalSpace
     from ddecs_search.search._trainable import TrialContext, search_trial, trial_dirname
 
-    broker = start_broker(f"ddecs-latency-{exp_uid}-{uuid.uuid4().hex[:6]}", _load_latency_table(exp))
+    broker = start_broker(f"ddecs-latency-{exp_uid}-{uuid.uuid4().hex[:6]}", _load_latency_table(exp),
+                          exp.path("latency_table.json"))
     ctx = TrialContext(space=space, space_fn=ConditionalSpace.from_space(space), exp_root=exp.root,
                        exp_uid=exp_uid, baseline=blob, broker=broker, objectives=tuple(objectives),
                        asha=space.search.asha)

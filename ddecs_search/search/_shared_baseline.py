@@ -64,8 +64,29 @@ def trial_cache_dir(exp_uid: str) -> Path:
     return Path(tempfile.gettempdir()) / "ddecs-search" / exp_uid / "baselines"
 
 
-def _train(space: SearchSpace, threads: int, quiet: bool) -> BaselineBlob:
-    """Body of the baseline task (runs in a Ray worker)."""
+def _usable_checkpoints(work_dir: Path) -> list[str]:
+    """Drop epoch checkpoints of the baseline that cannot be loaded (training then starts that baseline
+    afresh instead of failing on every resume); returns what was dropped."""
+    from ddecs_search.training._checkpoint import load_checkpoint
+
+    dropped = []
+    for path in sorted(Path(work_dir).glob("*/checkpoint.pt")):
+        try:
+            state = load_checkpoint(path)
+            if not isinstance(state, dict) or "model" not in state:
+                raise ValueError("not a training checkpoint")
+        except Exception:  # noqa: BLE001  (any unreadable file: truncated, garbage, wrong format)
+            path.unlink(missing_ok=True)
+            dropped.append(str(path))
+    return dropped
+
+
+def _train(space: SearchSpace, threads: int, quiet: bool, work_dir: str | None = None) -> BaselineBlob:
+    """Body of the baseline task (runs in a Ray worker).
+
+    With ``work_dir`` (the experiment's ``baseline/training/`` on local or shared storage) the epoch
+    checkpoints live there, so a driver killed during baseline training resumes it from its last epoch.
+    """
     import torch
 
     from ddecs_search.data import load_splits
@@ -78,11 +99,15 @@ def _train(space: SearchSpace, threads: int, quiet: bool) -> BaselineBlob:
     device = resolve_device(space.measurement.device)
     splits = load_splits(space.dataset, backbone_info(space.backbone.name).input_shape)
     with tempfile.TemporaryDirectory(prefix="ddecs-baseline-") as tmp:
+        cache = Path(work_dir) if work_dir else Path(tmp)
+        dropped = _usable_checkpoints(cache)
         result = train_baseline(space.backbone.name, splits, space.dataset, space.backbone.baseline,
-                                device=device, cache_dir=Path(tmp), seed=0, quiet=quiet)
+                                device=device, cache_dir=cache, seed=0, quiet=quiet)
         folder = result.path.parent
         weights = (folder / "backbone.pt").read_bytes()
         meta = json.loads((folder / "meta.json").read_text())
+        if dropped:
+            meta["restarted_after_corrupt_checkpoint"] = dropped
     meter = create_energy_meter(space.measurement.energy, device)
     probe = {"device": device_name(device), "energy_available": bool(meter.available),
              "energy_source": meter.source, "node_id": node_id(), "host": os.uname().nodename}
@@ -91,7 +116,7 @@ def _train(space: SearchSpace, threads: int, quiet: bool) -> BaselineBlob:
 
 
 def train_shared_baseline(space: SearchSpace, *, num_cpus: float, num_gpus: float,
-                          quiet: bool) -> BaselineBlob:
+                          quiet: bool, work_dir: str | None = None) -> BaselineBlob:
     """Train the search's baseline in one Ray task with the given resources.
 
     Raises:
@@ -101,7 +126,7 @@ def train_shared_baseline(space: SearchSpace, *, num_cpus: float, num_gpus: floa
 
     task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=1)(_train)
     try:
-        return ray.get(task.remote(space, max(1, int(num_cpus)), quiet))
+        return ray.get(task.remote(space, max(1, int(num_cpus)), quiet, work_dir))
     except ray.exceptions.RayTaskError as exc:
         cause = getattr(exc, "cause", None)
         if isinstance(cause, UserError):

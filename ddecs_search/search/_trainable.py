@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from ddecs_search.search._shared_baseline import BaselineBlob, trial_cache_dir
 from ddecs_search.search._space_fn import ConditionalSpace, build_candidate
 
 CHECKPOINT_FILE = "branches_checkpoint.pt"
+PREVIOUS_DIR = "previous"  # inside a trial's checkpoint: the epoch before, the fallback for a corrupt one
 ARTEFACTS = ("model.pt", "spec.json", "policy.json", "test_exits.npz")
 
 
@@ -125,24 +127,54 @@ def _epoch_reporter(ctx: TrialContext, candidate: Any) -> Any:
         result: dict[str, Any] = {"epoch": epoch + 1, "train_loss": stats.get("loss"), EVALUATED_KEY: False}
         if proxy is not None:
             result[key] = proxy(checkpoint_path)
+        previous = checkpoint_path.parent / PREVIOUS_DIR  # the epoch before, kept as a fallback
         with tempfile.TemporaryDirectory(prefix="ddecs-ckpt-") as tmp:
             shutil.copy2(checkpoint_path, Path(tmp, CHECKPOINT_FILE))
             Path(tmp, "epoch.json").write_text(json.dumps({"epoch": epoch}))
+            if (previous / CHECKPOINT_FILE).is_file() and (previous / "epoch.json").is_file():
+                shutil.copytree(previous, Path(tmp, PREVIOUS_DIR))
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
+        previous.mkdir(exist_ok=True)
+        shutil.copy2(checkpoint_path, previous / CHECKPOINT_FILE)
+        (previous / "epoch.json").write_text(json.dumps({"epoch": epoch}))
 
     return on_epoch
 
 
 def _restore_checkpoint(checkpoint: Any, workdir: Path) -> int | None:
-    """Put the last epoch's branch checkpoint where training resumes from; returns that epoch."""
+    """Put the last epoch's branch checkpoint where training resumes from; returns that epoch.
+
+    A checkpoint that cannot be loaded (truncated, corrupt) falls back to the previous epoch's, kept inside
+    the same Tune checkpoint, and then to a fresh start of the trial, instead of failing every retry.
+    """
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as folder:
-        src = Path(folder, CHECKPOINT_FILE)
-        if not src.is_file():
+        for source in (Path(folder), Path(folder, PREVIOUS_DIR)):
+            epoch = _usable_checkpoint(source)
+            if epoch is None:
+                print(f"ddecs-search: checkpoint in {source} is unreadable; trying the one before",
+                      file=sys.stderr)
+                continue
+            shutil.copy2(source / CHECKPOINT_FILE, workdir / CHECKPOINT_FILE)
+            if source == Path(folder) and _usable_checkpoint(Path(folder, PREVIOUS_DIR)) is not None:
+                shutil.copytree(Path(folder, PREVIOUS_DIR), workdir / PREVIOUS_DIR, dirs_exist_ok=True)
+            return epoch
+    return None  # nothing usable: the trial starts afresh
+
+
+def _usable_checkpoint(folder: Path) -> int | None:
+    """The epoch of the checkpoint in ``folder`` if it loads, else None."""
+    from ddecs_search.training._checkpoint import load_checkpoint
+
+    try:
+        epoch = int(json.loads(Path(folder, "epoch.json").read_text())["epoch"])
+        state = load_checkpoint(Path(folder, CHECKPOINT_FILE))
+        if not isinstance(state, dict) or "model" not in state:
             return None
-        shutil.copy2(src, workdir / CHECKPOINT_FILE)
-        return int(json.loads(Path(folder, "epoch.json").read_text())["epoch"])
+    except Exception:  # noqa: BLE001  (missing, truncated, garbage, wrong format: all mean "not usable")
+        return None
+    return epoch
 
 
 def _publish(exp: Experiment, trial_id: str, workdir: Path, flat: dict[str, Any]) -> None:

@@ -48,6 +48,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("experiment", help="experiment directory (or URI) that `ddecs-search run` created")
     _address(p)
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="take the experiment's driver lock even if another driver seems to hold it "
+        "(only when that driver is known to be gone; README: stale lock)",
+    )
     _common_flags(p)
     p.set_defaults(func=resume)
 
@@ -125,7 +131,8 @@ def resume(args: argparse.Namespace) -> int:
 
     try:
         outcome = resume_search(
-            args.experiment, address=args.address, quiet=args.quiet, verify=False if args.no_verify else None
+            args.experiment, address=args.address, quiet=args.quiet, verify=False if args.no_verify else None,
+            force=args.force,
         )
     except KeyboardInterrupt:
         return _interrupted(args.experiment, args)

@@ -16,6 +16,7 @@ from ddecs_search import storage as storage_io
 from ddecs_search.config import SearchSpace
 from ddecs_search.errors import UserError
 from ddecs_search.experiment import Experiment
+from ddecs_search.search._lock import DriverLock, describe_holder
 
 DEFAULT_STORAGE = "experiments"
 
@@ -66,20 +67,36 @@ def run_search(space: SearchSpace, *, name: str | None = None, storage: str | No
     from ddecs_search.ray_setup import init_ray
 
     _check_fits(space, init_ray(address))
-    exp.write_space(space)
-    exp.update_record(status="starting", exp_uid=uuid.uuid4().hex[:12], started_at=time.time(),
-                      command=" ".join(shlex.quote(a) for a in sys.argv),
-                      resume_command=resume_command(exp.root), num_samples=space.search.num_samples)
-    return _execute(exp, space, address=address, quiet=quiet, verify=verify, restore=False)
+    command = " ".join(shlex.quote(a) for a in sys.argv)
+    with DriverLock(exp.root, command=command).acquire():  # a concurrent `run --name` of the same: exit 2
+        if storage_io.exists(exp.path("space.yaml")):
+            raise UserError(f"{exp.root} was just created by another ddecs-search run; choose another --name")
+        exp.write_space(space)
+        exp.update_record(status="starting", exp_uid=uuid.uuid4().hex[:12], started_at=time.time(),
+                          command=command, resume_command=resume_command(exp.root),
+                          num_samples=space.search.num_samples)
+        return _execute(exp, space, address=address, quiet=quiet, verify=verify, restore=False)
 
 
 def resume_search(exp_dir: str, *, address: str | None = None, quiet: bool = False,
-                  verify: bool | None = None) -> SearchOutcome:
-    """Continue an interrupted search: finished trials stay, running ones continue from their last epoch."""
+                  verify: bool | None = None, force: bool = False) -> SearchOutcome:
+    """Continue an interrupted search: finished trials stay, running ones continue from their last epoch.
+
+    Raises:
+        ExperimentLocked: another driver holds the experiment (``force`` takes the lock over anyway).
+        UserError: not an experiment, or a state file is missing, corrupt or of a newer format.
+    """
     exp = Experiment.at(exp_dir)
-    space = exp.read_space()
-    check_data(space)
-    return _execute(exp, space, address=address, quiet=quiet, verify=verify, restore=True)
+    if not storage_io.exists(exp.path("space.yaml")):
+        exp.read_space()  # raises "not an experiment directory"
+    with DriverLock(exp.root, force=force, command=" ".join(shlex.quote(a) for a in sys.argv)) as lock:
+        if lock.took_over:
+            print(f"notice: took over the lock of a driver that is gone ({describe_holder(lock.took_over)})",
+                  file=sys.stderr)
+        space = exp.read_space()
+        check_data(space)
+        return _execute(exp, space, address=address, quiet=quiet, verify=verify, restore=True)
+
 
 
 class SearchInterrupted(KeyboardInterrupt):
@@ -253,7 +270,7 @@ def _prepare(exp: Experiment, space: SearchSpace, resources: dict[str, Any], *, 
                     f"({space.backbone.baseline.epochs} epochs, {cpus:g} CPU)...")
         t0 = time.time()
         # epoch checkpoints inside the experiment (local or shared folder): a kill resumes the baseline
-        work_dir = None if _io.is_uri(exp.root) else exp.path("baseline", "training")
+        work_dir = None if storage_io.is_uri(exp.root) else exp.path("baseline", "training")
         blob = train_shared_baseline(space, num_cpus=cpus, num_gpus=space.resources.gpu, quiet=True,
                                      work_dir=work_dir)
         blob.store(exp)

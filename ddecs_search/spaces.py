@@ -14,17 +14,21 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
 from ddecs_search.config import Candidate, PolicyConfig, SearchSpace, deep_merge, from_dict
-from ddecs_search.config._parse import fail
 from ddecs_search.errors import ConfigError
 
 IMAGEFOLDER_PREFIX = "imagefolder:"
 
 __all__ = ["candidate_from_dict", "load_space", "parse_space", "resolve_paths"]
+
+
+def fail(path: str, message: str) -> NoReturn:
+    """Raise a ConfigError for the key at ``path`` (the same form config's own rules use)."""
+    raise ConfigError(f"'{path}': {message}")
 
 
 def resolve_paths(data: Any, base: str | Path | None = None) -> Any:

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ddecs_search.config import Constraint, Objective, load_space
+from ddecs_search.config import Constraint, Objective
 from ddecs_search.experiment import EVALUATED_KEY, Experiment, trial_row
 from ddecs_search.search import effective_objectives
+from ddecs_search.spaces import load_space
 
 EXIT_DEPTHS = (0.2, 0.4, 0.6, 0.8)  # fraction of the backbone's MACs before each exit point
 BRANCH_COST = 0.03  # one branch, as a fraction of the backbone

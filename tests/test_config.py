@@ -178,7 +178,7 @@ def test_relative_data_paths_resolve_against_the_space_file(tmp_path, monkeypatc
 
 
 def test_config_is_a_leaf() -> None:
-    """config imports only leaves (errors, metric catalogue); registries are checked in ddecs_search.spaces."""
+    """config imports only leaves (errors, metric catalogue); ddecs_search.spaces checks the registries."""
     import ast
 
     for path in (ROOT / "ddecs_search" / "config").glob("*.py"):

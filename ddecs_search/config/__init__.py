@@ -1,9 +1,9 @@
 """Typed configuration: candidates, data, measurement and search spaces (YAML in, dataclasses inside).
 
 A leaf package: it validates types, ranges and finiteness of every value, and imports nothing else of
-ddecs_search but :mod:`ddecs_search.errors`. Checks against the dataset, backbone and policy registries,
-reading space files and building candidates live one layer up, in :mod:`ddecs_search.spaces`
-(``load_space``, ``parse_space``, ``candidate_from_dict``).
+ddecs_search but the leaves :mod:`ddecs_search.errors` and :mod:`ddecs_search.metrics`. Checks against
+the dataset, backbone and policy registries, reading space files and building candidates live one layer
+up, in :mod:`ddecs_search.spaces` (``load_space``, ``parse_space``, ``candidate_from_dict``).
 """
 
 from ddecs_search.config._candidate import (

@@ -52,7 +52,7 @@ class LatencyBroker:
                 self._table[key] = float(value)
                 added = True
         if added and self._location:  # persisted before the lease passes on: a killed driver loses nothing
-            from ddecs_search.search import _io
+            from ddecs_search import storage as _io
 
             _io.write_text(self._location, json.dumps(self._table, indent=1, sort_keys=True))
         if self._holder == token:

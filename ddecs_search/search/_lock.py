@@ -28,8 +28,8 @@ import time
 import uuid
 from typing import Any
 
-from ddecs_search.errors import UserError
 from ddecs_search import storage as _io
+from ddecs_search.errors import UserError
 
 LOCK_NAME = "driver.lock"
 HEARTBEAT_S = 10.0

@@ -67,7 +67,7 @@ def trial_cache_dir(exp_uid: str) -> Path:
 def _usable_checkpoints(work_dir: Path) -> list[str]:
     """Drop epoch checkpoints of the baseline that cannot be loaded (training then starts that baseline
     afresh instead of failing on every resume); returns what was dropped."""
-    from ddecs_search.training._checkpoint import load_checkpoint
+    from ddecs_search.training import load_checkpoint
 
     dropped = []
     for path in sorted(Path(work_dir).glob("*/checkpoint.pt")):

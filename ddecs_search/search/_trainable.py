@@ -165,7 +165,7 @@ def _restore_checkpoint(checkpoint: Any, workdir: Path) -> int | None:
 
 def _usable_checkpoint(folder: Path) -> int | None:
     """The epoch of the checkpoint in ``folder`` if it loads, else None."""
-    from ddecs_search.training._checkpoint import load_checkpoint
+    from ddecs_search.training import load_checkpoint
 
     try:
         epoch = int(json.loads(Path(folder, "epoch.json").read_text())["epoch"])

@@ -32,6 +32,7 @@ import yaml
 
 from ddecs_search import storage
 from ddecs_search.config import Constraint, Objective, SearchSpace, to_dict
+from ddecs_search.errors import UserError
 from ddecs_search.spaces import parse_space
 from ddecs_search.strict_json import json_safe
 
@@ -47,6 +48,67 @@ _TUNE_KEYS = frozenset({
 EVALUATED_KEY = "evaluated"
 # Version of the folder layout and run.json; bumped when a reader could misread an older folder.
 FORMAT_VERSION = 2
+LATENCY_TABLE_FILE = "latency_table.json"
+
+# What to do when a state file is broken, per file (read_state names the file and says why).
+_FIX = {
+    "space.yaml": "it is the space this search ran: copy the space file you started the search with to "
+                  "{path} (the same settings), or start a new search with `ddecs-search run`",
+    "run.json": "it is the run record (status, objectives, timing): delete it and `ddecs-search resume` "
+                "writes a new one (the recorded history is lost; trials and results are kept)",
+    "trials.csv": "it is rebuilt from Ray Tune's state: delete it (and trials.parquet), then run "
+                  "`ddecs-search resume`",
+    LATENCY_TABLE_FILE: "it caches measured module latencies: delete it and `ddecs-search resume` "
+                        "measures the modules again",
+    "metrics.json": "the trial's stored result is unreadable: delete the trial folder {folder} and "
+                    "`ddecs-search resume` evaluates the trial again",
+    "probe.json": "the stored baseline is unreadable: delete {folder} and `ddecs-search resume` trains "
+                  "the baseline again",
+}
+
+
+class StateFileError(UserError):
+    """A state file of an experiment is missing, corrupt or of a newer format (CLI exit code 2)."""
+
+    def __init__(self, location: str, problem: str, fix: str) -> None:
+        super().__init__(f"{location}: {problem}; {fix}")
+        self.location = location
+
+
+def read_state(location: str, parse: Any, *, kind: str | None = None) -> Any:
+    """Read one state file of an experiment through ``parse(text)``.
+
+    Every state file is read here, so a missing, truncated, corrupt or newer-format file becomes a
+    :class:`StateFileError` naming the file and what to do (exit 2), never a traceback.
+    """
+    name = kind or location.rstrip("/").rsplit("/", 1)[-1]
+    folder = location.rstrip("/").rsplit("/", 1)[0]
+    fix = _FIX.get(name, "restore it from a backup or start a new search")
+    fix = fix.format(path=location, folder=folder)
+    try:
+        text = storage.read_text(location)
+    except FileNotFoundError:
+        raise StateFileError(location, "missing", fix) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StateFileError(location, f"unreadable ({type(exc).__name__}: {exc})", fix) from None
+    if not text.strip():
+        raise StateFileError(location, "empty (truncated?)", fix)
+    try:
+        return parse(text)
+    except StateFileError:
+        raise
+    except UserError as exc:  # a space that no longer validates
+        raise StateFileError(location, f"invalid ({exc})", fix) from None
+    except Exception as exc:  # noqa: BLE001  (JSON/YAML/CSV errors of a corrupt file)
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise StateFileError(location, f"corrupt ({type(exc).__name__}: {detail})", fix) from None
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    return data
 SPACE_FILE, RECORD_FILE, TRIALS_FILE, VERIFIED_FILE = "space.yaml", "run.json", "trials.csv", "verified.csv"
 COMPLETED_STATE = "TERMINATED"
 CONFIG_PREFIX = "config/"
@@ -86,15 +148,29 @@ class Experiment:
     def read_space(self) -> SearchSpace:
         location = self.path("space.yaml")
         if not storage.exists(location):
-            from ddecs_search.errors import UserError
-
             raise UserError(f"{self.root}: not an experiment directory (no space.yaml); "
                             "start one with `ddecs-search run SPACE.yaml`")
-        return parse_space(yaml.safe_load(storage.read_text(location)), location)
+        return read_state(location, lambda text: parse_space(yaml.safe_load(text), location))
 
     def read_record(self) -> dict[str, Any]:
+        """``run.json`` ({} before the first write); a newer format than this version reads is an error."""
         location = self.path("run.json")
-        return json.loads(storage.read_text(location)) if storage.exists(location) else {}
+        if not storage.exists(location):
+            return {}
+        record = read_state(location, _json_object)
+        version = record.get("format_version", 1)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise StateFileError(location, f"written by a newer ddecs-search (format {version}; this version "
+                                 f"reads up to {FORMAT_VERSION})", "upgrade ddecs-search to read it")
+        return record
+
+    def read_latency_table(self) -> dict[str, float]:
+        """The persisted per-module latency table ({} when none was measured yet)."""
+        location = self.path(LATENCY_TABLE_FILE)
+        if not storage.exists(location):
+            return {}
+        table = read_state(location, _json_object)
+        return {str(k): float(v) for k, v in table.items()}
 
     def update_record(self, **fields: Any) -> dict[str, Any]:
         record = {**self.read_record(), **fields, "format_version": FORMAT_VERSION, "updated_at": time.time()}
@@ -105,7 +181,7 @@ class Experiment:
     def read_trial_metrics(self, trial_id: str) -> dict[str, Any] | None:
         """The final metrics a trial stored on completion, or None (not finished)."""
         location = storage.join(self.trial_dir(trial_id), "metrics.json")
-        return json.loads(storage.read_text(location)) if storage.exists(location) else None
+        return read_state(location, _json_object) if storage.exists(location) else None
 
     def record_evaluation(self, trial_id: str, record: Mapping[str, Any]) -> None:
         """One audit record per finished evaluation: a rerun of a finished trial would show up twice."""
@@ -137,10 +213,16 @@ class Experiment:
         location = self.path("trials.csv")
         if not storage.exists(location):
             return pd.DataFrame(columns=["trial_id", "state"])
-        text = storage.read_text(location)
-        if not text.strip():
+        def parse(text: str):  # noqa: ANN202
+            frame = pd.read_csv(io.StringIO(text), dtype=dict.fromkeys(TEXT_COLUMNS, str))
+            missing = {"trial_id", "state"} - set(frame.columns)
+            if missing:
+                raise ValueError(f"no {sorted(missing)} column(s)")
+            return frame
+
+        if not storage.read_text(location).strip():  # written before the first trial started
             return pd.DataFrame(columns=["trial_id", "state"])
-        return pd.read_csv(io.StringIO(text), dtype=dict.fromkeys(TEXT_COLUMNS, str))
+        return read_state(location, parse)
 
     def has_trials(self) -> bool:
         """Whether the search has written its trials table (it may still be empty)."""

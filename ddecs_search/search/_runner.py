@@ -122,6 +122,9 @@ def _execute_inner(exp: Experiment, space: SearchSpace, *, address: str | None, 
 
     start = time.time()
     record = exp.read_record()
+    if "exp_uid" not in record:  # run.json was deleted (its broken-state fix): a new identity for this run
+        record = exp.update_record(exp_uid=uuid.uuid4().hex[:12], resume_command=resume_command(exp.root),
+                                   num_samples=space.search.num_samples)
     resources = init_ray(address)
     _check_fits(space, resources)
     exp.update_record(status="running", pid=os.getpid(), host=os.uname().nodename, address=address,
@@ -304,8 +307,18 @@ def _make_tuner(exp: Experiment, space: SearchSpace, blob: Any, objectives: tupl
     trainable = tune.with_resources(tune.with_parameters(search_trial, ctx=ctx),
                                     {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
     if restore and tune.Tuner.can_restore(exp.root):
-        return tune.Tuner.restore(exp.root, trainable=trainable, resume_unfinished=True,
-                                  resume_errored=True), broker
+        try:
+            return tune.Tuner.restore(exp.root, trainable=trainable, resume_unfinished=True,
+                                      resume_errored=True), broker
+        except Exception as exc:  # noqa: BLE001  (Tune's own state files are corrupt or of another version)
+            from ddecs_search.experiment import StateFileError
+
+            detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+            problem = (f"Ray Tune cannot restore the search from its state files (tuner.pkl, "
+                       f"experiment_state-*.json: {type(exc).__name__}: {detail})")
+            raise StateFileError(exp.path("tuner.pkl"), problem,
+                                 "the finished trials' results stay in trials/ and trials.csv; start a new "
+                                 "search with `ddecs-search run` (another --name)") from None
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=make_search_alg(space, objectives),
@@ -330,10 +343,7 @@ def _counts(results: Any, num_samples: int) -> dict[str, int]:
 
 
 def _load_latency_table(exp: Experiment) -> dict[str, float]:
-    import json
-
-    location = exp.path("latency_table.json")
-    return json.loads(storage_io.read_text(location)) if storage_io.exists(location) else {}
+    return exp.read_latency_table()
 
 
 def _save_latency_table(exp: Experiment, broker: Any) -> None:

@@ -49,13 +49,25 @@ class BaselineBlob:
     @classmethod
     def load(cls, exp: Experiment) -> BaselineBlob | None:
         """The baseline a previous run stored, or None."""
+        from ddecs_search.experiment import StateFileError, read_state
+
         probe_path = exp.path("baseline", "probe.json")
         if not storage.exists(probe_path):
             return None
-        probe = json.loads(storage.read_text(probe_path))
-        folder = probe.pop("folder")
-        weights = storage.read_bytes(exp.path("baseline", folder, "backbone.pt"))
-        meta = json.loads(storage.read_text(exp.path("baseline", folder, "meta.json")))
+        probe = dict(read_state(probe_path, json.loads, kind="probe.json"))
+        folder = str(probe.pop("folder", ""))
+        meta = read_state(exp.path("baseline", folder, "meta.json"), json.loads, kind="probe.json")
+        weights_path = exp.path("baseline", folder, "backbone.pt")
+        fix = f"delete {exp.path('baseline')} and `ddecs-search resume` trains the baseline again"
+        try:  # a truncated or corrupt backbone would fail every trial: check it loads (weights only)
+            import io
+
+            import torch
+
+            weights = storage.read_bytes(weights_path)
+            torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001  (missing, truncated, not a checkpoint)
+            raise StateFileError(weights_path, f"missing or corrupt ({type(exc).__name__})", fix) from None
         return cls(folder, weights, meta, probe)
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ddecs_search.config import Objective, SearchSpace
+from ddecs_search.errors import UserError
 from ddecs_search.experiment import EVALUATED_KEY, Experiment, scalar
 from ddecs_search.search._shared_baseline import BaselineBlob, trial_cache_dir
 from ddecs_search.search._space_fn import ConditionalSpace, build_candidate
@@ -51,7 +52,11 @@ def search_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     started = time.time()
     trial_id = tune.get_context().get_trial_id()
     exp = Experiment(ctx.exp_root)
-    stored = exp.read_trial_metrics(trial_id)
+    try:
+        stored = exp.read_trial_metrics(trial_id)
+    except UserError as exc:  # unreadable stored result: evaluate again rather than fail every retry
+        print(f"ddecs-search: {exc}; evaluating trial {trial_id} again", file=sys.stderr)
+        stored = None
     if stored is not None:  # finished before the driver went down: report again, never re-evaluate
         if trial_id not in exp.evaluation_counts():  # killed between metrics.json and its audit record
             _record(exp, trial_id, stored, recovered=True)

@@ -130,7 +130,14 @@ def verify_front(exp: Experiment, space: SearchSpace, objectives: Sequence[Objec
             _say(quiet, f"verify: {trial_id} has no deployable policy; skipped")
             continue
         files = {n: storage.read_bytes(storage.join(folder, n)) for n in names}
-        measured = ray.get(task.remote(space, files))  # one at a time: nothing else runs meanwhile
+        try:
+            measured = ray.get(task.remote(space, files))  # one at a time: nothing else runs meanwhile
+        except Exception as exc:  # noqa: BLE001  (a corrupt artefact must not lose the finished search)
+            cause = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            _say(quiet, f"verify: {trial_id}: its files in {folder} (model.pt, spec.json, policy.json) could "
+                        f"not be loaded ({cause}); skipped. Delete that folder and `ddecs-search resume` "
+                        "evaluates the trial again")
+            continue
         row = trials[trials["trial_id"].astype(str) == trial_id].iloc[0]
         out = {"trial_id": trial_id, "summary": row.get("summary"),
                **{o.name: row.get(o.name) for o in objectives},

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from ddecs_search import _faults
+
 # mkstemp creates 0600 files; renamed into place they get what ``open`` would give (0666 minus umask)
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -54,6 +56,7 @@ def atomic_open(
             fh.flush()
             os.fsync(fh.fileno())  # the bytes are on disk before the name points at them
         os.chmod(tmp, (0o666 & ~_UMASK) if permissions is None else permissions)
+        _faults.point(f"write:{path.name}")  # crash tests: killed with the new file not yet in place
         os.replace(tmp, path)
         fsync_dir(path.parent)  # ... and the rename itself survives a power cut
     except BaseException:

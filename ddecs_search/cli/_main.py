@@ -46,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     130 interrupted (``resume`` continues).
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from ddecs_search import _faults
+
+    _faults.arm()  # crash tests only (DDECS_TEST_KILL_AT); a no-op otherwise
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -14,6 +14,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from ddecs_search import _faults
 from ddecs_search.config import Constraint, Objective
 from ddecs_search.experiment import EVALUATED_KEY, Experiment, trial_row
 from ddecs_search.search._objectives import objective_values
@@ -65,6 +66,10 @@ class TrialsTableCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._write(trials)
+        _faults.point("trial-complete")  # crash tests: between two trials
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        _faults.point("trial-result")  # crash tests: mid-trial (an epoch was reported)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._write(trials)

@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from ddecs_search import _faults
 from ddecs_search import storage as storage_io
 from ddecs_search.config import SearchSpace
 from ddecs_search.errors import UserError
@@ -94,8 +95,24 @@ def resume_search(exp_dir: str, *, address: str | None = None, quiet: bool = Fal
             print(f"notice: took over the lock of a driver that is gone ({describe_holder(lock.took_over)})",
                   file=sys.stderr)
         space = exp.read_space()
+        _check_state(exp)
         check_data(space)
         return _execute(exp, space, address=address, quiet=quiet, verify=verify, restore=True)
+
+
+def _check_state(exp: Experiment) -> None:
+    """Read every state file once before Ray starts: a broken one is exit 2 naming it, before any work."""
+    from ddecs_search.search._shared_baseline import BaselineBlob
+
+    exp.read_record()
+    exp.read_trials()
+    exp.read_latency_table()
+    BaselineBlob.load(exp)
+    for trial_id in storage_io.list_names(exp.path("trials")):
+        try:
+            exp.read_trial_metrics(trial_id)
+        except UserError as exc:  # the trial is evaluated again (see _trainable); say so now
+            print(f"notice: {exc}; it will be evaluated again", file=sys.stderr)
 
 
 
@@ -147,6 +164,7 @@ def _execute_inner(exp: Experiment, space: SearchSpace, *, address: str | None, 
         counts.get("TERMINATED", 0) + counts.get("ERROR", 0) >= space.search.num_samples
     if not finished:
         counts = _mark_interrupted(exp, space.search.num_samples)
+    _faults.point("search-finished")  # crash tests: every trial done, latency table and record not written
     _save_latency_table(exp, broker)
     if finished and address is None:  # trials materialised the baseline here; nothing needs it any more
         from ddecs_search.search._shared_baseline import trial_cache_dir
@@ -277,6 +295,7 @@ def _prepare(exp: Experiment, space: SearchSpace, resources: dict[str, Any], *, 
         blob = train_shared_baseline(space, num_cpus=cpus, num_gpus=space.resources.gpu, quiet=True,
                                      work_dir=work_dir)
         blob.store(exp)
+        _faults.point("baseline-stored")
         if work_dir:  # stored (probe.json last): the epoch checkpoints are no longer needed
             shutil.rmtree(work_dir, ignore_errors=True)
         _say(quiet, f"baseline: val accuracy {blob.meta.get('val_accuracy', float('nan')):.4f} "

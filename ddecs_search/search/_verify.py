@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ddecs_search import storage
+from ddecs_search import _faults, storage
 from ddecs_search.config import Objective, SearchSpace
 from ddecs_search.experiment import Experiment
 from ddecs_search.metrics import STATIC_VALUES
@@ -146,6 +146,7 @@ def verify_front(exp: Experiment, space: SearchSpace, objectives: Sequence[Objec
         expected = out.get("expected_latency_ms")
         out["expected_over_verified"] = expected / out["verified_latency_ms"] if expected else float("nan")
         rows.append(out)
+        _faults.point("verify-pick")  # crash tests: during verify, some picks measured
         _say(quiet, f"verify: {trial_id} latency {out['verified_latency_ms']:.4f} ms end to end (table "
                     f"{expected:.4f} ms, ratio {out['expected_over_verified']:.3f}), speedup "
                     f"{out['verified_speedup']:.2f}x")

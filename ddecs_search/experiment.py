@@ -60,8 +60,8 @@ _FIX = {
                   "`ddecs-search resume`",
     LATENCY_TABLE_FILE: "it caches measured module latencies: delete it and `ddecs-search resume` "
                         "measures the modules again",
-    "metrics.json": "the trial's stored result is unreadable: delete the trial folder {folder} and "
-                    "`ddecs-search resume` evaluates the trial again",
+    "metrics.json": "delete it: a trial that had not finished is evaluated again by `ddecs-search resume`; "
+                    "a finished one keeps its row in trials.csv (rebuilt from Ray Tune's state)",
     "probe.json": "the stored baseline is unreadable: delete {folder} and `ddecs-search resume` trains "
                   "the baseline again",
 }

@@ -111,8 +111,8 @@ def _check_state(exp: Experiment) -> None:
     for trial_id in storage_io.list_names(exp.path("trials")):
         try:
             exp.read_trial_metrics(trial_id)
-        except UserError as exc:  # the trial is evaluated again (see _trainable); say so now
-            print(f"notice: {exc}; it will be evaluated again", file=sys.stderr)
+        except UserError as exc:  # an unfinished trial is evaluated again (see _trainable); say so now
+            print(f"notice: {exc}", file=sys.stderr)
 
 
 

@@ -113,6 +113,7 @@ def _train(space: SearchSpace, threads: int, quiet: bool, work_dir: str | None =
     with tempfile.TemporaryDirectory(prefix="ddecs-baseline-") as tmp:
         cache = Path(work_dir) if work_dir else Path(tmp)
         dropped = _usable_checkpoints(cache)
+        resumed = any(cache.glob("*/checkpoint.pt"))  # an interrupted baseline training continues
         result = train_baseline(space.backbone.name, splits, space.dataset, space.backbone.baseline,
                                 device=device, cache_dir=cache, seed=0, quiet=quiet)
         folder = result.path.parent
@@ -120,6 +121,8 @@ def _train(space: SearchSpace, threads: int, quiet: bool, work_dir: str | None =
         meta = json.loads((folder / "meta.json").read_text())
         if dropped:
             meta["restarted_after_corrupt_checkpoint"] = dropped
+        if resumed:
+            meta["resumed_from_checkpoint"] = True
     meter = create_energy_meter(space.measurement.energy, device)
     probe = {"device": device_name(device), "energy_available": bool(meter.available),
              "energy_source": meter.source, "node_id": node_id(), "host": os.uname().nodename}

@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ddecs_search import _faults
@@ -104,6 +105,9 @@ def _check_state(exp: Experiment) -> None:
     """Read every state file once before Ray starts: a broken one is exit 2 naming it, before any work."""
     from ddecs_search.search._shared_baseline import BaselineBlob
 
+    if not storage_io.is_uri(exp.root):  # temp files of writes a killed driver never renamed
+        for leftover in Path(exp.root).glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
     exp.read_record()
     exp.read_trials()
     exp.read_latency_table()

@@ -1,0 +1,295 @@
+"""Crash tests: the driver is SIGKILLed at many points of a search's life and resumed each time; state
+files are truncated one at a time; two resumes start at once; the driver lock and checkpoint fallbacks.
+
+The kill points are named in the product (``ddecs_search/_faults.py``: ``DDECS_TEST_KILL_AT=NAME[@N]``
+makes the driver kill itself the N-th time it passes that point), except "during baseline training",
+where the test kills the driver's process group itself once the baseline has checkpointed an epoch.
+Each driver runs in its own session so that killing it also ends the local Ray it started, as a crash
+of the machine would. Sized for a 2-core CPU: LeNet, 1024 training images, 3 trials of 3 epochs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ddecs_search.cli import main
+from ddecs_search.experiment import Experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "spaces" / "tiny.yaml"
+
+# kill points in the order a search passes them (a point the search no longer reaches is reported)
+KILL_POINTS = (
+    "baseline-stored",  # baseline trained and stored, no trial started
+    "write:trials.csv@1",  # first trials-table write: temp file written, not yet renamed
+    "trial-result@2",  # mid-trial: the second per-epoch result
+    "write:run.json@2",  # during a run-record write (the baseline/objectives record, before the Tuner)
+    "trial-complete@1",  # between trials: one finished, table written
+    "trial-result@2",  # mid-trial again, in another driver
+    "write:trials.parquet@2",  # during the table's parquet write
+    "trial-complete@1",  # between trials again
+    "search-finished",  # every trial done; latency table and record not yet written
+    "write:latency_table.json",  # during the final latency-table write
+    "verify-pick@1",  # during verify: one pick measured
+    "write:verified.csv",  # during the verify report write
+)
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def _space(tmp_path: Path) -> Path:
+    data = yaml.safe_load(TINY.read_text())
+    data["dataset"].update(train_subset=1024)
+    data["backbone"]["baseline"].update(epochs=3)
+    data["training"]["epochs"] = [3]
+    data["search"].update(num_samples=3, max_concurrent=2, seed=5, verify=True, verify_top=2)
+    path = tmp_path / "faults.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _driver(args: list[str], log: Path, kill_at: str | None = None) -> subprocess.Popen:
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    env.pop("DDECS_TEST_KILL_AT", None)
+    if kill_at:
+        env["DDECS_TEST_KILL_AT"] = kill_at
+    return subprocess.Popen([sys.executable, "-m", "ddecs_search", *args], stdout=log.open("a"),
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=ROOT)
+
+
+def _end(proc: subprocess.Popen, timeout: float = 600) -> int:
+    try:
+        rc = proc.wait(timeout=timeout)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the Ray the driver started (and its trial workers)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)
+    return rc
+
+
+def _results(exp_dir: Path) -> dict[str, float]:
+    """Every stored trial result (metrics.json, written last by a finished trial): trial id -> accuracy."""
+    out = {}
+    for path in sorted((exp_dir / "trials").glob("*/metrics.json")):
+        out[path.parent.name] = json.loads(path.read_text())["accuracy"]
+    return out
+
+
+# ------------------------------------------------------------------------------- the kill matrix
+@pytest.mark.slow
+def test_sigkill_at_many_points_then_resume_loses_nothing(tmp_path, capsys):
+    exp_dir = tmp_path / "exps" / "crash"
+    log = tmp_path / "drivers.log"
+    matrix: list[tuple[str, str]] = []
+    seen: dict[str, float] = {}
+
+    def check_kept(point: str) -> None:
+        now = _results(exp_dir)
+        for trial_id, acc in seen.items():  # nothing finished before is lost or changed
+            assert now.get(trial_id) == pytest.approx(acc), (point, trial_id)
+        seen.update(now)
+
+    # 1. during baseline training: killed by the test once an epoch checkpoint is in the experiment
+    proc = _driver(["run", str(_space(tmp_path)), "--storage", str(exp_dir.parent), "--name", "crash",
+                    "--no-verify", "--quiet"], log)
+    deadline = time.monotonic() + 300
+    while not list((exp_dir / "baseline" / "training").glob("*/checkpoint.pt")):
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    _end(proc)
+    matrix.append(("baseline training (epoch checkpoint on disk)", "killed"))
+
+    # 2. the named points, one driver each; every driver resumes what the previous one left
+    for point in KILL_POINTS:
+        rc = _end(_driver(["resume", str(exp_dir), "--quiet"], log, kill_at=point))
+        outcomes = {-signal.SIGKILL: "killed", 0: "finished before the point (not reached)"}
+        outcome = outcomes.get(rc, f"rc {rc}")
+        matrix.append((point, outcome))
+        assert rc in (-signal.SIGKILL, 0), f"{point}: {rc}\n{log.read_text()[-4000:]}"
+        check_kept(point)
+
+    # 3. two resumes at once: one drives the search to its end, the other exits 2 naming the holder
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    procs = [_driver(["resume", str(exp_dir), "--quiet"], p) for p in logs]
+    codes = sorted(_end(p) for p in procs)
+    texts = [p.read_text() for p in logs]
+    matrix.append(("two resumes at once", f"exit codes {codes}"))
+    print("\nfault-injection matrix:\n" + "\n".join(f"  {p:48s} {o}" for p, o in matrix))
+    (tmp_path / "matrix.json").write_text(json.dumps(matrix))
+    assert codes == [0, 2], texts
+    loser = next(t for t in texts if "being driven by another ddecs-search" in t)
+    assert "pid" in loser and "host" in loser and "--force" in loser, loser
+
+    killed = [p for p, o in matrix if o == "killed"]
+    assert len(killed) >= 10, matrix
+    # the search completed: every trial evaluated exactly once, every result from before every kill kept
+    exp = Experiment.at(exp_dir)
+    trials = exp.read_trials()
+    assert len(trials) == 3 and set(trials["state"]) == {"TERMINATED"} and trials["evaluated"].all()
+    assert exp.evaluation_counts() == {t: 1 for t in trials["trial_id"]}, exp.evaluation_counts()
+    check_kept("end")
+    assert set(seen) == set(trials["trial_id"])
+    assert trials.set_index("trial_id")["accuracy"].to_dict() == pytest.approx(seen)
+    assert exp.read_record()["status"] == "finished" and (exp_dir / "verified.csv").is_file()
+    meta = next((exp_dir / "baseline").glob("*/meta.json"))
+    assert json.loads(meta.read_text()).get("resumed_from_checkpoint") is True  # not retrained from zero
+    assert json.loads((exp_dir / "latency_table.json").read_text())  # persisted, not lost with the driver
+    assert not list(exp_dir.glob(".*.tmp")), "temp files of killed writes are cleaned up on resume"
+    assert not (exp_dir / "baseline" / "training").exists()
+
+    # 4. truncate each state file in turn (on copies of the finished experiment): exit 2 naming the file
+    #    before Ray starts, or the file is rebuilt
+    _truncation_matrix(exp_dir, tmp_path, capsys)
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _truncation_matrix(exp_dir: Path, tmp_path: Path, capsys) -> None:
+    baseline = next(p for p in (exp_dir / "baseline").iterdir() if p.is_dir())
+    trial = next(p for p in (exp_dir / "trials").iterdir() if p.is_dir())
+    files = {
+        "space.yaml": exp_dir / "space.yaml",
+        "run.json": exp_dir / "run.json",
+        "latency_table.json": exp_dir / "latency_table.json",
+        "baseline/probe.json": exp_dir / "baseline" / "probe.json",
+        "baseline meta.json": baseline / "meta.json",
+        "baseline backbone.pt": baseline / "backbone.pt",
+        "trial metrics.json": trial / "metrics.json",
+    }
+    rows = []
+    for label, path in files.items():
+        copy = tmp_path / "trunc" / label.replace("/", "_").replace(" ", "_") / exp_dir.name
+        shutil.copytree(exp_dir, copy)
+        target = copy / path.relative_to(exp_dir)
+        _truncate(target)
+        capsys.readouterr()
+        resume = ["resume", str(copy), "--quiet", "--no-verify"]
+        code = None if label == "trial metrics.json" else main(resume)
+        err = capsys.readouterr().err
+        if code is None:  # read through the experiment module (the trainable treats it as unfinished)
+            from ddecs_search.experiment import StateFileError
+
+            with pytest.raises(StateFileError) as info:
+                Experiment.at(copy).read_trial_metrics(trial.name)
+            err, code = str(info.value), 2
+        rows.append((label, code, err.strip().splitlines()[-1] if err.strip() else ""))
+        assert code == 2 and str(target) in err and "Traceback" not in err, (label, err)
+    # newer format of run.json
+    copy = tmp_path / "trunc" / "newer" / exp_dir.name
+    shutil.copytree(exp_dir, copy)
+    record = json.loads((copy / "run.json").read_text())
+    (copy / "run.json").write_text(json.dumps({**record, "format_version": 999}))
+    assert main(["resume", str(copy), "--quiet", "--no-verify"]) == 2
+    err = capsys.readouterr().err
+    assert "newer ddecs-search" in err and str(copy / "run.json") in err, err
+    rows.append(("run.json format_version 999", 2, err.strip().splitlines()[-1]))
+    print("truncation matrix:\n" + "\n".join(f"  {a:28s} exit {b}: {c}" for a, b, c in rows))
+    (tmp_path / "truncation.json").write_text(json.dumps(rows))
+
+
+# ------------------------------------------------------------------------- fast: lock, checkpoints
+def test_second_driver_exits_2_naming_the_holder_and_a_stale_lock_is_taken_over(tmp_path, capsys):
+    from ddecs_search.search._lock import DriverLock, lock_holder
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "space.yaml").write_text(yaml.safe_dump(yaml.safe_load(TINY.read_text())))
+    code = ("import time\nfrom ddecs_search.search._lock import DriverLock\n"
+            f"lock = DriverLock({str(exp)!r}).acquire()\nprint('held', flush=True)\ntime.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert lock_holder(str(exp))["pid"] == holder.pid
+        assert main(["resume", str(exp), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"pid {holder.pid}" in err and "host " in err and "since " in err and "--force" in err, err
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder died without releasing: the next driver takes the lock over (the kernel dropped the flock)
+    with DriverLock(str(exp)) as lock:
+        assert lock.took_over is not None and lock.took_over["pid"] == holder.pid
+        assert lock_holder(str(exp))["pid"] == os.getpid()
+    assert lock_holder(str(exp)) is None
+
+
+def test_object_storage_lease_heartbeat_expiry_and_force(tmp_path, monkeypatch):
+    from ddecs_search.search import _lock
+
+    monkeypatch.setattr(_lock, "CLAIM_SETTLE_S", 0.05)
+    uri = f"file://{tmp_path}/exp"
+    first = _lock.DriverLock(uri).acquire()  # a heartbeat lease (no flock on object storage)
+    try:
+        with pytest.raises(_lock.ExperimentLocked, match="heartbeat is recent"):
+            _lock.DriverLock(uri).acquire()
+        forced = _lock.DriverLock(uri, force=True).acquire()
+        assert forced.took_over["token"] == first.token
+        forced.release()
+    finally:
+        first._stop.set()
+    # a holder that stopped beating: stale after LEASE_S
+    lock_file = tmp_path / "exp" / _lock.LOCK_NAME
+    stale = {"host": "elsewhere", "pid": 1, "since": 0, "token": "old", "heartbeat_at": time.time() - 3600}
+    lock_file.write_text(json.dumps(stale))
+    with _lock.DriverLock(uri) as lock:
+        assert lock.took_over["host"] == "elsewhere"
+    assert not lock_file.exists()
+
+
+def test_corrupt_epoch_checkpoint_falls_back_to_the_previous_then_to_a_fresh_start(tmp_path):
+    from ray import tune
+
+    from ddecs_search.search._trainable import CHECKPOINT_FILE, PREVIOUS_DIR, _restore_checkpoint
+    from ddecs_search.training import save_atomic
+
+    folder = tmp_path / "ckpt"
+    for sub, epoch in ((folder, 4), (folder / PREVIOUS_DIR, 3)):
+        save_atomic({"model": {}, "optimizer": {}, "scaler": {}}, sub / CHECKPOINT_FILE)
+        (sub / "epoch.json").write_text(json.dumps({"epoch": epoch}))
+    work = tmp_path / "work"
+    work.mkdir()
+    assert _restore_checkpoint(tune.Checkpoint.from_directory(str(folder)), work) == 4
+    _truncate(folder / CHECKPOINT_FILE)
+    shutil.rmtree(work)
+    work.mkdir()
+    assert _restore_checkpoint(tune.Checkpoint.from_directory(str(folder)), work) == 3  # the epoch before
+    assert (work / CHECKPOINT_FILE).read_bytes() == (folder / PREVIOUS_DIR / CHECKPOINT_FILE).read_bytes()
+    (folder / PREVIOUS_DIR / CHECKPOINT_FILE).write_bytes(b"garbage")
+    shutil.rmtree(work)
+    work.mkdir()
+    assert _restore_checkpoint(tune.Checkpoint.from_directory(str(folder)), work) is None  # fresh start
+    assert not (work / CHECKPOINT_FILE).exists()
+
+
+def test_state_file_errors_name_the_file_and_the_fix(tmp_path):
+    from ddecs_search.experiment import StateFileError
+
+    exp = Experiment.at(tmp_path)
+    exp.update_record(status="running")  # the product's writer
+    (tmp_path / "run.json").write_text('{"status": "runn')
+    with pytest.raises(StateFileError, match=r"run.json: corrupt \(JSONDecodeError.*delete it"):
+        exp.read_record()
+    (tmp_path / "run.json").write_text("")
+    with pytest.raises(StateFileError, match="empty"):
+        exp.read_record()
+    (tmp_path / "latency_table.json").write_text("[1, 2")
+    with pytest.raises(StateFileError, match="latency_table.json: corrupt.*measures the modules again"):
+        exp.read_latency_table()
+    (tmp_path / "trials.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(StateFileError, match=r"trials.csv: corrupt.*rebuilt from Ray Tune's state"):
+        exp.read_trials()

@@ -75,6 +75,8 @@ class DriverLock:
 
     # ---------------------------------------------------------------------------------------- public
     def acquire(self) -> DriverLock:
+        if self._fh is not None or self._thread is not None:  # held already (``with lock.acquire():``)
+            return self
         if _io.is_uri(self.exp_root):
             self._acquire_lease()
         else:

@@ -70,7 +70,7 @@ def run_search(space: SearchSpace, *, name: str | None = None, storage: str | No
 
     _check_fits(space, init_ray(address))
     command = " ".join(shlex.quote(a) for a in sys.argv)
-    with DriverLock(exp.root, command=command).acquire():  # a concurrent `run --name` of the same: exit 2
+    with DriverLock(exp.root, command=command):  # a concurrent `run --name` of the same: exit 2
         if storage_io.exists(exp.path("space.yaml")):
             raise UserError(f"{exp.root} was just created by another ddecs-search run; choose another --name")
         exp.write_space(space)

@@ -97,6 +97,9 @@ class DriverLock:
             import fcntl
 
             try:
+                self._fh.seek(0)
+                self._fh.truncate()  # released cleanly: the next driver finds no holder to take over from
+                self._fh.flush()
                 fcntl.flock(self._fh, fcntl.LOCK_UN)
             finally:
                 self._fh.close()

@@ -288,6 +288,8 @@ def _prepare(exp: Experiment, space: SearchSpace, resources: dict[str, Any], *, 
     from ddecs_search.search._shared_baseline import BaselineBlob, train_shared_baseline
 
     blob = BaselineBlob.load(exp)
+    if blob is not None and not storage_io.is_uri(exp.root):  # stored; a kill may have left its checkpoints
+        shutil.rmtree(exp.path("baseline", "training"), ignore_errors=True)
     if blob is None:
         # alone on a local machine the baseline may use every core; on a cluster, one trial's share
         cpus = max(space.resources.cpu, resources.get("CPU", 1)) if local else space.resources.cpu

@@ -119,5 +119,7 @@ def _threshold(config: PolicyConfig) -> ExitPolicy:
     if unknown:
         from ddecs_search.errors import ConfigError
 
-        raise ConfigError(f"'policy.options': threshold policy takes no option(s) {sorted(unknown)}")
+        raise ConfigError(
+            f"'policy.options': threshold policy takes no option(s) {sorted(unknown)}; valid: ['thresholds']"
+        )
     return ThresholdPolicy(metric=config.metric, thresholds=config.options.get("thresholds"))

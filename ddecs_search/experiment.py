@@ -10,11 +10,13 @@ is a local path or any URI that ``run --storage`` accepts (see :mod:`ddecs_searc
       space.yaml            the validated space the search ran (CLI overrides and energy fallback applied)
       run.json              run record: status, objectives, notices, baseline, timing, resume command
       baseline/<name>-<key>/backbone.pt, meta.json   the backbone trained once for all trials
+      baseline/training/    its epoch checkpoints while it trains (removed once stored)
+      driver.lock           held by the one driver (run/resume) of the experiment: host, pid, since
       trials/<trial_id>/    model.pt, spec.json, policy.json, test_exits.npz, metrics.json
       evaluations/          one JSON record per finished candidate evaluation (an audit trail)
       trials.csv, trials.parquet   one row per trial, rewritten atomically as trials finish
       verified.csv          isolated end-to-end re-measurement of the final Pareto picks
-      latency_table.json    the isolated per-module latency table, to seed a resumed search
+      latency_table.json    the isolated per-module latency table (rewritten as modules are measured)
       tuner.pkl, experiment_state-*.json, <trial dirs>   Ray Tune's own state (restore)
 """
 

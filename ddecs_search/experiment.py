@@ -101,7 +101,7 @@ def read_state(location: str, parse: Any, *, kind: str | None = None) -> Any:
         raise
     except UserError as exc:  # a space that no longer validates
         raise StateFileError(location, f"invalid ({exc})", fix) from None
-    except Exception as exc:  # noqa: BLE001  (JSON/YAML/CSV errors of a corrupt file)
+    except Exception as exc:  # (JSON/YAML/CSV errors of a corrupt file)
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise StateFileError(location, f"corrupt ({type(exc).__name__}: {detail})", fix) from None
 
@@ -215,7 +215,7 @@ class Experiment:
         location = self.path("trials.csv")
         if not storage.exists(location):
             return pd.DataFrame(columns=["trial_id", "state"])
-        def parse(text: str):  # noqa: ANN202
+        def parse(text: str):
             frame = pd.read_csv(io.StringIO(text), dtype=dict.fromkeys(TEXT_COLUMNS, str))
             missing = {"trial_id", "state"} - set(frame.columns)
             if missing:

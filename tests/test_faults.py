@@ -62,8 +62,14 @@ def _driver(args: list[str], log: Path, kill_at: str | None = None) -> subproces
     env.pop("DDECS_TEST_KILL_AT", None)
     if kill_at:
         env["DDECS_TEST_KILL_AT"] = kill_at
-    return subprocess.Popen([sys.executable, "-m", "ddecs_search", *args], stdout=log.open("a"),
-                            stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=ROOT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ddecs_search", *args],
+        stdout=log.open("a"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+        cwd=ROOT,
+    )
 
 
 def _end(proc: subprocess.Popen, timeout: float = 600) -> int:
@@ -101,8 +107,19 @@ def test_sigkill_at_many_points_then_resume_loses_nothing(tmp_path, capsys):
         seen.update(now)
 
     # 1. during baseline training: killed by the test once an epoch checkpoint is in the experiment
-    proc = _driver(["run", str(_space(tmp_path)), "--storage", str(exp_dir.parent), "--name", "crash",
-                    "--no-verify", "--quiet"], log)
+    proc = _driver(
+        [
+            "run",
+            str(_space(tmp_path)),
+            "--storage",
+            str(exp_dir.parent),
+            "--name",
+            "crash",
+            "--no-verify",
+            "--quiet",
+        ],
+        log,
+    )
     deadline = time.monotonic() + 300
     while not list((exp_dir / "baseline" / "training").glob("*/checkpoint.pt")):
         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
@@ -209,8 +226,10 @@ def test_second_driver_exits_2_naming_the_holder_and_a_stale_lock_is_taken_over(
     exp = tmp_path / "exp"
     exp.mkdir()
     (exp / "space.yaml").write_text(yaml.safe_dump(yaml.safe_load(TINY.read_text())))
-    code = ("import time\nfrom ddecs_search.search._lock import DriverLock\n"
-            f"lock = DriverLock({str(exp)!r}).acquire()\nprint('held', flush=True)\ntime.sleep(60)")
+    code = (
+        "import time\nfrom ddecs_search.search._lock import DriverLock\n"
+        f"lock = DriverLock({str(exp)!r}).acquire()\nprint('held', flush=True)\ntime.sleep(60)"
+    )
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -288,7 +307,7 @@ def test_state_file_errors_name_the_file_and_the_fix(tmp_path):
     with pytest.raises(StateFileError, match="empty"):
         exp.read_record()
     (tmp_path / "latency_table.json").write_text("[1, 2")
-    with pytest.raises(StateFileError, match="latency_table.json: corrupt.*measures the modules again"):
+    with pytest.raises(StateFileError, match=r"latency_table.json: corrupt.*measures the modules again"):
         exp.read_latency_table()
     (tmp_path / "trials.csv").write_text("a,b\n1,2\n")
     with pytest.raises(StateFileError, match=r"trials.csv: corrupt.*rebuilt from Ray Tune's state"):

@@ -139,7 +139,7 @@ def resume(args: argparse.Namespace) -> int:
     return _report(outcome, args)
 
 
-def _report(outcome, args: argparse.Namespace) -> int:  # noqa: ANN001
+def _report(outcome, args: argparse.Namespace) -> int:
     from ddecs_search.search import Experiment, format_status, search_status
 
     if not outcome.finished:
@@ -166,7 +166,7 @@ def _report(outcome, args: argparse.Namespace) -> int:  # noqa: ANN001
     return code
 
 
-def _summary(args: argparse.Namespace, exp_root: str | None, code: int, **fields) -> None:  # noqa: ANN003
+def _summary(args: argparse.Namespace, exp_root: str | None, code: int, **fields) -> None:
     if getattr(args, "json", False):
         from ddecs_search.search import resume_command
 

@@ -58,7 +58,7 @@ __all__ = [
 _MOVED = frozenset({"load_space", "parse_space", "candidate_from_dict"})
 
 
-def __getattr__(name: str):  # noqa: ANN202
+def __getattr__(name: str):
     if name in _MOVED:  # a clear message instead of a bare AttributeError for code written before the move
         raise AttributeError(
             f"ddecs_search.config.{name} moved to ddecs_search.spaces.{name} "

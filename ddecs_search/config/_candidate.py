@@ -151,7 +151,7 @@ class Candidate:
     def __post_init__(self) -> None:
         if len(self.exit_points) == 0:
             fail("exit_points", "needs at least one early exit")
-        if any(b <= a for a, b in zip(self.exit_points, self.exit_points[1:])):
+        if any(b <= a for a, b in zip(self.exit_points, self.exit_points[1:], strict=False)):
             fail(
                 "exit_points",
                 f"must be strictly increasing (ordered, distinct), got {list(self.exit_points)}",

@@ -31,8 +31,10 @@ def describe_candidate(candidate: Candidate, exit_point_names: Sequence[str]) ->
     """``"conv1+conv2 | avg4 fc; 1xconv32 avg2 fc | frozen 2ep | threshold λ=0.1"``."""
     branches = "; ".join(describe_branch(b) for b in candidate.branches)
     t, p = candidate.training, candidate.policy
-    return (f"{exit_names(candidate, exit_point_names)} | {branches} | {t.mode} {t.epochs}ep | "
-            f"{p.kind} λ={p.cost_weight:.3g}")
+    return (
+        f"{exit_names(candidate, exit_point_names)} | {branches} | {t.mode} {t.epochs}ep | "
+        f"{p.kind} λ={p.cost_weight:.3g}"
+    )
 
 
 def describe_static(backbone: str) -> str:

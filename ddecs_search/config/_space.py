@@ -64,7 +64,8 @@ class ExitSpace:
         if len(self.count) != 2 or not 1 <= self.count[0] <= self.count[1]:
             fail("count", f"must be [min, max] early exits with 1 <= min <= max, got {list(self.count)}")
         if self.points is not None:
-            if any(b <= a for a, b in zip(self.points, self.points[1:])) or any(p < 0 for p in self.points):
+            ordered = all(a < b for a, b in zip(self.points, self.points[1:], strict=False))
+            if not ordered or any(p < 0 for p in self.points):
                 fail("points", f"must be ordered, distinct, non-negative indices, got {list(self.points)}")
             if len(self.points) < self.count[1]:
                 fail(

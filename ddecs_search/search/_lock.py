@@ -66,8 +66,13 @@ class DriverLock:
         self.location = _io.join(exp_root, LOCK_NAME)
         self.force = force
         self.token = uuid.uuid4().hex
-        self.info = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time(),
-                     "token": self.token, "command": command}
+        self.info = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": time.time(),
+            "token": self.token,
+            "command": command,
+        }
         self.took_over: dict[str, Any] | None = None  # the stale holder replaced, if any
         self._fh: Any = None
         self._stop = threading.Event()
@@ -91,7 +96,7 @@ class DriverLock:
             try:
                 if _read(self.location).get("token") == self.token:
                     _delete(self.location)
-            except Exception:  # noqa: BLE001  (best effort: an expired lease clears by itself)
+            except Exception:  # (best effort: an expired lease clears by itself)
                 pass
         if self._fh is not None:
             import fcntl
@@ -116,7 +121,7 @@ class DriverLock:
         import fcntl
 
         os.makedirs(self.exp_root, exist_ok=True)
-        fh = open(self.location, "a+")  # noqa: SIM115  (held open for the driver's life)
+        fh = open(self.location, "a+")  # (held open for the driver's life)
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -159,7 +164,7 @@ class DriverLock:
         while not self._stop.wait(HEARTBEAT_S):
             try:
                 self._write_lease()
-            except Exception:  # noqa: BLE001  (a missed beat is retried; LEASE_S allows several)
+            except Exception:  # (a missed beat is retried; LEASE_S allows several)
                 pass
 
 

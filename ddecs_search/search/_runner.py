@@ -335,7 +335,7 @@ def _make_tuner(exp: Experiment, space: SearchSpace, blob: Any, objectives: tupl
         try:
             return tune.Tuner.restore(exp.root, trainable=trainable, resume_unfinished=True,
                                       resume_errored=True), broker
-        except Exception as exc:  # noqa: BLE001  (Tune's own state files are corrupt or of another version)
+        except Exception as exc:  # (Tune's own state files are corrupt or of another version)
             from ddecs_search.experiment import StateFileError
 
             detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""

@@ -66,7 +66,7 @@ class BaselineBlob:
 
             weights = storage.read_bytes(weights_path)
             torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001  (missing, truncated, not a checkpoint)
+        except Exception as exc:  # (missing, truncated, not a checkpoint)
             raise StateFileError(weights_path, f"missing or corrupt ({type(exc).__name__})", fix) from None
         return cls(folder, weights, meta, probe)
 
@@ -87,7 +87,7 @@ def _usable_checkpoints(work_dir: Path) -> list[str]:
             state = load_checkpoint(path)
             if not isinstance(state, dict) or "model" not in state:
                 raise ValueError("not a training checkpoint")
-        except Exception:  # noqa: BLE001  (any unreadable file: truncated, garbage, wrong format)
+        except Exception:  # (any unreadable file: truncated, garbage, wrong format)
             path.unlink(missing_ok=True)
             dropped.append(str(path))
     return dropped

@@ -177,7 +177,7 @@ def _usable_checkpoint(folder: Path) -> int | None:
         state = load_checkpoint(Path(folder, CHECKPOINT_FILE))
         if not isinstance(state, dict) or "model" not in state:
             return None
-    except Exception:  # noqa: BLE001  (missing, truncated, garbage, wrong format: all mean "not usable")
+    except Exception:  # (missing, truncated, garbage, wrong format: all mean "not usable")
         return None
     return epoch
 

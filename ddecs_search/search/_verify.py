@@ -132,7 +132,7 @@ def verify_front(exp: Experiment, space: SearchSpace, objectives: Sequence[Objec
         files = {n: storage.read_bytes(storage.join(folder, n)) for n in names}
         try:
             measured = ray.get(task.remote(space, files))  # one at a time: nothing else runs meanwhile
-        except Exception as exc:  # noqa: BLE001  (a corrupt artefact must not lose the finished search)
+        except Exception as exc:  # (a corrupt artefact must not lose the finished search)
             cause = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             _say(quiet, f"verify: {trial_id}: its files in {folder} (model.pt, spec.json, policy.json) could "
                         f"not be loaded ({cause}); skipped. Delete that folder and `ddecs-search resume` "

@@ -214,9 +214,10 @@ def _energy(
 
     m = space.measurement
     meter = create_energy_meter(m.energy, prepared.device)
+    available = meter.available  # (a closed meter reports unavailable)
     try:
         kwargs = {"min_seconds": m.energy_min_seconds, "warmup": min(m.warmup, 2)}
-        with lease() if lease is not None and meter.available else contextlib.nullcontext():
+        with lease() if lease is not None and available else contextlib.nullcontext():
             static = energy_per_sample(meter, prepared.baseline, batch, prepared.device, **kwargs)
             dynamic = energy_per_sample(
                 meter, lambda x: prepared.model.early_exit(x, policy), batch, prepared.device, **kwargs
@@ -224,7 +225,7 @@ def _energy(
     finally:
         meter.close()
     source = dynamic.source
-    if meter.available:
+    if available and dynamic.energy_mj is not None:
         if lease is not None:
             source += " (measurement lease held: no other measurement meanwhile; trials may train)"
         elif os.environ.get("DDECS_IN_TRIAL"):

@@ -312,3 +312,41 @@ def test_state_file_errors_name_the_file_and_the_fix(tmp_path):
     (tmp_path / "trials.csv").write_text("a,b\n1,2\n")
     with pytest.raises(StateFileError, match=r"trials.csv: corrupt.*rebuilt from Ray Tune's state"):
         exp.read_trials()
+
+
+def test_energy_is_metered_under_the_measurement_lease(monkeypatch):
+    """Both energy readings (static and early-exit) happen while the search's lease is held, and
+    ``energy_source`` says so; without a lease an in-trial reading is flagged as contended."""
+    from types import SimpleNamespace
+
+    from ddecs_search import evaluation, profiling
+
+    events: list[str] = []
+
+    class Meter:
+        available = True
+
+        def close(self) -> None:
+            self.available = False
+
+    def reading(meter, fn, batch, device, **kwargs):
+        events.append("read")
+        return SimpleNamespace(energy_mj=1.0, source="fake-meter")
+
+    monkeypatch.setattr(profiling, "create_energy_meter", lambda kind, device: Meter())
+    monkeypatch.setattr(profiling, "energy_per_sample", reading)
+
+    class Lease:
+        def __enter__(self):
+            events.append("acquire")
+
+        def __exit__(self, *exc):
+            events.append("release")
+
+    space = SimpleNamespace(measurement=SimpleNamespace(energy="auto", energy_min_seconds=0.1, warmup=1))
+    prepared = SimpleNamespace(device="cpu", baseline=None, model=None)
+    out = evaluation._energy(space, prepared, None, None, Lease)
+    assert events == ["acquire", "read", "read", "release"]
+    assert out["energy_source"].startswith("fake-meter (measurement lease held")
+    monkeypatch.setenv("DDECS_IN_TRIAL", "1")
+    assert "contended" in evaluation._energy(space, prepared, None, None, None)["energy_source"]

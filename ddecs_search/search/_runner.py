@@ -252,7 +252,8 @@ def _make_tuner(exp: Experiment, space: SearchSpace, blob: Any, objectives: tupl
         tune_config=tune.TuneConfig(search_alg=make_search_alg(space, objectives),
                                     scheduler=make_scheduler(space, objectives),
                                     num_samples=space.search.num_samples,
-                                    trial_dirname_creator=trial_dirname),
+                                    trial_dirname_creator=trial_dirname,
+                                    reuse_actors=True),  # imports + data once per worker (_worker.py)
         run_config=tune.RunConfig(
             name=exp.name, storage_path=exp.storage, verbose=0,
             callbacks=[TrialsTableCallback(objectives, space.constraints, exp.root),

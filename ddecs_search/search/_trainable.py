@@ -11,7 +11,6 @@ metrics. Lists are reported as JSON strings (Tune flattens results into scalar c
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -23,6 +22,7 @@ from ddecs_search.config import Objective, SearchSpace
 from ddecs_search.experiment import EVALUATED_KEY, Experiment, scalar
 from ddecs_search.search._shared_baseline import BaselineBlob, trial_cache_dir
 from ddecs_search.search._space_fn import ConditionalSpace, build_candidate
+from ddecs_search.search._worker import begin_trial, end_trial
 
 CHECKPOINT_FILE = "branches_checkpoint.pt"
 ARTEFACTS = ("model.pt", "spec.json", "policy.json", "test_exits.npz")
@@ -55,7 +55,7 @@ def search_trial(config: dict[str, Any], ctx: TrialContext) -> None:
             _record(exp, trial_id, stored, recovered=True)
         tune.report(stored)
         return
-    os.environ["DDECS_IN_TRIAL"] = "1"  # evaluation sizes torch's thread pool to the trial's CPUs
+    worker = begin_trial(ctx.exp_uid)  # reused process: reseed, shared data cache (search/_worker.py)
     candidate = build_candidate(ctx.space, ctx.space_fn, config)
     workdir = Path(tempfile.mkdtemp(prefix=f"ddecs-trial-{trial_id}-"))
     try:
@@ -71,6 +71,7 @@ def search_trial(config: dict[str, Any], ctx: TrialContext) -> None:
             "trial_finished_at": time.time(),
             "trial_wall_s": time.time() - started,
             "baseline_key": ctx.baseline.folder,
+            **worker,
         })
         if ctx.asha:
             from ddecs_search.search._searcher import proxy_key
@@ -82,6 +83,7 @@ def search_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         tune.report(flat)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        end_trial()
 
 
 def trial_dirname(trial: Any) -> str:

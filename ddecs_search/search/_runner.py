@@ -52,6 +52,9 @@ def run_search(space: SearchSpace, *, name: str | None = None, storage: str | No
     Raises:
         UserError: the experiment directory exists already, or the cluster cannot fit one trial.
     """
+    from ddecs_search.search._warm_start import check_warm_start
+
+    check_warm_start(space)  # a bad search.warm_start entry fails before any work
     root = storage_io.normalise(storage or DEFAULT_STORAGE)
     exp = Experiment.at(storage_io.join(root, name or default_name(space)))
     if storage_io.exists(exp.path("space.yaml")) or storage_io.exists(exp.path("tuner.pkl")):
@@ -234,6 +237,7 @@ def _make_tuner(exp: Experiment, space: SearchSpace, blob: Any, objectives: tupl
 
     from ddecs_search.search._callbacks import ProgressCallback, TrialsTableCallback
     from ddecs_search.search._latency_broker import start_broker
+    from ddecs_search.search._scheduler import active_rungs, make_rung_scheduler
     from ddecs_search.search._searcher import make_scheduler, make_search_alg
     from ddecs_search.search._space_fn import ConditionalSpace
     from ddecs_search.search._trainable import TrialContext, search_trial, trial_dirname
@@ -241,7 +245,7 @@ def _make_tuner(exp: Experiment, space: SearchSpace, blob: Any, objectives: tupl
     broker = start_broker(f"ddecs-latency-{exp_uid}-{uuid.uuid4().hex[:6]}", _load_latency_table(exp))
     ctx = TrialContext(space=space, space_fn=ConditionalSpace.from_space(space), exp_root=exp.root,
                        exp_uid=exp_uid, baseline=blob, broker=broker, objectives=tuple(objectives),
-                       asha=space.search.asha)
+                       asha=space.search.asha, rungs=active_rungs(space, objectives)[0])
     trainable = tune.with_resources(tune.with_parameters(search_trial, ctx=ctx),
                                     {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
     if restore and tune.Tuner.can_restore(exp.root):
@@ -250,7 +254,8 @@ def _make_tuner(exp: Experiment, space: SearchSpace, blob: Any, objectives: tupl
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=make_search_alg(space, objectives),
-                                    scheduler=make_scheduler(space, objectives),
+                                    scheduler=make_scheduler(space, objectives)
+                                    or make_rung_scheduler(space, objectives, exp.root),
                                     num_samples=space.search.num_samples,
                                     trial_dirname_creator=trial_dirname,
                                     reuse_actors=True),  # imports + data once per worker (_worker.py)

@@ -40,6 +40,7 @@ class TrialContext:
     broker: Any  # LatencyBroker actor handle
     objectives: tuple[Objective, ...]
     asha: bool = False
+    rungs: tuple[int, ...] = ()  # multi-objective early-stopping rungs (search/_scheduler.py); () = off
 
 
 def search_trial(config: dict[str, Any], ctx: TrialContext) -> None:
@@ -122,10 +123,18 @@ def _epoch_reporter(ctx: TrialContext, candidate: Any) -> Any:
         proxy = EpochProxy(ctx.space, candidate, objective, baseline_val)
         key = proxy_key(objective)
 
+    rung = None
+    if ctx.rungs:
+        from ddecs_search.search._scheduler import RungProxy
+
+        rung = RungProxy(ctx.space, candidate, ctx.rungs)
+
     def on_epoch(epoch: int, stats: dict[str, float], checkpoint_path: Path) -> None:
         result: dict[str, Any] = {"epoch": epoch + 1, "train_loss": stats.get("loss"), EVALUATED_KEY: False}
         if proxy is not None:
             result[key] = proxy(checkpoint_path)
+        if rung is not None:
+            result.update(rung(epoch + 1, checkpoint_path))
         with tempfile.TemporaryDirectory(prefix="ddecs-ckpt-") as tmp:
             shutil.copy2(checkpoint_path, Path(tmp, CHECKPOINT_FILE))
             Path(tmp, "epoch.json").write_text(json.dumps({"epoch": epoch}))

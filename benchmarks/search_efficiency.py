@@ -289,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     if es:
         print(
             f"  early stopping ({', '.join(es['pairs'])}): hv ratio {es['hv_ratio']} (goal >= 0.95) "
-            f"at trial-time ratio {es['time_ratio']:.2f} (goal <= 0.6; fit wall ratio {es['fit_time_ratio']:.2f}); "
+            f"at trial-time ratio {es['time_ratio']:.2f} (goal <= 0.6; "
+            f"fit wall ratio {es['fit_time_ratio']:.2f}); "
             f"stopped {es['stopped_trials']} of {trials}"
         )
     print(f"  total {summary['wall_s']:.0f} s; experiments in {storage}")

@@ -160,7 +160,14 @@ class RungProxy:
         policy = create_policy(cfg)
         policy.fit(fit, costs, cfg.cost_weight)
         stats = score_decisions(select, policy.decide_table(select), costs)
-        return {RUNG_EPOCH: epoch, RUNG_ACCURACY: float(stats.accuracy), RUNG_COST: float(stats.cost)}
+        from ddecs_search.search._worker import current_trial
+
+        return {
+            RUNG_EPOCH: epoch,
+            RUNG_ACCURACY: float(stats.accuracy),
+            RUNG_COST: float(stats.cost),
+            **current_trial(),
+        }
 
 
 # ----------------------------------------------------------------------------------- driver side

@@ -55,6 +55,7 @@ def begin_trial(exp_uid: str) -> dict[str, Any]:
     np.random.seed(0)
     torch.manual_seed(0)
     _STATE["trials"] += 1
+    _STATE["started_at"] = time.time()
     last = _STATE["last_finished_at"]
     return {
         "worker_pid": os.getpid(),
@@ -66,3 +67,12 @@ def begin_trial(exp_uid: str) -> dict[str, Any]:
 def end_trial() -> None:
     """Mark the end of this process's current trial body (for the next trial's ``worker_idle_s``)."""
     _STATE["last_finished_at"] = time.time()
+
+
+def current_trial() -> dict[str, Any]:
+    """This process's running trial, for partial results (a trial stopped early keeps them)."""
+    return {
+        "worker_pid": os.getpid(),
+        "worker_trial_number": _STATE["trials"],
+        "trial_started_at": _STATE.get("started_at"),
+    }

@@ -9,7 +9,8 @@ off. Reported:
 - **hypervolume** of each search's feasible full-fidelity front after N trials, per algorithm the median
   and spread (min..max) over seeds, on objectives normalised over all runs together (0 = the best value
   any run found, 1 = the reference point: the worst value found, padded by 10 % of the range), so 1.0 is
-  the whole box and runs are comparable; the front uses the *test* metrics the search reports;
+  the whole box and runs are comparable; the front is on the search's own (effective) objectives, the
+  selection-part validation accuracy and table estimates it chooses with;
 - **orchestration overhead share**: ``1 - sum(trial body seconds) / (max_concurrent * Tuner.fit()
   seconds)`` over all runs: actor start-up, Tune's hand-over between trials, the sampler, checkpoints,
   result handling and idle slots (body = ``trial_wall_s``; a stopped trial's body = Tune's
@@ -123,10 +124,10 @@ def collect(exp_dir: Path, algorithm: str, seed: int, early_stopping: bool, wall
         "fit_s": float(record.get("fit_s", wall)),
         "wall_s": wall,
         "body_s": float(body.sum()),
-        "n_trials": int(len(table)),
-        "n_full": int(len(full)),
-        "n_stopped": int(len(stopped)),
-        "n_feasible": int(len(ok)),
+        "n_trials": len(table),
+        "n_full": len(full),
+        "n_stopped": len(stopped),
+        "n_feasible": len(ok),
         "max_concurrent": space.search.max_concurrent,
         "baseline_train_s": float(record["baseline"].get("train_time_s", float("nan"))),
         "mean_full_trial_s": float(full["trial_wall_s"].mean()) if len(full) else float("nan"),

@@ -104,14 +104,18 @@ def test_rungs_are_on_for_multi_objective_spaces_only():
     from ddecs_search.search._scheduler import active_rungs, rung_dimensions
 
     space = load_space(QUICK)
-    objectives = (Objective("accuracy", "max"), Objective("latency_ms", "min"), Objective("macs", "min"))
+    objectives = (
+        Objective("val_accuracy", "max"),
+        Objective("expected_latency_ms", "min"),
+        Objective("macs", "min"),
+    )
     assert space.search.early_stopping.enabled  # default on
     assert active_rungs(space, objectives) == ((1,), None)  # epochs [2]: a rung after the first
     assert rung_dimensions(objectives) == (("rung_val_accuracy", "max"), ("rung_expected_macs", "min"))
     assert active_rungs(space, objectives[:1]) == ((), None)  # single objective: ASHA's job
     off = _with(space, early_stopping=EarlyStoppingConfig(enabled=False))
     assert active_rungs(off, objectives) == ((), None)
-    rungs, notice = active_rungs(space, (Objective("accuracy", "max"), Objective("train_time_s", "min")))
+    rungs, notice = active_rungs(space, (Objective("val_accuracy", "max"), Objective("train_time_s", "min")))
     assert rungs == () and "train_time_s" in notice
     long = dataclasses.replace(space, training=dataclasses.replace(space.training, epochs=(2, 5)))
     assert active_rungs(long, objectives)[0] == (1, 2, 3, 4)
@@ -152,7 +156,7 @@ def test_warm_start_maps_candidates_onto_the_define_by_run_space():
     fn = ConditionalSpace.from_space(space)
     points = warm_start_points(space, fn)
     assert points[0]["exit_points/n2"] == "0,1" and points[1]["exit_points/n1"] == "2"
-    for entry, params in zip(entries, points):
+    for entry, params in zip(entries, points, strict=True):
         want = candidate_from_dict(space, entry)
         got = build_candidate(space, fn, unflatten_dict(params))
         assert got.exit_points == want.exit_points and got.branches == want.branches
@@ -218,7 +222,7 @@ def test_shared_data_cache_is_identical_to_a_fresh_decode(tmp_path, monkeypatch)
     mapped, mapped_names = splits()  # now mapped from the .npy files
     clear_cache()
     assert names == created_names == mapped_names
-    for (fx, fy), (cx, cy), (mx, my) in zip(fresh, created, mapped):
+    for (fx, fy), (cx, cy), (mx, my) in zip(fresh, created, mapped, strict=True):
         assert fx.dtype == mx.dtype and fx.shape == mx.shape
         assert torch_equal(fx, cx) and torch_equal(fx, mx) and torch_equal(fy, cy) and torch_equal(fy, my)
 
@@ -232,7 +236,7 @@ def torch_equal(a, b) -> bool:
 # ------------------------------------------------------------------------------- real Ray searches
 @pytest.fixture(scope="module")
 def local_ray():
-    from ddecs_search.search._ray import init_ray
+    from ddecs_search.ray_setup import init_ray
 
     init_ray(num_cpus=2)
     yield

@@ -35,13 +35,14 @@ import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from ddecs_search.config import Candidate, Objective, SearchSpace
-from ddecs_search.config._space import ASHA_OBJECTIVES
 
 RUNG_ACCURACY = "rung_val_accuracy"
 RUNG_COST = "rung_expected_macs"
 RUNG_EPOCH = "rung_epoch"
 STATE_FILE = "early_stopping.json"
 
+#: Objectives the rung's validation-accuracy proxy stands in for (accuracy-type, either direction).
+ACCURACY_OBJECTIVES = ("val_accuracy", "val_accuracy_drop", "accuracy", "accuracy_drop", "table_accuracy")
 #: Objectives the rung's expected-MAC proxy stands in for (cost-type, whatever their direction).
 COST_OBJECTIVES = (
     "latency_ms",
@@ -84,7 +85,7 @@ def rung_dimensions(objectives: Sequence[Objective]) -> tuple[tuple[str, str], .
     """The rung point's ``(key, direction)`` dimensions for these objectives, or None (no proxy for one)."""
     keys = []
     for o in objectives:
-        if o.name in ASHA_OBJECTIVES:
+        if o.name in ACCURACY_OBJECTIVES:
             keys.append((RUNG_ACCURACY, "max"))
         elif o.name in COST_OBJECTIVES:
             keys.append((RUNG_COST, "min"))
@@ -102,7 +103,7 @@ def active_rungs(space: SearchSpace, objectives: Sequence[Objective]) -> tuple[t
         names = [o.name for o in objectives]
         return (), (
             f"search.early_stopping: off, objective(s) {names} include one without a per-epoch proxy "
-            f"(accuracy-type: {', '.join(ASHA_OBJECTIVES)}; cost-type: {', '.join(COST_OBJECTIVES)})"
+            f"(accuracy-type: {', '.join(ACCURACY_OBJECTIVES)}; cost-type: {', '.join(COST_OBJECTIVES)})"
         )
     longest = max(space.training.epochs)
     rungs = tuple(r for r in (cfg.rungs or range(1, longest)) if r < longest)

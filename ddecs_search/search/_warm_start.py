@@ -17,12 +17,15 @@ its range, another backbone) is a configuration error that names the entry and t
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import Any, NoReturn
 
 from ddecs_search.config import SearchSpace, candidate_from_dict
-from ddecs_search.config._parse import fail
 from ddecs_search.errors import ConfigError
 from ddecs_search.search._space_fn import BRANCH_DIMS, ConditionalSpace, _encode_points
+
+
+def fail(path: str, message: str) -> NoReturn:
+    raise ConfigError(f"'{path}': {message}")
 
 
 def _pick(params: dict[str, Any], name: str, value: Any, choices: Any, path: str) -> None:

@@ -34,9 +34,9 @@ def node_data_dir(exp_uid: str) -> Path:
 
 def use_shared_data(exp_uid: str) -> None:
     """Route this process's dataset loading through the node's shared cache of the experiment."""
-    from ddecs_search.data._shared_cache import ENV
+    from ddecs_search.data import SHARED_CACHE_ENV
 
-    os.environ[ENV] = str(node_data_dir(exp_uid))
+    os.environ[SHARED_CACHE_ENV] = str(node_data_dir(exp_uid))
 
 
 def begin_trial(exp_uid: str) -> dict[str, Any]:

@@ -327,6 +327,7 @@ def test_reused_worker_gives_the_same_result_as_a_fresh_one(local_ray, tmp_path)
 @pytest.mark.slow
 def test_stopped_trials_keep_a_marked_partial_record_and_never_reach_the_front(local_ray, tmp_path):
     from ddecs_search.analysis import experiment_front
+    from ddecs_search.metrics import STATIC_TRIAL_ID
 
     # one at a time (a fixed order of rung points) and a strict rule: some trials are dominated at rung 1
     search = {
@@ -349,8 +350,9 @@ def test_stopped_trials_keep_a_marked_partial_record_and_never_reach_the_front(l
     for trial_id in stopped["trial_id"]:  # each was dominated at its rung by an earlier point
         assert not (tmp_path / "es" / "trials" / trial_id / "metrics.json").exists()
     _, front = experiment_front(tmp_path / "es")
-    assert len(front.front) >= 1 and not set(front.front["trial_id"]) & set(stopped["trial_id"])
-    assert set(front.ranked["trial_id"]) <= set(full["trial_id"])
+    front_ids = set(front.front["trial_id"]) - {STATIC_TRIAL_ID}  # the static network is ranked too
+    assert front_ids and not front_ids & set(stopped["trial_id"])
+    assert set(front.ranked["trial_id"]) - {STATIC_TRIAL_ID} <= set(full["trial_id"])
     # the sampler was told only full evaluations (stopped trials: PRUNED), the warm start as trial 0
     (searcher_file,) = (tmp_path / "es").glob("searcher-state-*.pkl")
     study = pickle.loads(searcher_file.read_bytes())["_ot_study"]

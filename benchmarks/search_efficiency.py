@@ -1,29 +1,41 @@
-"""How well and how efficiently the search searches.
+"""How well and how efficiently the search searches, on the default space.
 
-For each algorithm (NSGA-II, TPE, random) and seed, one search of the same space with the same trial
-budget runs on a local Ray; then
+For each algorithm (NSGA-II, TPE, random) and seed, one search of ``search_spaces/fashion_mnist_quick.yaml``
+(the default job) with the same trial budget runs on one local Ray, with the space's defaults: worker reuse,
+the node's shared data cache, and multi-objective early stopping on. Then, for the early-stopping
+comparison, the same searches (same algorithm(s), same seeds) run again with ``search.early_stopping``
+off. Reported:
 
-- **hypervolume** of each search's feasible front after N trials, averaged over seeds, on objectives
-  normalised over all runs together: 0 = the best value any run found, 1 = the reference point (the
-  worst value found, padded by 10 % of the range), so 1.0 is the whole box and runs are comparable;
-- **orchestration overhead share**: the share of trial-slot time not spent inside trial bodies,
-  ``1 - sum(trial body seconds) / (max_concurrent * Tuner.fit() seconds)`` (trial process start-up,
-  scheduling, sampler, checkpoints, idle slots), over all runs;
-- **per-trial cost vs the baseline**: mean trial body seconds / seconds to train the shared baseline
-  (which every search trains once, not per trial).
+- **hypervolume** of each search's feasible full-fidelity front after N trials, per algorithm the median
+  and spread (min..max) over seeds, on objectives normalised over all runs together (0 = the best value
+  any run found, 1 = the reference point: the worst value found, padded by 10 % of the range), so 1.0 is
+  the whole box and runs are comparable; the front is on the search's own (effective) objectives, the
+  selection-part validation accuracy and table estimates it chooses with;
+- **orchestration overhead share**: ``1 - sum(trial body seconds) / (max_concurrent * Tuner.fit()
+  seconds)`` over all runs: actor start-up, Tune's hand-over between trials, the sampler, checkpoints,
+  result handling and idle slots (body = ``trial_wall_s``; a stopped trial's body = Tune's
+  ``time_total_s`` up to its rung);
+- **trial start on a reused worker**: ``worker_idle_s``, the seconds between a worker's previous trial
+  body ending and the next one starting (Tune's result handling, the sampler, ``reset_config``);
+- **per-trial cost vs the baseline**: mean full-trial body seconds / seconds to train the shared baseline
+  once (every search trains it once; here the first search trains it and the others copy it);
+- **early stopping**: ``hv_ratio`` = median over seeds of hv(with) / hv(without), ``time_ratio`` =
+  total trial body time with / without, same algorithm(s) and seeds.
 
-The baseline is trained by the first search and copied into the others (same space, same content hash).
+``--quick`` shrinks the dataset subsets and the measurement repeats of the same space (not its search
+dimensions) so that 4 searches of 8 trials fit in ~5 min on an idle 2-core CPU.
 
 Usage::
 
-    .venv/bin/python benchmarks/search_efficiency.py --quick --json      # <= 5 min on a 2-core CPU
-    .venv/bin/python benchmarks/search_efficiency.py --trials 24 --seeds 0 1 2
+    .venv/bin/python benchmarks/search_efficiency.py --quick --json     # 8 trials, seed 0
+    .venv/bin/python benchmarks/search_efficiency.py --json             # 24 trials, seeds 0 1 2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -43,101 +55,280 @@ from ddecs_search.search import Experiment, run_search  # noqa: E402
 from ddecs_search.spaces import parse_space  # noqa: E402
 
 ALGORITHMS = ("nsga2", "tpe", "random")
-QUICK_SPACE = ROOT / "tests" / "spaces" / "tiny.yaml"
-FULL_SPACE = ROOT / "search_spaces" / "fashion_mnist_quick.yaml"
+DEFAULT_SPACE = ROOT / "search_spaces" / "fashion_mnist_quick.yaml"
+#: --quick: the default space on smaller subsets with fewer measurement repeats (search dimensions unchanged)
+QUICK_OVERRIDES = {
+    "dataset": {"train_subset": 3000, "val_subset": 1000, "test_subset": 1000},
+    "backbone": {"baseline": {"epochs": 2, "lr": 0.002, "batch_size": 128}},
+    "measurement": {"latency_samples": 60, "warmup": 3, "repeats": 8, "energy_min_seconds": 0.2},
+}
 
 
-def run_one(space_path: Path, algorithm: str, seed: int, trials: int, storage: Path,
-            baseline_from: Path | None) -> dict:
-    data = yaml.safe_load(space_path.read_text())
-    data["search"].update(algorithm=algorithm, seed=seed, num_samples=trials, verify=False)
-    space = parse_space(data, str(space_path))
-    name = f"{algorithm}-s{seed}"
+def load_space_data(path: Path, quick: bool) -> dict:
+    data = yaml.safe_load(path.read_text())
+    if quick:
+        for section, values in QUICK_OVERRIDES.items():
+            data[section] = {**data.get(section, {}), **values}
+    return data
+
+
+def run_one(
+    data: dict,
+    source: str,
+    algorithm: str,
+    seed: int,
+    trials: int,
+    early_stopping: bool,
+    storage: Path,
+    baseline_from: Path | None,
+) -> dict:
+    data = json.loads(json.dumps(data))
+    es = {**data["search"].get("early_stopping", {}), "enabled": early_stopping}
+    data["search"].update(algorithm=algorithm, seed=seed, num_samples=trials, verify=False, early_stopping=es)
+    space = parse_space(data, source)
+    name = f"{algorithm}-s{seed}-{'es' if early_stopping else 'full'}"
     if baseline_from is not None:  # same space -> same baseline: reuse it instead of training it again
         shutil.copytree(baseline_from / "baseline", storage / name / "baseline")
     start = time.time()
     outcome = run_search(space, name=name, storage=str(storage), quiet=True, verify=False)
-    wall = time.time() - start
-    exp = Experiment.at(outcome.exp_root)
+    return collect(Path(outcome.exp_root), algorithm, seed, early_stopping, time.time() - start)
+
+
+def collect(exp_dir: Path, algorithm: str, seed: int, early_stopping: bool, wall: float) -> dict:
+    """One finished search's figures, read from its experiment folder."""
+    exp = Experiment.at(str(exp_dir))
     record = exp.read_record()
     table = exp.read_trials()
+    space = exp.read_space()
     objectives = [(o["name"], o["mode"]) for o in record["objectives"]]
-    ok = table[(table["feasible"] == True) & (table["full_fidelity"] == True)]  # noqa: E712
-    values = ok[[n for n, _ in objectives]].to_numpy(dtype=float)
-    return {"algorithm": algorithm, "seed": seed, "exp": outcome.exp_root, "values": values,
-            "objectives": objectives, "fit_s": record.get("fit_s", wall), "wall_s": wall,
-            "body_s": float(table["trial_wall_s"].fillna(0).sum()), "n_trials": int(len(table)),
-            "n_feasible": int(len(ok)), "max_concurrent": space.search.max_concurrent,
-            "baseline_train_s": float(record["baseline"].get("train_time_s", float("nan"))),
-            "mean_trial_s": float(table["trial_wall_s"].mean())}
+    full = table[table["evaluated"] == True]  # noqa: E712
+    ok = full[(full["feasible"] == True) & (full["full_fidelity"] == True)]  # noqa: E712
+    stopped = table[table["stopped_early"] == True] if "stopped_early" in table else table.iloc[:0]  # noqa: E712
+    body = table["trial_wall_s"].astype(float) if "trial_wall_s" in table else None
+    body = body.fillna(table["trial_time_total_s"].astype(float)).fillna(0.0)
+    reused = full[full.get("worker_trial_number", 0) >= 2] if "worker_trial_number" in full else full.iloc[:0]
+    # idle slot time at the end of the search: each worker's last body end before the search's last one
+    # (evaluated trials; a stopped trial has no end stamp, so a worker whose last trial stopped counts more)
+    ends = full.groupby("worker_pid")["trial_finished_at"].max() if "worker_pid" in full else None
+    tail = float((ends.max() - ends).sum()) if ends is not None and len(ends) else 0.0
+    handover = float(table["worker_idle_s"].fillna(0).sum()) if "worker_idle_s" in table else 0.0
+    return {
+        "algorithm": algorithm,
+        "seed": seed,
+        "early_stopping": early_stopping,
+        "exp": str(exp_dir),
+        "handover_s": handover,
+        "tail_s": tail,
+        "values": ok[[n for n, _ in objectives]].to_numpy(dtype=float),
+        "objectives": objectives,
+        "fit_s": float(record.get("fit_s", wall)),
+        "wall_s": wall,
+        "body_s": float(body.sum()),
+        "n_trials": len(table),
+        "n_full": len(full),
+        "n_stopped": len(stopped),
+        "n_feasible": len(ok),
+        "max_concurrent": space.search.max_concurrent,
+        "baseline_train_s": float(record["baseline"].get("train_time_s", float("nan"))),
+        "mean_full_trial_s": float(full["trial_wall_s"].mean()) if len(full) else float("nan"),
+        "workers": int(full["worker_pid"].nunique()) if "worker_pid" in full else 0,
+        "reused_start_s": [float(x) for x in reused["worker_idle_s"].dropna()] if len(reused) else [],
+    }
 
 
-def summarise(runs: list[dict]) -> dict:
-    objectives = runs[0]["objectives"]
-    directions = [m for _, m in objectives]
+def hypervolumes(runs: list[dict]) -> tuple[np.ndarray, list[str]]:
+    """Each run's normalised hypervolume (see the module docstring); sets ``run["hv"]``."""
+    directions = [m for _, m in runs[0]["objectives"]]
     everything = np.vstack([r["values"] for r in runs if len(r["values"])])
     reference = default_reference_point(everything, directions)
     best = to_minimization(everything, directions).min(axis=0)
     worst = to_minimization(reference[None, :], directions)[0]
     scale = np.where(worst > best, worst - best, 1.0)
-    hv: dict[str, list[float]] = {}
     for r in runs:
         if len(r["values"]):
             unit = (to_minimization(r["values"], directions) - best) / scale  # 0 = best found, 1 = reference
-            r["hv"] = hypervolume(unit, ["min"] * len(directions), np.ones(len(directions)))
+            r["hv"] = float(hypervolume(unit, ["min"] * len(directions), np.ones(len(directions))))
         else:
             r["hv"] = 0.0
+    return reference, directions
+
+
+def summarise(runs: list[dict]) -> dict:
+    reference, _ = hypervolumes(runs)
+    main = [r for r in runs if r["early_stopping"]]
+    hv: dict[str, list[float]] = {}
+    for r in main:
         hv.setdefault(r["algorithm"], []).append(r["hv"])
     slot_s = sum(r["max_concurrent"] * r["fit_s"] for r in runs)
+    starts = [s for r in runs for s in r["reused_start_s"]]
+    pairs = [
+        (on, off)
+        for on in main
+        for off in runs
+        if not off["early_stopping"] and (off["algorithm"], off["seed"]) == (on["algorithm"], on["seed"])
+    ]
+    early = None
+    if pairs:
+        ratios = [on["hv"] / off["hv"] if off["hv"] > 0 else float("nan") for on, off in pairs]
+        early = {
+            "hv_ratio": float(np.nanmedian(ratios)) if not all(np.isnan(ratios)) else None,
+            "time_ratio": sum(on["body_s"] for on, _ in pairs) / sum(off["body_s"] for _, off in pairs),
+            "fit_time_ratio": sum(on["fit_s"] for on, _ in pairs) / sum(off["fit_s"] for _, off in pairs),
+            "hv_ratio_per_seed": [float(x) for x in ratios],
+            "stopped_trials": [on["n_stopped"] for on, _ in pairs],
+            "pairs": [f"{on['algorithm']}-s{on['seed']}" for on, _ in pairs],
+        }
+    random_hv = float(np.median(hv["random"])) if "random" in hv else None
     return {
-        "hv": {a: float(np.mean(v)) for a, v in hv.items()},
+        "hv": {a: float(np.median(v)) for a, v in hv.items()},
+        "hv_spread": {a: [float(min(v)), float(max(v))] for a, v in hv.items()},
         "hv_per_seed": {a: [float(x) for x in v] for a, v in hv.items()},
+        "hv_vs_random": {
+            a: float(np.median(v)) / random_hv for a, v in hv.items() if a != "random" and random_hv
+        }
+        if random_hv
+        else {},
         "overhead_share": 1.0 - sum(r["body_s"] for r in runs) / slot_s,
-        "per_trial_vs_baseline_cost": float(np.mean([r["mean_trial_s"] for r in runs])
-                                            / np.nanmean([r["baseline_train_s"] for r in runs])),
-        "objectives": [f"{n} ({m})" for n, m in objectives],
+        # where it went: Tune's hand-over of a reused worker, idle slots at the end of each search, and the
+        # rest (first actor start + imports per worker, result/checkpoint handling, publishing, scheduling)
+        "overhead_breakdown": {
+            "handover": sum(r["handover_s"] for r in runs) / slot_s,
+            "tail_idle": sum(r["tail_s"] for r in runs) / slot_s,
+            "rest": 1.0 - (sum(r["body_s"] + r["handover_s"] + r["tail_s"] for r in runs)) / slot_s,
+        },
+        "reused_worker_start_s": {
+            "median": float(np.median(starts)) if starts else None,
+            "max": float(max(starts)) if starts else None,
+            "n": len(starts),
+        },
+        "per_trial_vs_baseline_cost": float(
+            np.nanmean([r["mean_full_trial_s"] for r in runs])
+            / np.nanmean([r["baseline_train_s"] for r in runs])
+        ),
+        "early_stopping": early,
+        "objectives": [f"{n} ({m})" for n, m in runs[0]["objectives"]],
         "reference_point": [float(x) for x in reference],
+        "runs": [
+            {
+                k: r[k]
+                for k in (
+                    "algorithm",
+                    "seed",
+                    "early_stopping",
+                    "hv",
+                    "n_trials",
+                    "n_full",
+                    "n_stopped",
+                    "n_feasible",
+                    "fit_s",
+                    "body_s",
+                    "workers",
+                    "mean_full_trial_s",
+                )
+            }
+            for r in runs
+        ],
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--space", type=Path, help="search space (default: tiny test space with --quick, "
-                                                   "else search_spaces/fashion_mnist_quick.yaml)")
-    parser.add_argument("--trials", type=int, help="trials per search (default 8 quick, 20 otherwise)")
+    parser.add_argument(
+        "--space", type=Path, default=DEFAULT_SPACE, help="search space (default: the default job)"
+    )
+    parser.add_argument("--trials", type=int, help="trials per search (default 8 quick, 24 otherwise)")
     parser.add_argument("--seeds", type=int, nargs="+", help="sampler seeds (default: 0 quick, 0 1 2)")
     parser.add_argument("--algorithms", nargs="+", choices=ALGORITHMS, default=list(ALGORITHMS))
+    parser.add_argument(
+        "--es-algorithms",
+        nargs="*",
+        choices=ALGORITHMS,
+        default=["nsga2"],
+        help="algorithms also run without early stopping for the comparison (none: skip it)",
+    )
     parser.add_argument("--storage", type=Path, help="keep the experiments here (default: a temp folder)")
-    parser.add_argument("--quick", action="store_true", help="small budget: <= 5 min on a 2-core CPU")
+    parser.add_argument("--quick", action="store_true", help="reduced subsets: ~5 min on an idle 2-core CPU")
     parser.add_argument("--json", action="store_true", help="last stdout line: the summary as JSON")
+    parser.add_argument(
+        "--from-storage",
+        action="store_true",
+        help="run nothing: summarise the finished searches already in --storage",
+    )
     args = parser.parse_args(argv)
-    space = args.space or (QUICK_SPACE if args.quick else FULL_SPACE)
-    trials = args.trials or (8 if args.quick else 20)
+    trials = args.trials or (8 if args.quick else 24)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     storage = args.storage or Path(tempfile.mkdtemp(prefix="ddecs-bench-"))
     storage.mkdir(parents=True, exist_ok=True)
+    data = load_space_data(args.space, args.quick)
+    load = os.getloadavg()
 
     start = time.time()
-    init_ray()
+    if not args.from_storage:
+        init_ray()
     runs, first = [], None
-    for seed in seeds:
-        for algorithm in args.algorithms:
-            run = run_one(space, algorithm, seed, trials, storage, first)
-            first = first or Path(run["exp"])
-            runs.append(run)
-            print(f"{algorithm:>7} seed {seed}: {run['n_trials']} trials ({run['n_feasible']} feasible) "
-                  f"in {run['wall_s']:.0f} s", flush=True)
+    plan = [(a, s, True) for s in seeds for a in args.algorithms]
+    plan += [(a, s, False) for s in seeds for a in args.es_algorithms]
+    for algorithm, seed, es in plan:
+        if args.from_storage:
+            exp_dir = storage / f"{algorithm}-s{seed}-{'es' if es else 'full'}"
+            wall = Experiment.at(str(exp_dir)).read_record().get("wall_s", float("nan"))
+            run = collect(exp_dir, algorithm, seed, es, wall)
+        else:
+            run = run_one(data, str(args.space), algorithm, seed, trials, es, storage, first)
+        first = first or Path(run["exp"])
+        runs.append(run)
+        print(
+            f"{algorithm:>7} seed {seed} early stopping {'on ' if es else 'off'}: {run['n_trials']} trials "
+            f"({run['n_full']} full, {run['n_stopped']} stopped, {run['n_feasible']} feasible) in "
+            f"{run['wall_s']:.0f} s (fit {run['fit_s']:.0f} s, trial bodies {run['body_s']:.0f} s, "
+            f"{run['workers']} worker processes)",
+            flush=True,
+        )
     summary = summarise(runs)
-    summary.update(quick=args.quick, space=str(space), trials=trials, seeds=seeds,
-                   wall_s=time.time() - start, storage=str(storage))
-    label = " [QUICK: small budget, numbers are indicative only]" if args.quick else ""
-    print(f"\nsearch efficiency on {space.name}, {trials} trials x seeds {seeds}{label}")
+    summary.update(
+        quick=args.quick,
+        space=str(args.space),
+        trials=trials,
+        seeds=seeds,
+        wall_s=time.time() - start,
+        storage=str(storage),
+        load_before=[round(x, 2) for x in load],
+        load_after=[round(x, 2) for x in os.getloadavg()],
+        cpus=os.cpu_count(),
+    )
+    label = " [QUICK: reduced subsets, numbers are indicative only]" if args.quick else ""
+    print(f"\nsearch efficiency on {args.space.name}, {trials} trials x seeds {seeds}{label}")
+    print(
+        f"machine: {os.cpu_count()} CPUs; load average before {summary['load_before']}, "
+        f"after {summary['load_after']}"
+    )
     print(f"objectives: {', '.join(summary['objectives'])}")
     for algorithm, value in summary["hv"].items():
-        per_seed = ", ".join(f"{x:.4f}" for x in summary["hv_per_seed"][algorithm])
-        print(f"  hypervolume {algorithm:>7}: {value:.4f} (normalised; per seed {per_seed})")
-    print(f"  orchestration overhead share: {summary['overhead_share']:.1%} of trial-slot time")
-    print(f"  one trial costs {summary['per_trial_vs_baseline_cost']:.2f}x training the baseline")
+        lo, hi = summary["hv_spread"][algorithm]
+        ratio = summary["hv_vs_random"].get(algorithm)
+        vs = f", {ratio:.2f}x random" if ratio else ""
+        print(f"  hypervolume {algorithm:>7}: median {value:.4f} (spread {lo:.4f}..{hi:.4f}, normalised{vs})")
+    parts = summary["overhead_breakdown"]
+    print(
+        f"  orchestration overhead share: {summary['overhead_share']:.1%} of trial-slot time (goal <= 5 %): "
+        f"hand-overs {parts['handover']:.1%}, idle slots at the end {parts['tail_idle']:.1%}, "
+        f"rest (actor start-up, results, checkpoints, publishing) {parts['rest']:.1%}"
+    )
+    st = summary["reused_worker_start_s"]
+    if st["n"]:
+        print(
+            f"  trial start on a reused worker: median {st['median']:.2f} s, max {st['max']:.2f} s "
+            f"over {st['n']} trials (goal < 0.5 s)"
+        )
+    print(f"  one full trial costs {summary['per_trial_vs_baseline_cost']:.2f}x training the baseline once")
+    es = summary["early_stopping"]
+    if es:
+        print(
+            f"  early stopping ({', '.join(es['pairs'])}): hv ratio {es['hv_ratio']} (goal >= 0.95) "
+            f"at trial-time ratio {es['time_ratio']:.2f} (goal <= 0.6; "
+            f"fit wall ratio {es['fit_time_ratio']:.2f}); "
+            f"stopped {es['stopped_trials']} of {trials}"
+        )
     print(f"  total {summary['wall_s']:.0f} s; experiments in {storage}")
     if args.json:
         print(json.dumps(summary))

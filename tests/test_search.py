@@ -57,7 +57,8 @@ def test_tiny_search_records_trials_metrics_failures_and_verification(local_ray,
     exp_dir = tmp_path / "exp"
     trials = _trials(exp_dir)
     assert len(trials) == 4 and set(trials["state"]) <= {"TERMINATED", "ERROR"}
-    done, failed = trials[trials["state"] == "TERMINATED"], trials[trials["state"] == "ERROR"]
+    terminated, failed = trials[trials["state"] == "TERMINATED"], trials[trials["state"] == "ERROR"]
+    done = terminated[terminated["stopped_early"] != True]  # noqa: E712  (early stopping is on by default)
     assert len(done) >= 1 and len(failed) >= 1, trials[["trial_id", "state", "error"]]
     assert all("oracle" in e for e in failed["error"]), list(failed["error"])
     assert set(done["policy_kind"]) == {"threshold"}
@@ -87,7 +88,7 @@ def test_tiny_search_records_trials_metrics_failures_and_verification(local_ray,
 
     assert main(["status", str(exp_dir), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
-    assert status["total"] == 4 and status["by_state"]["TERMINATED"] == len(done)
+    assert status["total"] == 4 and status["by_state"]["TERMINATED"] == len(terminated)
     assert status["by_state"]["ERROR"] == len(failed) and "val_accuracy" in status["best"]
     assert status["driver"] == "finished"
 
@@ -191,9 +192,11 @@ def _cleanup(proc: subprocess.Popen) -> None:
 def _check_resumed(exp_dir: Path, num_samples: int, before: dict) -> pd.DataFrame:
     trials = _trials(exp_dir)
     assert len(trials) == num_samples
-    assert set(trials["state"]) == {"TERMINATED"} and trials["evaluated"].all()
+    # every trial evaluated, or stopped at a rung by the multi-objective early stopping (on by default)
+    assert set(trials["state"]) == {"TERMINATED"} and (trials["evaluated"] | trials["stopped_early"]).all()
     counts = Experiment.at(exp_dir).evaluation_counts()
-    assert counts == {t: 1 for t in trials["trial_id"]}, counts  # nothing evaluated twice, nothing lost
+    evaluated = trials.loc[trials["evaluated"], "trial_id"]
+    assert counts == {t: 1 for t in evaluated}, counts  # nothing evaluated twice, nothing lost
     after = trials.set_index("trial_id")["accuracy"]
     for trial_id, accuracy in before.items():  # results from before the interruption are kept as they were
         assert after[trial_id] == pytest.approx(accuracy)

@@ -167,6 +167,22 @@ class Constraint:
 
 
 @dataclass(frozen=True)
+class EarlyStoppingConfig:
+    """Multi-objective early stopping at epoch rungs (rule and knobs: docs/search_space.md)."""
+
+    enabled: bool = True
+    rungs: tuple[int, ...] | None = None  # epochs after which trials are compared; null = every but the last
+    min_dominators: int = 2  # stop a trial whose rung point this many peers at the same rung dominate
+
+    def __post_init__(self) -> None:
+        if self.min_dominators < 1:
+            fail("min_dominators", f"must be >= 1, got {self.min_dominators}")
+        rungs = list(self.rungs or ())
+        if any(r < 1 for r in rungs) or rungs != sorted(set(rungs)):
+            fail("rungs", f"must be distinct epochs >= 1 in increasing order, got {rungs}")
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     """How Tune explores the space."""
 
@@ -179,6 +195,8 @@ class SearchConfig:
     verify: bool = True
     verify_top: int = 3
     population_size: int | None = None
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    warm_start: tuple[dict[str, Any], ...] = ()  # candidates evaluated first (search/_warm_start.py)
 
     def __post_init__(self) -> None:
         if self.population_size is not None and self.population_size < 2:

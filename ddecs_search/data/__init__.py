@@ -11,9 +11,11 @@ from ddecs_search.data._load import DataSplits, clear_cache, dataset_info, load_
 from ddecs_search.data._loader import make_loader
 from ddecs_search.data._locations import default_root
 from ddecs_search.data._registry import DatasetInfo, DatasetSource, RawSplit, list_datasets, register_dataset
+from ddecs_search.data._shared_cache import ENV as SHARED_CACHE_ENV
 from ddecs_search.data._tensors import InMemoryImages
 
 __all__ = [
+    "SHARED_CACHE_ENV",
     "DataSplits",
     "DatasetInfo",
     "DatasetSource",

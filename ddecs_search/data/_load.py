@@ -20,6 +20,7 @@ from ddecs_search.data._cache import LRU
 from ddecs_search.data._imagefolder import imagefolder_info, load_imagefolder
 from ddecs_search.data._locations import downloads_allowed, resolve_root
 from ddecs_search.data._registry import IMAGEFOLDER_PREFIX, DatasetInfo, DatasetSource, RawSplit, get_source
+from ddecs_search.data._shared_cache import shared_prepared
 from ddecs_search.data._splits import (
     TEST_SEED,
     TEST_SUBSET_STREAM,
@@ -108,7 +109,9 @@ def _prepared(
 
         return _Prepared(adapt(raw_train), adapt(raw_test), raw_train.class_names)
 
-    return _PREPARED.get_or_create((info.name, str(root), shape), prepare)
+    key = (info.name, str(root), shape)
+    # a node-wide decoded copy when a search set one up (data/_shared_cache.py), else decode here
+    return _PREPARED.get_or_create(key, lambda: shared_prepared(key, prepare))
 
 
 def _take(dataset: Dataset, positions: torch.Tensor) -> Dataset:

@@ -55,6 +55,9 @@ def run_search(space: SearchSpace, *, name: str | None = None, storage: str | No
     Raises:
         UserError: the experiment directory exists already, or the cluster cannot fit one trial.
     """
+    from ddecs_search.search._warm_start import check_warm_start
+
+    check_warm_start(space)  # a bad search.warm_start entry fails before any work
     storage_root = storage_io.normalise(storage or DEFAULT_STORAGE)
     _check_storage(storage_root, "--storage" if storage else "the default storage ./experiments")
     exp = Experiment.at(storage_io.join(storage_root, name or default_name(space)))
@@ -320,6 +323,7 @@ def _make_tuner(exp: Experiment, space: SearchSpace, blob: Any, objectives: tupl
 
     from ddecs_search.search._callbacks import ProgressCallback, TrialsTableCallback
     from ddecs_search.search._latency_broker import start_broker
+    from ddecs_search.search._scheduler import active_rungs, make_rung_scheduler
     from ddecs_search.search._searcher import make_scheduler, make_search_alg
     from ddecs_search.search._space_fn import ConditionalSpace
     from ddecs_search.search._trainable import TrialContext, search_trial, trial_dirname
@@ -328,7 +332,7 @@ def _make_tuner(exp: Experiment, space: SearchSpace, blob: Any, objectives: tupl
                           exp.path("latency_table.json"))
     ctx = TrialContext(space=space, space_fn=ConditionalSpace.from_space(space), exp_root=exp.root,
                        exp_uid=exp_uid, baseline=blob, broker=broker, objectives=tuple(objectives),
-                       asha=space.search.asha)
+                       asha=space.search.asha, rungs=active_rungs(space, objectives)[0])
     trainable = tune.with_resources(tune.with_parameters(search_trial, ctx=ctx),
                                     {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
     if restore and tune.Tuner.can_restore(exp.root):
@@ -347,9 +351,11 @@ def _make_tuner(exp: Experiment, space: SearchSpace, blob: Any, objectives: tupl
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=make_search_alg(space, objectives),
-                                    scheduler=make_scheduler(space, objectives),
+                                    scheduler=make_scheduler(space, objectives)
+                                    or make_rung_scheduler(space, objectives, exp.root),
                                     num_samples=space.search.num_samples,
-                                    trial_dirname_creator=trial_dirname),
+                                    trial_dirname_creator=trial_dirname,
+                                    reuse_actors=True),  # imports + data once per worker (_worker.py)
         run_config=tune.RunConfig(
             name=exp.name, storage_path=exp.storage, verbose=0,
             callbacks=[TrialsTableCallback(objectives, space.constraints, exp.root),

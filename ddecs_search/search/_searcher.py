@@ -39,10 +39,12 @@ def make_search_alg(space: SearchSpace, objectives: Sequence[Objective]) -> Any:
     from ray.tune.search import ConcurrencyLimiter
 
     from ddecs_search.search._optuna_search import FullFidelityOptunaSearch
+    from ddecs_search.search._warm_start import warm_start_points
 
     metric, mode = metric_and_mode(objectives)
-    searcher = FullFidelityOptunaSearch(space=ConditionalSpace.from_space(space), metric=metric, mode=mode,
-                                      sampler=make_sampler(space))
+    fn = ConditionalSpace.from_space(space)
+    searcher = FullFidelityOptunaSearch(space=fn, metric=metric, mode=mode, sampler=make_sampler(space),
+                                        points_to_evaluate=warm_start_points(space, fn) or None)
     return ConcurrencyLimiter(searcher, max_concurrent=space.search.max_concurrent)
 
 

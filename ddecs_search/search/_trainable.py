@@ -11,7 +11,6 @@ metrics. Lists are reported as JSON strings (Tune flattens results into scalar c
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from ddecs_search.errors import UserError
 from ddecs_search.experiment import EVALUATED_KEY, Experiment, scalar
 from ddecs_search.search._shared_baseline import BaselineBlob, trial_cache_dir
 from ddecs_search.search._space_fn import ConditionalSpace, build_candidate
+from ddecs_search.search._worker import begin_trial, end_trial
 
 CHECKPOINT_FILE = "branches_checkpoint.pt"
 PREVIOUS_DIR = "previous"  # inside a trial's checkpoint: the epoch before, the fallback for a corrupt one
@@ -43,6 +43,7 @@ class TrialContext:
     broker: Any  # LatencyBroker actor handle
     objectives: tuple[Objective, ...]
     asha: bool = False
+    rungs: tuple[int, ...] = ()  # multi-objective early-stopping rungs (search/_scheduler.py); () = off
 
 
 def search_trial(config: dict[str, Any], ctx: TrialContext) -> None:
@@ -62,7 +63,7 @@ def search_trial(config: dict[str, Any], ctx: TrialContext) -> None:
             _record(exp, trial_id, stored, recovered=True)
         tune.report(stored)
         return
-    os.environ["DDECS_IN_TRIAL"] = "1"  # evaluation sizes torch's thread pool to the trial's CPUs
+    worker = begin_trial(ctx.exp_uid)  # reused process: reseed, shared data cache (search/_worker.py)
     candidate = build_candidate(ctx.space, ctx.space_fn, config)
     workdir = Path(tempfile.mkdtemp(prefix=f"ddecs-trial-{trial_id}-"))
     try:
@@ -78,6 +79,7 @@ def search_trial(config: dict[str, Any], ctx: TrialContext) -> None:
             "trial_finished_at": time.time(),
             "trial_wall_s": time.time() - started,
             "baseline_key": ctx.baseline.folder,
+            **worker,
         })
         if ctx.asha:
             from ddecs_search.search._searcher import proxy_key
@@ -89,6 +91,7 @@ def search_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         tune.report(flat)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        end_trial()
 
 
 def trial_dirname(trial: Any) -> str:
@@ -128,10 +131,18 @@ def _epoch_reporter(ctx: TrialContext, candidate: Any) -> Any:
         proxy = EpochProxy(ctx.space, candidate, objective, baseline_val)
         key = proxy_key(objective)
 
+    rung = None
+    if ctx.rungs:
+        from ddecs_search.search._scheduler import RungProxy
+
+        rung = RungProxy(ctx.space, candidate, ctx.rungs)
+
     def on_epoch(epoch: int, stats: dict[str, float], checkpoint_path: Path) -> None:
         result: dict[str, Any] = {"epoch": epoch + 1, "train_loss": stats.get("loss"), EVALUATED_KEY: False}
         if proxy is not None:
             result[key] = proxy(checkpoint_path)
+        if rung is not None:
+            result.update(rung(epoch + 1, checkpoint_path))
         previous = checkpoint_path.parent / PREVIOUS_DIR  # the epoch before, kept as a fallback
         with tempfile.TemporaryDirectory(prefix="ddecs-ckpt-") as tmp:
             shutil.copy2(checkpoint_path, Path(tmp, CHECKPOINT_FILE))

@@ -1,0 +1,78 @@
+"""What a trial does first in its (possibly reused) worker process, and the node-local data cache.
+
+Trials run with ``TuneConfig(reuse_actors=True)``: Tune keeps a finished trial's actor and hands it the
+next trial of the same resources (``FunctionTrainable.reset_config`` waits for the old trial's thread,
+then restarts the function with the new config), so ``import torch``/Ray/the package and the decoded
+dataset are paid once per worker, not once per trial. What a reused process carries over and how each
+is handled:
+
+- global RNGs (``random``, NumPy, torch): reseeded at every trial start, so a trial's result does not
+  depend on the trials the process ran before (training also seeds per epoch and per candidate);
+- torch's intra-op thread count: set by every evaluation (``evaluation._set_threads``);
+- environment variables set here: the same values for every trial of an experiment;
+- the in-process dataset LRU and the node's shared data cache: read-only tensors, shared on purpose;
+- the baseline: materialised once per node into a folder every trial reads (``_shared_baseline``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+#: Trials this process has started (1 for the first); with actor reuse it grows past 1.
+_STATE: dict[str, Any] = {"trials": 0, "last_finished_at": None}
+
+
+def node_data_dir(exp_uid: str) -> Path:
+    """Node-local folder of the experiment's shared data cache (removed with the baselines' folder)."""
+    return Path(tempfile.gettempdir()) / "ddecs-search" / exp_uid / "data"
+
+
+def use_shared_data(exp_uid: str) -> None:
+    """Route this process's dataset loading through the node's shared cache of the experiment."""
+    from ddecs_search.data import SHARED_CACHE_ENV
+
+    os.environ[SHARED_CACHE_ENV] = str(node_data_dir(exp_uid))
+
+
+def begin_trial(exp_uid: str) -> dict[str, Any]:
+    """Reset per-trial process state; returns ``worker_pid``, ``worker_trial_number``, ``worker_idle_s``.
+
+    ``worker_idle_s``: seconds between the previous trial of this process finishing its body and this one
+    starting (Tune's hand-over of a reused actor: result processing, the sampler, ``reset_config``);
+    None for a process's first trial.
+    """
+    import numpy as np
+    import torch
+
+    os.environ["DDECS_IN_TRIAL"] = "1"  # evaluation sizes torch's thread pool to the trial's CPUs
+    use_shared_data(exp_uid)
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    _STATE["trials"] += 1
+    _STATE["started_at"] = time.time()
+    last = _STATE["last_finished_at"]
+    return {
+        "worker_pid": os.getpid(),
+        "worker_trial_number": _STATE["trials"],
+        "worker_idle_s": None if last is None else time.time() - last,
+    }
+
+
+def end_trial() -> None:
+    """Mark the end of this process's current trial body (for the next trial's ``worker_idle_s``)."""
+    _STATE["last_finished_at"] = time.time()
+
+
+def current_trial() -> dict[str, Any]:
+    """This process's running trial, for partial results (a trial stopped early keeps them)."""
+    return {
+        "worker_pid": os.getpid(),
+        "worker_trial_number": _STATE["trials"],
+        "trial_started_at": _STATE.get("started_at"),
+    }

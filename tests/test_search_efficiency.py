@@ -1,0 +1,361 @@
+"""Issue 14: worker reuse, the node-local data cache, multi-objective early stopping and warm start.
+
+The rule of the rung scheduler is tested as a pure function on hand-made rung tables; the rest on real
+Fashion-MNIST data, real Ray Tune and Optuna (slow tests, sized for a 2-core CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import pickle
+import shutil
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import yaml
+
+from ddecs_search.config import Objective, load_space, parse_space
+from ddecs_search.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "spaces" / "tiny.yaml"
+QUICK = ROOT / "search_spaces" / "fashion_mnist_quick.yaml"
+
+
+# ------------------------------------------------------------------------------- the stopping rule
+ACC_COST = ("max", "min")  # (rung_val_accuracy, rung_expected_macs)
+
+
+def test_rule_stops_a_dominated_point_and_never_a_non_dominated_one():
+    from ddecs_search.search._scheduler import dominates, dominator_count, should_stop
+
+    rung = {  # hand-made rung table: (val accuracy proxy, expected MACs / static)
+        "a": (0.90, 0.50),
+        "b": (0.85, 0.30),
+        "c": (0.80, 0.70),  # dominated by a and b
+        "d": (0.95, 0.90),  # best accuracy: non-dominated
+        "e": (0.70, 0.20),  # cheapest: non-dominated
+        "f": (0.87, 0.55),  # dominated by a only
+    }
+    front = {"a", "b", "d", "e"}
+    for name, point in rung.items():
+        peers = [p for other, p in rung.items() if other != name]
+        count = dominator_count(point, peers, ACC_COST)
+        assert (count == 0) == (name in front), (name, count)
+        for k in (1, 2, 3):
+            assert should_stop(point, peers, ACC_COST, k) == (count >= k), (name, k)
+            if name in front:
+                assert not should_stop(point, peers, ACC_COST, k)
+    assert dominator_count(rung["c"], [rung["a"], rung["b"]], ACC_COST) == 2
+    assert should_stop(rung["c"], list(rung.values()), ACC_COST, 2)
+    assert not should_stop(rung["f"], list(rung.values()), ACC_COST, 2)
+    assert not dominates((0.9, 0.5), (0.9, 0.5), ACC_COST)  # a tie is not domination
+    assert not should_stop((0.9, 0.5), [(0.9, 0.5)] * 5, ACC_COST, 1)
+    with pytest.raises(ValueError):
+        should_stop((0.9, 0.5), [], ACC_COST, 0)
+
+
+def test_scheduler_decides_per_rung_persists_its_table_and_survives_pickling(tmp_path):
+    from ray.tune.schedulers import TrialScheduler
+
+    from ddecs_search.search._scheduler import (
+        RUNG_ACCURACY,
+        RUNG_COST,
+        RUNG_EPOCH,
+        STATE_FILE,
+        ParetoRungScheduler,
+    )
+
+    dims = ((RUNG_ACCURACY, "max"), (RUNG_COST, "min"))
+    sched = ParetoRungScheduler((1, 2), dims, min_dominators=2, exp_root=str(tmp_path))
+
+    def report(trial_id: str, epoch: int, acc: float, cost: float, **extra) -> str:
+        result = {RUNG_EPOCH: epoch, RUNG_ACCURACY: acc, RUNG_COST: cost, "epoch": epoch, **extra}
+        return sched.on_trial_result(None, SimpleNamespace(trial_id=trial_id), result)
+
+    assert report("a", 1, 0.9, 0.5) == TrialScheduler.CONTINUE  # alone at its rung
+    assert report("b", 1, 0.85, 0.3) == TrialScheduler.CONTINUE
+    assert report("c", 1, 0.8, 0.7) == TrialScheduler.STOP  # dominated by a and b
+    assert report("d", 2, 0.8, 0.7) == TrialScheduler.CONTINUE  # other rung: compared with nobody
+    assert report("e", 3, 0.1, 0.99) == TrialScheduler.CONTINUE  # not a rung
+    assert sched.on_trial_result(None, SimpleNamespace(trial_id="f"), {"epoch": 1}) == TrialScheduler.CONTINUE
+    assert report("g", 1, 0.1, 0.99, evaluated=True) == TrialScheduler.CONTINUE  # a full result: never
+    state = yaml.safe_load((tmp_path / STATE_FILE).read_text())
+    assert set(state["points"]["1"]) == {"a", "b", "c"} and state["stopped"] == {
+        "c": {"dominators": 2, "epoch": 1}
+    }
+    # resumed: the unpickled scheduler (tuner.pkl) reads the table back from the experiment
+    again = pickle.loads(pickle.dumps(sched))
+    assert again._state is None
+    result = {RUNG_EPOCH: 1, RUNG_ACCURACY: 0.7, RUNG_COST: 0.8}
+    assert again.on_trial_result(None, SimpleNamespace(trial_id="h"), result) == TrialScheduler.STOP
+
+
+def _with(space, **search):
+    return dataclasses.replace(space, search=dataclasses.replace(space.search, **search))
+
+
+def test_rungs_are_on_for_multi_objective_spaces_only():
+    from ddecs_search.config._space import EarlyStoppingConfig
+    from ddecs_search.search._scheduler import active_rungs, rung_dimensions
+
+    space = load_space(QUICK)
+    objectives = (
+        Objective("val_accuracy", "max"),
+        Objective("expected_latency_ms", "min"),
+        Objective("macs", "min"),
+    )
+    assert space.search.early_stopping.enabled  # default on
+    assert active_rungs(space, objectives) == ((1,), None)  # epochs [2]: a rung after the first
+    assert rung_dimensions(objectives) == (("rung_val_accuracy", "max"), ("rung_expected_macs", "min"))
+    assert active_rungs(space, objectives[:1]) == ((), None)  # single objective: ASHA's job
+    off = _with(space, early_stopping=EarlyStoppingConfig(enabled=False))
+    assert active_rungs(off, objectives) == ((), None)
+    rungs, notice = active_rungs(space, (Objective("val_accuracy", "max"), Objective("train_time_s", "min")))
+    assert rungs == () and "train_time_s" in notice
+    long = dataclasses.replace(space, training=dataclasses.replace(space.training, epochs=(2, 5)))
+    assert active_rungs(long, objectives)[0] == (1, 2, 3, 4)
+    explicit = _with(long, early_stopping=EarlyStoppingConfig(rungs=(2, 5, 9)))
+    assert active_rungs(explicit, objectives)[0] == (2,)  # no rung at or after the last epoch
+
+
+def test_early_stopping_keys_are_validated():
+    data = yaml.safe_load(TINY.read_text())
+    for bad, key in (
+        ({"rungs": [2, 1]}, "rungs"),
+        ({"min_dominators": 0}, "min_dominators"),
+        ({"grace": 1}, "grace"),
+    ):
+        data["search"]["early_stopping"] = bad
+        with pytest.raises(ConfigError, match=key):
+            parse_space(data, "tiny.yaml")
+
+
+# ---------------------------------------------------------------------------------------- warm start
+def test_warm_start_maps_candidates_onto_the_define_by_run_space():
+    from ray.tune.search.optuna.optuna_search import unflatten_dict
+
+    from ddecs_search.config import candidate_from_dict
+    from ddecs_search.search._space_fn import ConditionalSpace, build_candidate
+    from ddecs_search.search._warm_start import check_warm_start, warm_start_points
+
+    space = load_space(QUICK)
+    entries = (
+        {},
+        {
+            "exit_points": [2],
+            "branches": [{"conv_layers": 1, "channels": 64, "pool": "max"}],
+            "policy": {"cost_weight": 0.3},
+        },
+    )
+    space = _with(space, warm_start=entries)
+    fn = ConditionalSpace.from_space(space)
+    points = warm_start_points(space, fn)
+    assert points[0]["exit_points/n2"] == "0,1" and points[1]["exit_points/n1"] == "2"
+    for entry, params in zip(entries, points, strict=True):
+        want = candidate_from_dict(space, entry)
+        got = build_candidate(space, fn, unflatten_dict(params))
+        assert got.exit_points == want.exit_points and got.branches == want.branches
+        assert (
+            got.policy.cost_weight == want.policy.cost_weight and got.training.epochs == want.training.epochs
+        )
+    for bad, where in (
+        ({"branches": [{"channels": 8}, {}]}, r"warm_start\[0\]\.branches\[0\]\.channels"),
+        ({"policy": {"cost_weight": 0.9}}, r"warm_start\[0\]\.policy\.cost_weight"),
+        ({"exit_points": [0, 1, 2], "branches": [{}, {}, {}]}, r"warm_start\[0\]\.exit_points"),
+        ({"training": {"epochs": 3}}, r"warm_start\[0\]\.training\.epochs"),
+    ):
+        with pytest.raises(ConfigError, match=where):
+            check_warm_start(_with(space, warm_start=(bad,)), "space.yaml")
+
+
+# ----------------------------------------------------------------------------------- shared data cache
+def _create_once(root: str, counter: str) -> None:
+    from ddecs_search.data._shared_cache import cached_arrays
+
+    def create():
+        with open(counter, "a") as handle:
+            handle.write("x")
+        time.sleep(0.5)  # long enough for the other process to find the entry missing
+        return {"a": np.arange(12, dtype=np.float32).reshape(3, 4)}, {"n": 3}
+
+    arrays, meta = cached_arrays(Path(root), ("k", 1), create)
+    assert meta == {"n": 3} and np.array_equal(arrays["a"], np.arange(12).reshape(3, 4))
+
+
+def test_shared_cache_is_created_once_by_concurrent_processes(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    counter = tmp_path / "created"
+    procs = [ctx.Process(target=_create_once, args=(str(tmp_path / "cache"), str(counter))) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    assert counter.read_text() == "x"  # one process decoded; the others mapped its entry
+    assert not list((tmp_path / "cache").glob("*.tmp-*"))
+
+
+@pytest.mark.slow
+def test_shared_data_cache_is_identical_to_a_fresh_decode(tmp_path, monkeypatch):
+    from ddecs_search.data import clear_cache, load_splits
+    from ddecs_search.data._shared_cache import ENV
+
+    cfg = load_space(TINY).dataset
+    cfg = dataclasses.replace(cfg, train_subset=3000, val_subset=1000, test_subset=1000)
+
+    def splits():
+        clear_cache()
+        s = load_splits(cfg, (3, 32, 32))  # a resized, channel-expanded view too
+        return [getattr(s, part).tensors() for part in ("train", "val", "test")], s.class_names
+
+    monkeypatch.delenv(ENV, raising=False)
+    fresh, names = splits()
+    monkeypatch.setenv(ENV, str(tmp_path / "cache"))
+    created, created_names = splits()  # this process decodes and writes the entry
+    entries = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
+    assert len(entries) == 1 and (entries[0] / "train_images.npy").is_file()
+    mapped, mapped_names = splits()  # now mapped from the .npy files
+    clear_cache()
+    assert names == created_names == mapped_names
+    for (fx, fy), (cx, cy), (mx, my) in zip(fresh, created, mapped, strict=True):
+        assert fx.dtype == mx.dtype and fx.shape == mx.shape
+        assert torch_equal(fx, cx) and torch_equal(fx, mx) and torch_equal(fy, cy) and torch_equal(fy, my)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+# ------------------------------------------------------------------------------- real Ray searches
+@pytest.fixture(scope="module")
+def local_ray():
+    from ddecs_search.ray_setup import init_ray
+
+    init_ray(num_cpus=2)
+    yield
+    import ray
+
+    ray.shutdown()
+
+
+def _space(tmp_path: Path, name: str, search: dict, **sections) -> Path:
+    data = yaml.safe_load(TINY.read_text())
+    data["search"].update(verify=False, **search)
+    data["policy"]["cost"] = "macs"  # decisions independent of measured latency: results comparable
+    data.update(sections)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _run(space_file: Path, storage: Path, name: str, baseline_from: Path | None = None):
+    from ddecs_search.search import Experiment, run_search
+
+    if baseline_from is not None:  # same space -> same baseline (as benchmarks/search_efficiency.py)
+        shutil.copytree(baseline_from / "baseline", storage / name / "baseline")
+    outcome = run_search(load_space(space_file), name=name, storage=str(storage), quiet=True, verify=False)
+    assert outcome.finished, outcome
+    return Experiment.at(outcome.exp_root).read_trials()
+
+
+def _points(row, n: int) -> list[int]:
+    """Exit points of a trials-table row with ``n`` early exits (the CSV may read ``"2"`` as 2.0)."""
+    return [int(float(p)) for p in str(row[f"config/exit_points/n{n}"]).split(",")]
+
+
+DETERMINISTIC = (
+    "accuracy",
+    "val_accuracy",
+    "table_accuracy",
+    "macs",
+    "oracle_accuracy",
+    "baseline_accuracy",
+    "num_exits",
+)
+
+A = {"exit_points": [2], "branches": [{"conv_layers": 1, "channels": 16, "pool": "max", "pool_size": 2}]}
+B = {
+    "exit_points": [0, 1],
+    "branches": [
+        {"conv_layers": 0, "channels": 8, "pool_size": 1},
+        {"conv_layers": 1, "channels": 16, "pool_size": 2},
+    ],
+    "policy": {"cost_weight": 0.2},
+}
+
+
+@pytest.mark.slow
+def test_reused_worker_gives_the_same_result_as_a_fresh_one(local_ray, tmp_path):
+    off = {"enabled": False}
+    both = _run(
+        _space(
+            tmp_path,
+            "ab",
+            {"num_samples": 2, "max_concurrent": 1, "warm_start": [A, B], "early_stopping": off},
+        ),
+        tmp_path,
+        "ab",
+    )
+    assert both["evaluated"].all()
+    first, second = both.iloc[0], both.iloc[1]
+    # warm-start candidates come first, in their order
+    assert _points(first, 1) == [2] and _points(second, 2) == [0, 1]
+    assert second["worker_pid"] == first["worker_pid"] and second["worker_trial_number"] == 2
+    assert second["worker_idle_s"] >= 0
+    alone = _run(
+        _space(
+            tmp_path, "b", {"num_samples": 1, "max_concurrent": 1, "warm_start": [B], "early_stopping": off}
+        ),
+        tmp_path,
+        "b",
+        baseline_from=tmp_path / "ab",
+    )
+    row = alone.iloc[0]
+    assert row["worker_trial_number"] == 1 and _points(row, 2) == [0, 1]
+    for key in DETERMINISTIC:
+        assert row[key] == pytest.approx(second[key], abs=0), key
+    assert row["exit_fractions"] == second["exit_fractions"]
+
+
+@pytest.mark.slow
+def test_stopped_trials_keep_a_marked_partial_record_and_never_reach_the_front(local_ray, tmp_path):
+    from ddecs_search.analysis import experiment_front
+    from ddecs_search.metrics import STATIC_TRIAL_ID
+
+    # one at a time (a fixed order of rung points) and a strict rule: some trials are dominated at rung 1
+    search = {
+        "num_samples": 6,
+        "max_concurrent": 1,
+        "seed": 2,
+        "warm_start": [{}],
+        "early_stopping": {"min_dominators": 1},
+    }
+    trials = _run(_space(tmp_path, "es", search), tmp_path, "es")
+    assert _points(trials.iloc[0], 1) == [0]  # the default candidate, first
+    stopped = trials[trials["stopped_early"] == True]  # noqa: E712
+    full = trials[trials["evaluated"] == True]  # noqa: E712
+    assert len(stopped) >= 1 and len(full) >= 1 and len(stopped) + len(full) == 6
+    assert set(trials["state"]) == {"TERMINATED"}
+    assert not stopped["full_fidelity"].any() and (stopped["epoch"] == 1).all()
+    assert stopped["rung_val_accuracy"].between(0, 1).all() and stopped["accuracy"].isna().all()
+    state = yaml.safe_load((tmp_path / "es" / "early_stopping.json").read_text())
+    assert set(state["stopped"]) == set(stopped["trial_id"])
+    for trial_id in stopped["trial_id"]:  # each was dominated at its rung by an earlier point
+        assert not (tmp_path / "es" / "trials" / trial_id / "metrics.json").exists()
+    _, front = experiment_front(tmp_path / "es")
+    front_ids = set(front.front["trial_id"]) - {STATIC_TRIAL_ID}  # the static network is ranked too
+    assert front_ids and not front_ids & set(stopped["trial_id"])
+    assert set(front.ranked["trial_id"]) - {STATIC_TRIAL_ID} <= set(full["trial_id"])
+    # the sampler was told only full evaluations (stopped trials: PRUNED), the warm start as trial 0
+    (searcher_file,) = (tmp_path / "es").glob("searcher-state-*.pkl")
+    study = pickle.loads(searcher_file.read_bytes())["_ot_study"]
+    states = [t.state.name for t in study.trials]
+    assert states.count("PRUNED") == len(stopped) and states.count("COMPLETE") == len(full)
+    assert study.trials[0].params["num_early_exits"] == 1 and study.trials[0].state.name == "COMPLETE"

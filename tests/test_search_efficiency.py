@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 import yaml
 
-from ddecs_search.config import Objective, load_space, parse_space
+from ddecs_search.config import Objective
 from ddecs_search.errors import ConfigError
+from ddecs_search.spaces import load_space, parse_space
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "spaces" / "tiny.yaml"
@@ -139,9 +140,9 @@ def test_early_stopping_keys_are_validated():
 def test_warm_start_maps_candidates_onto_the_define_by_run_space():
     from ray.tune.search.optuna.optuna_search import unflatten_dict
 
-    from ddecs_search.config import candidate_from_dict
     from ddecs_search.search._space_fn import ConditionalSpace, build_candidate
     from ddecs_search.search._warm_start import check_warm_start, warm_start_points
+    from ddecs_search.spaces import candidate_from_dict
 
     space = load_space(QUICK)
     entries = (

@@ -19,9 +19,10 @@ from __future__ import annotations
 import itertools
 from typing import Any, NoReturn
 
-from ddecs_search.config import SearchSpace, candidate_from_dict
+from ddecs_search.config import SearchSpace
 from ddecs_search.errors import ConfigError
 from ddecs_search.search._space_fn import BRANCH_DIMS, ConditionalSpace, _encode_points
+from ddecs_search.spaces import candidate_from_dict
 
 
 def fail(path: str, message: str) -> NoReturn:

@@ -107,24 +107,24 @@ def test_policy_options_are_per_kind() -> None:
 def test_energy_falls_back_to_macs() -> None:
     space = load_space(TINY)
     objs, notices = effective_objectives(space, energy_available=False)
-    assert [o.name for o in objs] == ["accuracy", "latency_ms", "macs"] and "macs" in notices[0]
+    assert [o.name for o in objs] == ["val_accuracy", "expected_latency_ms", "macs"] and "macs" in notices[0]
     objs, notices = effective_objectives(space, energy_available=True)
-    assert [o.name for o in objs] == ["accuracy", "latency_ms", "energy_mj"] and not notices
+    assert [o.name for o in objs] == ["val_accuracy", "expected_latency_ms", "energy_mj"] and not notices
 
 
 def test_constraints_mark_infeasible() -> None:
-    cons = (Constraint("accuracy_drop", max=0.02),)
-    assert violations({"accuracy_drop": 0.01}, cons) == []
-    assert violations({"accuracy_drop": 0.05}, cons) == ["accuracy_drop=0.05 > max 0.02"]
-    assert violations({}, cons) == ["accuracy_drop missing"]
+    cons = (Constraint("val_accuracy_drop", max=0.02),)
+    assert violations({"val_accuracy_drop": 0.01}, cons) == []
+    assert violations({"val_accuracy_drop": 0.05}, cons) == ["val_accuracy_drop=0.05 > max 0.02"]
+    assert violations({}, cons) == ["val_accuracy_drop missing"]
 
 
 def test_trial_rows_are_tidy(tmp_path: Path) -> None:
-    objectives = (Objective("accuracy", "max"), Objective("latency_ms", "min"))
-    cons = (Constraint("accuracy_drop", max=0.02),)
+    objectives = (Objective("val_accuracy", "max"), Objective("latency_ms", "min"))
+    cons = (Constraint("val_accuracy_drop", max=0.02),)
     done = trial_row(trial_id="a1", index=0, state="TERMINATED",
                      config={"branch0": {"channels": 8}, "exit_points": {"n1": "0"}},
-                     result={"evaluated": True, "accuracy": 0.9, "latency_ms": 1.0, "accuracy_drop": 0.01,
+                     result={"evaluated": True, "val_accuracy": 0.9, "latency_ms": 1.0, "val_accuracy_drop": 0.01,
                              "exit_fractions": "[0.5, 0.5]", "time_total_s": 3.0, "training_iteration": 3},
                      error=None, num_failures=0, objectives=objectives, constraints=cons)
     failed = trial_row(trial_id="b2", index=1, state="ERROR", config={}, result={"evaluated": False},
@@ -145,7 +145,7 @@ def test_searcher_tells_optuna_only_full_evaluations() -> None:
     from ddecs_search.search._searcher import make_search_alg
 
     data = yaml.safe_load(TINY.read_text())
-    data["objectives"] = [{"name": "accuracy", "mode": "max"}]
+    data["objectives"] = [{"name": "val_accuracy", "mode": "max"}]
     data["search"]["asha"] = True
     space = parse_space(data)
     limiter = make_search_alg(space, space.objectives)
@@ -154,8 +154,8 @@ def test_searcher_tells_optuna_only_full_evaluations() -> None:
         assert limiter.suggest(tid) is not None
     epoch_result = {"epoch": 1, "train_loss": 0.5, "evaluated": False, "training_iteration": 1}
     searcher.on_trial_result("a", epoch_result)
-    searcher.on_trial_complete("a", {"epoch": 2, "evaluated": False, "epoch_accuracy": 0.7})
-    searcher.on_trial_complete("b", {"evaluated": True, "accuracy": 0.8})
+    searcher.on_trial_complete("a", {"epoch": 2, "evaluated": False, "epoch_val_accuracy": 0.7})
+    searcher.on_trial_complete("b", {"evaluated": True, "val_accuracy": 0.8})
     states = [t.state.name for t in searcher._ot_study.trials]
     assert states == ["PRUNED", "COMPLETE"]
     assert searcher._ot_study.best_value == 0.8
@@ -169,7 +169,7 @@ def test_asha_needs_one_accuracy_objective() -> None:
     data["search"]["asha"] = True
     with pytest.raises(ConfigError, match="'search.asha'"):
         parse_space(data)
-    data["objectives"] = [{"name": "accuracy", "mode": "max"}]
+    data["objectives"] = [{"name": "val_accuracy", "mode": "max"}]
     space = parse_space(data)
     scheduler = make_scheduler(space, space.objectives)
-    assert scheduler is not None and scheduler.metric == "epoch_accuracy"
+    assert scheduler is not None and scheduler.metric == "epoch_val_accuracy"

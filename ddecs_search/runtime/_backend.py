@@ -10,6 +10,7 @@ batched throughput and energy windows all come from the one runtime, in the same
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -17,16 +18,16 @@ import numpy as np
 import torch
 
 from ddecs_search.errors import ConfigError
-from ddecs_search.policies._table import ExitCosts
-from ddecs_search.profiling._device import device_name, eval_mode
-from ddecs_search.profiling._latency import (
+from ddecs_search.profiling import (
+    ExitCosts,
     LatencyStats,
-    _check_counts,
-    _round_robin,
-    _single_input,
-    _time_host,
-    _time_pass,
-    _warm_up,
+    check_counts,
+    device_name,
+    host_timer,
+    round_robin,
+    single_input,
+    time_pass,
+    warm_up,
 )
 from ddecs_search.runtime._ort import ExitDecision, OnnxEarlyExitRunner, ort_version
 
@@ -36,6 +37,22 @@ if TYPE_CHECKING:
     from ddecs_search.policies import ExitPolicy
 
 RUNTIMES = ("auto", "torch", "onnxruntime")
+
+# Export once per trained model: the latency table (before the policy is fitted) and the measurement
+# (after) use the same graphs. Keyed weakly by the model, checked against its parameters' in-place versions.
+_GRAPHS: weakref.WeakKeyDictionary[Any, tuple[tuple[int, ...], str, Any]] = weakref.WeakKeyDictionary()
+
+
+def _exported(model: MultiExitNet, exporter: str) -> Any:
+    from ddecs_search.runtime._export import export_onnx
+
+    signature = tuple(t._version for t in model.state_dict().values())
+    hit = _GRAPHS.get(model)
+    if hit is not None and hit[0] == signature and hit[1] == exporter:
+        return hit[2]
+    graphs = export_onnx(model, exporter=exporter)
+    _GRAPHS[model] = (signature, exporter, graphs)
+    return graphs
 
 
 def resolve_runtime(runtime: str, device: torch.device) -> str:
@@ -77,6 +94,8 @@ class InferenceBackend:
         self.device = device
         self.threads = threads
         self.source = runtime_label(self.runtime, device, threads)
+        # for profiling.latency_source, which adds torch's version itself
+        self.runtime_name = "torch" if self.runtime == "torch" else f"{self.runtime} {ort_version()}"
 
     # -- what subclasses provide: callables on the backend's native inputs -----------------------------
     def native(self, x: torch.Tensor) -> Any:
@@ -91,6 +110,11 @@ class InferenceBackend:
         raise NotImplementedError
 
     def latency_costs(self, *, warmup: int, repeats: int, sample: torch.Tensor | None = None) -> ExitCosts:
+        """Median batch-1 ms of every stage, branch and the static network (decisions not included)."""
+        raise NotImplementedError
+
+    def decision_costs(self, sample: torch.Tensor, *, warmup: int = 10, repeats: int = 30) -> np.ndarray:
+        """``(E-1,)`` median ms of the exit decision at each early exit (added to the table's branches)."""
         raise NotImplementedError
 
     def _context(self) -> Any:
@@ -105,15 +129,15 @@ class InferenceBackend:
     def compare(self, samples: torch.Tensor, *, warmup: int = 10, rounds: int = 3) -> dict[str, Any]:
         """Batch-1 latency of static vs early exit, as ``profiling.compare_static_vs_early_exit`` does
         (same keys, same method: alternating rounds, per-sample median over rounds)."""
-        _check_counts(warmup=warmup, rounds=rounds)
+        check_counts(warmup=warmup, rounds=rounds)
         xs = self.native(samples)
         contenders = [("static", self.static_fn()), ("early_exit", self.early_exit_fn())]
         runs: dict[str, list[np.ndarray]] = {"static": [], "early_exit": []}
         with self._context():
-            _warm_up([fn for _, fn in contenders], xs, warmup)
+            warm_up([fn for _, fn in contenders], xs, warmup)
             for r in range(rounds):
                 for name, fn in contenders if r % 2 == 0 else contenders[::-1]:
-                    runs[name].append(_time_pass(fn, xs, self.device))
+                    runs[name].append(time_pass(fn, xs, self.device))
             early = self.early_exit_fn()
             outs = [early(xs[i : i + 1]) for i in range(xs.shape[0])]
         static = LatencyStats.from_ms(np.median(np.stack(runs["static"]), axis=0))
@@ -133,12 +157,12 @@ class InferenceBackend:
         self, samples: torch.Tensor, *, batch_size: int = 256, warmup: int = 2, rounds: int = 3
     ) -> dict[str, Any]:
         """Samples/s of static vs early exit over the same batches (keys of ``batched_throughput``)."""
-        _check_counts(batch_size=batch_size, warmup=warmup, rounds=rounds)
+        check_counts(batch_size=batch_size, warmup=warmup, rounds=rounds)
         xs = self.native(samples)
         batches = [xs[i : i + batch_size] for i in range(0, xs.shape[0], batch_size)]
         contenders = [("static", self.static_fn()), ("early_exit", self.early_exit_fn())]
         rates: dict[str, list[float]] = {"static": [], "early_exit": []}
-        timer = _time_host(self.device)
+        timer = host_timer(self.device)
         with self._context():
             for i in range(warmup):
                 for _, fn in contenders:
@@ -191,12 +215,14 @@ class TorchBackend(InferenceBackend):
         return run
 
     def _context(self) -> Any:
-        import contextlib
+        self.model.eval()  # measurement happens after training; the model stays in eval mode
+        return torch.inference_mode()
 
-        stack = contextlib.ExitStack()
-        stack.enter_context(eval_mode(self.model))
-        stack.enter_context(torch.inference_mode())
-        return stack
+    def decision_costs(self, sample: torch.Tensor, *, warmup: int = 10, repeats: int = 30) -> np.ndarray:
+        from ddecs_search.profiling import decision_costs
+
+        x = sample.to(self.device)
+        return decision_costs(self.model, self.policy, x, self.device, warmup=warmup, repeats=repeats)
 
     def compare(self, samples: torch.Tensor, *, warmup: int = 10, rounds: int = 3) -> dict[str, Any]:
         from ddecs_search.profiling import compare_static_vs_early_exit
@@ -236,13 +262,11 @@ class OnnxRuntimeBackend(InferenceBackend):
         *,
         exporter: str = "auto",
     ) -> None:
-        from ddecs_search.runtime._export import export_onnx
-
         if device.type != "cpu":
             resolve_runtime("onnxruntime", device)  # raises the explanatory error
         super().__init__(device, threads)
         self.model = model
-        self.graphs = export_onnx(model, exporter=exporter)
+        self.graphs = _exported(model, exporter)
         if policy is None:
             decision = ExitDecision("static", {}, model.num_exits)
         elif isinstance(policy, ExitDecision):
@@ -261,11 +285,11 @@ class OnnxRuntimeBackend(InferenceBackend):
         return self.runner.early_exit
 
     def latency_costs(self, *, warmup: int, repeats: int, sample: torch.Tensor | None = None) -> ExitCosts:
-        """Median batch-1 latency of every stage graph, every branch graph *with its numpy decision* (what
-        early exit pays at each exit it passes) and the static graph, interleaved round-robin."""
-        _check_counts(warmup=warmup, repeats=repeats)
+        """Median batch-1 latency of every stage graph, every branch graph and the static graph, interleaved
+        round-robin (the numpy decision is timed by :meth:`decision_costs`, as torch's is)."""
+        check_counts(warmup=warmup, repeats=repeats)
         r = self.runner
-        x = self.native(_single_input(self.model, torch.device("cpu"), sample))
+        x = self.native(single_input(self.model, torch.device("cpu"), sample))
         jobs: list[tuple[Callable[[Any], Any], Any]] = []
         h = x
         last = r.num_exits - 1
@@ -273,9 +297,9 @@ class OnnxRuntimeBackend(InferenceBackend):
             jobs.append((lambda t, k=k: r.run_stage(k, t), h))
             h = r.run_stage(k, h)
             if k < last:
-                jobs.append((lambda t, k=k: r.branch_and_decide(k, t), h))
+                jobs.append((lambda t, k=k: r.run_branch(k, t), h))
         jobs.append((r.static, x))
-        times = _round_robin(jobs, _time_host(self.device), warmup, repeats)
+        times = round_robin(jobs, host_timer(self.device), warmup, repeats)
         medians = np.median(times, axis=1)
         return ExitCosts(
             stage=medians[[2 * k for k in range(r.num_exits)]],
@@ -284,6 +308,26 @@ class OnnxRuntimeBackend(InferenceBackend):
             unit="ms",
             source=f"measured:{self.source}",
         )
+
+    def decision_costs(self, sample: torch.Tensor, *, warmup: int = 10, repeats: int = 30) -> np.ndarray:
+        """Median ms of the numpy decision at each early exit, on the real branch outputs of ``sample``."""
+        check_counts(warmup=warmup, repeats=repeats)
+        r = self.runner
+        h = self.native(sample.reshape(1, *self.model.backbone.input_shape))
+        inputs = []
+        for k in range(r.num_exits - 1):
+            h = r.run_stage(k, h)
+            logits, feats = r.run_branch(k, h)
+            agree = np.zeros(1, dtype=np.float32) if r.decision.needs_agree else None
+            inputs.append((feats, agree))
+        out = np.empty((len(inputs), repeats), dtype=np.float64)
+        for rep in range(warmup + repeats):
+            for k, (feats, agree) in enumerate(inputs):
+                t0 = time.perf_counter()
+                bool(r.decision.exit_mask(k, feats, agree)[0])
+                if rep >= warmup:
+                    out[k, rep - warmup] = (time.perf_counter() - t0) * 1e3
+        return np.median(out, axis=1) if out.size else np.zeros(0)
 
     def close(self) -> None:
         self.runner = None  # type: ignore[assignment]

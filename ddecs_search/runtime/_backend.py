@@ -9,6 +9,7 @@ batched throughput and energy windows all come from the one runtime, in the same
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import weakref
 from collections.abc import Callable
@@ -70,13 +71,10 @@ def resolve_runtime(runtime: str, device: torch.device) -> str:
 
 
 def runtime_label(runtime: str, device: torch.device, threads: int) -> str:
-    """``"onnxruntime 1.32.0 cpu (<cpu model>) 1 thread"``: runtime, version, device, threads."""
+    """``"onnxruntime 1.32.0 cpu:<cpu model> 1 thread"``: runtime, version, device, threads."""
     version = ort_version() if runtime == "onnxruntime" else torch.__version__.split("+")[0]
-    name = device_name(device)
-    where = "cpu" if device.type == "cpu" else str(device)
-    detail = f" ({name})" if name and name != where else ""
     thread_txt = f" {threads} thread{'s' if threads != 1 else ''}" if device.type == "cpu" else ""
-    return f"{runtime} {version} {where}{detail}{thread_txt}"
+    return f"{runtime} {version} {device_name(device)}{thread_txt}"
 
 
 class InferenceBackend:
@@ -245,7 +243,8 @@ class TorchBackend(InferenceBackend):
     def latency_costs(self, *, warmup: int, repeats: int, sample: torch.Tensor | None = None) -> ExitCosts:
         from ddecs_search.profiling import latency_costs
 
-        return latency_costs(self.model, self.device, warmup=warmup, repeats=repeats, sample=sample)
+        costs = latency_costs(self.model, self.device, warmup=warmup, repeats=repeats, sample=sample)
+        return dataclasses.replace(costs, source=f"measured:{self.source}")
 
 
 class OnnxRuntimeBackend(InferenceBackend):

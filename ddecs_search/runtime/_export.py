@@ -177,11 +177,11 @@ def save_onnx(graphs: OnnxGraphs, folder: str | Path, *, policy_file: str = "pol
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     names: dict[str, Any] = {"stages": [], "branches": []}
-    for kind, blobs in (("stage", graphs.stages), ("branch", graphs.branches)):
+    for kind, key, blobs in (("stage", "stages", graphs.stages), ("branch", "branches", graphs.branches)):
         for k, blob in enumerate(blobs):
             name = f"{kind}_{k}.onnx"
             _write_bytes_atomic(blob, folder / name)
-            names[f"{kind}s"].append(name)
+            names[key].append(name)
     if graphs.static:
         _write_bytes_atomic(graphs.static, folder / "static.onnx")
     manifest = {

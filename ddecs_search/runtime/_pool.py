@@ -22,7 +22,7 @@ def adaptive_bins(size_in: int, size_out: int) -> list[tuple[int, int]]:
 
 
 def _pool_axis(x: torch.Tensor, dim: int, size_out: int, mode: str) -> torch.Tensor:
-    bins = adaptive_bins(x.shape[dim], size_out)
+    bins = adaptive_bins(int(x.shape[dim]), size_out)
     parts = []
     for start, end in bins:
         part = x.narrow(dim, start, end - start)
@@ -49,7 +49,8 @@ class ExportableAdaptivePool2d(nn.Module):
         self.mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C, oh, ow)
-        (h, w), (oh, ow) = x.shape[-2:], self.output_size
+        h, w = int(x.shape[-2]), int(x.shape[-1])  # constants in the graph (only the batch axis is dynamic)
+        oh, ow = self.output_size
         if h % oh == 0 and w % ow == 0:
             kernel = (h // oh, w // ow)
             if self.mode == "avg":

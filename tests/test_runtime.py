@@ -203,7 +203,7 @@ def test_early_exit_agrees_with_torch_batched_and_batch1(tmp_path: Path) -> None
     preds, exits = runner.early_exit(x.numpy())
     agreement = float(((preds == want.predictions.numpy()) & (exits == want.exit_indices.numpy())).mean())
     assert agreement >= 0.98, agreement  # equal except float ties at a threshold
-    assert len(np.unique(exits)) == net.num_exits  # every exit used: the removal of leaving samples is exercised
+    assert len(np.unique(exits)) == net.num_exits  # every exit used: leaving samples are removed
     one = [runner.early_exit(x[i : i + 1].numpy()) for i in range(len(x))]
     assert np.array_equal(np.concatenate([p for p, _ in one]), preds)
     assert np.array_equal(np.concatenate([e for _, e in one]), exits)

@@ -126,7 +126,7 @@ def compare_runtimes(space: Any, workdir: Path, m: dict[str, Any], rounds: int) 
     from ddecs_search.data import load_splits, make_loader
     from ddecs_search.evaluation import measurement_threads
     from ddecs_search.profiling import resolve_device
-    from ddecs_search.profiling._latency import _time_pass, _warm_up
+    from ddecs_search.profiling import time_pass, warm_up
     from ddecs_search.runtime import OnnxRuntimeBackend, TorchBackend
 
     meas = space.measurement
@@ -169,12 +169,12 @@ def compare_runtimes(space: Any, workdir: Path, m: dict[str, Any], rounds: int) 
         names = list(contenders)
         for name in names:
             fn, xs = contenders[name]
-            _warm_up([fn], xs, meas.warmup)
+            warm_up([fn], xs, meas.warmup)
         per_sample: dict[str, list[np.ndarray]] = {n: [] for n in names}
         for r in range(rounds):  # rotating order: drift and cache effects hit every contender alike
             for name in names[r % len(names) :] + names[: r % len(names)]:
                 fn, xs = contenders[name]
-                per_sample[name].append(_time_pass(fn, xs, cpu))
+                per_sample[name].append(time_pass(fn, xs, cpu))
         batched = torch.cat(xs_all)[: 4 * meas.batch_size]
         batch_in = {}
         for name, b in backends.items():

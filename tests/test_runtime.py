@@ -165,7 +165,7 @@ def test_qtable_decision_equals_torch() -> None:
 @pytest.mark.parametrize("kind", ["ppo", "dqn"])
 def test_rl_mlp_and_threshold_exports_equal_torch(kind: str) -> None:
     from ddecs_search.policies import DQNExitPolicy, PPOExitPolicy
-    from ddecs_search.policies._export import ExitMLP
+    from ddecs_search.policies._rl_portable import ExitMLP
 
     torch.manual_seed(0)
     policy = (PPOExitPolicy if kind == "ppo" else DQNExitPolicy)()
@@ -247,7 +247,7 @@ def test_backend_measures_in_its_runtime(runtime: str) -> None:
 
 def test_search_table_keys_name_the_runtime() -> None:
     from ddecs_search.runtime import runtime_label
-    from ddecs_search.search._latency import module_keys
+    from ddecs_search.search._latency_broker import module_keys
 
     net = _net("lenet")
     ort_keys = module_keys(net, "lenet", runtime_label("onnxruntime", CPU, 1))

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ddecs_search._atomic import write_bytes_atomic, write_text_atomic
 from ddecs_search.errors import ConfigError
 
 _FILES = ("model.pt", "spec.json", "policy.json")
@@ -136,43 +137,44 @@ def export_trial(exp_dir: str | Path, trial_id: str, out_dir: str | Path) -> Pat
     out.mkdir(parents=True, exist_ok=True)
     for name in _FILES:
         shutil.copy2(src / name, out / name)
-    (out / "predict_torch.py").write_text(_PREDICT_TORCH)
-    batch_size = _measurement_batch_size(Path(exp_dir))
-    _export_onnx_folder(out, batch_size)
+    write_text_atomic(_PREDICT_TORCH, out / "predict_torch.py")
+    _export_onnx_folder(out, _measurement_batch_size(exp))
     return out
 
 
-def _measurement_batch_size(exp_dir: Path) -> int:
+def _measurement_batch_size(exp: Any) -> int:
     """The search's ``measurement.batch_size`` (the batch the reported accuracy was computed with)."""
-    from ddecs_search.config import MeasurementConfig, load_space
+    from ddecs_search.config import MeasurementConfig
 
     try:
-        return load_space(exp_dir / "space.yaml").measurement.batch_size
-    except Exception:  # no or unreadable space.yaml (an evaluate workdir): the default
+        return exp.read_space().measurement.batch_size
+    except Exception:  # no or unreadable space.yaml (e.g. an evaluate workdir): the default
         return MeasurementConfig().batch_size
 
 
 def _export_onnx_folder(out: Path, batch_size: int) -> None:
     """ONNX graphs, the runner module, the preprocessed test split and the onnxruntime-only predict.py."""
-    import inspect
+    import io
 
     import numpy as np
 
     from ddecs_search.config import DataConfig, from_dict
     from ddecs_search.data import load_splits, make_loader
-    from ddecs_search.runtime import _ort, export_onnx, save_onnx
+    from ddecs_search.runtime import export_onnx, runner_source, save_onnx
 
     model, _, spec = load_exported(out)
     save_onnx(export_onnx(model), out / "onnx", policy_file="../policy.json")
-    (out / "ddecs_ort.py").write_text(inspect.getsource(_ort))
+    write_text_atomic(runner_source(), out / "ddecs_ort.py")
     splits = load_splits(from_dict(DataConfig, spec["data"]), tuple(spec["input_shape"]))
     xs, ys = [], []
     for x, y in make_loader(splits.test, batch_size=512, shuffle=False, seed=0):
         xs.append(x.numpy().astype(np.float32))
         ys.append(y.numpy().astype(np.int64))
-    np.save(out / "test_inputs.npy", np.concatenate(xs))
-    np.save(out / "test_labels.npy", np.concatenate(ys))
-    (out / "predict.py").write_text(_PREDICT.replace("BATCH_SIZE", str(int(batch_size))))
+    for name, array in (("test_inputs.npy", np.concatenate(xs)), ("test_labels.npy", np.concatenate(ys))):
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        write_bytes_atomic(buffer.getvalue(), out / name)
+    write_text_atomic(_PREDICT.replace("BATCH_SIZE", str(int(batch_size))), out / "predict.py")
 
 
 def load_exported(model_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Any, Any, dict]:

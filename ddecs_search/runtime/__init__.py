@@ -17,7 +17,14 @@ from ddecs_search.runtime._backend import (
     resolve_runtime,
     runtime_label,
 )
-from ddecs_search.runtime._export import EXPORTERS, OnnxGraphs, export_onnx, resolve_exporter, save_onnx
+from ddecs_search.runtime._export import (
+    EXPORTERS,
+    OnnxGraphs,
+    export_onnx,
+    resolve_exporter,
+    runner_source,
+    save_onnx,
+)
 from ddecs_search.runtime._ort import ExitDecision, OnnxEarlyExitRunner, ort_version
 from ddecs_search.runtime._pool import ExportableAdaptivePool2d, adaptive_bins, exportable_copy
 
@@ -38,6 +45,7 @@ __all__ = [
     "ort_version",
     "resolve_exporter",
     "resolve_runtime",
+    "runner_source",
     "runtime_label",
     "save_onnx",
 ]

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ddecs_search._atomic import write_text_atomic
+from ddecs_search._atomic import write_bytes_atomic, write_text_atomic
 from ddecs_search.runtime._ort import FORMAT_VERSION, MANIFEST
 from ddecs_search.runtime._pool import exportable_copy
 
@@ -180,10 +180,10 @@ def save_onnx(graphs: OnnxGraphs, folder: str | Path, *, policy_file: str = "pol
     for kind, key, blobs in (("stage", "stages", graphs.stages), ("branch", "branches", graphs.branches)):
         for k, blob in enumerate(blobs):
             name = f"{kind}_{k}.onnx"
-            _write_bytes_atomic(blob, folder / name)
+            write_bytes_atomic(blob, folder / name)
             names[key].append(name)
     if graphs.static:
-        _write_bytes_atomic(graphs.static, folder / "static.onnx")
+        write_bytes_atomic(graphs.static, folder / "static.onnx")
     manifest = {
         "format": FORMAT_VERSION,
         "num_exits": graphs.num_exits,
@@ -202,7 +202,10 @@ def save_onnx(graphs: OnnxGraphs, folder: str | Path, *, policy_file: str = "pol
     return folder
 
 
-def _write_bytes_atomic(data: bytes, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+def runner_source() -> str:
+    """The source of the torch-free runner module (``ddecs_ort.py`` in exported folders)."""
+    import inspect
+
+    from ddecs_search.runtime import _ort
+
+    return inspect.getsource(_ort)

@@ -30,12 +30,21 @@ def _pool_axis(x: torch.Tensor, dim: int, size_out: int, mode: str) -> torch.Ten
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=dim)
 
 
+def _mean_matrix(size_in: int, size_out: int) -> torch.Tensor:
+    """``(size_out, size_in)``: row ``i`` averages adaptive bin ``i``."""
+    m = torch.zeros(size_out, size_in)
+    for i, (start, end) in enumerate(adaptive_bins(size_in, size_out)):
+        m[i, start:end] = 1.0 / (end - start)
+    return m
+
+
 class ExportableAdaptivePool2d(nn.Module):
     """Drop-in for ``nn.AdaptiveAvgPool2d`` / ``nn.AdaptiveMaxPool2d`` built from slices, means and maxes.
 
     Where the output divides the input it is a plain ``avg_pool2d``/``max_pool2d`` (kernel = stride); else
-    a separable pooling over PyTorch's adaptive bins. Max pooling is exact; average pooling equals the
-    adaptive pool up to float rounding (the summation order differs), which the tests bound.
+    a separable pooling over PyTorch's adaptive bins: for max, slices and maxes (exact); for average, two
+    constant bin-averaging matrices (few, fast graph nodes), equal to the adaptive pool up to float
+    rounding (the summation order differs), which the tests bound.
     """
 
     def __init__(self, output_size: int | tuple[int, int], mode: str) -> None:
@@ -56,6 +65,10 @@ class ExportableAdaptivePool2d(nn.Module):
             if self.mode == "avg":
                 return nn.functional.avg_pool2d(x, kernel, kernel)
             return nn.functional.max_pool2d(x, kernel, kernel)
+        if self.mode == "avg":  # two constant matmuls: 2 graph nodes instead of 2 * (oh + ow) slices
+            rows = _mean_matrix(h, oh).to(dtype=x.dtype, device=x.device)  # (oh, h)
+            cols = _mean_matrix(w, ow).to(dtype=x.dtype, device=x.device).t()  # (w, ow)
+            return torch.matmul(torch.matmul(rows, x), cols)  # (B, C, oh, ow)
         return _pool_axis(_pool_axis(x, -2, oh, self.mode), -1, ow, self.mode)
 
     def extra_repr(self) -> str:

@@ -125,8 +125,7 @@ def compare_runtimes(space: Any, workdir: Path, m: dict[str, Any], rounds: int) 
     from ddecs_search.analysis import load_exported
     from ddecs_search.data import load_splits, make_loader
     from ddecs_search.evaluation import measurement_threads
-    from ddecs_search.profiling import resolve_device
-    from ddecs_search.profiling import time_pass, warm_up
+    from ddecs_search.profiling import resolve_device, time_pass, warm_up
     from ddecs_search.runtime import OnnxRuntimeBackend, TorchBackend
 
     meas = space.measurement

@@ -238,8 +238,8 @@ def compare_runtimes(space: Any, workdir: Path, m: dict[str, Any], rounds: int) 
     )
     timing = {
         "rounds": rounds,
-        "samples": int(len(samples)),
-        "batched_samples": int(len(batched)),
+        "samples": len(samples),
+        "batched_samples": len(batched),
         "batch_size": meas.batch_size,
         "threads": meas.threads,
         "interleaved": "4 contenders, rotating",

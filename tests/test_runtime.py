@@ -121,7 +121,7 @@ def test_exporters_agree() -> None:
         g = export_onnx(net, exporter=exporter)
         r = OnnxEarlyExitRunner(g.as_mapping(), ExitDecision("static", {}, net.num_exits))
         outs.append((r.static(x), r.run_branch(0, r.run_stage(0, x))[1]))
-    for a, b in zip(*outs):
+    for a, b in zip(*outs, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 

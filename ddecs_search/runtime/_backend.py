@@ -167,7 +167,7 @@ class InferenceBackend:
                     fn(batches[i % len(batches)])
             for r in range(rounds):
                 for name, fn in contenders if r % 2 == 0 else contenders[::-1]:
-                    ms = timer(lambda _: [fn(b) for b in batches], None)
+                    ms = timer(lambda _, fn=fn: [fn(b) for b in batches], None)
                     rates[name].append(xs.shape[0] / (ms / 1e3))
         static_rate, early_rate = float(np.median(rates["static"])), float(np.median(rates["early_exit"]))
         return {
@@ -316,7 +316,7 @@ class OnnxRuntimeBackend(InferenceBackend):
         inputs = []
         for k in range(r.num_exits - 1):
             h = r.run_stage(k, h)
-            logits, feats = r.run_branch(k, h)
+            _, feats = r.run_branch(k, h)
             agree = np.zeros(1, dtype=np.float32) if r.decision.needs_agree else None
             inputs.append((feats, agree))
         out = np.empty((len(inputs), repeats), dtype=np.float64)

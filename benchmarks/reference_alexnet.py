@@ -246,7 +246,8 @@ def prepare_found(trial_dir: Path, space: Any, ref: Any, metrics: dict[str, Any]
     from ddecs_search.data import make_loader
     from ddecs_search.evaluation import measurement_threads
     from ddecs_search.policies import ExitTable
-    from ddecs_search.profiling import latency_costs, mac_costs
+    from ddecs_search.profiling import mac_costs
+    from ddecs_search.runtime import inference_backend
 
     model, policy, spec = load_exported(trial_dir, device=ref.device)
 
@@ -256,7 +257,8 @@ def prepare_found(trial_dir: Path, space: Any, ref: Any, metrics: dict[str, Any]
 
     m = space.measurement
     with measurement_threads(space, ref.device):
-        latency = latency_costs(model, ref.device, warmup=m.warmup, repeats=m.repeats)
+        backend = inference_backend(m, model, None, ref.device)  # the runtime measure_candidate uses
+        latency = backend.latency_costs(warmup=m.warmup, repeats=m.repeats)
     prepared = dataclasses.replace(
         ref, candidate=from_dict(Candidate, spec["candidate"]), model=model,
         val_table=table(ref.splits.val), test_table=table(ref.splits.test), latency=latency,

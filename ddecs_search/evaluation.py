@@ -98,7 +98,8 @@ def prepare_candidate(
 ) -> PreparedCandidate:
     """Train ``candidate`` (baseline from cache) and compute its exit and cost tables."""
     from ddecs_search.data import load_splits, make_loader
-    from ddecs_search.profiling import latency_costs, mac_costs, resolve_device
+    from ddecs_search.profiling import mac_costs, resolve_device
+    from ddecs_search.runtime import inference_backend
 
     _set_threads(space)
     device = resolve_device(space.measurement.device)
@@ -150,8 +151,9 @@ def prepare_candidate(
     with measurement_threads(space, device):
         if latency_fn is not None:
             latency = latency_fn(model, device)
-        else:
-            latency = latency_costs(model, device, warmup=m.warmup, repeats=m.repeats)
+        else:  # in the measurement runtime (see ddecs_search.runtime)
+            backend = inference_backend(m, model, None, device)
+            latency = backend.latency_costs(warmup=m.warmup, repeats=m.repeats)
     return PreparedCandidate(
         candidate,
         model,
@@ -203,7 +205,7 @@ def _stack_inputs(dataset: Any, n: int) -> torch.Tensor:
 
 
 def _energy(
-    space: SearchSpace, prepared: PreparedCandidate, policy: ExitPolicy, batch: torch.Tensor, lease: Any
+    space: SearchSpace, prepared: PreparedCandidate, backend: Any, batch: torch.Tensor, lease: Any
 ) -> dict:
     """Energy per sample of early-exit and static inference over the same samples, or None with the reason.
 
@@ -215,13 +217,12 @@ def _energy(
     m = space.measurement
     meter = create_energy_meter(m.energy, prepared.device)
     available = meter.available  # (a closed meter reports unavailable)
+    static_fn, early_fn = backend.energy_fns()  # the measurement runtime's static and early-exit calls
     try:
         kwargs = {"min_seconds": m.energy_min_seconds, "warmup": min(m.warmup, 2)}
         with lease() if lease is not None and available else contextlib.nullcontext():
-            static = energy_per_sample(meter, prepared.baseline, batch, prepared.device, **kwargs)
-            dynamic = energy_per_sample(
-                meter, lambda x: prepared.model.early_exit(x, policy), batch, prepared.device, **kwargs
-            )
+            static = energy_per_sample(meter, static_fn, batch, prepared.device, **kwargs)
+            dynamic = energy_per_sample(meter, early_fn, batch, prepared.device, **kwargs)
     finally:
         meter.close()
     source = dynamic.source
@@ -270,19 +271,14 @@ def measure_candidate(
     against the static network in the same run (see ``latency_source``).
     """
     from ddecs_search.data import make_loader
-    from ddecs_search.profiling import (
-        batched_throughput,
-        compare_static_vs_early_exit,
-        decision_costs,
-        device_name,
-        latency_source,
-    )
+    from ddecs_search.profiling import device_name, latency_source
+    from ddecs_search.runtime import inference_backend
 
     m = space.measurement
     device = prepared.device
     samples = _stack_inputs(prepared.splits.test, m.latency_samples)
-    decisions = decision_costs(prepared.model, policy, samples[:1].to(device), device, warmup=m.warmup,
-                               repeats=m.repeats)
+    backend = inference_backend(m, prepared.model, policy, device)  # measurement.runtime
+    decisions = backend.decision_costs(samples[:1], warmup=m.warmup, repeats=m.repeats)
     latency = with_decisions(prepared.latency, decisions)
     lat_path, mac_path = latency.path(), prepared.macs.path()
     norm_path = prepared.latency.normalised_path()
@@ -303,22 +299,18 @@ def measure_candidate(
     # Real batched early-exit inference over the whole test set: the reported accuracy.
     loader = make_loader(prepared.splits.test, batch_size=m.batch_size, shuffle=False, seed=0,
                          num_workers=space.dataset.num_workers, device=device)
-    preds, real_exits = [], []
-    with torch.inference_mode():
-        for x, _ in loader:
-            out = prepared.model.early_exit(x.to(device), policy)
-            preds.append(out.predictions.cpu())
-            real_exits.append(out.exit_indices.cpu())
-    preds_np, real_exits_np = torch.cat(preds).numpy(), torch.cat(real_exits).numpy()
+    # in the runtime: with onnxruntime, `inference_table_agreement` is its agreement with the torch path
+    outs = [backend.predict(x) for x, _ in loader]
+    preds_np, real_exits_np = np.concatenate([p for p, _ in outs]), np.concatenate([e for _, e in outs])
     real_acc = float((preds_np == test.labels).mean())
     table_preds = test.predictions[np.arange(test.num_samples), exits]
     agreement = float(((preds_np == table_preds) & (real_exits_np == exits)).mean())
 
-    timing = compare_static_vs_early_exit(prepared.model, policy, samples, device, warmup=m.warmup)
+    timing = backend.compare(samples, warmup=m.warmup)
     batch1_agree = float((np.asarray(timing["exit_indices"]) == exits[: len(samples)]).mean())
-    tput = batched_throughput(prepared.model, policy, _stack_inputs(prepared.splits.test, 4 * m.batch_size),
-                              device, batch_size=m.batch_size)
-    energy = _energy(space, prepared, policy, _stack_inputs(prepared.splits.test, m.batch_size), energy_lease)
+    tput = backend.throughput(_stack_inputs(prepared.splits.test, 4 * m.batch_size), batch_size=m.batch_size)
+    energy_batch = _stack_inputs(prepared.splits.test, m.batch_size)
+    energy = _energy(space, prepared, backend, energy_batch, energy_lease)
     static_lat, ee_lat = timing["static"], timing["early_exit"]
     dev = device_name(device)
     in_trial = bool(os.environ.get("DDECS_IN_TRIAL"))
@@ -341,9 +333,10 @@ def measure_candidate(
         "baseline_latency_ms": static_lat.mean_ms,
         "speedup": timing["speedup"],
         "batched_throughput_speedup": tput["throughput_speedup"],
-        "latency_source": latency_source("torch", dev, m.threads if device.type == "cpu" else None,
+        "latency_source": latency_source(backend.runtime_name, dev,
+                                         m.threads if device.type == "cpu" else None,
                                          f"end-to-end batch 1, {where}"),
-        "runtime": "torch",
+        "runtime": backend.runtime,
         **energy,
         # reported: test split (never used to choose)
         "accuracy": real_acc,

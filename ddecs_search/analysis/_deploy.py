@@ -1,7 +1,13 @@
-"""Export of a chosen configuration: the trained multi-exit model, its exit policy and a predict example.
+"""Export of a chosen configuration: the trained multi-exit model, its exit policy and predict examples.
 
-The exported folder is what a user deploys: ``model.pt`` (state dict, loaded with ``weights_only=True``),
-``spec.json`` (candidate, input shape, classes, data config) and ``policy.json`` (JSON state, no pickle).
+The exported folder is what a user deploys:
+
+- ``onnx/`` (one graph per stage and per branch, the static network, ``manifest.json``), ``ddecs_ort.py``
+  (the ONNX Runtime early-exit runner with numpy exit decisions), ``policy.json`` (JSON state, no pickle)
+  and ``predict.py``, which needs only onnxruntime and numpy and reproduces the trial's test accuracy and
+  exit fractions on ``test_inputs.npy`` / ``test_labels.npy`` (the preprocessed test split, float32);
+- for PyTorch users: ``model.pt`` (state dict, ``weights_only=True``), ``spec.json`` (candidate, input
+  shape, classes, data config) and ``predict_torch.py`` (needs ddecs-search and torch).
 """
 
 from __future__ import annotations
@@ -12,14 +18,50 @@ from typing import Any
 
 import torch
 
+from ddecs_search._atomic import write_bytes_atomic, write_text_atomic
 from ddecs_search.errors import ConfigError
 
 _FILES = ("model.pt", "spec.json", "policy.json")
 
-_PREDICT = '''"""Early-exit inference with an exported ddecs-search model.
+_PREDICT = '''"""Early-exit inference with ONNX Runtime; needs only `pip install onnxruntime numpy`.
 
-    python predict.py                 # accuracy on the test split of the dataset it was trained on
+    python predict.py                 # accuracy and exit fractions on the exported test split
     python predict.py --limit 1000    # first 1000 test samples only
+    python predict.py --threads 4     # ONNX Runtime intra-op threads
+
+Each sample runs stage by stage and leaves at the first exit whose policy says so (ddecs_ort.py).
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+here = Path(__file__).resolve().parent
+sys.path.insert(0, str(here))
+from ddecs_ort import OnnxEarlyExitRunner, summary  # noqa: E402
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--limit", type=int, default=None)
+parser.add_argument("--threads", type=int, default=1)
+parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+args = parser.parse_args()
+
+runner = OnnxEarlyExitRunner.from_folder(here / "onnx", threads=args.threads, policy=here / "policy.json")
+x = np.load(here / "test_inputs.npy", mmap_mode="r")[: args.limit]
+y = np.load(here / "test_labels.npy")[: args.limit]
+predictions, exits = runner.predict(x, batch_size=args.batch_size)
+result = summary(predictions, exits, y, runner.num_exits)
+result["torch_imported"] = "torch" in sys.modules
+print(json.dumps(result))
+'''
+
+_PREDICT_TORCH = '''"""Early-exit inference in PyTorch with an exported ddecs-search model.
+
+    python predict_torch.py                 # accuracy on the test split of the dataset it was trained on
+    python predict_torch.py --limit 1000    # first 1000 test samples only
 
 Needs `pip install ddecs-search` (or the project checkout) for the model code.
 """
@@ -59,7 +101,8 @@ print(json.dumps({"accuracy": correct / total, "samples": total,
 
 
 def export_trial(exp_dir: str | Path, trial_id: str, out_dir: str | Path) -> Path:
-    """Copy trial ``trial_id``'s model, spec and policy from ``exp_dir`` into ``out_dir`` with predict.py.
+    """Export trial ``trial_id`` of ``exp_dir`` into ``out_dir``: ONNX graphs, runner, policy, test split,
+    ``predict.py`` (onnxruntime + numpy only), and the torch model with ``predict_torch.py``.
 
     Raises:
         ConfigError: unknown trial (the message lists the exportable ones) or missing artefacts.
@@ -94,8 +137,44 @@ def export_trial(exp_dir: str | Path, trial_id: str, out_dir: str | Path) -> Pat
     out.mkdir(parents=True, exist_ok=True)
     for name in _FILES:
         shutil.copy2(src / name, out / name)
-    (out / "predict.py").write_text(_PREDICT)
+    write_text_atomic(_PREDICT_TORCH, out / "predict_torch.py")
+    _export_onnx_folder(out, _measurement_batch_size(exp))
     return out
+
+
+def _measurement_batch_size(exp: Any) -> int:
+    """The search's ``measurement.batch_size`` (the batch the reported accuracy was computed with)."""
+    from ddecs_search.config import MeasurementConfig
+
+    try:
+        return exp.read_space().measurement.batch_size
+    except Exception:  # no or unreadable space.yaml (e.g. an evaluate workdir): the default
+        return MeasurementConfig().batch_size
+
+
+def _export_onnx_folder(out: Path, batch_size: int) -> None:
+    """ONNX graphs, the runner module, the preprocessed test split and the onnxruntime-only predict.py."""
+    import io
+
+    import numpy as np
+
+    from ddecs_search.config import DataConfig, from_dict
+    from ddecs_search.data import load_splits, make_loader
+    from ddecs_search.runtime import export_onnx, runner_source, save_onnx
+
+    model, _, spec = load_exported(out)
+    save_onnx(export_onnx(model), out / "onnx", policy_file="../policy.json")
+    write_text_atomic(runner_source(), out / "ddecs_ort.py")
+    splits = load_splits(from_dict(DataConfig, spec["data"]), tuple(spec["input_shape"]))
+    xs, ys = [], []
+    for x, y in make_loader(splits.test, batch_size=512, shuffle=False, seed=0):
+        xs.append(x.numpy().astype(np.float32))
+        ys.append(y.numpy().astype(np.int64))
+    for name, array in (("test_inputs.npy", np.concatenate(xs)), ("test_labels.npy", np.concatenate(ys))):
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        write_bytes_atomic(buffer.getvalue(), out / name)
+    write_text_atomic(_PREDICT.replace("BATCH_SIZE", str(int(batch_size))), out / "predict.py")
 
 
 def load_exported(model_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Any, Any, dict]:

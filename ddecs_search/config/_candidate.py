@@ -220,7 +220,13 @@ class MeasurementConfig:
     run); the lookup table uses ``warmup`` + ``repeats`` runs per module and takes medians. ``threads``
     is torch's intra-op thread count while measuring on a CPU (default 1: batch-1 inference of small
     networks is fastest and far more stable on one thread, especially when trials share cores; set it to
-    your deployment's thread count).
+    your deployment's thread count; ONNX Runtime sessions get the same intra-op thread count).
+
+    ``runtime`` is what inference is measured in: ``onnxruntime`` (the network exported to ONNX per stage
+    and branch, run by ONNX Runtime on the CPU with the exit decision in numpy: what a deployment gets),
+    ``torch`` (eager PyTorch), or ``auto`` = ``onnxruntime`` when the device is a CPU and ``torch`` on CUDA,
+    because no GPU runtime (ONNX Runtime CUDA/TensorRT execution provider) is set up yet. The latency
+    table, end-to-end timing, batched throughput, energy windows and the static network all use it.
     """
 
     device: str = "auto"
@@ -231,8 +237,11 @@ class MeasurementConfig:
     energy: Literal["auto", "nvml", "rapl", "none"] = "auto"
     energy_min_seconds: float = 1.0
     threads: int = 1
+    runtime: Literal["auto", "torch", "onnxruntime"] = "auto"
 
     def __post_init__(self) -> None:
+        if self.runtime not in ("auto", "torch", "onnxruntime"):
+            fail("runtime", f"must be auto, torch or onnxruntime, got {self.runtime!r}")
         if self.latency_samples < 1:
             fail("latency_samples", f"must be >= 1, got {self.latency_samples}")
         if self.repeats < 1:

@@ -14,9 +14,15 @@ from ddecs_search.profiling._energy_factory import ENERGY_KINDS, create_energy_m
 from ddecs_search.profiling._latency import (
     LatencyStats,
     batched_throughput,
+    check_counts,
     compare_static_vs_early_exit,
+    host_timer,
     latency_costs,
+    round_robin,
+    single_input,
+    time_pass,
     time_per_sample,
+    warm_up,
 )
 from ddecs_search.profiling._macs import count_macs, mac_costs
 from ddecs_search.profiling._nvml import NvmlEnergyMeter
@@ -33,16 +39,22 @@ __all__ = [
     "RaplEnergyMeter",
     "UnavailableEnergyMeter",
     "batched_throughput",
+    "check_counts",
     "compare_static_vs_early_exit",
     "count_macs",
     "decision_costs",
     "create_energy_meter",
     "device_name",
     "energy_per_sample",
+    "host_timer",
     "latency_costs",
     "latency_source",
     "mac_costs",
     "resolve_device",
+    "round_robin",
+    "single_input",
     "synchronize",
+    "time_pass",
     "time_per_sample",
+    "warm_up",
 ]

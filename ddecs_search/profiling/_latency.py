@@ -320,3 +320,12 @@ def batched_throughput(
         "rounds": rounds,
         "device": device_name(device),
     }
+
+
+# Timing building blocks, public so that every runtime (ddecs_search.runtime) is timed the same way.
+check_counts = _check_counts
+host_timer = _time_host
+round_robin = _round_robin
+single_input = _single_input
+time_pass = _time_pass
+warm_up = _warm_up

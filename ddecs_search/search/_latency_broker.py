@@ -116,15 +116,23 @@ def measurement_lease(broker: Any) -> Any:
     return lease
 
 
-def isolated_latency_fn(broker: Any, backbone: str, *, warmup: int, repeats: int) -> Any:
-    """A ``latency_fn(model, device) -> ExitCosts`` for ``evaluate_candidate`` backed by the broker."""
+def isolated_latency_fn(
+    broker: Any, backbone: str, *, warmup: int, repeats: int, runtime: str = "auto", threads: int = 1
+) -> Any:
+    """A ``latency_fn(model, device) -> ExitCosts`` for ``evaluate_candidate`` backed by the broker.
+
+    Modules are measured in ``runtime`` (``measurement.runtime``) with ``threads`` threads, and the cache
+    keys name runtime, version, device and threads: a table never mixes runtimes.
+    """
 
     def latency_fn(model: MultiExitNet, device: torch.device) -> ExitCosts:
         import ray
 
-        from ddecs_search.profiling import ExitCosts, device_name, latency_costs
+        from ddecs_search.config import MeasurementConfig
+        from ddecs_search.profiling import ExitCosts
+        from ddecs_search.runtime import inference_backend, resolve_runtime, runtime_label
 
-        label = device_name(device)
+        label = runtime_label(resolve_runtime(runtime, device), device, threads)
         keys = module_keys(model, backbone, label)
         table = ray.get(broker.lookup.remote(keys))
         if len(table) < len(keys):
@@ -134,7 +142,9 @@ def isolated_latency_fn(broker: Any, backbone: str, *, warmup: int, repeats: int
             try:
                 table = ray.get(broker.lookup.remote(keys))  # a neighbour may have measured them meanwhile
                 if len(table) < len(keys):
-                    costs = latency_costs(model, device, warmup=warmup, repeats=repeats)
+                    measurement = MeasurementConfig(runtime=runtime, threads=threads)  # type: ignore[arg-type]
+                    backend = inference_backend(measurement, model, None, device)
+                    costs = backend.latency_costs(warmup=warmup, repeats=repeats)
                     values = [*costs.stage, *costs.branch, costs.static]
                     measured = {k: float(v) for k, v in zip(keys, values) if k not in table}
             finally:

@@ -110,7 +110,8 @@ def _evaluate(ctx: TrialContext, candidate: Any, workdir: Path, on_epoch: Any) -
     from ddecs_search.search._latency_broker import isolated_latency_fn, measurement_lease
 
     m = ctx.space.measurement
-    table_fn = isolated_latency_fn(ctx.broker, ctx.space.backbone.name, warmup=m.warmup, repeats=m.repeats)
+    table_fn = isolated_latency_fn(ctx.broker, ctx.space.backbone.name, warmup=m.warmup, repeats=m.repeats,
+                                   runtime=m.runtime, threads=m.threads)
     return evaluate_candidate(ctx.space, candidate, workdir=workdir,
                               baseline_dir=ctx.baseline.materialise(trial_cache_dir(ctx.exp_uid)),
                               quiet=True, on_epoch=on_epoch, latency_fn=table_fn,

@@ -78,13 +78,9 @@ def _measure(space: SearchSpace, files: dict[str, bytes]) -> dict[str, Any]:
 
     from ddecs_search.artifacts import load_trained
     from ddecs_search.data import load_splits
-    from ddecs_search.profiling import (
-        compare_static_vs_early_exit,
-        device_name,
-        latency_source,
-        resolve_device,
-    )
+    from ddecs_search.profiling import device_name, latency_source, resolve_device
     from ddecs_search.ray_setup import node_id
+    from ddecs_search.runtime import inference_backend
 
     device = resolve_device(space.measurement.device)
     if device.type == "cpu":  # time with the thread count the search's latency table used
@@ -97,11 +93,12 @@ def _measure(space: SearchSpace, files: dict[str, bytes]) -> dict[str, Any]:
     test = load_splits(space.dataset, tuple(spec["input_shape"])).test
     n = min(space.measurement.latency_samples, len(test))
     samples = torch.stack([test[i][0] for i in range(n)])
-    timing = compare_static_vs_early_exit(model, policy, samples, device, warmup=space.measurement.warmup)
+    backend = inference_backend(space.measurement, model, policy, device)  # the search's runtime
+    timing = backend.compare(samples, warmup=space.measurement.warmup)
     early, static = timing["early_exit"], timing["static"]
     threads = space.measurement.threads if device.type == "cpu" else None
     how = "end-to-end batch 1, isolated after the search"
-    source = latency_source("torch", device_name(device), threads, how)
+    source = latency_source(backend.runtime_name, device_name(device), threads, how)
     return {"verified_latency_ms": early.mean_ms, "verified_latency_p95_ms": early.p95_ms,
             "verified_baseline_latency_ms": static.mean_ms, "verified_speedup": timing["speedup"],
             "verified_latency_source": source, "verified_device": device_name(device),

@@ -1,0 +1,97 @@
+"""Adaptive pooling that every ONNX exporter accepts, equal to ``adaptive_{avg,max}_pool2d``.
+
+ONNX has no adaptive pool. The exporters map ``AdaptiveAvgPool2d`` to ``AveragePool`` only when the output
+size divides the input (14x14 -> 7x7), and fail otherwise (14x14 -> 4x4, 3x3 -> 2x2, or up-sampling 1x1 ->
+6x6 in AlexNet's head on small inputs). PyTorch's adaptive bins are ``[floor(i*n/o), ceil((i+1)*n/o))`` per
+axis; they are rectangles, so pooling rows first and then columns gives the same value (the mean of a
+rectangle is the mean of its rows' means, each row having the same width). With only the batch axis
+dynamic, ``H`` and ``W`` are plain integers at export time, so the bins become constant slices.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+def adaptive_bins(size_in: int, size_out: int) -> list[tuple[int, int]]:
+    """PyTorch's adaptive pooling bins along one axis: ``[start, end)`` per output index."""
+    return [((i * size_in) // size_out, -((-(i + 1) * size_in) // size_out)) for i in range(size_out)]
+
+
+def _pool_axis(x: torch.Tensor, dim: int, size_out: int, mode: str) -> torch.Tensor:
+    bins = adaptive_bins(int(x.shape[dim]), size_out)
+    parts = []
+    for start, end in bins:
+        part = x.narrow(dim, start, end - start)
+        parts.append(part.mean(dim=dim, keepdim=True) if mode == "avg" else part.amax(dim=dim, keepdim=True))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=dim)
+
+
+def _mean_matrix(size_in: int, size_out: int) -> torch.Tensor:
+    """``(size_out, size_in)``: row ``i`` averages adaptive bin ``i``."""
+    m = torch.zeros(size_out, size_in)
+    for i, (start, end) in enumerate(adaptive_bins(size_in, size_out)):
+        m[i, start:end] = 1.0 / (end - start)
+    return m
+
+
+class ExportableAdaptivePool2d(nn.Module):
+    """Drop-in for ``nn.AdaptiveAvgPool2d`` / ``nn.AdaptiveMaxPool2d`` built from slices, means and maxes.
+
+    Where the output divides the input it is a plain ``avg_pool2d``/``max_pool2d`` (kernel = stride); else
+    a separable pooling over PyTorch's adaptive bins: for max, slices and maxes (exact); for average, two
+    constant bin-averaging matrices (few, fast graph nodes), equal to the adaptive pool up to float
+    rounding (the summation order differs), which the tests bound.
+    """
+
+    def __init__(self, output_size: int | tuple[int, int], mode: str) -> None:
+        super().__init__()
+        if mode not in ("avg", "max"):
+            raise ValueError(f"mode must be 'avg' or 'max', got {mode!r}")
+        size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+        if len(size) != 2 or any(s is None or s < 1 for s in size):
+            raise ValueError(f"output_size must be positive ints, got {output_size!r}")
+        self.output_size: tuple[int, int] = (int(size[0]), int(size[1]))
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C, oh, ow)
+        h, w = int(x.shape[-2]), int(x.shape[-1])  # constants in the graph (only the batch axis is dynamic)
+        oh, ow = self.output_size
+        if h % oh == 0 and w % ow == 0:
+            kernel = (h // oh, w // ow)
+            if self.mode == "avg":
+                return nn.functional.avg_pool2d(x, kernel, kernel)
+            return nn.functional.max_pool2d(x, kernel, kernel)
+        if self.mode == "avg":  # two constant matmuls: 2 graph nodes instead of 2 * (oh + ow) slices
+            rows = _mean_matrix(h, oh).to(dtype=x.dtype, device=x.device)  # (oh, h)
+            cols = _mean_matrix(w, ow).to(dtype=x.dtype, device=x.device).t()  # (w, ow)
+            return torch.matmul(torch.matmul(rows, x), cols)  # (B, C, oh, ow)
+        return _pool_axis(_pool_axis(x, -2, oh, self.mode), -1, ow, self.mode)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}, mode={self.mode!r}"
+
+
+def _sizes(module: nn.Module) -> tuple[int, int]:
+    size = module.output_size
+    if isinstance(size, int):
+        return size, size
+    if any(s is None for s in size):
+        raise ValueError(f"{module}: an output size of None (keep the input size) is not supported")
+    return int(size[0]), int(size[1])
+
+
+def exportable_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` in eval mode with every adaptive 2-D pool replaced by the exportable one."""
+    out = copy.deepcopy(module).eval()
+    for parent in list(out.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+                if getattr(child, "return_indices", False):
+                    raise ValueError(f"{name}: adaptive max pooling with return_indices cannot be exported")
+                mode = "avg" if isinstance(child, nn.AdaptiveAvgPool2d) else "max"
+                setattr(parent, name, ExportableAdaptivePool2d(_sizes(child), mode))
+    return out

@@ -1,0 +1,294 @@
+"""ONNX export and the ONNX Runtime early-exit runner: exportable pools, every backbone x exit point x branch
+kind, numpy decisions equal to the torch policies, torch vs ONNX Runtime agreement, measurement backends."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ddecs_search.config import BranchSpec, MeasurementConfig
+from ddecs_search.errors import ConfigError
+from ddecs_search.models import MultiExitNet, create_backbone, list_backbones
+from ddecs_search.policies import ThresholdPolicy, exit_features
+from ddecs_search.runtime import (
+    ExitDecision,
+    ExportableAdaptivePool2d,
+    OnnxEarlyExitRunner,
+    adaptive_bins,
+    export_onnx,
+    exportable_copy,
+    inference_backend,
+    resolve_runtime,
+    save_onnx,
+)
+
+CPU = torch.device("cpu")
+FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+
+# Branch kinds the spaces allow (conv_layers 0..3, avg/max, pool_size 1..8 never up-sampling, hidden, dropout)
+KINDS = [
+    BranchSpec(conv_layers=0, pool="avg", pool_size=4, hidden=0),  # 14x14 -> 4x4: does not divide
+    BranchSpec(conv_layers=1, channels=8, pool="max", pool_size=3, hidden=16, dropout=0.1),
+    BranchSpec(conv_layers=2, channels=8, pool="avg", pool_size=8, hidden=0),
+    BranchSpec(conv_layers=0, pool="max", pool_size=5, hidden=0),
+]
+
+
+# ------------------------------------------------------------------------------------------------- pools
+@pytest.mark.parametrize("hw", [(14, 14), (7, 7), (3, 3), (1, 1), (5, 9), (32, 32), (2, 2)])
+@pytest.mark.parametrize("out", [1, 2, 3, 4, 6, 7, 8])
+def test_exportable_pool_equals_adaptive_pool(hw: tuple[int, int], out: int) -> None:
+    x = torch.randn(2, 3, *hw, generator=torch.Generator().manual_seed(out))
+    avg = ExportableAdaptivePool2d(out, "avg")(x)
+    mx = ExportableAdaptivePool2d(out, "max")(x)
+    assert torch.equal(mx, nn.functional.adaptive_max_pool2d(x, out))  # max: exact
+    torch.testing.assert_close(avg, nn.functional.adaptive_avg_pool2d(x, out), rtol=0, atol=1e-6)
+
+
+def test_adaptive_bins_match_torch_rule() -> None:
+    assert adaptive_bins(14, 4) == [(0, 4), (3, 7), (7, 11), (10, 14)]
+    assert adaptive_bins(1, 3) == [(0, 1), (0, 1), (0, 1)]  # up-sampling repeats the pixel
+
+
+def test_exportable_copy_replaces_pools_and_leaves_the_original() -> None:
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(4), nn.AdaptiveMaxPool2d((2, 2)))
+    copy = exportable_copy(net)
+    assert isinstance(net[1], nn.AdaptiveAvgPool2d)
+    assert [type(m).__name__ for m in copy][1:] == ["ExportableAdaptivePool2d"] * 2
+    x = torch.randn(1, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(copy(x), net(x), rtol=0, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------- export x runtime
+def _net(backbone: str, shift: int = 0, seed: int = 0) -> MultiExitNet:
+    torch.manual_seed(seed)
+    bb = create_backbone(backbone, num_classes=10)
+    points = list(range(len(bb.exit_point_names)))
+    specs = [KINDS[(i + shift) % len(KINDS)] for i in points]
+    return MultiExitNet(bb, points, specs).eval()
+
+
+def _check_graphs_match_torch(net: MultiExitNet, batch: int = 3) -> None:
+    graphs = export_onnx(net)
+    runner = OnnxEarlyExitRunner(graphs.as_mapping(), ExitDecision("static", {}, net.num_exits))
+    x = torch.randn(batch, *net.backbone.input_shape, generator=torch.Generator().manual_seed(1))
+    h, hn = x, x.numpy()
+    with torch.no_grad():
+        for k in range(net.num_exits):
+            h, hn = net.run_stage(k, h), runner.run_stage(k, hn)
+            scale = float(h.abs().max()) + 1e-6
+            np.testing.assert_allclose(hn, h.numpy(), rtol=0, atol=1e-4 * scale, err_msg=f"stage {k}")
+            if k < net.num_exits - 1:
+                logits = net.exit_logits(k, h)
+                got_logits, got_feats = runner.run_branch(k, hn)
+                scale = float(logits.abs().max()) + 1e-6
+                np.testing.assert_allclose(got_logits, logits.numpy(), rtol=0, atol=1e-4 * scale)
+                # the in-graph features are exit_features of the graph's own logits (a saturated softmax
+                # of a deep random network amplifies the logits' float differences, checked above)
+                want = exit_features(torch.from_numpy(got_logits), None)[:, :3].numpy()
+                np.testing.assert_allclose(got_feats, want, rtol=1e-5, atol=1e-6, err_msg=f"branch {k}")
+        np.testing.assert_allclose(runner.static(x.numpy()), net.backbone(x).numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("backbone", ["lenet", "resnet20"])
+def test_every_exit_point_and_branch_kind_exports_fast(backbone: str) -> None:
+    _check_graphs_match_torch(_net(backbone))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shift", range(len(KINDS)))
+@pytest.mark.parametrize("backbone", list_backbones())
+def test_every_backbone_exit_point_and_branch_kind_exports(backbone: str, shift: int) -> None:
+    """Every registered backbone, every exit point, every branch kind at every point (over the shifts)."""
+    _check_graphs_match_torch(_net(backbone, shift), batch=2)
+
+
+def test_exporters_agree() -> None:
+    net = _net("lenet")
+    x = np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(np.float32)
+    outs = []
+    for exporter in ("torchscript", "dynamo"):
+        g = export_onnx(net, exporter=exporter)
+        r = OnnxEarlyExitRunner(g.as_mapping(), ExitDecision("static", {}, net.num_exits))
+        outs.append((r.static(x), r.run_branch(0, r.run_stage(0, x))[1]))
+    for a, b in zip(*outs, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------- numpy decisions
+def _features(n: int = 400, e: int = 3, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, 10, generator=gen) * 3
+    prev = torch.randint(0, 10, (n,), generator=gen)
+    return exit_features(logits, prev)  # (n, 4)
+
+
+@pytest.mark.parametrize("metric", ["max_prob", "entropy"])
+def test_threshold_decision_equals_torch(metric: str) -> None:
+    feats = _features()
+    ts = [float(feats[:, 0].median()), 0.9] if metric == "max_prob" else [1.0, float(feats[:, 1].median())]
+    policy = ThresholdPolicy(metric, ts)
+    decision = ExitDecision.from_json({"kind": policy.kind, "state": policy.state_dict()}, 3)
+    for k in range(2):
+        want = policy.exit_mask(k, feats).numpy()
+        got = decision.exit_mask(k, feats[:, :3].numpy())
+        assert 0 < want.sum() < len(want) or k == 1
+        assert np.array_equal(got, want)
+
+
+def test_static_and_oracle_decisions() -> None:
+    feats = _features()[:, :3].numpy()
+    assert not ExitDecision.from_json({"kind": "static", "state": {}}, 3).exit_mask(0, feats).any()
+    with pytest.raises(ValueError, match="oracle"):
+        ExitDecision.from_json({"kind": "oracle", "state": {}}, 3)
+
+
+def test_qtable_decision_equals_torch() -> None:
+    from ddecs_search.policies import QTablePolicy
+
+    policy = QTablePolicy(bins=10)
+    policy.q = np.random.default_rng(0).standard_normal((2, 10, 2))
+    decision = ExitDecision.from_json({"kind": "qtable", "state": policy.state_dict()}, 3)
+    feats = _features()
+    for k in range(2):
+        assert np.array_equal(decision.exit_mask(k, feats[:, :3].numpy()), policy.exit_mask(k, feats).numpy())
+
+
+@pytest.mark.parametrize("kind", ["ppo", "dqn"])
+def test_rl_mlp_and_threshold_exports_equal_torch(kind: str) -> None:
+    from ddecs_search.policies import DQNExitPolicy, PPOExitPolicy
+    from ddecs_search.policies._rl_portable import ExitMLP
+
+    torch.manual_seed(0)
+    policy = (PPOExitPolicy if kind == "ppo" else DQNExitPolicy)()
+    policy.num_exits, policy.entropy_scale, policy.mode = 3, math.log(10), "mlp"
+    policy.net = ExitMLP([nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)]).eval()
+    feats = _features()
+    decision = ExitDecision.from_json({"kind": kind, "state": policy.state_dict()}, 3)
+    agree = feats[:, 3].numpy()
+    for k in range(2):
+        want = policy.exit_mask(k, feats).numpy()
+        assert np.array_equal(decision.exit_mask(k, feats[:, :3].numpy(), agree), want)
+    policy.mode, policy.thresholds = "threshold", [0.5, 0.7]
+    decision = ExitDecision.from_json({"kind": kind, "state": policy.state_dict()}, 3)
+    for k in range(2):
+        assert np.array_equal(decision.exit_mask(k, feats[:, :3].numpy()), policy.exit_mask(k, feats).numpy())
+
+
+# ------------------------------------------------------------------------- early exit: torch vs ORT
+def _spread_thresholds(net: MultiExitNet, x: torch.Tensor) -> ThresholdPolicy:
+    """Thresholds at the median max-prob of each early exit, so samples leave at every exit."""
+    with torch.no_grad():
+        outs = net(x)
+    return ThresholdPolicy("max_prob", [float(exit_features(o, None)[:, 0].median()) for o in outs[:-1]])
+
+
+def test_early_exit_agrees_with_torch_batched_and_batch1(tmp_path: Path) -> None:
+    net = _net("lenet", seed=3)
+    x = torch.randn(96, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    policy = _spread_thresholds(net, x)
+    folder = save_onnx(export_onnx(net), tmp_path / "onnx")
+    policy.save(folder / "policy.json")
+    runner = OnnxEarlyExitRunner.from_folder(folder)
+    with torch.no_grad():
+        want = net.early_exit(x, policy)
+    preds, exits = runner.early_exit(x.numpy())
+    agreement = float(((preds == want.predictions.numpy()) & (exits == want.exit_indices.numpy())).mean())
+    assert agreement >= 0.98, agreement  # equal except float ties at a threshold
+    assert len(np.unique(exits)) == net.num_exits  # every exit used: leaving samples are removed
+    one = [runner.early_exit(x[i : i + 1].numpy()) for i in range(len(x))]
+    assert np.array_equal(np.concatenate([p for p, _ in one]), preds)
+    assert np.array_equal(np.concatenate([e for _, e in one]), exits)
+    p2, e2 = runner.predict(x.numpy(), batch_size=7)
+    assert np.array_equal(p2, preds) and np.array_equal(e2, exits)
+
+
+# -------------------------------------------------------------------------------- measurement backends
+def test_runtime_config_and_resolution() -> None:
+    assert MeasurementConfig().runtime == "auto"
+    with pytest.raises(ConfigError, match="runtime"):
+        MeasurementConfig(runtime="tensorrt")  # type: ignore[arg-type]
+    assert resolve_runtime("auto", CPU) == "onnxruntime"
+    assert resolve_runtime("auto", torch.device("cuda", 0)) == "torch"
+    with pytest.raises(ConfigError, match="CPU only"):
+        resolve_runtime("onnxruntime", torch.device("cuda", 0))
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_backend_measures_in_its_runtime(runtime: str) -> None:
+    net = _net("lenet", seed=3)
+    x = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    policy = _spread_thresholds(net, x)
+    backend = inference_backend(MeasurementConfig(runtime=runtime), net, policy, CPU)
+    assert backend.runtime == runtime and backend.source.startswith(runtime) and "1 thread" in backend.source
+    costs = backend.latency_costs(warmup=1, repeats=3)
+    e = net.num_exits
+    assert costs.stage.shape == (e,) and costs.branch.shape == (e - 1,) and costs.static > 0
+    assert runtime in costs.source
+    timing = backend.compare(x, warmup=1, rounds=2)
+    assert timing["static"].n == 16 and timing["speedup"] > 0 and len(timing["exit_indices"]) == 16
+    with torch.no_grad():
+        want = net.early_exit(x, policy)
+    assert (timing["exit_indices"] == want.exit_indices.numpy()).mean() >= 0.9
+    tput = backend.throughput(x, batch_size=8, warmup=1, rounds=2)
+    assert tput["static_samples_per_s"] > 0 and tput["early_exit_samples_per_s"] > 0
+    static_fn, early_fn = backend.energy_fns()
+    static_fn(x[:1])
+    assert early_fn(x[:1])[1].shape == (1,)
+
+
+def test_search_table_keys_name_the_runtime() -> None:
+    from ddecs_search.runtime import runtime_label
+    from ddecs_search.search._latency_broker import module_keys
+
+    net = _net("lenet")
+    ort_keys = module_keys(net, "lenet", runtime_label("onnxruntime", CPU, 1))
+    torch_keys = module_keys(net, "lenet", runtime_label("torch", CPU, 1))
+    assert all(k.startswith("onnxruntime ") for k in ort_keys)
+    assert not set(ort_keys) & set(torch_keys)
+
+
+# ------------------------------------------------------------------------------- deployment, no torch
+@pytest.mark.slow
+@pytest.mark.skipif(not FMNIST.exists(), reason="Debian package dataset-fashion-mnist not installed")
+def test_exported_folder_predicts_without_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """evaluate (the trial's own writers) -> export -> predict.py in a fresh process, torch never imported,
+    reproducing the reported test accuracy and exit fractions."""
+    from ddecs_search.analysis import export_trial
+    from ddecs_search.cli import main
+
+    monkeypatch.setenv("DDECS_OFFLINE", "1")
+    space = Path(__file__).parent / "spaces" / "tiny_evaluate.yaml"
+    trial = tmp_path / "exp" / "trials" / "t0"
+    result = tmp_path / "result.json"
+    cand = {"policy": {"kind": "threshold", "cost_weight": 0.3}}
+    args = ["evaluate", str(space), "--candidate", json.dumps(cand), "--out", str(result)]
+    assert main([*args, "--workdir", str(trial), "--quiet"]) == 0
+    (tmp_path / "exp" / "space.yaml").write_text(space.read_text())
+    reported = json.loads(result.read_text())
+    assert reported["runtime"] == "onnxruntime" and reported["latency_source"].startswith("onnxruntime ")
+    out = export_trial(tmp_path / "exp", "t0", tmp_path / "deploy")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # ddecs_search not importable there
+    proc = subprocess.run(
+        [sys.executable, str(out / "predict.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["torch_imported"] is False
+    assert got["accuracy"] == pytest.approx(reported["accuracy"], abs=1e-9)
+    assert got["exit_fractions"] == pytest.approx(reported["exit_fractions"], abs=1e-9)

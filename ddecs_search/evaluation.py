@@ -141,8 +141,9 @@ def prepare_candidate(
         on_epoch=on_epoch,
     )
     model.eval()
-    val_table = ExitTable.from_model(model, eval_loader(splits.val), device)
-    test_table = ExitTable.from_model(model, eval_loader(splits.test), device)
+    spec = create_policy(candidate.policy).feature_spec  # the rich observation needs more columns
+    val_table = ExitTable.from_model(model, eval_loader(splits.val), device, spec)
+    test_table = ExitTable.from_model(model, eval_loader(splits.test), device, spec)
     data = space.dataset
     fit_idx, select_idx = selection_split(val_table.num_samples, data.selection_fraction, data.split_seed)
     static_val = _predictions(base.backbone, eval_loader(splits.val), device)  # (N_val,)

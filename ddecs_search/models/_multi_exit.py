@@ -25,6 +25,23 @@ class OnlineExitPolicy(Protocol):
         ...
 
 
+class HiddenExitPolicy(OnlineExitPolicy, Protocol):
+    """A policy that also reads earlier exits' logits and the branch's pooled hidden features.
+
+    Early-exit inference uses :meth:`exit_mask_from_outputs` instead of ``exit_mask_from_logits`` when
+    the policy's ``feature_spec`` is not ``None`` (the rich observation, see ``policies/_features.py``).
+    """
+
+    feature_spec: object
+
+    def exit_mask_from_outputs(
+        self, exit_index: int, logits_so_far: Sequence[torch.Tensor], hidden: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Logits of exits ``0..exit_index`` and branch ``exit_index``'s ``(B, H)`` pooled hidden
+        features -> ``(B,)`` bool, True = leave now."""
+        ...
+
+
 @dataclass
 class EarlyExitOutput:
     """Result of early-exit inference for a batch, in input order."""
@@ -88,6 +105,28 @@ class MultiExitNet(nn.Module):
         """Logits of exit ``k`` from the stage-``k`` output ``h`` (identity for the final exit)."""
         return self.branches[k](h) if k < len(self.branches) else h
 
+    def exit_logits_and_hidden(self, k: int, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Exit ``k``'s logits and the pooled hidden features its classifier layer reads.
+
+        The hidden features are the output of branch ``k`` without its last (``Linear``) layer: the
+        pooled, flattened stage output, after the optional hidden FC layer; ``None`` at the final exit.
+        The logits are bit-identical to :meth:`exit_logits`.
+        """
+        if k >= len(self.branches):
+            return h, None
+        branch = self.branches[k]
+        hidden = branch[:-1](h)
+        return branch[-1](hidden), hidden
+
+    def forward_with_hidden(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Like :meth:`forward`, with each exit's pooled hidden features (:meth:`exit_logits_and_hidden`)."""
+        outs = []
+        h = x
+        for k in range(self.num_exits):
+            h = self.run_stage(k, h)
+            outs.append(self.exit_logits_and_hidden(k, h))
+        return outs
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """All exits' logits, ``num_exits`` tensors of shape ``(B, num_classes)`` (for training)."""
         outs = []
@@ -103,7 +142,11 @@ class MultiExitNet(nn.Module):
 
         Samples that exit are removed from the batch and the rest continue, so batch 1 and any batch
         size give the same decisions (up to the numerics of the kernels, which the tests check).
+        A policy with a ``feature_spec`` (rich observation) gets every earlier exit's logits and the
+        branch's pooled hidden features (:meth:`HiddenExitPolicy.exit_mask_from_outputs`).
         """
+        if getattr(policy, "feature_spec", None) is not None:
+            return self._early_exit_rich(x, policy)  # type: ignore[arg-type]
         if x.shape[0] == 1:
             return self._early_exit_one(x, policy)
         n = x.shape[0]
@@ -145,3 +188,32 @@ class MultiExitNet(nn.Module):
                 break
             prev_pred = logits.argmax(dim=1)
         return EarlyExitOutput(logits.argmax(dim=1), torch.full((1,), k, dtype=torch.long, device=x.device))
+
+    def _early_exit_rich(self, x: torch.Tensor, policy: HiddenExitPolicy) -> EarlyExitOutput:
+        """Early exit for policies that read earlier logits and hidden features (batch 1 or batched)."""
+        n = x.shape[0]
+        device = x.device
+        predictions = torch.empty(n, dtype=torch.long, device=device)
+        exits = torch.empty(n, dtype=torch.long, device=device)
+        index = torch.arange(n, device=device)
+        so_far: list[torch.Tensor] = []
+        h = x
+        last = self.num_exits - 1
+        for k in range(self.num_exits):
+            h = self.run_stage(k, h)
+            logits, hidden = self.exit_logits_and_hidden(k, h)
+            so_far.append(logits)
+            if k == last:
+                predictions[index] = logits.argmax(dim=1)
+                exits[index] = k
+                break
+            mask = policy.exit_mask_from_outputs(k, so_far, hidden).to(device=device, dtype=torch.bool)
+            if bool(mask.any()):
+                predictions[index[mask]] = logits[mask].argmax(dim=1)
+                exits[index[mask]] = k
+                keep = ~mask
+                if not bool(keep.any()):
+                    break
+                h, index = h[keep], index[keep]
+                so_far = [lg[keep] for lg in so_far]
+        return EarlyExitOutput(predictions, exits)

@@ -1,7 +1,14 @@
 """Exit policies: when a sample may leave. Fitted and scored on cached exit-output tables."""
 
 from ddecs_search.policies._base import ExitPolicy
-from ddecs_search.policies._features import FEATURE_NAMES, exit_features
+from ddecs_search.policies._features import (
+    FEATURE_NAMES,
+    FeatureSpec,
+    exit_feature_row,
+    exit_features,
+    extra_features,
+)
+from ddecs_search.policies._gate import GatePolicy
 from ddecs_search.policies._registry import create_policy, list_policies, load_policy, register_policy
 from ddecs_search.policies._rl_registry import DQNExitPolicy, PPOExitPolicy, QTablePolicy, RLlibExitPolicy
 from ddecs_search.policies._static_oracle import OraclePolicy, StaticPolicy
@@ -16,6 +23,8 @@ __all__ = [
     "ExitCosts",
     "ExitPolicy",
     "ExitTable",
+    "FeatureSpec",
+    "GatePolicy",
     "OraclePolicy",
     "PPOExitPolicy",
     "QTablePolicy",
@@ -23,7 +32,9 @@ __all__ = [
     "StaticPolicy",
     "ThresholdPolicy",
     "create_policy",
+    "exit_feature_row",
     "exit_features",
+    "extra_features",
     "list_policies",
     "load_policy",
     "register_policy",

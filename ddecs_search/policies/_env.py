@@ -4,7 +4,9 @@ Episode:
     ``reset`` draws a sample ``i`` uniformly from the table with the env's seeded generator
     (``reset(seed=...)``; ``reset(options={"sample": i})`` pins one). The agent starts at early exit 0 and
     walks the early exits in order; at exit ``k`` it observes
-    ``[one_hot(k, E-1), max_prob, entropy / log(C), margin, agree_prev]`` (see ``_obs.py``).
+    ``[one_hot(k, E-1), max_prob, entropy / log(C), margin, agree_prev]`` (the ``confidence``
+    observation) or, with ``rich=True``, that plus the table's rich columns and the cost spent so far
+    (see ``_obs.py``).
 
 Actions (``Discrete(2)``):
     ``0`` = continue, ``1`` = exit now. Continuing from the last *early* exit (``k = E-2``) reaches the
@@ -56,14 +58,22 @@ def mean_return(table: ExitTable, exits: np.ndarray, path_cost: np.ndarray, cost
     return float(rewards[np.arange(table.num_samples), exits].mean())
 
 
-def make_env_config(table: ExitTable, path_cost: np.ndarray, cost_weight: float) -> dict[str, Any]:
-    """The picklable ``env_config`` of :class:`ExitEnv` (a few arrays; fine for thousands of rows)."""
+def make_env_config(
+    table: ExitTable, path_cost: np.ndarray, cost_weight: float, *, rich: bool = False
+) -> dict[str, Any]:
+    """The picklable ``env_config`` of :class:`ExitEnv` (a few arrays; fine for thousands of rows).
+
+    ``rich=True`` gives the rich observation; it needs a table built with a ``feature_spec``.
+    """
+    if rich and table.feature_spec is None:
+        raise ValueError("the rich observation needs an exit table built with a feature_spec")
     return {
         "features": np.ascontiguousarray(table.features, dtype=np.float32),
         "correct": table.correct,
         "path_cost": np.asarray(path_cost, dtype=np.float64),
         "cost_weight": float(cost_weight),
         "entropy_scale": entropy_scale(table),
+        "rich": bool(rich),
     }
 
 
@@ -89,17 +99,26 @@ class ExitEnv(gym.Env):
                 f"correct {correct.shape}, path_cost {path_cost.shape}"
             )
         self.num_exits = e
-        self._obs = observation_table(features, float(config["entropy_scale"]))  # (N, E-1, D)
+        rich = bool(config.get("rich", False))
+        scale = float(config["entropy_scale"])
+        self._obs = observation_table(features, scale, path_cost if rich else None)  # (N, E-1, D)
         self._rewards = reward_matrix(correct, path_cost, float(config["cost_weight"]))  # (N, E)
         self._correct = correct
-        self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(observation_size(e),), dtype=np.float32)
+        size = self._obs.shape[2]
+        if rich:  # hidden projections are in [-1, 1], the cost so far may pass 1
+            self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(size,), dtype=np.float32)
+        else:
+            assert size == observation_size(e)
+            self.observation_space = gym.spaces.Box(0.0, 1.0, shape=(size,), dtype=np.float32)
         self.action_space = gym.spaces.Discrete(2)
         self._sample, self._exit, self._done = 0, 0, True
 
     @classmethod
-    def from_table(cls, table: ExitTable, path_cost: np.ndarray, cost_weight: float) -> ExitEnv:
-        """Environment over ``table`` (the validation split) for ``cost_weight``."""
-        return cls(make_env_config(table, path_cost, cost_weight))
+    def from_table(
+        cls, table: ExitTable, path_cost: np.ndarray, cost_weight: float, *, rich: bool = False
+    ) -> ExitEnv:
+        """Environment over ``table`` (the fit part of validation) for ``cost_weight``."""
+        return cls(make_env_config(table, path_cost, cost_weight, rich=rich))
 
     @property
     def num_samples(self) -> int:

@@ -54,8 +54,15 @@ class QTablePolicy(ExitPolicy):
         q = self.q[exit_index, self._bin(features[:, MAX_PROB].cpu().numpy())]  # (B, 2)
         return torch.from_numpy(q[:, 1] > q[:, 0]).to(features.device)
 
-    def fit(self, table: ExitTable, path_cost: np.ndarray, cost_weight: float) -> QTablePolicy:
-        """Q-learning on :class:`ExitEnv` over ``table`` (validation split), undiscounted."""
+    def fit(
+        self,
+        table: ExitTable,
+        path_cost: np.ndarray,
+        cost_weight: float,
+        *,
+        select: ExitTable | None = None,
+    ) -> QTablePolicy:
+        """Q-learning on :class:`ExitEnv` over ``table`` (fit part of validation), undiscounted."""
         from ddecs_search.policies._env import CONTINUE, ExitEnv, mean_return
 
         start = time.perf_counter()

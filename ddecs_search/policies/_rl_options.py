@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ddecs_search.errors import ConfigError
+from ddecs_search.policies._features import FeatureSpec
 
 
 @dataclass(frozen=True)
@@ -65,3 +66,26 @@ def _check(path: str, value: Any, opt: Option) -> Any:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+#: The observation options shared by the learned policies (``gate``, ``ppo``, ``dqn``).
+OBSERVATION_OPTIONS: dict[str, Option] = {
+    "observation": Option(
+        "confidence",
+        "choice",
+        choices=("confidence", "rich"),
+        help="confidence: the 4 confidence features; rich: + top-k, history, hidden projection, cost",
+    ),
+    "topk": Option(3, "int", low=1, help="rich: sorted top probabilities"),
+    "hidden_dim": Option(8, "int", low=0, help="rich: width of the hidden-feature projection (0 = none)"),
+    "projection_seed": Option(0, "int", help="rich: seed of the fixed hidden-feature projection"),
+}
+
+
+def feature_spec_from_options(options: Mapping[str, Any]) -> FeatureSpec | None:
+    """The table layout a policy with these (resolved) options reads: ``None`` = confidence features."""
+    if options.get("observation", "confidence") != "rich":
+        return None
+    return FeatureSpec(
+        topk=options["topk"], hidden_dim=options["hidden_dim"], seed=options["projection_seed"]
+    )

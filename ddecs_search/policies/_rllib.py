@@ -24,8 +24,14 @@ import numpy as np
 import torch
 
 from ddecs_search.policies._base import ExitPolicy
+from ddecs_search.policies._features import FeatureSpec
 from ddecs_search.policies._obs import observation, observation_table
-from ddecs_search.policies._rl_options import Option, resolve_options
+from ddecs_search.policies._rl_options import (
+    OBSERVATION_OPTIONS,
+    Option,
+    feature_spec_from_options,
+    resolve_options,
+)
 from ddecs_search.policies._rl_portable import ExitMLP, fit_thresholds
 from ddecs_search.policies._table import ExitTable
 from ddecs_search.policies._threshold import ThresholdPolicy
@@ -35,6 +41,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 _COMMON: dict[str, Option] = {
+    **OBSERVATION_OPTIONS,
     "iterations": Option(20, "int", low=1, help="most training iterations"),
     "patience": Option(5, "int", low=1, help="stop after this many iterations without improvement"),
     "min_delta": Option(1e-3, "float", help="smallest greedy-return gain that counts as improvement"),
@@ -63,6 +70,8 @@ class RLlibExitPolicy(ExitPolicy):
 
     def __init__(self, **options: Any) -> None:
         self.options = resolve_options(self.kind, options, self.options_spec)
+        self.feature_spec: FeatureSpec | None = feature_spec_from_options(self.options)
+        self.path_cost: np.ndarray | None = None  # stored for the rich observation's "cost so far"
         self.mode = "mlp"
         self.net: ExitMLP | None = None
         self.thresholds: list[float] | None = None
@@ -90,14 +99,27 @@ class RLlibExitPolicy(ExitPolicy):
             raise RuntimeError(f"the {self.kind} policy is not fitted: call fit() or load_policy()")
         if next(self.net.parameters()).device != features.device:
             self.net.to(features.device)
-        return self.net.exits(observation(exit_index, features, self.num_exits, self.entropy_scale))
+        cost = self.path_cost if self.feature_spec is not None else None
+        return self.net.exits(observation(exit_index, features, self.num_exits, self.entropy_scale, cost))
 
     def exit_mask_from_logits(
         self, exit_index: int, logits: torch.Tensor, prev_pred: torch.Tensor | None
     ) -> torch.Tensor:
         if self.mode == "threshold":  # only max-prob is needed
             return self._as_thresholds().exit_mask_from_logits(exit_index, logits, prev_pred)
+        if self.feature_spec is not None:
+            raise TypeError(
+                f"the {self.kind} policy reads the rich observation: call exit_mask_from_outputs "
+                "(MultiExitNet.early_exit does)"
+            )
         return super().exit_mask_from_logits(exit_index, logits, prev_pred)
+
+    def exit_mask_from_outputs(
+        self, exit_index: int, logits_so_far: Any, hidden: torch.Tensor | None
+    ) -> torch.Tensor:
+        if self.mode == "threshold":  # exported as max-prob thresholds: only the current logits matter
+            return self._as_thresholds().exit_mask_from_logits(exit_index, logits_so_far[exit_index], None)
+        return super().exit_mask_from_outputs(exit_index, logits_so_far, hidden)
 
     # -- training ---------------------------------------------------------------------------------------
     def algorithm_config(self, env_class: type, env_config: dict[str, Any]) -> AlgorithmConfig:
@@ -112,17 +134,34 @@ class RLlibExitPolicy(ExitPolicy):
         """``(B,)`` bool greedy "exit" decision of the RLlib module itself (``forward_inference``)."""
         raise NotImplementedError
 
-    def fit(self, table: ExitTable, path_cost: np.ndarray, cost_weight: float) -> RLlibExitPolicy:
-        """Train on ``table`` (validation split) for ``accuracy - cost_weight * mean normalised cost``."""
+    def fit(
+        self,
+        table: ExitTable,
+        path_cost: np.ndarray,
+        cost_weight: float,
+        *,
+        select: ExitTable | None = None,
+    ) -> RLlibExitPolicy:
+        """Train on ``table`` (the fit part of validation) for ``accuracy - cost_weight * mean cost``.
+
+        The iteration kept is the one whose greedy policy has the best mean return on ``select`` (the
+        selection part of validation) when given, else on ``table``.
+        """
         from ddecs_search.policies._env import ExitEnv, make_env_config, mean_return
         from ddecs_search.ray_setup import init_ray
 
+        self.check_table(table)
+        if select is not None:
+            self.check_table(select)
         start = time.perf_counter()
-        env_config = make_env_config(table, path_cost, cost_weight)
+        rich = self.feature_spec is not None
+        env_config = make_env_config(table, path_cost, cost_weight, rich=rich)
         self.num_exits, self.entropy_scale, self.mode = table.num_exits, env_config["entropy_scale"], "mlp"
+        self.path_cost = np.asarray(path_cost, dtype=np.float64)
+        judge = table if select is None else select
 
         def greedy_return() -> float:
-            return mean_return(table, self.decide(table.features), path_cost, cost_weight)
+            return mean_return(judge, self.decide(judge.features), path_cost, cost_weight)
 
         init_ray(num_cpus=1)
         threads = torch.get_num_threads()
@@ -135,7 +174,7 @@ class RLlibExitPolicy(ExitPolicy):
         self.net = ExitMLP.from_sequentials(*self.module_layers(module))
         self._check_export(module, env_config)
         self.choose_export(table, self.options["export"])
-        self.final_return = greedy_return()
+        self.final_return = mean_return(table, self.decide(table.features), path_cost, cost_weight)
         self.train_time_s = time.perf_counter() - start
         return self
 
@@ -174,7 +213,8 @@ class RLlibExitPolicy(ExitPolicy):
 
     def choose_export(self, table: ExitTable, export: str) -> None:
         """Fit per-exit max-prob thresholds to the MLP's decisions on ``table``; with ``export="auto"``
-        use them instead of the MLP when they reproduce it on every row."""
+        use them instead of the MLP when they reproduce it on every row (and, with the rich observation,
+        only then: the thresholds also spare the rich features' decision cost)."""
         self.mode = "mlp"
         self.thresholds, self.threshold_agreement = fit_thresholds(self.exit_mask, table.features)
         if export == "auto" and min(self.threshold_agreement) == 1.0:
@@ -184,7 +224,8 @@ class RLlibExitPolicy(ExitPolicy):
     def _check_export(self, module: Any, env_config: dict[str, Any]) -> None:
         """The exported MLP must decide like the RLModule on every observation of the table."""
         assert self.net is not None
-        obs = torch.from_numpy(observation_table(env_config["features"], self.entropy_scale))
+        cost = env_config["path_cost"] if env_config["rich"] else None
+        obs = torch.from_numpy(observation_table(env_config["features"], self.entropy_scale, cost))
         obs = obs.reshape(-1, obs.shape[-1])
         differ = int((self.module_exits(module, obs) != self.net.exits(obs)).sum())
         if differ:
@@ -200,6 +241,7 @@ class RLlibExitPolicy(ExitPolicy):
             "mode": self.mode,
             "num_exits": self.num_exits,
             "entropy_scale": self.entropy_scale,
+            "path_cost": None if self.path_cost is None else self.path_cost.tolist(),
             "net": None if self.net is None else self.net.state(),
             "thresholds": self.thresholds,
             "threshold_agreement": self.threshold_agreement,
@@ -213,6 +255,9 @@ class RLlibExitPolicy(ExitPolicy):
         self.mode = state["mode"]
         self.num_exits = int(state["num_exits"])
         self.entropy_scale = float(state["entropy_scale"])
+        self.feature_spec = feature_spec_from_options(self.options)
+        cost = state.get("path_cost")
+        self.path_cost = None if cost is None else np.asarray(cost, dtype=np.float64)
         self.net = None if state["net"] is None else ExitMLP.from_state(state["net"])
         self.thresholds = state["thresholds"]
         self.threshold_agreement = list(state["threshold_agreement"])

@@ -6,6 +6,7 @@ are then learned and scored on this table without running the network again.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 
 from ddecs_search._atomic import atomic_open
-from ddecs_search.policies._features import FEATURE_NAMES, exit_features
+from ddecs_search.policies._features import FEATURE_NAMES, FeatureSpec, exit_feature_row, num_features
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader
@@ -27,22 +28,36 @@ class ExitTable:
     """Outputs of every exit for every sample of one split.
 
     Attributes:
-        features: ``(N, E, F)`` float32, see :data:`FEATURE_NAMES`.
+        features: ``(N, E, F)`` float32: the four columns of :data:`FEATURE_NAMES`, then, when
+            ``feature_spec`` is set, the rich columns of :meth:`FeatureSpec.names` (see ``_features.py``).
         predictions: ``(N, E)`` int64 predicted class per exit.
         labels: ``(N,)`` int64 ground truth.
+        feature_spec: the rich layout the table was built with, or ``None`` (four columns).
     """
 
     features: np.ndarray
     predictions: np.ndarray
     labels: np.ndarray
+    feature_spec: FeatureSpec | None = None
 
     def __post_init__(self) -> None:
         n, e, f = self.features.shape
-        if self.predictions.shape != (n, e) or self.labels.shape != (n,) or f != len(FEATURE_NAMES):
+        if (
+            self.predictions.shape != (n, e)
+            or self.labels.shape != (n,)
+            or f != num_features(e, self.feature_spec)
+        ):
             raise ValueError(
                 f"inconsistent exit table: features {self.features.shape}, predictions "
-                f"{self.predictions.shape}, labels {self.labels.shape}"
+                f"{self.predictions.shape}, labels {self.labels.shape}, feature layout "
+                f"{self.feature_spec or 'confidence'} ({num_features(e, self.feature_spec)} columns)"
             )
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Names of the feature columns, in order."""
+        extra = () if self.feature_spec is None else self.feature_spec.names(self.num_exits)
+        return (*FEATURE_NAMES, *extra)
 
     @property
     def num_samples(self) -> int:
@@ -59,7 +74,7 @@ class ExitTable:
 
     def subset(self, index: np.ndarray) -> ExitTable:
         """Rows ``index`` of the table."""
-        return ExitTable(self.features[index], self.predictions[index], self.labels[index])
+        return ExitTable(self.features[index], self.predictions[index], self.labels[index], self.feature_spec)
 
     def split_selection(self, selection_fraction: float, seed: int) -> tuple[ExitTable, ExitTable]:
         """Two disjoint parts of a validation table: ``(fit, select)`` (see :func:`selection_split`).
@@ -72,28 +87,43 @@ class ExitTable:
 
     def save(self, path: str | Path) -> None:
         """Write atomically as ``.npz``."""
+        spec = json.dumps(None if self.feature_spec is None else self.feature_spec.to_dict())
         with atomic_open(path, "wb") as fh:
-            np.savez(fh, features=self.features, predictions=self.predictions, labels=self.labels)
+            arrays = {"features": self.features, "predictions": self.predictions, "labels": self.labels}
+            np.savez(fh, **arrays, feature_spec=spec)
 
     @classmethod
     def load(cls, path: str | Path) -> ExitTable:
         with np.load(path, allow_pickle=False) as data:
-            return cls(data["features"], data["predictions"], data["labels"])
+            spec = json.loads(str(data["feature_spec"])) if "feature_spec" in data.files else None
+            return cls(data["features"], data["predictions"], data["labels"], FeatureSpec.from_dict(spec))
 
     @classmethod
     @torch.no_grad()
-    def from_model(cls, model: MultiExitNet, loader: DataLoader, device: torch.device) -> ExitTable:
-        """Run every exit of ``model`` over ``loader`` once and collect the table."""
+    def from_model(
+        cls,
+        model: MultiExitNet,
+        loader: DataLoader,
+        device: torch.device,
+        feature_spec: FeatureSpec | None = None,
+    ) -> ExitTable:
+        """Run every exit of ``model`` over ``loader`` once and collect the table.
+
+        With ``feature_spec`` the table carries the rich columns too (computed from the branches'
+        pooled hidden features by :func:`exit_feature_row`, as early-exit inference computes them).
+        """
         model.eval()
         feats, preds, labels = [], [], []
+        e = model.num_exits
         for x, y in loader:
-            outs = model(x.to(device, non_blocking=True))
-            prev = None
-            f_k, p_k = [], []
-            for logits in outs:
-                f_k.append(exit_features(logits, prev))
-                prev = logits.argmax(dim=1)
-                p_k.append(prev)
+            x = x.to(device, non_blocking=True)
+            if feature_spec is None:
+                outs = [(logits, None) for logits in model(x)]
+            else:
+                outs = model.forward_with_hidden(x)
+            logits = [lg for lg, _ in outs]
+            f_k = [exit_feature_row(k, logits[: k + 1], outs[k][1], e, feature_spec) for k in range(e)]
+            p_k = [lg.argmax(dim=1) for lg in logits]
             feats.append(torch.stack(f_k, dim=1).cpu())
             preds.append(torch.stack(p_k, dim=1).cpu())
             labels.append(y.cpu())
@@ -101,6 +131,7 @@ class ExitTable:
             torch.cat(feats).numpy().astype(np.float32),
             torch.cat(preds).numpy().astype(np.int64),
             torch.cat(labels).numpy().astype(np.int64),
+            feature_spec,
         )
 
 

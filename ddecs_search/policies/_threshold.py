@@ -57,26 +57,16 @@ class ThresholdPolicy(ExitPolicy):
             score = (log_probs.exp() * log_probs).sum(dim=1)  # = -entropy
         return score >= self._score_thresholds()[exit_index]
 
-    def fit(self, table: ExitTable, path_cost: np.ndarray, cost_weight: float) -> ThresholdPolicy:
+    def fit(
+        self,
+        table: ExitTable,
+        path_cost: np.ndarray,
+        cost_weight: float,
+        *,
+        select: ExitTable | None = None,
+    ) -> ThresholdPolicy:
         """Maximise ``accuracy - cost_weight * mean normalised cost`` on ``table`` over a threshold grid."""
-        scores = self._score(table.features)  # (N, E)
-        correct = table.correct
-        n_early = table.num_exits - 1
-        grids = [
-            np.append(np.unique(np.quantile(scores[:, k], np.linspace(0, 1, _GRID))), np.inf)
-            for k in range(n_early)
-        ]
-
-        def objective(ts: tuple[float, ...]) -> float:
-            exits = _first_exit(scores, ts)
-            rows = np.arange(len(exits))
-            return float(correct[rows, exits].mean() - cost_weight * path_cost[exits].mean())
-
-        if n_early <= _EXHAUSTIVE_MAX_EXITS:
-            best = max(itertools.product(*grids), key=objective)
-        else:
-            best = _coordinate_descent(grids, objective)
-        score_ts = [float(t) for t in best]
+        score_ts = tune_thresholds(self._score(table.features), table.correct, path_cost, cost_weight)
         self.thresholds = score_ts if self.metric == "max_prob" else [-t for t in score_ts]
         return self
 
@@ -88,10 +78,54 @@ class ThresholdPolicy(ExitPolicy):
         self.thresholds = [float(t) for t in state["thresholds"]]
 
 
+def tune_thresholds(
+    scores: np.ndarray, correct: np.ndarray, path_cost: np.ndarray, cost_weight: float
+) -> list[float]:
+    """Per early exit, the score threshold (leave when ``score >= t``; ``inf`` = never) that maximises
+    ``accuracy - cost_weight * mean path cost`` on the rows of ``scores`` ``(N, E or E-1)``.
+
+    Candidates sit between the scores at ``_GRID`` quantiles (see :func:`_candidates`), plus ``inf``;
+    the full grid is searched up to two early exits, coordinate descent beyond.
+    """
+    n_early = correct.shape[1] - 1
+    scores = scores[:, :n_early]
+    grids = [_candidates(scores[:, k]) for k in range(n_early)]
+    rows = np.arange(scores.shape[0])
+
+    def objective(ts: tuple[float, ...]) -> float:
+        exits = _first_exit(scores, ts)
+        return float(correct[rows, exits].mean() - cost_weight * path_cost[exits].mean())
+
+    if n_early <= _EXHAUSTIVE_MAX_EXITS:
+        best = max(itertools.product(*grids), key=objective)
+    else:
+        best = _coordinate_descent(grids, objective)
+    return [float(t) for t in best]
+
+
+def _candidates(scores: np.ndarray) -> np.ndarray:
+    """Thresholds for one exit: just below the lowest score (every row leaves), float32 midpoints between
+    consecutive distinct scores at ``_GRID`` sample-quantile positions, and ``inf`` (never leave).
+
+    Midpoints rather than the scores themselves: no fitted threshold equals a sample's score, so the last
+    bits of a score (which can differ between a batch and batch 1) cannot flip a decision on the table, and
+    float32 values, so torch's float32 comparison online matches numpy's here exactly.
+    """
+    u = np.unique(scores.astype(np.float32))
+    below = np.nextafter(u[0], np.float32(-np.inf))
+    q = np.quantile(scores.astype(np.float32), np.linspace(0, 1, _GRID)).astype(np.float32)
+    idx = np.unique(np.clip(np.searchsorted(u, q, side="left"), 1, max(1, u.size - 1)))
+    idx = idx[idx < u.size]
+    lo, hi = u[idx - 1], u[idx]
+    mid = ((lo.astype(np.float64) + hi) / 2).astype(np.float32)
+    mid = np.where(mid > lo, mid, hi)  # adjacent floats: no midpoint exists
+    return np.concatenate([[below], np.unique(mid), [np.inf]]).astype(np.float64)
+
+
 def _first_exit(scores: np.ndarray, ts: tuple[float, ...] | list[float]) -> np.ndarray:
-    """Index of the first early exit whose score passes its threshold, else the final exit."""
-    n, e = scores.shape
-    fires = scores[:, : e - 1] >= np.asarray(ts)[None, :]
+    """Index of the first early exit whose score passes its threshold, else the final exit (``len(ts)``)."""
+    n = scores.shape[0]
+    fires = scores[:, : len(ts)] >= np.asarray(ts)[None, :]
     fires = np.concatenate([fires, np.ones((n, 1), dtype=bool)], axis=1)
     return fires.argmax(axis=1)
 

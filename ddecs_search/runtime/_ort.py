@@ -78,6 +78,12 @@ class ExitDecision:
         self.needs_agree = False
         self._thresholds: np.ndarray | None = None
         self._score = "max_prob"
+        rich = (state.get("options") or {}).get("observation", "confidence") != "confidence"
+        if kind == "gate" or (rich and state.get("mode") != "threshold"):
+            raise ValueError(
+                f"the {kind} policy ({'rich observation' if rich else 'learned gate'}) is not supported by "
+                "the ONNX runner, which computes the confidence features only: use runtime torch"
+            )
         if kind == "static":
             pass
         elif kind == "threshold":

@@ -184,8 +184,9 @@ def _predictions(model: torch.nn.Module, loader: Any, device: torch.device) -> n
 def fit_policy(prepared: PreparedCandidate) -> tuple[ExitPolicy, float]:
     """Create the candidate's policy and fit it on the *fit* part of validation; returns (policy, seconds).
 
-    The selection part stays unseen by the fit, so the metrics a search chooses with are not the
-    policy's own training score.
+    The policy's parameters never see the selection part, so the metrics a search chooses with are not
+    the policy's own training score; iterative learners (RL) pick their stopping iteration on it, as a
+    search picks λ on it (a choice, not a fit).
     """
     cfg = prepared.candidate.policy
     cfg = (
@@ -196,7 +197,7 @@ def fit_policy(prepared: PreparedCandidate) -> tuple[ExitPolicy, float]:
     costs = prepared.latency if cfg.cost == "latency" else prepared.macs
     policy = create_policy(cfg)
     start = time.perf_counter()
-    policy.fit(prepared.fit_table, costs.normalised_path(), cfg.cost_weight)
+    policy.fit(prepared.fit_table, costs.normalised_path(), cfg.cost_weight, select=prepared.select_table)
     return policy, time.perf_counter() - start
 
 

@@ -153,6 +153,13 @@ TEXT_KEYS: dict[str, str] = {
     "exits": "exit points by the backbone's names, e.g. conv1+conv2",
     "summary": "one line naming the configuration: exits, branches, training, policy and λ",
     "policy_kind": "the exit policy's kind",
+    # bookkeeping of the search (never objectives: not in the numeric catalogue)
+    "worker_pid": "the worker process that ran the trial (workers are reused between trials)",
+    "worker_trial_number": "how many trials that worker had run before this one",
+    "worker_idle_s": "seconds the worker waited for this trial",
+    "rung_epoch": "epoch of the last early-stopping rung the trial reached",
+    "rung_val_accuracy": "validation-proxy accuracy at that rung (selection part)",
+    "rung_expected_macs": "expected MACs of the trial's exits at that rung",
 }
 
 NUMERIC_METRICS: tuple[str, ...] = tuple(sorted(n for n, m in METRICS.items() if m.unit or m.direction))

@@ -37,7 +37,7 @@ from ddecs_search.policies import (
     score_decisions,
     selection_split,
 )
-from ddecs_search.training import EpochCallback, accuracy, train_baseline, train_branches
+from ddecs_search.training import EpochCallback, accuracy, static_reference, train_baseline, train_branches
 
 
 def default_cache() -> Path:
@@ -126,7 +126,12 @@ def prepare_candidate(
             device=device,
         )
 
-    baseline_acc = accuracy(base.backbone, eval_loader(splits.test), device)
+    # the static network with the candidate's total training: the baseline (frozen) or the baseline
+    # continued for the branch epochs with the candidate's recipe (joint), shared by all trials
+    static = static_reference(
+        base, candidate.training, splits, device=device, num_workers=space.dataset.num_workers, quiet=quiet
+    )
+    baseline_acc = accuracy(static.backbone, eval_loader(splits.test), device)
     torch.manual_seed(candidate.seed)
     model = MultiExitNet(copy.deepcopy(base.backbone), candidate.exit_points, candidate.branches).to(device)
     info_train = train_branches(
@@ -146,7 +151,7 @@ def prepare_candidate(
     test_table = ExitTable.from_model(model, eval_loader(splits.test), device, spec)
     data = space.dataset
     fit_idx, select_idx = selection_split(val_table.num_samples, data.selection_fraction, data.split_seed)
-    static_val = _predictions(base.backbone, eval_loader(splits.val), device)  # (N_val,)
+    static_val = _predictions(static.backbone, eval_loader(splits.val), device)  # (N_val,)
     baseline_val_acc = float((static_val[select_idx] == val_table.labels[select_idx]).mean())
     m = space.measurement
     with measurement_threads(space, device):
@@ -158,7 +163,7 @@ def prepare_candidate(
     return PreparedCandidate(
         candidate,
         model,
-        base.backbone.eval(),
+        static.backbone.eval(),
         baseline_acc,
         val_table,
         val_table.subset(fit_idx),

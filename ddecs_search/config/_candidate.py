@@ -89,19 +89,27 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class BaselineConfig:
-    """Training budget of the static backbone (trained once, cached by content hash)."""
+    """Training recipe of the static backbone (trained once, cached by content hash).
 
-    epochs: int = 3
+    The static network trains until its validation accuracy (on the *fit* part of validation, see
+    ``DataConfig.selection_fraction``) has not improved for ``patience`` epochs, ``epochs`` being the
+    cap, and keeps the best epoch's weights; ``patience: null`` trains exactly ``epochs`` epochs.
+    """
+
+    epochs: int = 20
     lr: float = 1e-3
     batch_size: int = 128
     weight_decay: float = 0.0
     optimizer: Literal["adam", "sgd"] = "adam"
     label_smoothing: float = 0.0
     pretrained: str | None = None
+    patience: int | None = 2
 
     def __post_init__(self) -> None:
         if self.epochs < 0:
             fail("epochs", f"must be >= 0, got {self.epochs}")
+        if self.patience is not None and self.patience < 1:
+            fail("patience", f"must be >= 1 or null (no early stopping), got {self.patience}")
         if self.lr <= 0:
             fail("lr", f"must be > 0, got {self.lr}")
         if self.batch_size < 1:

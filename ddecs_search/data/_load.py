@@ -26,6 +26,7 @@ from ddecs_search.data._splits import (
     TEST_SUBSET_STREAM,
     TRAIN_SUBSET_STREAM,
     VAL_SUBSET_STREAM,
+    selection_indices,
     split_indices,
     subset_indices,
 )
@@ -179,3 +180,13 @@ def load_splits(
     return DataSplits(
         _take(pool, train_idx), _take(pool, val_idx), test, len(class_names), class_names, cfg.name, shape
     )
+
+
+def validation_parts(splits: DataSplits, selection_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """``(fit, select)``: the two disjoint parts of ``splits.val``, row for row the parts
+    ``ExitTable.split_selection(selection_fraction, seed)`` makes of a table computed over ``splits.val``.
+
+    Training (baseline early stopping) and policies use ``fit``; choices are scored on ``select``.
+    """
+    fit, select = selection_indices(len(splits.val), selection_fraction, seed)
+    return _take(splits.val, torch.as_tensor(fit)), _take(splits.val, torch.as_tensor(select))

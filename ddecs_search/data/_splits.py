@@ -7,6 +7,7 @@ so the val split does not change when a subset size changes, and results do not 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 # Independent streams derived from one ``split_seed``.
@@ -48,3 +49,21 @@ def subset_indices(indices: torch.Tensor, k: int | None, seed: int, stream: int)
         return indices
     perm = torch.randperm(len(indices), generator=generator(seed, stream))
     return indices[perm[:k]].sort().values
+
+
+def selection_indices(n: int, selection_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``range(n)`` validation rows into ``(fit, select)``, both sorted and disjoint.
+
+    The one rule behind ``ExitTable.split_selection`` and :func:`validation_parts`: ``select`` holds
+    ``round(selection_fraction * n)`` rows (at least 1, at most ``n - 1``), drawn with ``seed``.
+
+    Raises:
+        ValueError: fewer than two rows, or a fraction outside (0, 1).
+    """
+    if not 0.0 < selection_fraction < 1.0:
+        raise ValueError(f"selection_fraction must be in (0, 1), got {selection_fraction}")
+    if n < 2:
+        raise ValueError(f"a validation split needs >= 2 samples to be split, got {n}")
+    order = np.random.default_rng([seed, 0x5E1EC7]).permutation(n)
+    n_select = min(n - 1, max(1, round(selection_fraction * n)))
+    return np.sort(order[n_select:]), np.sort(order[:n_select])

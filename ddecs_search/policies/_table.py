@@ -140,15 +140,12 @@ def selection_split(n: int, selection_fraction: float, seed: int) -> tuple[np.nd
 
     ``select`` holds ``selection_fraction`` of the rows (at least one row each side). Seeded: the same
     ``(n, fraction, seed)`` always gives the same parts, so every trial of a search chooses on the same
-    samples and the static network is scored on them too.
+    samples and the static network is scored on them too. The rule lives in
+    :func:`ddecs_search.data.selection_indices` (below training, whose baseline early-stops on ``fit``).
     """
-    if not 0.0 < selection_fraction < 1.0:
-        raise ValueError(f"selection_fraction must be in (0, 1), got {selection_fraction}")
-    if n < 2:
-        raise ValueError(f"a validation split needs >= 2 samples to be split, got {n}")
-    order = np.random.default_rng([seed, 0x5E1EC7]).permutation(n)
-    n_select = min(n - 1, max(1, round(selection_fraction * n)))
-    return np.sort(order[n_select:]), np.sort(order[:n_select])
+    from ddecs_search.data import selection_indices
+
+    return selection_indices(n, selection_fraction, seed)
 
 
 @dataclass(frozen=True)

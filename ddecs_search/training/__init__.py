@@ -1,12 +1,23 @@
-"""Training: the static baseline (cached per content hash) and exit branches (frozen or joint)."""
+"""Training: the static baseline (early-stopped, cached per content hash), the same-budget static
+reference of joint candidates, and exit branches (frozen or joint)."""
 
 from ddecs_search.training._baseline import BaselineResult, baseline_key, train_baseline
 from ddecs_search.training._branches import train_branches
 from ddecs_search.training._checkpoint import load_checkpoint, save_atomic
-from ddecs_search.training._loop import EpochCallback, LoopSettings, accuracy, run_epochs
+from ddecs_search.training._loop import (
+    BatchCallback,
+    EarlyStopping,
+    EpochCallback,
+    LoopSettings,
+    accuracy,
+    run_epochs,
+)
+from ddecs_search.training._reference import StaticReference, static_reference
 
 __all__ = [
     "BaselineResult",
+    "BatchCallback",
+    "EarlyStopping",
     "EpochCallback",
     "LoopSettings",
     "accuracy",
@@ -14,6 +25,8 @@ __all__ = [
     "load_checkpoint",
     "run_epochs",
     "save_atomic",
+    "static_reference",
+    "StaticReference",
     "train_baseline",
     "train_branches",
 ]

@@ -1,8 +1,13 @@
 """Static baseline training, cached by content hash so a search trains each backbone once.
 
+The baseline trains until its validation accuracy stops improving (``BaselineConfig.patience``; the
+``epochs`` key is the cap) and keeps the best epoch's weights. Early stopping reads the *fit* part of
+validation only (``data.validation_parts``), so the selection part that compares the static network with
+the candidates was never used to train or stop it.
+
 The cache key hashes everything that changes the trained weights (backbone, classes, input shape,
-dataset split, training budget, seed). Concurrent trials asking for the same baseline serialise on a
-file lock: the first trains, the others wait and load the result.
+dataset split, training recipe incl. patience, seed). Concurrent trials asking for the same baseline
+serialise on a file lock: the first trains, the others wait and load the result.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from ddecs_search._atomic import write_text_atomic
 from ddecs_search.config import BaselineConfig, DataConfig, to_dict
 from ddecs_search.models import Backbone, create_backbone
 from ddecs_search.training._checkpoint import load_checkpoint, save_atomic
-from ddecs_search.training._loop import LoopSettings, accuracy, run_epochs
+from ddecs_search.training._loop import BatchCallback, EarlyStopping, LoopSettings, accuracy, run_epochs
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,22 @@ class BaselineResult:
     val_accuracy: float
     train_time_s: float
     cached: bool
+    #: epochs the returned weights trained (the best epoch with early stopping)
+    epochs: int = 0
+    #: epochs trained before stopping (>= ``epochs``)
+    epochs_trained: int = 0
+    #: early stopping's best score: accuracy on the fit part of validation (None without early stopping)
+    best_val_accuracy: float | None = None
+
+
+def _result_from_meta(model: Backbone, weights: Path, meta: dict[str, Any], cfg: BaselineConfig,
+                      cached: bool) -> BaselineResult:  # fmt: skip
+    return BaselineResult(
+        model, meta["key"], weights, meta["val_accuracy"], meta["train_time_s"], cached,
+        epochs=int(meta.get("epochs", cfg.epochs)),
+        epochs_trained=int(meta.get("epochs_trained", cfg.epochs)),
+        best_val_accuracy=meta.get("best_val_accuracy"),
+    )  # fmt: skip
 
 
 def baseline_key(
@@ -55,7 +76,7 @@ def baseline_key(
         "baseline": to_dict(cfg),
         "seed": seed,
         "arch": hashlib.sha256(arch.encode()).hexdigest(),
-        "version": 2,
+        "version": 3,  # 3: early stopping on the fit part of validation
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -81,14 +102,21 @@ def train_baseline(
     cache_dir: Path,
     seed: int = 0,
     quiet: bool = False,
+    on_batch: BatchCallback | None = None,
 ) -> BaselineResult:
     """Return the trained static backbone, training it only if the cache has no copy.
+
+    Trains up to ``cfg.epochs`` epochs, stopping once the accuracy on the fit part of ``splits.val``
+    has not improved for ``cfg.patience`` epochs, and returns the best epoch's weights. ``meta.json``
+    records ``epochs`` (of the returned weights), ``epochs_trained``, ``best_val_accuracy`` and the
+    per-epoch ``val_history``.
 
     Args:
         splits: a ``DataSplits`` (train/val datasets, num_classes).
         cache_dir: folder of cached baselines (the experiment's ``baseline/`` in a search).
+        on_batch: per-step ``(epoch, step, loss)`` callback (recipe checks), only when training here.
     """
-    from ddecs_search.data import make_loader
+    from ddecs_search.data import make_loader, validation_parts
 
     model = create_backbone(backbone_name, num_classes=splits.num_classes)
     key = baseline_key(backbone_name, splits.num_classes, data_cfg, cfg, seed, arch=str(model))
@@ -97,10 +125,8 @@ def train_baseline(
     with _file_lock(folder.with_suffix(".lock")):
         if weights.is_file() and meta_path.is_file():
             model.load_state_dict(load_checkpoint(weights))
-            meta = json.loads(meta_path.read_text())
-            return BaselineResult(
-                model.to(device).eval(), key, weights, meta["val_accuracy"], meta["train_time_s"], cached=True
-            )
+            meta = {"key": key, **json.loads(meta_path.read_text())}
+            return _result_from_meta(model.to(device).eval(), weights, meta, cfg, cached=True)
         folder.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         if cfg.pretrained:
@@ -124,14 +150,31 @@ def train_baseline(
             return F.cross_entropy(m(x), y, label_smoothing=cfg.label_smoothing)
 
         settings = LoopSettings.from_config(cfg, seed=seed, quiet=quiet, desc=f"baseline {backbone_name}")
-        run_epochs(
-            model, list(model.parameters()), batches, loss_fn, settings, device, folder / "checkpoint.pt"
+
+        def loader(ds: Any) -> Any:
+            return make_loader(
+                ds, batch_size=512, shuffle=False, seed=0, num_workers=data_cfg.num_workers, device=device
+            )
+
+        stopping, stopping_on = None, None
+        if cfg.patience is not None and cfg.epochs > 0:
+            fit_val, _ = validation_parts(splits, data_cfg.selection_fraction, data_cfg.split_seed)
+            fraction = data_cfg.selection_fraction
+            stopping_on = f"validation fit part: {len(fit_val)} samples (selection_fraction {fraction})"
+            stopping = EarlyStopping(lambda m: accuracy(m.eval(), loader(fit_val), device), cfg.patience)
+        info = run_epochs(
+            model,
+            list(model.parameters()),
+            batches,
+            loss_fn,
+            settings,
+            device,
+            folder / "checkpoint.pt",
+            on_batch=on_batch,
+            early_stopping=stopping,
         )
         model.eval()
-        val_loader = make_loader(
-            splits.val, batch_size=512, shuffle=False, seed=0, num_workers=data_cfg.num_workers, device=device
-        )
-        val_acc = accuracy(model, val_loader, device)
+        val_acc = accuracy(model, loader(splits.val), device)
         elapsed = time.perf_counter() - start
         save_atomic(model.state_dict(), weights)
         meta = {
@@ -139,9 +182,17 @@ def train_baseline(
             "key": key,
             "val_accuracy": val_acc,
             "train_time_s": elapsed,
+            "epochs": info.get("best_epoch", info["epochs_trained"]),
+            "epochs_trained": info["epochs_trained"],
+            "epochs_cap": cfg.epochs,
+            "patience": cfg.patience,
+            "stopped_early": info.get("stopped_early", False),
+            "best_val_accuracy": info.get("best_score"),
+            "val_history": info.get("history", []),
+            "early_stopping_on": stopping_on,
             "baseline": to_dict(cfg),
             "data": to_dict(data_cfg),
         }
         write_text_atomic(json.dumps(meta, indent=2), meta_path)
         (folder / "checkpoint.pt").unlink(missing_ok=True)
-        return BaselineResult(model, key, weights, val_acc, elapsed, cached=False)
+        return _result_from_meta(model, weights, meta, cfg, cached=False)

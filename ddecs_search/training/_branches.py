@@ -17,7 +17,7 @@ from torch import nn
 
 from ddecs_search.config import TrainingConfig
 from ddecs_search.models import MultiExitNet
-from ddecs_search.training._loop import EpochCallback, LoopSettings, run_epochs
+from ddecs_search.training._loop import BatchCallback, EpochCallback, LoopSettings, run_epochs
 
 
 def _loss_weights(cfg: TrainingConfig, num_exits: int) -> list[float]:
@@ -37,6 +37,7 @@ def train_branches(
     num_workers: int = 0,
     quiet: bool = False,
     on_epoch: EpochCallback | None = None,
+    on_batch: BatchCallback | None = None,
 ) -> dict[str, Any]:
     """Train ``model``'s branches (and, in joint mode, its backbone) in place; resumable per epoch.
 
@@ -99,6 +100,7 @@ def train_branches(
         checkpoint_path,
         train_mode=train_mode,
         on_epoch=on_epoch,
+        on_batch=on_batch,
     )
     for p in model.parameters():
         p.requires_grad_(True)

@@ -1,14 +1,16 @@
 """The epoch loop shared by baseline and branch training: seeds, AMP, progress, per-epoch checkpoints.
 
-Every epoch ends with an atomic checkpoint (model, optimizer, scaler, epoch); a restarted run resumes
-after the last finished epoch and, because each epoch's shuffling is seeded by ``seed + epoch``,
-continues exactly as an uninterrupted run would.
+Every epoch ends with an atomic checkpoint (model, optimizer, scaler, epoch, early-stopping state); a
+restarted run resumes after the last finished epoch and, because each epoch's shuffling is seeded by
+``seed + epoch``, continues exactly as an uninterrupted run would. With :class:`EarlyStopping` the loop
+stops once the validation score has not improved for ``patience`` epochs and restores the best epoch's
+weights.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,52 @@ from ddecs_search.training._checkpoint import load_checkpoint, save_atomic
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 EpochCallback = Callable[[int, dict[str, float], Path], None]
+BatchCallback = Callable[[int, int, float], None]
+
+
+@dataclass
+class EarlyStopping:
+    """Stop when ``evaluate(model)`` (higher is better) has not improved for ``patience`` epochs.
+
+    After each epoch the loop calls :meth:`update`; the best epoch's weights are kept (on the CPU) and
+    restored at the end. The state travels in the per-epoch checkpoint, so a resumed run stops where an
+    uninterrupted one would.
+    """
+
+    evaluate: Callable[[nn.Module], float]
+    patience: int
+    history: list[float] = field(default_factory=list)  # score after epoch 1, 2, ...
+    best_epoch: int = 0  # 1-based; 0 = no epoch evaluated yet
+    stopped: bool = False
+    best_state: dict[str, torch.Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        if self.patience < 1:
+            raise ValueError(f"patience must be >= 1, got {self.patience}")
+
+    @property
+    def best_score(self) -> float:
+        return self.history[self.best_epoch - 1] if self.best_epoch else float("nan")
+
+    def update(self, model: nn.Module) -> bool:
+        """Score the epoch just finished; True when training should stop."""
+        score = float(self.evaluate(model))
+        self.history.append(score)
+        if not self.best_epoch or score > self.best_score:
+            self.best_epoch = len(self.history)
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        self.stopped = len(self.history) - self.best_epoch >= self.patience
+        return self.stopped
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": list(self.history), "best_epoch": self.best_epoch, "stopped": self.stopped,
+                "best_state": self.best_state}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = [float(v) for v in state["history"]]
+        self.best_epoch = int(state["best_epoch"])
+        self.stopped = bool(state["stopped"])
+        self.best_state = state["best_state"]
 
 
 @dataclass(frozen=True)
@@ -60,17 +108,23 @@ def run_epochs(
     *,
     train_mode: Callable[[nn.Module], None] | None = None,
     on_epoch: EpochCallback | None = None,
+    on_batch: BatchCallback | None = None,
+    early_stopping: EarlyStopping | None = None,
 ) -> dict[str, Any]:
-    """Train ``params`` of ``model`` for ``settings.epochs`` epochs, resuming from ``checkpoint_path``.
+    """Train ``params`` of ``model`` for up to ``settings.epochs`` epochs, resuming from ``checkpoint_path``.
 
     Args:
         make_batches: ``epoch -> iterable of (x, y)``; it must seed its own shuffling with the epoch.
         loss_fn: ``(model, x, y) -> scalar loss``.
         train_mode: sets train/eval mode per module (frozen parts stay in eval); default ``model.train()``.
         on_epoch: called after each finished epoch with ``(epoch, {"loss": ...}, checkpoint_path)``.
+        on_batch: called after each optimiser step with ``(epoch, batch index, batch loss)``.
+        early_stopping: stop once its score stops improving and end with its best epoch's weights.
 
     Returns:
-        ``{"epochs_run": n, "resumed_from": epoch or None, "last_loss": float}``.
+        ``{"epochs_run": n (this call), "epochs_trained": total epochs trained, "resumed_from": epoch or
+        None, "last_loss": float}``; with early stopping also ``best_epoch`` (1-based: the returned
+        weights have trained that many epochs), ``best_score``, ``history`` and ``stopped_early``.
     """
     from tqdm.auto import tqdm
 
@@ -84,8 +138,13 @@ def run_epochs(
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         start = resumed = int(state["epoch"]) + 1
+        if early_stopping is not None and "early_stopping" in state:
+            early_stopping.load_state_dict(state["early_stopping"])
     last_loss = float("nan")
+    done = start
     for epoch in range(start, settings.epochs):
+        if early_stopping is not None and early_stopping.stopped:
+            break
         torch.manual_seed(settings.seed * 1000 + epoch)
         (train_mode or (lambda m: m.train()))(model)
         total, count = 0.0, 0
@@ -96,7 +155,7 @@ def run_epochs(
             disable=settings.quiet,
             unit="batch",
         )
-        for x, y in bar:
+        for step, (x, y) in enumerate(bar):
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
             with torch.autocast(device_type=device.type, enabled=use_amp):
@@ -107,20 +166,33 @@ def run_epochs(
             scaler.update()
             total += float(loss.detach()) * len(y)
             count += len(y)
+            if on_batch is not None:
+                on_batch(epoch, step, float(loss.detach()))
             bar.set_postfix(loss=f"{total / max(count, 1):.4f}", refresh=False)
         last_loss = total / max(count, 1)
-        save_atomic(
-            {
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(),
-            },
-            checkpoint_path,
-        )
+        stop = early_stopping.update(model) if early_stopping is not None else False
+        state = {
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+        }
+        if early_stopping is not None:
+            state["early_stopping"] = early_stopping.state_dict()
+        save_atomic(state, checkpoint_path)
+        done = epoch + 1
         if on_epoch is not None:
             on_epoch(epoch, {"loss": last_loss}, checkpoint_path)
-    return {"epochs_run": settings.epochs - start, "resumed_from": resumed, "last_loss": last_loss}
+        if stop:
+            break
+    info: dict[str, Any] = {"epochs_run": done - start, "epochs_trained": done, "resumed_from": resumed,
+                            "last_loss": last_loss}  # fmt: skip
+    if early_stopping is not None:
+        if early_stopping.best_state is not None:
+            model.load_state_dict(early_stopping.best_state)
+        info.update(best_epoch=early_stopping.best_epoch, best_score=early_stopping.best_score,
+                    history=list(early_stopping.history), stopped_early=early_stopping.stopped)  # fmt: skip
+    return info
 
 
 @torch.no_grad()

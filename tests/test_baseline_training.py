@@ -1,0 +1,173 @@
+"""The static network is trained honestly: early stopping on validation, the same budget as joint candidates.
+
+Real Fashion-MNIST (Debian package) subsets with LeNet; the stopping rule itself is also checked with a
+scripted score sequence, where the expected epoch is known exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ddecs_search.config import BaselineConfig, DataConfig, TrainingConfig
+from ddecs_search.data import load_splits, make_loader, validation_parts
+from ddecs_search.models import backbone_info
+from ddecs_search.policies import ExitTable
+from ddecs_search.training import (
+    EarlyStopping,
+    LoopSettings,
+    accuracy,
+    baseline_key,
+    load_checkpoint,
+    run_epochs,
+    static_reference,
+    train_baseline,
+)
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+needs_fmnist = pytest.mark.skipif(
+    not FMNIST.exists(), reason="Debian package dataset-fashion-mnist not installed"
+)
+CPU = torch.device("cpu")
+DATA = DataConfig(name="fashion-mnist", train_subset=1000, val_subset=400, test_subset=200)
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DDECS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def splits():  # noqa: ANN201
+    if not FMNIST.exists():
+        pytest.skip("Debian package dataset-fashion-mnist not installed")
+    return load_splits(DATA, backbone_info("lenet").input_shape)
+
+
+# ------------------------------------------------------------------------------------ the stopping rule
+def _loop(
+    tmp: Path, scores: list[float], epochs: int, patience: int
+) -> tuple[dict, list[dict], torch.nn.Module]:
+    """Train a linear model on random tensors, scoring epoch k with ``scores[k]``.
+
+    Returns ``(info, the model's state after each epoch, model)``.
+    """
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 3)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 8, generator=g), torch.randint(0, 3, (32,), generator=g)
+    it = iter(scores)
+    states: list[dict] = []
+
+    def on_epoch(epoch: int, stats: dict, ckpt: Path) -> None:
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+
+    stopping = EarlyStopping(lambda m: next(it), patience)
+    info = run_epochs(
+        model, list(model.parameters()), lambda e: [(x[i : i + 8], y[i : i + 8]) for i in range(0, 32, 8)],
+        lambda m, xb, yb: torch.nn.functional.cross_entropy(m(xb), yb),
+        LoopSettings(epochs=epochs, lr=1e-2, quiet=True), CPU, tmp / "ckpt.pt",
+        on_epoch=on_epoch, early_stopping=stopping,
+    )  # fmt: skip
+    return info, states, model
+
+
+def _equal(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_stops_when_the_score_stops_improving_and_restores_the_best_epoch(tmp_path: Path) -> None:
+    info, states, model = _loop(tmp_path, [0.5, 0.7, 0.6, 0.65, 0.9, 0.95], epochs=6, patience=2)
+    assert info["epochs_trained"] == 4 and info["stopped_early"]  # epochs 3 and 4 did not beat epoch 2
+    assert info["best_epoch"] == 2 and info["best_score"] == 0.7 and info["history"] == [0.5, 0.7, 0.6, 0.65]
+    assert _equal(model.state_dict(), states[1]) and not _equal(model.state_dict(), states[3])
+
+
+def test_cap_reached_without_stopping_keeps_the_best_not_the_last(tmp_path: Path) -> None:
+    info, states, model = _loop(tmp_path, [0.5, 0.8, 0.7], epochs=3, patience=2)
+    assert info["epochs_trained"] == 3 and not info["stopped_early"] and info["best_epoch"] == 2
+    assert _equal(model.state_dict(), states[1])
+
+
+def test_resumed_run_stops_where_an_uninterrupted_one_does(tmp_path: Path) -> None:
+    scores = [0.5, 0.7, 0.6, 0.65, 0.9]
+    straight, _, a = _loop(tmp_path / "a", scores, epochs=5, patience=2)
+    _loop(tmp_path / "b", scores[:2], epochs=2, patience=2)  # "crash" after epoch 2
+    assert load_checkpoint(tmp_path / "b" / "ckpt.pt")["early_stopping"]["best_epoch"] == 2
+    resumed, _, b = _loop(tmp_path / "b", scores[2:], epochs=5, patience=2)
+    assert resumed["resumed_from"] == 2 and resumed["epochs_trained"] == straight["epochs_trained"] == 4
+    assert resumed["history"] == straight["history"] and _equal(a.state_dict(), b.state_dict())
+
+
+# ------------------------------------------------------------------------------- the baseline, real data
+@needs_fmnist
+def test_baseline_early_stops_on_real_data_and_records_it(splits, tmp_path: Path) -> None:  # noqa: ANN001
+    cfg = BaselineConfig(epochs=8, lr=0.02, batch_size=64, patience=1)
+    result = train_baseline("lenet", splits, DATA, cfg, device=CPU, cache_dir=tmp_path, quiet=True)
+    meta = json.loads((result.path.parent / "meta.json").read_text())
+    history = meta["val_history"]
+    assert len(history) == meta["epochs_trained"] == result.epochs_trained
+    assert meta["stopped_early"] and meta["epochs_trained"] < cfg.epochs  # this recipe plateaus early
+    assert meta["epochs_trained"] - meta["epochs"] == cfg.patience
+    assert (
+        history[meta["epochs"] - 1] == max(history) == meta["best_val_accuracy"] == result.best_val_accuracy
+    )
+    # the returned weights are the best epoch's: re-scoring the fit part gives the best score exactly
+    fit_val, _ = validation_parts(splits, DATA.selection_fraction, DATA.split_seed)
+    loader = make_loader(fit_val, batch_size=512, shuffle=False, seed=0)
+    assert accuracy(result.backbone, loader, CPU) == pytest.approx(meta["best_val_accuracy"])
+    # a second call loads the cache with the same record
+    again = train_baseline("lenet", splits, DATA, cfg, device=CPU, cache_dir=tmp_path, quiet=True)
+    assert again.cached and (again.epochs, again.epochs_trained) == (result.epochs, result.epochs_trained)
+
+
+def test_patience_is_part_of_the_cache_key() -> None:
+    keys = {baseline_key("lenet", 10, DATA, BaselineConfig(patience=p), 0) for p in (None, 1, 2)}
+    assert len(keys) == 3
+
+
+def test_validation_parts_are_the_rows_split_selection_uses(splits) -> None:  # noqa: ANN001
+    fit, select = validation_parts(splits, 0.3, 7)
+    labels = torch.tensor([int(y) for _, y in splits.val]).numpy()
+    n = len(labels)
+    table = ExitTable(torch.zeros(n, 1, 4).numpy(), labels[:, None], labels)
+    fit_t, select_t = table.split_selection(0.3, 7)
+    assert [int(y) for _, y in fit] == fit_t.labels.tolist()
+    assert [int(y) for _, y in select] == select_t.labels.tolist()
+    assert len(fit) + len(select) == n
+
+
+# ------------------------------------------------------------------------------ same-budget reference
+@needs_fmnist
+def test_static_reference_frozen_is_the_baseline_joint_has_the_same_total_epochs(
+    splits, tmp_path: Path
+) -> None:  # noqa: ANN001
+    cfg = BaselineConfig(epochs=1, lr=2e-3, batch_size=64, patience=None)
+    base = train_baseline("lenet", splits, DATA, cfg, device=CPU, cache_dir=tmp_path, quiet=True)
+    assert base.epochs == base.epochs_trained == 1
+
+    frozen = static_reference(base, TrainingConfig(mode="frozen", epochs=3), splits, device=CPU)
+    assert frozen.backbone is base.backbone and frozen.is_baseline and frozen.epochs == 1
+
+    before = {k: v.clone() for k, v in base.backbone.state_dict().items()}
+    joint_cfg = TrainingConfig(mode="joint", epochs=1, lr=1e-3, batch_size=64, loss_weights=(0.5, 0.5, 1.0))
+    joint = static_reference(base, joint_cfg, splits, device=CPU, quiet=True)
+    assert not joint.cached and joint.epochs == base.epochs + joint_cfg.epochs == 2
+    assert joint.continued_epochs == 1 and joint.path.parent.parent.parent == base.path.parent
+    after = joint.backbone.state_dict()
+    assert not all(torch.equal(before[k], after[k]) for k in before)  # it trained further ...
+    assert _equal(before, base.backbone.state_dict())  # ... on a copy: the baseline is untouched
+    meta = json.loads((joint.path.parent / "meta.json").read_text())
+    assert meta["epochs"] == 2 and meta["recipe"]["lr"] == 1e-3 and meta["baseline_key"] == base.key
+
+    # trained once per epoch count and recipe: another joint trial (other loss weights, seed) shares it
+    other = static_reference(base, TrainingConfig(mode="joint", epochs=1, lr=1e-3, batch_size=64), splits,
+                             device=CPU)  # fmt: skip
+    assert other.cached and other.path == joint.path
+    assert all(torch.equal(after[k], other.backbone.state_dict()[k]) for k in after)
+    longer = static_reference(base, TrainingConfig(mode="joint", epochs=2, lr=1e-3, batch_size=64), splits,
+                              device=CPU, quiet=True)  # fmt: skip
+    assert not longer.cached and longer.epochs == 3 and longer.path != joint.path

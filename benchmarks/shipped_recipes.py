@@ -1,0 +1,162 @@
+"""Do the shipped search spaces' training recipes train? One epoch of each recipe on real images.
+
+For every ``search_spaces/*.yaml`` (or ``--space FILE``): the baseline recipe (``backbone.baseline``)
+trains the backbone from scratch for one epoch, then each branch recipe — the space's ``training``
+section in each of its modes, and ``default_candidate.training`` — trains the default candidate's
+branches for one epoch from that baseline. Every optimiser step's loss is recorded; a recipe *trains* when
+the mean loss of the epoch's last quarter of steps is below 95 % of its first quarter's. The data is
+whatever ``--dataset`` names (offline default: Fashion-MNIST, which ``load_splits`` adapts to each
+backbone's input shape, e.g. 3x32x32 for the CIFAR backbones), cut to ``--train`` images.
+
+    python benchmarks/shipped_recipes.py [--quick] [--json] [--space FILE ...] [--dataset NAME]
+        [--train N] [--device auto|cpu|cuda]
+
+One epoch on a few thousand images says whether a recipe starts learning, not what it reaches: the
+expected accuracies in docs/search_space.md come from longer runs (named there).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import banner, emit_json, parser, print_table  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
+FALL = 0.95  # last quarter's mean loss must be below FALL x the first quarter's
+
+
+def quarters(losses: list[float]) -> tuple[float, float]:
+    """Mean loss of the first and of the last quarter of the steps (at least one step each)."""
+    q = max(1, len(losses) // 4)
+    return sum(losses[:q]) / q, sum(losses[-q:]) / q
+
+
+def verdict(losses: list[float]) -> dict[str, Any]:
+    first, last = quarters(losses)
+    ok = bool(losses) and math.isfinite(last) and last < FALL * first
+    return {"steps": len(losses), "first_q_loss": first, "last_q_loss": last, "falls": ok}
+
+
+def branch_recipes(space: Any) -> list[tuple[str, Any]]:
+    """``(label, TrainingConfig)`` with 1 epoch: the space's training section per mode, and the default."""
+    from ddecs_search.config import TrainingConfig
+
+    t, cand = space.training, space.default_candidate
+    n = len(cand.exit_points) if cand is not None else 1
+    weights = None if t.loss_weights is None else (*t.loss_weights[:n], t.loss_weights[-1])
+    out = [
+        (f"training ({mode})", TrainingConfig(mode=mode, epochs=1, lr=t.lr, batch_size=t.batch_size,
+                                              weight_decay=t.weight_decay, optimizer=t.optimizer,
+                                              loss_weights=weights, label_smoothing=t.label_smoothing))
+        for mode in t.mode
+    ]  # fmt: skip
+    if cand is not None:
+        out.append(
+            (f"default_candidate ({cand.training.mode})", dataclasses.replace(cand.training, epochs=1))
+        )
+    return out
+
+
+def check_space(path: Path, args: Any, device: Any, tmp: Path) -> list[dict[str, Any]]:
+    import torch
+
+    from ddecs_search.config import load_space
+    from ddecs_search.data import load_splits, make_loader
+    from ddecs_search.models import MultiExitNet, backbone_info
+    from ddecs_search.training import accuracy, train_baseline, train_branches
+
+    space = load_space(path)
+    data = dataclasses.replace(space.dataset, name=args.dataset, root=None, train_subset=args.train,
+                               val_subset=args.val, test_subset=args.val, num_workers=0)  # fmt: skip
+    base_cfg = dataclasses.replace(space.backbone.baseline, epochs=1, patience=None, pretrained=None)
+    splits = load_splits(data, backbone_info(space.backbone.name).input_shape)
+    val = make_loader(splits.val, batch_size=256, shuffle=False, seed=0, device=device)
+    rows = []
+    losses: list[float] = []
+    t = time.perf_counter()
+    base = train_baseline(space.backbone.name, splits, data, base_cfg, device=device,
+                          cache_dir=tmp / path.stem, quiet=True,
+                          on_batch=lambda e, s, loss: losses.append(loss))  # fmt: skip
+    b = space.backbone.baseline
+    rows.append({
+        "space": path.stem, "recipe": "baseline", "optimizer": b.optimizer, "lr": b.lr,
+        "batch": b.batch_size, **verdict(losses), "val_acc_1ep": accuracy(base.backbone, val, device),
+        "seconds": time.perf_counter() - t,
+    })  # fmt: skip
+    print(
+        f"  {path.stem} baseline: {rows[-1]['first_q_loss']:.3f} -> {rows[-1]['last_q_loss']:.3f}", flush=True
+    )
+    cand = space.default_candidate
+    for label, cfg in branch_recipes(space):
+        losses = []
+        t = time.perf_counter()
+        torch.manual_seed(0)
+        model = MultiExitNet(copy.deepcopy(base.backbone), cand.exit_points, cand.branches).to(device)
+        train_branches(model, splits.train, cfg, device=device,
+                       checkpoint_path=tmp / f"{path.stem}-{len(rows)}.pt", quiet=True,
+                       on_batch=lambda e, s, loss: losses.append(loss))  # fmt: skip
+        with torch.no_grad():
+            exits = [accuracy(lambda x, k=k: model(x)[k], val, device) for k in range(model.num_exits)]
+        rows.append({
+            "space": path.stem, "recipe": label, "optimizer": cfg.optimizer, "lr": cfg.lr,
+            "batch": cfg.batch_size,
+            **verdict(losses), "val_acc_1ep": exits[-1], "exit_val_accs": exits,
+            "seconds": time.perf_counter() - t,
+        })  # fmt: skip
+        print(
+            f"  {path.stem} {label}: {rows[-1]['first_q_loss']:.3f} -> {rows[-1]['last_q_loss']:.3f}",
+            flush=True,
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--space", action="append", default=None, help="a space file (repeatable; default: all)")
+    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (offline default), cifar10, ...")
+    p.add_argument("--train", type=int, default=None, help="training images (default 4096, --quick 1024)")
+    p.add_argument("--val", type=int, default=500, help="validation images for the 1-epoch accuracy")
+    args = p.parse_args(argv)
+    args.train = args.train or (1024 if args.quick else 4096)
+    banner("shipped_recipes", args.quick)
+    import torch
+
+    from ddecs_search.profiling import device_name, resolve_device
+
+    device = resolve_device(args.device)
+    torch.manual_seed(0)
+    paths = [Path(s) for s in args.space] if args.space else SPACES
+    print(f"dataset {args.dataset}: {args.train} training images, {args.val} validation, 1 epoch per recipe, "
+          f"on {device_name(device)} ({torch.get_num_threads()} threads)")  # fmt: skip
+    start = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="ddecs-recipes-") as tmp:
+        for path in paths:
+            rows.extend(check_space(path, args, device, Path(tmp)))
+    print()
+    print_table(rows, ["space", "recipe", "optimizer", "lr", "batch", "steps", "first_q_loss", "last_q_loss",
+                       "falls", "val_acc_1ep", "seconds"])  # fmt: skip
+    failing = [f"{r['space']}: {r['recipe']}" for r in rows if not r["falls"]]
+    print(
+        f"\nloss falls in the first epoch (last quarter < {FALL} x first quarter): "
+        f"{len(rows) - len(failing)}/{len(rows)}" + (f"; NOT: {', '.join(failing)}" if failing else "")
+    )
+    wall = time.perf_counter() - start
+    print(f"wall time {wall:.0f} s")
+    if args.json:
+        emit_json({"rows": rows, "dataset": args.dataset, "train": args.train, "device": device_name(device),
+                   "failing": failing, "wall_time_s": wall})  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

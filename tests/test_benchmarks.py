@@ -30,8 +30,9 @@ ROW_KEYS = {"accuracy", "latency_ms", "speedup", "energy_mj", "energy_source", "
 
 def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess:
     env = {**os.environ, "DDECS_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _last_json(stdout: str) -> dict[str, Any]:
@@ -72,7 +73,9 @@ def test_search_space_shares_data_baseline_and_budget_with_the_reference(ref: Mo
     assert search.dataset == bench.dataset  # same splits ...
     assert search.backbone == bench.backbone  # ... and the same cached static AlexNet
     assert bench.dataset.train_subset == preset.train
-    assert bench.backbone.baseline.epochs == preset.baseline_epochs
+    assert bench.backbone.baseline.epochs == preset.baseline_epochs  # the cap ...
+    assert bench.backbone.baseline.patience == preset.patience  # ... of an early-stopped static network
+    assert bench.backbone.baseline.optimizer == "adam" and bench.backbone.baseline.label_smoothing == 0.1
     assert search.training.epochs == (preset.branch_epochs,)
     assert (search.training.optimizer, search.training.lr, search.training.batch_size) == ("adam", 1e-3, 32)
     assert search.training.loss_weights == (0.15, 0.15, 0.70)
@@ -108,11 +111,22 @@ def _fake_experiment(path: Path, space: Any) -> None:
         ("fast_val_poor", 0.80, 1.0, 0.97),  # best test accuracy for its speed: must not tempt selection
         ("dominated", 0.85, 3.0, 0.85),
     ]
-    pd.DataFrame([
-        {"trial_id": t, "state": "TERMINATED", "val_accuracy": v, "latency_ms": lat, "accuracy": a,
-         "macs": 1e6 * lat, "energy_mj": np.nan, "energy_source": "unavailable: test"}
-        for t, v, lat, a in rows
-    ]).to_csv(path / "trials.csv", index=False)
+    pd.DataFrame(
+        [
+            {
+                "trial_id": t,
+                "state": "TERMINATED",
+                "val_accuracy": v,
+                "latency_ms": lat,
+                "expected_latency_ms": lat,
+                "accuracy": a,
+                "macs": 1e6 * lat,
+                "energy_mj": np.nan,
+                "energy_source": "unavailable: test",
+            }
+            for t, v, lat, a in rows
+        ]
+    ).to_csv(path / "trials.csv", index=False)
 
 
 def test_found_is_the_fastest_trial_at_the_reference_val_accuracy(ref: ModuleType, tmp_path: Path) -> None:
@@ -126,19 +140,61 @@ def test_found_is_the_fastest_trial_at_the_reference_val_accuracy(ref: ModuleTyp
 
 
 def _rows() -> list[dict[str, Any]]:
-    common = {"baseline_latency_ms": 10.0, "baseline_macs": 172e6, "energy_mj": None,
-              "energy_source": "unavailable: test", "device": "cpu:test", "batched_throughput_speedup": 1.2,
-              "val_accuracy": 0.8, "policy_kind": "qtable", "cost_weight": 0.1, "exit_points": [0, 3]}
-    early = {**common, "exit_fractions": [0.5, 0.2, 0.3], "exit_accuracies": [0.9, 0.7, None],
-             "oracle_accuracy": 0.9, "oracle_expected_latency_ms": 3.0, "oracle_macs": 40e6,
-             "expected_latency_ms": 4.5, "accuracy_drop": 0.01}
+    common = {
+        "baseline_latency_ms": 10.0,
+        "baseline_macs": 172e6,
+        "energy_mj": None,
+        "energy_source": "unavailable: test",
+        "device": "cpu:test",
+        "batched_throughput_speedup": 1.2,
+        "val_accuracy": 0.8,
+        "policy_kind": "qtable",
+        "cost_weight": 0.1,
+        "exit_points": [0, 3],
+    }
+    early = {
+        **common,
+        "exit_fractions": [0.5, 0.2, 0.3],
+        "exit_accuracies": [0.9, 0.7, None],
+        "oracle_accuracy": 0.9,
+        "oracle_expected_latency_ms": 3.0,
+        "oracle_macs": 40e6,
+        "expected_latency_ms": 4.5,
+        "accuracy_drop": 0.01,
+    }
     return [
-        {**common, "row": "static", "accuracy": 0.82, "latency_ms": 10.0, "speedup": 1.0, "macs": 172e6,
-         "mac_speedup": 1.0, "accuracy_drop": 0.0, "policy_kind": "static", "exit_points": []},
-        {**early, "row": "reference/qtable", "accuracy": 0.81, "latency_ms": 5.0, "speedup": 2.0,
-         "macs": 60e6, "mac_speedup": 172 / 60},
-        {**early, "row": "found", "accuracy": 0.815, "latency_ms": 4.0, "speedup": 2.5, "macs": 50e6,
-         "mac_speedup": 172 / 50, "trial_id": "mid", "config": {"config/training/mode": "frozen"}},
+        {
+            **common,
+            "row": "static",
+            "accuracy": 0.82,
+            "latency_ms": 10.0,
+            "speedup": 1.0,
+            "macs": 172e6,
+            "mac_speedup": 1.0,
+            "accuracy_drop": 0.0,
+            "policy_kind": "static",
+            "exit_points": [],
+        },
+        {
+            **early,
+            "row": "reference/qtable",
+            "accuracy": 0.81,
+            "latency_ms": 5.0,
+            "speedup": 2.0,
+            "macs": 60e6,
+            "mac_speedup": 172 / 60,
+        },
+        {
+            **early,
+            "row": "found",
+            "accuracy": 0.815,
+            "latency_ms": 4.0,
+            "speedup": 2.5,
+            "macs": 50e6,
+            "mac_speedup": 172 / 50,
+            "trial_id": "mid",
+            "config": {"config/training/mode": "frozen"},
+        },
     ]
 
 
@@ -166,8 +222,10 @@ def test_tables_json_rows_and_report_files(ref: ModuleType, tmp_path: Path) -> N
 @pytest.mark.slow
 @pytest.mark.skipif(not FMNIST.exists(), reason="Debian package dataset-fashion-mnist not installed")
 def test_reference_alexnet_smoke_run_ends_with_the_json_contract(tmp_path: Path) -> None:
-    proc = _run([str(BENCH / "reference_alexnet.py"), "--smoke", "--json", "--device", "cpu",
-                 "--out", str(tmp_path)], timeout=900)
+    proc = _run(
+        [str(BENCH / "reference_alexnet.py"), "--smoke", "--json", "--device", "cpu", "--out", str(tmp_path)],
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = _last_json(proc.stdout)
     assert {"static", "reference", "found", "dataset", "device"} <= set(out)

@@ -296,8 +296,10 @@ def _prepare(exp: Experiment, space: SearchSpace, resources: dict[str, Any], *, 
     if blob is None:
         # alone on a local machine the baseline may use every core; on a cluster, one trial's share
         cpus = max(space.resources.cpu, resources.get("CPU", 1)) if local else space.resources.cpu
+        b = space.backbone.baseline
+        budget = f"{b.epochs}" if b.patience is None else f"until val stops improving, <= {b.epochs}"
         _say(quiet, f"training the baseline {space.backbone.name} once for all trials "
-                    f"({space.backbone.baseline.epochs} epochs, {cpus:g} CPU)...")
+                    f"({budget} epochs, {cpus:g} CPU)...")
         t0 = time.time()
         # epoch checkpoints inside the experiment (local or shared folder): a kill resumes the baseline
         work_dir = None if storage_io.is_uri(exp.root) else exp.path("baseline", "training")
@@ -308,6 +310,7 @@ def _prepare(exp: Experiment, space: SearchSpace, resources: dict[str, Any], *, 
         if work_dir:  # stored (probe.json last): the epoch checkpoints are no longer needed
             shutil.rmtree(work_dir, ignore_errors=True)
         _say(quiet, f"baseline: val accuracy {blob.meta.get('val_accuracy', float('nan')):.4f} "
+                    f"(best epoch {blob.meta.get('epochs')} of {blob.meta.get('epochs_trained')}) "
                     f"in {time.time() - t0:.0f} s on {blob.probe.get('device')}")
     objectives, notices = effective_objectives(space, bool(blob.probe.get("energy_available")))
     for notice in notices:

@@ -1,0 +1,54 @@
+"""The shipped search spaces' recipes train: the loss falls in the first epoch on real images.
+
+Real Fashion-MNIST (Debian package), 512 training images, adapted to each backbone's input shape (3x32x32
+for the CIFAR backbones), through ``benchmarks/shipped_recipes.py``'s own check. The large backbones
+(ResNet-18, VGG-16: minutes per epoch on a CPU) are checked by that benchmark, not here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import tempfile
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+SMALL = ["fashion_mnist_quick", "fashion_mnist", "cifar10_alexnet", "cifar10_resnet"]
+
+
+@pytest.fixture(scope="module")
+def recipes() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "shipped_recipes", ROOT / "benchmarks" / "shipped_recipes.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_fall_criterion_reads_the_first_and_last_quarter(recipes: ModuleType) -> None:
+    assert recipes.verdict([2.3, 2.3, 2.2, 2.0, 1.9, 1.8, 1.7, 1.6])["falls"]
+    assert not recipes.verdict([2.303, 2.302, 2.304, 2.303, 2.302, 2.303, 2.302, 2.303])["falls"]  # chance
+    assert not recipes.verdict([2.3, float("nan")])["falls"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FMNIST.exists(), reason="Debian package dataset-fashion-mnist not installed")
+@pytest.mark.parametrize("name", SMALL)
+def test_every_recipe_of_a_shipped_space_lowers_the_loss_in_its_first_epoch(
+    recipes: ModuleType, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DDECS_OFFLINE", "1")
+    args = argparse.Namespace(dataset="fashion-mnist", train=512, val=128)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = recipes.check_space(
+            ROOT / "search_spaces" / f"{name}.yaml", args, torch.device("cpu"), Path(tmp)
+        )
+    assert rows[0]["recipe"] == "baseline" and len(rows) >= 2  # the baseline and at least one branch recipe
+    for row in rows:
+        assert row["falls"], row

@@ -247,3 +247,52 @@ def test_early_exit_speedup_quick_json() -> None:
     out = _last_json(proc.stdout)
     assert {"speedup", "accuracy", "baseline_accuracy", "energy_source", "device"} <= set(out)
     assert out["speedup"] > 0 and 0.0 <= out["accuracy"] <= 1.0
+
+
+def test_timing_rounds_give_each_row_a_median_and_spread_and_the_statics_their_epochs(
+    ref: ModuleType,
+) -> None:
+    import types
+
+    import torch
+
+    from ddecs_search.config import BranchSpec, parse_space, to_dict
+    from ddecs_search.models import MultiExitNet, create_backbone
+    from ddecs_search.policies import ThresholdPolicy
+
+    torch.manual_seed(0)
+    net = MultiExitNet(create_backbone("lenet", num_classes=10), [0], [BranchSpec(conv_layers=0)]).eval()
+    test = [(torch.randn(1, 28, 28), 0) for _ in range(4)]
+    bench, _ = ref.build_spaces(_args(), ref.PRESETS["smoke"])
+    data = to_dict(bench)
+    data["measurement"].update(latency_samples=4, warmup=1)
+    space = parse_space(data, "test")
+    cand = types.SimpleNamespace(training=types.SimpleNamespace(mode="frozen"))
+    splits = types.SimpleNamespace(test=test)
+    prepared = types.SimpleNamespace(model=net, device=torch.device("cpu"), splits=splits, candidate=cand)
+    entries = [
+        (name, prepared, ThresholdPolicy(thresholds=[t]), None) for name, t in (("a", 0.0), ("b", 1.1))
+    ]
+    timing = ref.timing_rounds(entries, space, rounds=5)
+    assert timing["rounds"] == 5 and len(timing["static_ms"]) == 10
+    first = {
+        "row": "a",
+        "baseline_macs": 1e6,
+        "baseline_energy_mj": None,
+        "energy_source": "x",
+        "device": "cpu",
+    }
+    rows = [first, {"row": "b"}]
+    for r in rows:
+        ref.apply_timing(r, timing)
+        t = timing["rows"][r["row"]]
+        assert len(t["speedup"]) == 5 and r["speedup_min"] <= r["speedup"] <= r["speedup_max"]
+        assert r["latency_ms"] == pytest.approx(float(np.median(t["ms"]))) and r["timing_rounds"] == 5
+    assert rows[0]["speedup"] > rows[1]["speedup"]  # "a" leaves at the first exit, "b" never does
+    static = ref.Static("static", net.backbone, 0.8, 0.79, 6, 8, 1.0)
+    row = ref.static_row(rows, static, timing)
+    assert (row["epochs"], row["epochs_trained"], row["static_epochs"], row["speedup"]) == (6, 8, 6, 1.0)
+    assert row["latency_ms"] == pytest.approx(float(np.median(timing["static_ms"])))
+    assert {"epochs", "epochs_trained", "speedup_min", "speedup_max", "timing_rounds"} <= set(
+        ref.json_row(row)
+    )

@@ -776,9 +776,7 @@ def run(args: Any, mode: str, preset: Preset, tmp: Path, start: float) -> dict[s
     timings: dict[str, float] = {}
     ref, statics = train_reference(bench, preset, tmp, start, timings)
 
-    from ddecs_search.ray_setup import init_ray
-
-    init_ray()  # every CPU, before an RLlib fit could start a 1-CPU Ray
+    start_ray()  # every CPU, before an RLlib fit could start a 1-CPU Ray
     entries = fit_reference_policies(ref, preset, start)
     from ddecs_search.policies import score_decisions
 
@@ -840,6 +838,24 @@ def run(args: Any, mode: str, preset: Preset, tmp: Path, start: float) -> dict[s
     for path in write_outputs(out_dir, rows, trials, found_id, ref_val, result):
         print(f"wrote {path}")
     return result
+
+
+def start_ray(attempts: int = 3) -> None:
+    """``init_ray``, retried: on a heavily loaded machine Ray's raylet can miss its fixed 30 s start-up
+    window ("The current node timed out during startup"), which says nothing about this benchmark."""
+    import ray
+
+    from ddecs_search.ray_setup import init_ray
+
+    for attempt in range(1, attempts + 1):
+        try:
+            init_ray()
+            return
+        except Exception as exc:  # Ray raises a bare Exception for this
+            if "timed out during startup" not in str(exc) or attempt == attempts:
+                raise
+            print(f"Ray start-up timed out (machine loaded); retrying ({attempt}/{attempts})", flush=True)
+            ray.shutdown()
 
 
 def describe(bench: Any, search_space: Any, preset: Preset) -> None:

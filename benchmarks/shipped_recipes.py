@@ -49,10 +49,10 @@ def verdict(losses: list[float]) -> dict[str, Any]:
 
 def branch_recipes(space: Any) -> list[tuple[str, Any]]:
     """``(label, TrainingConfig)`` with 1 epoch: the space's training section per mode, and the default."""
-    from ddecs_search.config import TrainingConfig
+    from ddecs_search.config import TrainingConfig, candidate_from_dict
 
-    t, cand = space.training, space.default_candidate
-    n = len(cand.exit_points) if cand is not None else 1
+    t, cand = space.training, candidate_from_dict(space, {})
+    n = len(cand.exit_points)
     weights = None if t.loss_weights is None else (*t.loss_weights[:n], t.loss_weights[-1])
     out = [
         (f"training ({mode})", TrainingConfig(mode=mode, epochs=1, lr=t.lr, batch_size=t.batch_size,
@@ -60,17 +60,22 @@ def branch_recipes(space: Any) -> list[tuple[str, Any]]:
                                               loss_weights=weights, label_smoothing=t.label_smoothing))
         for mode in t.mode
     ]  # fmt: skip
-    if cand is not None:
-        out.append(
-            (f"default_candidate ({cand.training.mode})", dataclasses.replace(cand.training, epochs=1))
-        )
+    default = dataclasses.replace(cand.training, epochs=1)
+    if all(_recipe(default) != _recipe(cfg) for _, cfg in out):  # not already checked above
+        out.append((f"default_candidate ({default.mode})", default))
     return out
+
+
+def _recipe(cfg: Any) -> tuple:
+    """What changes branch training (every field but the epochs)."""
+    return (cfg.mode, cfg.lr, cfg.batch_size, cfg.optimizer, cfg.weight_decay, cfg.label_smoothing,
+            cfg.loss_weights)  # fmt: skip
 
 
 def check_space(path: Path, args: Any, device: Any, tmp: Path) -> list[dict[str, Any]]:
     import torch
 
-    from ddecs_search.config import load_space
+    from ddecs_search.config import candidate_from_dict, load_space
     from ddecs_search.data import load_splits, make_loader
     from ddecs_search.models import MultiExitNet, backbone_info
     from ddecs_search.training import accuracy, train_baseline, train_branches
@@ -96,7 +101,7 @@ def check_space(path: Path, args: Any, device: Any, tmp: Path) -> list[dict[str,
     print(
         f"  {path.stem} baseline: {rows[-1]['first_q_loss']:.3f} -> {rows[-1]['last_q_loss']:.3f}", flush=True
     )
-    cand = space.default_candidate
+    cand = candidate_from_dict(space, {})
     for label, cfg in branch_recipes(space):
         losses = []
         t = time.perf_counter()

@@ -49,7 +49,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import banner, emit_json, parser, print_table  # noqa: E402
+from _common import banner, emit_json, parser, print_table
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACE_FILE = ROOT / "search_spaces" / "cifar10_alexnet.yaml"

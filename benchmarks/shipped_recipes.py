@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import banner, emit_json, parser, print_table  # noqa: E402
+from _common import banner, emit_json, parser, print_table
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
@@ -109,9 +109,9 @@ def check_space(path: Path, args: Any, device: Any, tmp: Path) -> list[dict[str,
         model = MultiExitNet(copy.deepcopy(base.backbone), cand.exit_points, cand.branches).to(device)
         train_branches(model, splits.train, cfg, device=device,
                        checkpoint_path=tmp / f"{path.stem}-{len(rows)}.pt", quiet=True,
-                       on_batch=lambda e, s, loss: losses.append(loss))  # fmt: skip
+                       on_batch=lambda e, s, loss, out=losses: out.append(loss))  # fmt: skip
         with torch.no_grad():
-            exits = [accuracy(lambda x, k=k: model(x)[k], val, device) for k in range(model.num_exits)]
+            exits = [accuracy(lambda x, k=k, m=model: m(x)[k], val, device) for k in range(model.num_exits)]
         rows.append({
             "space": path.stem, "recipe": label, "optimizer": cfg.optimizer, "lr": cfg.lr,
             "batch": cfg.batch_size,

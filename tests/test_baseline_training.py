@@ -41,7 +41,7 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def splits():  # noqa: ANN201
+def splits():
     if not FMNIST.exists():
         pytest.skip("Debian package dataset-fashion-mnist not installed")
     return load_splits(DATA, backbone_info("lenet").input_shape)
@@ -104,7 +104,7 @@ def test_resumed_run_stops_where_an_uninterrupted_one_does(tmp_path: Path) -> No
 
 # ------------------------------------------------------------------------------- the baseline, real data
 @needs_fmnist
-def test_baseline_early_stops_on_real_data_and_records_it(splits, tmp_path: Path) -> None:  # noqa: ANN001
+def test_baseline_early_stops_on_real_data_and_records_it(splits, tmp_path: Path) -> None:
     cfg = BaselineConfig(epochs=8, lr=0.02, batch_size=64, patience=1)
     result = train_baseline("lenet", splits, DATA, cfg, device=CPU, cache_dir=tmp_path, quiet=True)
     meta = json.loads((result.path.parent / "meta.json").read_text())
@@ -129,7 +129,7 @@ def test_patience_is_part_of_the_cache_key() -> None:
     assert len(keys) == 3
 
 
-def test_validation_parts_are_the_rows_split_selection_uses(splits) -> None:  # noqa: ANN001
+def test_validation_parts_are_the_rows_split_selection_uses(splits) -> None:
     fit, select = validation_parts(splits, 0.3, 7)
     labels = torch.tensor([int(y) for _, y in splits.val]).numpy()
     n = len(labels)
@@ -144,7 +144,7 @@ def test_validation_parts_are_the_rows_split_selection_uses(splits) -> None:  # 
 @needs_fmnist
 def test_static_reference_frozen_is_the_baseline_joint_has_the_same_total_epochs(
     splits, tmp_path: Path
-) -> None:  # noqa: ANN001
+) -> None:
     cfg = BaselineConfig(epochs=1, lr=2e-3, batch_size=64, patience=None)
     base = train_baseline("lenet", splits, DATA, cfg, device=CPU, cache_dir=tmp_path, quiet=True)
     assert base.epochs == base.epochs_trained == 1

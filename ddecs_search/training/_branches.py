@@ -74,9 +74,8 @@ def train_branches(
                 )
             return loss
         outs = model(x)
-        return sum(
-            w * F.cross_entropy(o, y, label_smoothing=cfg.label_smoothing) for w, o in zip(weights, outs)
-        )
+        pairs = zip(weights, outs, strict=False)  # weights: one per exit (validated with the candidate)
+        return sum(w * F.cross_entropy(o, y, label_smoothing=cfg.label_smoothing) for w, o in pairs)
 
     def batches(epoch: int) -> Any:
         return make_loader(

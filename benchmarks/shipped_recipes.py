@@ -49,7 +49,8 @@ def verdict(losses: list[float]) -> dict[str, Any]:
 
 def branch_recipes(space: Any) -> list[tuple[str, Any]]:
     """``(label, TrainingConfig)`` with 1 epoch: the space's training section per mode, and the default."""
-    from ddecs_search.config import TrainingConfig, candidate_from_dict
+    from ddecs_search.config import TrainingConfig
+    from ddecs_search.spaces import candidate_from_dict
 
     t, cand = space.training, candidate_from_dict(space, {})
     n = len(cand.exit_points)
@@ -75,9 +76,9 @@ def _recipe(cfg: Any) -> tuple:
 def check_space(path: Path, args: Any, device: Any, tmp: Path) -> list[dict[str, Any]]:
     import torch
 
-    from ddecs_search.config import candidate_from_dict, load_space
     from ddecs_search.data import load_splits, make_loader
     from ddecs_search.models import MultiExitNet, backbone_info
+    from ddecs_search.spaces import candidate_from_dict, load_space
     from ddecs_search.training import accuracy, train_baseline, train_branches
 
     space = load_space(path)

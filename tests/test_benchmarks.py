@@ -256,9 +256,10 @@ def test_timing_rounds_give_each_row_a_median_and_spread_and_the_statics_their_e
 
     import torch
 
-    from ddecs_search.config import BranchSpec, parse_space, to_dict
+    from ddecs_search.config import BranchSpec, to_dict
     from ddecs_search.models import MultiExitNet, create_backbone
     from ddecs_search.policies import ThresholdPolicy
+    from ddecs_search.spaces import parse_space
 
     torch.manual_seed(0)
     net = MultiExitNet(create_backbone("lenet", num_classes=10), [0], [BranchSpec(conv_layers=0)]).eval()

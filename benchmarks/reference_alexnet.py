@@ -301,15 +301,17 @@ def seed_baseline(exp_root: str, baseline_dir: Path, device: Any) -> None:
 
 def select_found(exp_root: str, val_floor: float) -> tuple[Any, str, Any]:
     """``(row, how, trials)``: the fastest trial (latency table, no labels) with ``val_accuracy >=
-    val_floor``, else the knee of the (val_accuracy, expected_latency_ms) front; ``trials`` is the whole
-    trials table. ``val_accuracy`` is the selection part of validation: no test label is read."""
-    from ddecs_search.analysis import best_for_accuracy_floor, experiment_front, knee_point
+    val_floor``, else the knee of the trials' (val_accuracy, expected_latency_ms) front; ``trials`` is the
+    whole trials table. ``val_accuracy`` is the selection part of validation: no test label is read.
+    ``found`` is a searched configuration, so the static network (a contender on the search's own front,
+    and its own row here) is not a candidate for it."""
+    from ddecs_search.analysis import best_for_accuracy_floor, compute_front, knee_point, load_trials
 
     objectives = [("val_accuracy", "max"), ("expected_latency_ms", "min")]
-    trials, result = experiment_front(exp_root, objectives=objectives)
-    ranked = result.ranked
+    trials = load_trials(exp_root)
+    result = compute_front(trials, objectives, include_static=False)
     row = best_for_accuracy_floor(
-        ranked, floor=val_floor, minimize="expected_latency_ms", accuracy="val_accuracy"
+        result.ranked, floor=val_floor, minimize="expected_latency_ms", accuracy="val_accuracy"
     )
     if row is not None:
         return row, f"fastest trial with val_accuracy >= reference's {val_floor:.4f}", trials

@@ -425,31 +425,31 @@ def static_row(rows: list[dict[str, Any]], static: Static, timing: dict[str, Any
 
 def timing_rounds(entries: list[tuple[str, Any, Any, Any]], space: Any, rounds: int) -> dict[str, Any]:
     """``rounds`` rounds of the same-run batch-1 comparison for every early-exit row, rows interleaved
-    (order reversed every other round). Returns per row the per-round early-exit ms, static ms and
-    speedups, and ``static_ms``: every static timing of every row and round."""
+    (order reversed every other round), in the measurement runtime ``measure_candidate`` uses
+    (``measurement.runtime``). Returns per row the per-round early-exit ms, static ms and speedups,
+    ``static_ms`` (every static timing of every row and round) and the runtime ``source``."""
     import torch
 
     from ddecs_search.evaluation import measurement_threads
-    from ddecs_search.profiling import compare_static_vs_early_exit
+    from ddecs_search.runtime import inference_backend
 
     m = space.measurement
     device = entries[0][1].device
     test = entries[0][1].splits.test
     samples = torch.stack([test[i][0] for i in range(min(m.latency_samples, len(test)))])
+    with measurement_threads(space, device):
+        backends = {name: inference_backend(m, prepared.model, policy, device)
+                    for name, prepared, policy, _ in entries}  # fmt: skip
     out: dict[str, Any] = {name: {"ms": [], "static_ms": [], "speedup": []} for name, *_ in entries}
     for r in range(rounds):
-        for name, prepared, policy, _ in entries if r % 2 == 0 else entries[::-1]:
+        for name, *_ in entries if r % 2 == 0 else entries[::-1]:
             with measurement_threads(space, device):
-                t = compare_static_vs_early_exit(prepared.model, policy, samples, device, warmup=m.warmup)
+                t = backends[name].compare(samples, warmup=m.warmup)
             out[name]["ms"].append(t["early_exit"].mean_ms)
             out[name]["static_ms"].append(t["static"].mean_ms)
             out[name]["speedup"].append(t["speedup"])
-    out_all = {
-        "rows": out,
-        "rounds": rounds,
-        "static_ms": [v for row in out.values() for v in row["static_ms"]],
-    }
-    return out_all
+    return {"rows": out, "rounds": rounds, "source": next(iter(backends.values())).source,
+            "static_ms": [v for row in out.values() for v in row["static_ms"]]}  # fmt: skip
 
 
 def apply_timing(row: dict[str, Any], timing: dict[str, Any]) -> None:
@@ -821,7 +821,7 @@ def run(args: Any, mode: str, preset: Preset, tmp: Path, start: float) -> dict[s
     timing = timing_rounds(entries, bench, args.rounds or preset.rounds)
     for r in rows:
         apply_timing(r, timing)
-    print(f"[{_elapsed(start)}] timed every row in {timing['rounds']} interleaved rounds")
+    print(f"[{_elapsed(start)}] timed every row in {timing['rounds']} rounds ({timing['source']})")
     rows[:0] = [static_row(rows, statics["frozen"], timing), static_row(rows, statics["joint"], timing)]
     timings["measurement"] = time.perf_counter() - t
     if row is not None:

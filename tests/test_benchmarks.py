@@ -266,7 +266,7 @@ def test_timing_rounds_give_each_row_a_median_and_spread_and_the_statics_their_e
     test = [(torch.randn(1, 28, 28), 0) for _ in range(4)]
     bench, _ = ref.build_spaces(_args(), ref.PRESETS["smoke"])
     data = to_dict(bench)
-    data["measurement"].update(latency_samples=4, warmup=1)
+    data["measurement"].update(latency_samples=4, warmup=1, runtime="torch")
     space = parse_space(data, "test")
     cand = types.SimpleNamespace(training=types.SimpleNamespace(mode="frozen"))
     splits = types.SimpleNamespace(test=test)
@@ -275,7 +275,7 @@ def test_timing_rounds_give_each_row_a_median_and_spread_and_the_statics_their_e
         (name, prepared, ThresholdPolicy(thresholds=[t]), None) for name, t in (("a", 0.0), ("b", 1.1))
     ]
     timing = ref.timing_rounds(entries, space, rounds=5)
-    assert timing["rounds"] == 5 and len(timing["static_ms"]) == 10
+    assert timing["rounds"] == 5 and len(timing["static_ms"]) == 10 and timing["source"].startswith("torch")
     first = {
         "row": "a",
         "baseline_macs": 1e6,

@@ -52,8 +52,9 @@ def _space(tmp_path: Path) -> Path:
     data["backbone"]["baseline"].update(epochs=3)
     data["training"]["epochs"] = [3]
     # early stopping off: every trial must reach its full evaluation for "nothing rerun, nothing lost"
-    data["search"].update(num_samples=3, max_concurrent=2, seed=5, verify=True, verify_top=2,
-                          early_stopping={"enabled": False})
+    data["search"].update(
+        num_samples=3, max_concurrent=2, seed=5, verify=True, verify_top=2, early_stopping={"enabled": False}
+    )
     path = tmp_path / "faults.yaml"
     path.write_text(yaml.safe_dump(data))
     return path

@@ -22,6 +22,7 @@ is a local path or any URI that ``run --storage`` accepts (see :mod:`ddecs_searc
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -55,7 +56,8 @@ LATENCY_TABLE_FILE = "latency_table.json"
 # What to do when a state file is broken, per file (read_state names the file and says why).
 _FIX = {
     "space.yaml": "it is the space this search ran: copy the space file you started the search with to "
-                  "{path} (the same settings), or start a new search with `ddecs-search run`",
+                  "{path} (the same settings) and delete the `space_sha256` line of run.json next to it, "
+                  "or start a new search with `ddecs-search run`",
     "run.json": "it is the run record (status, objectives, timing): delete it and `ddecs-search resume` "
                 "writes a new one (the recorded history is lost; trials and results are kept)",
     "trials.csv": "it is rebuilt from Ray Tune's state: delete it (and trials.parquet), then run "
@@ -145,14 +147,24 @@ class Experiment:
 
     # ------------------------------------------------------------------------------------ space, record
     def write_space(self, space: SearchSpace) -> None:
-        storage.write_text(self.path("space.yaml"), yaml.safe_dump(to_dict(space), sort_keys=False))
+        """``space.yaml`` and its SHA-256 in ``run.json`` (a cut file that still parses is then caught)."""
+        text = yaml.safe_dump(to_dict(space), sort_keys=False)
+        storage.write_text(self.path("space.yaml"), text)
+        self.update_record(space_sha256=hashlib.sha256(text.encode()).hexdigest())
 
     def read_space(self) -> SearchSpace:
         location = self.path("space.yaml")
         if not storage.exists(location):
             raise UserError(f"{self.root}: not an experiment directory (no space.yaml); "
                             "start one with `ddecs-search run SPACE.yaml`")
-        return read_state(location, lambda text: parse_space(yaml.safe_load(text), location))
+        expected = self.read_record().get("space_sha256") if storage.exists(self.path("run.json")) else None
+
+        def parse(text: str) -> SearchSpace:
+            if expected and hashlib.sha256(text.encode()).hexdigest() != expected:
+                raise ValueError("its content differs from what the search wrote (SHA-256 in run.json)")
+            return parse_space(yaml.safe_load(text), location)
+
+        return read_state(location, parse)
 
     def read_record(self) -> dict[str, Any]:
         """``run.json`` ({} before the first write); a newer format than this version reads is an error."""

@@ -353,3 +353,17 @@ def test_energy_is_metered_under_the_measurement_lease(monkeypatch):
     assert out["energy_source"].startswith("fake-meter (measurement lease held")
     monkeypatch.setenv("DDECS_IN_TRIAL", "1")
     assert "contended" in evaluation._energy(space, prepared, None, None, None)["energy_source"]
+
+
+def test_a_cut_space_yaml_that_still_parses_is_caught_by_its_checksum(tmp_path):
+    from ddecs_search.experiment import StateFileError
+    from ddecs_search.spaces import load_space
+
+    exp = Experiment.at(tmp_path)
+    exp.write_space(load_space(TINY))  # the product's writer records the SHA-256 in run.json
+    assert exp.read_space() == load_space(TINY)
+    lines = (tmp_path / "space.yaml").read_text().splitlines(keepends=True)
+    cut = "".join(line for line in lines if not line.startswith("description"))  # still a valid space
+    (tmp_path / "space.yaml").write_text(cut)
+    with pytest.raises(StateFileError, match=r"space.yaml: corrupt .*differs from what the search wrote"):
+        exp.read_space()

@@ -348,11 +348,12 @@ def test_energy_is_metered_under_the_measurement_lease(monkeypatch):
 
     space = SimpleNamespace(measurement=SimpleNamespace(energy="auto", energy_min_seconds=0.1, warmup=1))
     prepared = SimpleNamespace(device="cpu", baseline=None, model=None)
-    out = evaluation._energy(space, prepared, None, None, Lease)
+    backend = SimpleNamespace(energy_fns=lambda: (None, None))  # the measurement runtime's two calls
+    out = evaluation._energy(space, prepared, backend, None, Lease)
     assert events == ["acquire", "read", "read", "release"]
     assert out["energy_source"].startswith("fake-meter (measurement lease held")
     monkeypatch.setenv("DDECS_IN_TRIAL", "1")
-    assert "contended" in evaluation._energy(space, prepared, None, None, None)["energy_source"]
+    assert "contended" in evaluation._energy(space, prepared, backend, None, None)["energy_source"]
 
 
 def test_a_cut_space_yaml_that_still_parses_is_caught_by_its_checksum(tmp_path):

@@ -43,9 +43,16 @@ class TrialsBar:
         self.verbosity = verbosity
         self.started = time.time()
         self.stream = stream or sys.stderr
-        self.bar = tqdm(total=total, initial=initial, desc="trials", unit="trial", file=self.stream,
-                        disable=verbosity == VERBOSITY_QUIET or not interactive(self.stream),
-                        dynamic_ncols=True, smoothing=0.0)
+        self.bar = tqdm(
+            total=total,
+            initial=initial,
+            desc="trials",
+            unit="trial",
+            file=self.stream,
+            disable=verbosity == VERBOSITY_QUIET or not interactive(self.stream),
+            dynamic_ncols=True,
+            smoothing=0.0,
+        )
 
     @property
     def drawn(self) -> bool:
@@ -86,8 +93,15 @@ class EpochsBar:
         self.total, self.desc, self.quiet = total, desc, quiet
         self.stream = stream or sys.stderr
         self.started = time.time()
-        self.bar = tqdm(total=total, desc=desc, unit="epoch", file=self.stream,
-                        disable=quiet or not interactive(self.stream), dynamic_ncols=True, leave=False)
+        self.bar = tqdm(
+            total=total,
+            desc=desc,
+            unit="epoch",
+            file=self.stream,
+            disable=quiet or not interactive(self.stream),
+            dynamic_ncols=True,
+            leave=False,
+        )
 
     def epoch(self, epoch: int, loss: float | None) -> None:
         """Epoch ``epoch`` (1-based) finished with mean training ``loss``."""

@@ -88,6 +88,36 @@ def test_mirror_adds_finished_trials_once_and_rebuilds_when_one_changes(tmp_path
     assert by_id["t2"].state == optuna.trial.TrialState.PRUNED
     with pytest.raises(FileNotFoundError, match=STUDY_FILE):
         load_study(tmp_path / "elsewhere")
+    # optuna-dashboard serves it with the objectives' names and our trial ids
+    served = _dashboard_study(url)
+    assert served["objective_names"] == ["accuracy", "latency_ms"] and len(served["trials"]) == 3
+    assert {a["value"] for t in served["trials"] for a in t["user_attrs"] if a["key"] == "trial_id"} == {
+        "t0",
+        "t1",
+        "t2",
+    }
+
+
+def _dashboard_study(url: str) -> dict:
+    """What optuna-dashboard's web API answers for the only study in ``url`` (its WSGI app, no server)."""
+    import json
+    from wsgiref.util import setup_testing_defaults
+
+    import optuna_dashboard
+
+    app = optuna_dashboard.wsgi(url)
+
+    def get(path: str, query: str = "") -> dict:
+        environ: dict = {}
+        setup_testing_defaults(environ)
+        environ.update(PATH_INFO=path, QUERY_STRING=query)
+        status: list[str] = []
+        body = b"".join(app(environ, lambda code, headers, exc=None: status.append(code)))
+        assert status[0].startswith("200"), (path, status, body[:500])
+        return json.loads(body)
+
+    (summary,) = get("/api/studies")["study_summaries"]
+    return get(f"/api/studies/{summary['study_id']}", "after=0")
 
 
 def _toy_study(storage: str | None = None) -> optuna.Study:
@@ -170,6 +200,8 @@ def test_run_writes_a_study_and_make_demo_reruns(local_ray, tmp_path, capsys):
     exp_dir = tmp_path / "demo"
     study, trials = _study_matches_table(exp_dir)
     assert len(study.trials) == 3
+    served = _dashboard_study(f"sqlite:///{exp_dir.resolve() / STUDY_FILE}")
+    assert served["objective_names"] == study.metric_names and len(served["trials"]) == 3
     counts = Experiment.at(exp_dir).evaluation_counts()
 
     # make demo, second time: the finished experiment is shown, nothing runs again

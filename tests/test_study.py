@@ -222,7 +222,7 @@ def test_study_in_step_after_sigkill_and_resume(local_ray, tmp_path, capsys):
     log = tmp_path / "driver.log"
     proc = ts._start_driver(space, tmp_path, "killed", log)
     try:
-        before, _ = ts._wait_mid_search(exp_dir, proc)
+        before, _ = ts._wait_mid_search(exp_dir, proc, timeout=900.0)  # a busy shared machine
         time.sleep(0.5)  # let the driver's callbacks finish with the evaluated trial
         os.kill(proc.pid, signal.SIGKILL)
         os.killpg(proc.pid, signal.SIGKILL)

@@ -36,8 +36,8 @@ _LAZY = {
     "write_report": "ddecs_search.analysis",
     "export_trial": "ddecs_search.analysis",
     "load_exported": "ddecs_search.analysis",
-    "load_study": "ddecs_search.search._study",
-    "parameter_importances": "ddecs_search.analysis._importance",
+    "load_study": "ddecs_search.study",
+    "parameter_importances": "ddecs_search.analysis",
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports on demand
@@ -47,12 +47,12 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
         export_trial,
         load_exported,
         load_trials,
+        parameter_importances,
         write_report,
     )
-    from ddecs_search.analysis._importance import parameter_importances
     from ddecs_search.evaluation import evaluate_candidate
     from ddecs_search.search import SearchOutcome, resume_search, run_search, search_status
-    from ddecs_search.search._study import load_study
+    from ddecs_search.study import load_study
 
 
 def __getattr__(name: str) -> Any:

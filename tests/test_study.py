@@ -25,7 +25,7 @@ from ddecs_search.analysis._importance import importance_figure, parameter_impor
 from ddecs_search.cli import main
 from ddecs_search.config import load_space
 from ddecs_search.search import ConditionalSpace, Experiment
-from ddecs_search.search._study import STUDY_FILE, StudyMirror, flat_params, load_study
+from ddecs_search.study import STUDY_FILE, StudyMirror, flat_params, load_study
 
 TINY = ts.TINY
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -52,12 +52,13 @@ def _trial(trial_id: str, status: str, config: dict, **result) -> SimpleNamespac
 def test_mirror_adds_finished_trials_once_and_rebuilds_when_one_changes(tmp_path):
     space = load_space(TINY)
     space_fn = ConditionalSpace.from_space(space)
-    objectives = space.objectives[:2]  # accuracy (max), latency_ms (min)
+    objectives = space.objectives[:2]  # val_accuracy (max), expected_latency_ms (min)
+    acc, lat = (o.name for o in objectives)
     mirror = StudyMirror(str(tmp_path), "exp", space_fn, objectives, space.constraints)
     configs = [_config(space_fn, seed) for seed in range(3)]
     trials = [
         _trial(
-            "t0", "TERMINATED", configs[0], evaluated=True, accuracy=0.8, latency_ms=1.5, accuracy_drop=0.01
+            "t0", "TERMINATED", configs[0], evaluated=True, **{acc: 0.8, lat: 1.5, "val_accuracy_drop": 0.01}
         ),
         _trial("t1", "ERROR", configs[1]),
         _trial("t2", "RUNNING", configs[2]),
@@ -65,7 +66,7 @@ def test_mirror_adds_finished_trials_once_and_rebuilds_when_one_changes(tmp_path
     assert mirror.sync(trials) == 2 and mirror.sync(trials) == 0  # running trials wait; nothing twice
     url = f"sqlite:///{tmp_path.resolve() / STUDY_FILE}"
     study = optuna.load_study(study_name=None, storage=url)
-    assert study.metric_names == ["accuracy", "latency_ms"]
+    assert study.metric_names == [acc, lat]
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     t0, t1 = study.trials
     assert (t0.state, t0.values, t0.user_attrs) == (
@@ -77,20 +78,20 @@ def test_mirror_adds_finished_trials_once_and_rebuilds_when_one_changes(tmp_path
     assert t1.state == optuna.trial.TrialState.FAIL
     # resume retried the failed trial and it completed; the third finished infeasible
     trials[1] = _trial(
-        "t1", "TERMINATED", configs[1], evaluated=True, accuracy=0.7, latency_ms=1.0, accuracy_drop=0.9
+        "t1", "TERMINATED", configs[1], evaluated=True, **{acc: 0.7, lat: 1.0, "val_accuracy_drop": 0.9}
     )
     trials[2] = _trial("t2", "TERMINATED", configs[2], evaluated=False)  # stopped early
     assert mirror.sync(trials) == 3  # rebuilt
     study = load_study(tmp_path)
     by_id = {t.user_attrs["trial_id"]: t for t in study.trials}
     assert by_id["t1"].values == [0.7, 1.0] and by_id["t1"].user_attrs["feasible"] is False
-    assert "accuracy_drop=0.9 > max 0.5" in by_id["t1"].user_attrs["violations"]
+    assert "val_accuracy_drop=0.9 > max 0.5" in by_id["t1"].user_attrs["violations"]
     assert by_id["t2"].state == optuna.trial.TrialState.PRUNED
     with pytest.raises(FileNotFoundError, match=STUDY_FILE):
         load_study(tmp_path / "elsewhere")
     # optuna-dashboard serves it with the objectives' names and our trial ids
     served = _dashboard_study(url)
-    assert served["objective_names"] == ["accuracy", "latency_ms"] and len(served["trials"]) == 3
+    assert served["objective_names"] == [acc, lat] and len(served["trials"]) == 3
     assert {a["value"] for t in served["trials"] for a in t["user_attrs"] if a["key"] == "trial_id"} == {
         "t0",
         "t1",

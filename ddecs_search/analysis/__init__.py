@@ -23,6 +23,7 @@ from ddecs_search.analysis._figures import (
 )
 from ddecs_search.analysis._format import FORMATS, format_front, front_records
 from ddecs_search.analysis._html import render_html, write_report
+from ddecs_search.analysis._importance import ParamImportances, importance_figure, parameter_importances
 from ddecs_search.analysis._pareto import (
     DEVICE_BOUND_METRICS,
     FrontResult,
@@ -52,6 +53,9 @@ from ddecs_search.dominance import (
 )
 
 __all__ = [
+    "ParamImportances",
+    "importance_figure",
+    "parameter_importances",
     "export_trial",
     "load_exported",
     "DEFAULT_OBJECTIVES",

@@ -1,5 +1,5 @@
 """Which search parameters mattered, per objective: Optuna's parameter importances on the experiment's
-study (``EXP/optuna.db``, see :mod:`ddecs_search.search._study`).
+study (``EXP/optuna.db``, see :mod:`ddecs_search.study`).
 
 Compute (:func:`parameter_importances`, a NamedTuple) is kept apart from drawing
 (:func:`importance_figure`), as optuna's own ``visualization/_param_importances.py`` does. Optuna's
@@ -50,7 +50,7 @@ def parameter_importances(study_or_exp: Any, *, evaluator: Any = None) -> ParamI
 
     import optuna
 
-    from ddecs_search.search._study import load_study
+    from ddecs_search.study import load_study
 
     study = load_study(study_or_exp) if isinstance(study_or_exp, (str, Path)) else study_or_exp
     names = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]

@@ -33,7 +33,7 @@ EXAMPLES = {
     "run": "ddecs-search run search_spaces/fashion_mnist_quick.yaml --name demo --storage experiments",
     "resume": "ddecs-search resume experiments/demo",
     "status": "ddecs-search status experiments/demo --json",
-    "pareto": "ddecs-search pareto experiments/demo --constraint 'accuracy_drop<=0.01' --format csv",
+    "pareto": "ddecs-search pareto experiments/demo --constraint 'val_accuracy_drop<=0.01' --format csv",
     "report": "ddecs-search report experiments/demo --out report.html",
     "export": "ddecs-search export experiments/demo --trial 3f2a1_00004 --out model_dir",
 }

@@ -146,15 +146,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _existing_experiment(args: argparse.Namespace, space) -> int | None:  # noqa: ANN001
     """``run --resume-if-exists``: resume STORAGE/NAME or show it finished; None when it does not exist."""
+    from ddecs_search import storage
     from ddecs_search.config import to_dict
     from ddecs_search.errors import UserError
-    from ddecs_search.search import Experiment, _io, format_status, search_status
-    from ddecs_search.search._runner import DEFAULT_STORAGE
+    from ddecs_search.search import DEFAULT_STORAGE, Experiment, format_status, search_status
 
     if not args.name:
         raise UserError("--resume-if-exists needs --name (which experiment to continue)")
-    exp = Experiment.at(_io.join(_io.normalise(args.storage or DEFAULT_STORAGE), args.name))
-    if not _io.exists(exp.path("space.yaml")):
+    exp = Experiment.at(storage.join(storage.normalise(args.storage or DEFAULT_STORAGE), args.name))
+    if not storage.exists(exp.path("space.yaml")):
         return None
     if to_dict(exp.read_space()) != to_dict(space):
         print(

@@ -14,11 +14,11 @@ from ray.tune import Callback
 
 from ddecs_search.config import Constraint, Objective
 from ddecs_search.search._callbacks import RUNTIME
-from ddecs_search.search._study import STUDY_FILE, StudyMirror
+from ddecs_search.study import STUDY_FILE, StudyMirror
 
 
 class StudyCallback(Callback):
-    """Mirrors every finished trial into the experiment's Optuna study (see :mod:`._study`)."""
+    """Mirrors every finished trial into the experiment's Optuna study (see :mod:`ddecs_search.study`)."""
 
     def __init__(
         self,

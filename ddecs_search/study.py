@@ -1,4 +1,4 @@
-"""The search as an Optuna study on disk (``EXP/optuna.db``), for Optuna's own tools.
+"""The search as an Optuna study on disk (``EXP/optuna.db``), for Optuna's own tools (no Ray here).
 
 Ray's OptunaSearch keeps its study in memory and pickles it with Tune's state; that in-memory study is
 what the sampler continues from after a resume. Handing it an RDB storage instead would split the truth:
@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ddecs_search.config import Constraint, Objective
-from ddecs_search.search._experiment import EVALUATED_KEY
-from ddecs_search.search._objectives import objective_values, violations
+from ddecs_search.experiment import EVALUATED_KEY, objective_values, violations
 
 STUDY_FILE = "optuna.db"
 TRIAL_ID_ATTR = "trial_id"

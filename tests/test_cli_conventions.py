@@ -90,3 +90,23 @@ def test_epochs_show_as_lines_off_a_terminal(capsys):
     quiet = EpochsBar(3, "baseline lenet", quiet=True, stream=io.StringIO())
     quiet.epoch(1, 0.5)
     assert capsys.readouterr().out == ""
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_the_bar_shows_done_total_front_and_keeps_lines_above(capsys):
+    screen = _Terminal()
+    bar = TrialsBar(10, 0, verbosity=VERBOSITY_NORMAL, stream=screen)
+    assert bar.drawn
+    bar.update(3, front=2, running=2, failed=0)
+    bar.write("trial abc done")
+    bar.close()
+    drawn = screen.getvalue()
+    assert "trials:" in drawn and "3/10" in drawn and "front=2" in drawn and "running=2" in drawn
+    assert "trial abc done" in capsys.readouterr().out
+    quiet = TrialsBar(10, 0, verbosity=0, stream=_Terminal())
+    quiet.write("nothing")
+    assert not quiet.drawn and capsys.readouterr().out == ""

@@ -56,7 +56,7 @@ def test_every_documented_function_is_exported():
 
 @pytest.fixture()
 def local_ray():
-    from ddecs_search.search._ray import init_ray
+    from ddecs_search.ray_setup import init_ray
 
     init_ray(num_cpus=2)
     yield

@@ -164,9 +164,6 @@ def test_report_shows_importances_when_the_experiment_has_a_study(tmp_path):
 
 
 # ------------------------------------------------------------------------------ real searches (slow)
-local_ray = ts.local_ray
-
-
 def _study_matches_table(exp_dir: Path) -> tuple[optuna.Study, pd.DataFrame]:
     """Read the study as Optuna's users do, and check it against the trials table."""
     study = optuna.load_study(study_name=None, storage=f"sqlite:///{exp_dir.resolve() / STUDY_FILE}")

@@ -61,7 +61,7 @@ def parameter_importances(study_or_exp: Any, *, evaluator: Any = None) -> ParamI
     if len(complete) < MIN_TRIALS:
         notes.append(f"importances need {MIN_TRIALS} complete trials; the study has {len(complete)}")
     else:
-        for index, (name, direction) in enumerate(zip(names, study.directions)):
+        for index, (name, direction) in enumerate(zip(names, study.directions, strict=True)):
             sign = -1.0 if direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
 
             def target(trial: Any, i: int = index, s: float = sign) -> float:

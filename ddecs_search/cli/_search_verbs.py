@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     return _report(outcome, args)
 
 
-def _existing_experiment(args: argparse.Namespace, space) -> int | None:  # noqa: ANN001
+def _existing_experiment(args: argparse.Namespace, space) -> int | None:
     """``run --resume-if-exists``: resume STORAGE/NAME or show it finished; None when it does not exist."""
     from ddecs_search import storage
     from ddecs_search.config import to_dict

@@ -209,8 +209,10 @@ def format_front(trials: list, objectives: tuple[Objective, ...], constraints: t
     front = front_points(trials, objectives, constraints)
     if not front:
         return "(no feasible trial yet)"
-    parts = [f"{trial_id}(" + ", ".join(f"{o.name}={_fmt(v)}" for o, v in zip(objectives, vec)) + ")"
-             for trial_id, vec in front[:limit]]
+    parts = []
+    for trial_id, vec in front[:limit]:
+        values = ", ".join(f"{o.name}={_fmt(v)}" for o, v in zip(objectives, vec, strict=True))
+        parts.append(f"{trial_id}({values})")
     more = f" +{len(front) - limit} more" if len(front) > limit else ""
     return f"{len(front)} point(s): " + "; ".join(parts) + more
 

@@ -23,8 +23,8 @@ from _trials_fixture import make_experiment
 from ddecs_search.analysis import write_report
 from ddecs_search.analysis._importance import importance_figure, parameter_importances
 from ddecs_search.cli import main
-from ddecs_search.config import load_space
 from ddecs_search.search import ConditionalSpace, Experiment
+from ddecs_search.spaces import load_space
 from ddecs_search.study import STUDY_FILE, StudyMirror, flat_params, load_study
 
 TINY = ts.TINY

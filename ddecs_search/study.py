@@ -49,7 +49,8 @@ def load_study(exp_dir: str | Path) -> Any:
         raise FileNotFoundError(
             f"{exp_dir}: no {STUDY_FILE} (written by `ddecs-search run` for local experiment folders)"
         )
-    return optuna.load_study(study_name=None, storage=url)
+    names = optuna.get_all_study_names(storage=url)  # one per experiment (named after it when created)
+    return optuna.load_study(study_name=names[0] if len(names) == 1 else None, storage=url)
 
 
 def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -8,6 +8,7 @@ silences all of it; ``verbose`` adds one line per trial result (each epoch) on t
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any, TextIO
@@ -16,12 +17,18 @@ VERBOSITY_QUIET, VERBOSITY_NORMAL, VERBOSITY_VERBOSE = 0, 1, 2
 
 
 def interactive(stream: TextIO | None = None) -> bool:
-    """Whether bars can redraw in place (a terminal)."""
+    """Whether bars can redraw in place: a terminal that reports a width (a pseudo-terminal without a
+    window, e.g. ``script`` run from a log, reports 0 columns and tqdm would then draw nothing)."""
     stream = stream or sys.stderr
     try:
-        return bool(stream.isatty())
+        if not stream.isatty():
+            return False
     except (AttributeError, ValueError):
         return False
+    try:
+        return os.get_terminal_size(stream.fileno()).columns > 0
+    except (OSError, ValueError, AttributeError):  # tty-like without a size: tqdm's default width
+        return True
 
 
 def format_eta(seconds: float | None) -> str:

@@ -338,6 +338,7 @@ def _make_tuner(exp: Experiment, space: SearchSpace, blob: Any, objectives: tupl
     from ddecs_search.search._space_fn import ConditionalSpace
     from ddecs_search.search._study_callback import StudyCallback
     from ddecs_search.search._trainable import TrialContext, search_trial, trial_dirname
+    from ddecs_search.study import StudyMirror
 
     broker = start_broker(f"ddecs-latency-{exp_uid}-{uuid.uuid4().hex[:6]}", _load_latency_table(exp),
                           exp.path("latency_table.json"))
@@ -370,7 +371,8 @@ def _make_tuner(exp: Experiment, space: SearchSpace, blob: Any, objectives: tupl
         run_config=tune.RunConfig(
             name=exp.name, storage_path=exp.storage, verbose=0,
             callbacks=[TrialsTableCallback(objectives, space.constraints, exp.root),
-                       StudyCallback(exp.root, exp.name, ctx.space_fn, tuple(objectives), space.constraints),
+                       StudyCallback(StudyMirror(exp.root, exp.name, ctx.space_fn, tuple(objectives),
+                                               space.constraints)),
                        ProgressCallback(objectives, space.constraints, space.search.num_samples, quiet)],
             failure_config=tune.FailureConfig(max_failures=space.search.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),

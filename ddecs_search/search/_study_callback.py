@@ -12,7 +12,6 @@ from typing import Any
 
 from ray.tune import Callback
 
-from ddecs_search.config import Constraint, Objective
 from ddecs_search.search._callbacks import RUNTIME
 from ddecs_search.study import STUDY_FILE, StudyMirror
 
@@ -20,15 +19,8 @@ from ddecs_search.study import STUDY_FILE, StudyMirror
 class StudyCallback(Callback):
     """Mirrors every finished trial into the experiment's Optuna study (see :mod:`ddecs_search.study`)."""
 
-    def __init__(
-        self,
-        exp_root: str,
-        study_name: str,
-        space_fn: Any,
-        objectives: tuple[Objective, ...],
-        constraints: tuple[Constraint, ...],
-    ) -> None:
-        self.mirror = StudyMirror(exp_root, study_name, space_fn, objectives, constraints)
+    def __init__(self, mirror: StudyMirror) -> None:
+        self.mirror = mirror
         self._warned = False
 
     def _sync(self, trials: list) -> None:

@@ -20,7 +20,11 @@ from _trials_fixture import make_experiment
 from ddecs_search.analysis import find_chromium, write_report
 
 CHROMIUM = find_chromium() or ("/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no Chromium on PATH nor in $BROWSER_PATH: `make browser` (apt-get install chromium; on Ubuntu "
+    "sudo snap install chromium) to run the browser test of the report",
+)
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 FLAGS = (

@@ -29,6 +29,7 @@ FIGURE_TITLES = {
     "hypervolume": "Search progress",
     "per_class_exits": "Exits per class (recommended trial)",
     "confusion": "Confusion per exit (recommended trial)",
+    "param_importances": "Which parameters mattered (Optuna importances)",
 }
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px auto; max-width: 1320px;
@@ -160,6 +161,11 @@ def write_report(
 
     data = build_report_data(exp_dir, objectives, constraints, budget=budget)
     figures = report_figures(data)
+    from ddecs_search.analysis._importance import report_importance_figures
+
+    importance, notes = report_importance_figures(data.exp_dirs)  # experiments with an optuna.db
+    figures.update(importance)
+    data.notices.extend(notes)
     html = render_html(data, figures)
     if out is None:  # next to the (first) experiment, wherever it lives
         location = experiment_dirs(exp_dir)[0].path(REPORT_FILE)

@@ -36,6 +36,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="sampler seed (overrides search.seed)")
     p.add_argument("--algorithm", choices=("nsga2", "tpe", "random"), help="overrides search.algorithm")
     p.add_argument("--dataset", help="override the space's dataset (e.g. cifar10, imagefolder:/path)")
+    p.add_argument(
+        "--resume-if-exists",
+        action="store_true",
+        help="when STORAGE/NAME exists already: resume it if unfinished, else show its status (needs --name)",
+    )
     _common_flags(p)
     p.set_defaults(func=run)
 
@@ -72,7 +77,15 @@ def _address(p: argparse.ArgumentParser) -> None:
 
 
 def _common_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quiet", action="store_true", help="no live progress")
+    loudness = p.add_mutually_exclusive_group()
+    loudness.add_argument(
+        "--quiet", action="store_true", help="no live progress (no bars, no per-trial lines)"
+    )
+    loudness.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also stream each trial's log: its epochs and its workers' own output",
+    )
     p.add_argument(
         "--json",
         action="store_true",
@@ -112,6 +125,10 @@ def run(args: argparse.Namespace) -> int:
     from ddecs_search.search import run_search
 
     space = _overridden(args)
+    if args.resume_if_exists:
+        existing = _existing_experiment(args, space)
+        if existing is not None:
+            return existing
     try:
         outcome = run_search(
             space,
@@ -120,10 +137,38 @@ def run(args: argparse.Namespace) -> int:
             address=args.address,
             quiet=args.quiet,
             verify=False if args.no_verify else None,
+            verbose=args.verbose,
         )
     except KeyboardInterrupt as exc:
         return _interrupted(getattr(exc, "exp_root", None), args)
     return _report(outcome, args)
+
+
+def _existing_experiment(args: argparse.Namespace, space) -> int | None:
+    """``run --resume-if-exists``: resume STORAGE/NAME or show it finished; None when it does not exist."""
+    from ddecs_search import storage
+    from ddecs_search.config import to_dict
+    from ddecs_search.errors import UserError
+    from ddecs_search.search import DEFAULT_STORAGE, Experiment, format_status, search_status
+
+    if not args.name:
+        raise UserError("--resume-if-exists needs --name (which experiment to continue)")
+    exp = Experiment.at(storage.join(storage.normalise(args.storage or DEFAULT_STORAGE), args.name))
+    if not storage.exists(exp.path("space.yaml")):
+        return None
+    if to_dict(exp.read_space()) != to_dict(space):
+        print(
+            f"note: {exp.root} was started from a different space; it continues with its own "
+            f"space.yaml (choose another --name for a new search)",
+            file=sys.stderr,
+        )
+    if exp.read_record().get("status") == "finished":
+        print(f"{exp.root} is finished already (a new search needs another --name):")
+        print(format_status(search_status(exp.root)))
+        return 0
+    print(f"{exp.root} exists and is unfinished: resuming it")
+    args.experiment = exp.root
+    return resume(args)
 
 
 def resume(args: argparse.Namespace) -> int:
@@ -131,8 +176,12 @@ def resume(args: argparse.Namespace) -> int:
 
     try:
         outcome = resume_search(
-            args.experiment, address=args.address, quiet=args.quiet, verify=False if args.no_verify else None,
-            force=args.force,
+            args.experiment,
+            address=args.address,
+            quiet=args.quiet,
+            verify=False if args.no_verify else None,
+            force=getattr(args, "force", False),  # run --resume-if-exists has no --force
+            verbose=args.verbose,
         )
     except KeyboardInterrupt:
         return _interrupted(args.experiment, args)

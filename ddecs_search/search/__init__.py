@@ -5,12 +5,19 @@ Light to import: Ray is loaded only when a search runs (``status`` reads the exp
 
 from ddecs_search.experiment import Experiment
 from ddecs_search.search._objectives import effective_objectives, metric_and_mode, violations
-from ddecs_search.search._runner import SearchOutcome, resume_command, resume_search, run_search
+from ddecs_search.search._runner import (
+    DEFAULT_STORAGE,
+    SearchOutcome,
+    resume_command,
+    resume_search,
+    run_search,
+)
 from ddecs_search.search._shared_baseline import BaselineBlob
 from ddecs_search.search._space_fn import ConditionalSpace, build_candidate
 from ddecs_search.search._status import format_status, search_status
 
 __all__ = [
+    "DEFAULT_STORAGE",
     "BaselineBlob",
     "ConditionalSpace",
     "Experiment",

@@ -19,7 +19,7 @@ from ddecs_search.config import Constraint, Objective
 from ddecs_search.experiment import EVALUATED_KEY, Experiment, trial_row
 from ddecs_search.search._objectives import objective_values
 
-RUNTIME: dict[str, Any] = {"exp_root": None, "quiet": None, "started": None}
+RUNTIME: dict[str, Any] = {"exp_root": None, "quiet": None, "started": None, "verbosity": None}
 
 PROGRESS_EVERY_S = 30.0
 
@@ -79,7 +79,11 @@ class TrialsTableCallback(Callback):
 
 
 class ProgressCallback(Callback):
-    """One line per finished trial, a heartbeat every 30 s, and the current best front."""
+    """A trials bar with ETA and front size, one line per finished trial, the current best front.
+
+    Off a terminal the bar is replaced by a heartbeat line every 30 s; ``verbose`` adds a line per
+    trial result (each training epoch). See :mod:`ddecs_search.search._progress`.
+    """
 
     def __init__(self, objectives: tuple[Objective, ...], constraints: tuple[Constraint, ...],
                  num_samples: int, quiet: bool) -> None:
@@ -87,12 +91,37 @@ class ProgressCallback(Callback):
         self.num_samples, self.quiet = num_samples, quiet
         self._last = 0.0
         self._started = time.time()
+        self._bar: Any = None
+        self._front_size = 0
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks: the live bar stays behind
+        return {**self.__dict__, "_bar": None}
+
+    def _verbosity(self) -> int:
+        from ddecs_search.search._progress import VERBOSITY_NORMAL, VERBOSITY_QUIET
+
+        if RUNTIME.get("verbosity") is not None:
+            return int(RUNTIME["verbosity"])
+        quiet = self.quiet if RUNTIME["quiet"] is None else RUNTIME["quiet"]
+        return VERBOSITY_QUIET if quiet else VERBOSITY_NORMAL
+
+    def _progress(self, trials: list) -> Any:
+        if self._bar is None:
+            from ddecs_search.search._progress import TrialsBar
+
+            initial = sum(t.status in ("TERMINATED", "ERROR") for t in trials)  # finished before a resume
+            self._bar = TrialsBar(self.num_samples, initial, verbosity=self._verbosity())
+        return self._bar
 
     def _say(self, text: str) -> None:
-        quiet = self.quiet if RUNTIME["quiet"] is None else RUNTIME["quiet"]
-        if not quiet:
-            elapsed = time.time() - (RUNTIME["started"] or self._started)
-            print(f"[{elapsed:6.0f}s] {text}", file=sys.stdout, flush=True)
+        if self._bar is None and self._verbosity() == 0:
+            return
+        elapsed = time.time() - (RUNTIME["started"] or self._started)
+        line = f"[{elapsed:6.0f}s] {text}"
+        if self._bar is not None:
+            self._bar.write(line)
+        else:
+            print(line, file=sys.stdout, flush=True)
 
     def _counts(self, trials: list) -> str:
         done = sum(t.status == "TERMINATED" for t in trials)
@@ -100,12 +129,31 @@ class ProgressCallback(Callback):
         failed = sum(t.status == "ERROR" for t in trials)
         return f"{done}/{self.num_samples} done, {running} running, {failed} failed"
 
+    def _update(self, trials: list) -> None:
+        bar = self._progress(trials)
+        finished = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+        bar.update(finished, front=self._front_size, running=sum(t.status == "RUNNING" for t in trials),
+                   failed=sum(t.status == "ERROR" for t in trials))
+
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        if time.time() - self._last >= PROGRESS_EVERY_S:
+        self._update(trials)
+        if not self._bar.drawn and time.time() - self._last >= PROGRESS_EVERY_S:
+            from ddecs_search.search._progress import format_eta
+
             self._last = time.time()
-            self._say(self._counts(trials))
+            self._say(f"{self._counts(trials)}, front {self._front_size}, {format_eta(self._bar.eta_s())}")
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        from ddecs_search.search._progress import VERBOSITY_VERBOSE
+
+        if self._verbosity() >= VERBOSITY_VERBOSE and not result.get(EVALUATED_KEY):
+            loss = result.get("train_loss")
+            loss_text = f", train loss {_fmt(loss)}" if loss is not None else ""
+            self._progress(trials)
+            self._say(f"trial {trial.trial_id}: epoch {result.get('epoch')}{loss_text}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._progress(trials)
         result = trial.last_result or {}
         if result.get(EVALUATED_KEY):
             values = ", ".join(f"{o.name}={_fmt(result.get(o.name))}" for o in self.objectives)
@@ -113,17 +161,28 @@ class ProgressCallback(Callback):
         else:
             self._say(f"trial {trial.trial_id} stopped early | {self._counts(trials)}")
         self._last = time.time()
+        front = front_points(trials, self.objectives, self.constraints)
+        self._front_size = len(front)
         self._say("front: " + format_front(trials, self.objectives, self.constraints))
+        self._update(trials)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._progress(trials)
         error = trial_error(trial).split(" [traceback:")[0]
         self._say(f"trial {trial.trial_id} FAILED after {trial.num_failures} attempt(s): {error} | "
                   f"{self._counts(trials)}")
+        self._update(trials)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if self._bar is not None:
+            self._update(trials)
+            self._bar.close()
+            self._bar = None
 
 
-def format_front(trials: list, objectives: tuple[Objective, ...], constraints: tuple[Constraint, ...],
-                 limit: int = 5) -> str:
-    """The feasible non-dominated trials so far, one ``id(obj=value, ...)`` each."""
+def front_points(trials: list, objectives: tuple[Objective, ...],
+                 constraints: tuple[Constraint, ...]) -> list[tuple[str, list[float]]]:
+    """The feasible non-dominated trials so far as ``(trial_id, objective values)``, best first."""
     import numpy as np
 
     from ddecs_search.dominance import non_dominated_sort
@@ -137,12 +196,23 @@ def format_front(trials: list, objectives: tuple[Objective, ...], constraints: t
             ids.append(t.trial_id)
             values.append(vec)
     if not values:
-        return "(no feasible trial yet)"
+        return []
     ranks = non_dominated_sort(np.asarray(values), [o.mode for o in objectives])
     front = [i for i in range(len(ids)) if ranks[i] == 0]
     front.sort(key=lambda i: values[i][0], reverse=objectives[0].mode == "max")
-    parts = [f"{ids[i]}(" + ", ".join(f"{o.name}={_fmt(v)}" for o, v in zip(objectives, values[i])) + ")"
-             for i in front[:limit]]
+    return [(ids[i], values[i]) for i in front]
+
+
+def format_front(trials: list, objectives: tuple[Objective, ...], constraints: tuple[Constraint, ...],
+                 limit: int = 5) -> str:
+    """The feasible non-dominated trials so far, one ``id(obj=value, ...)`` each."""
+    front = front_points(trials, objectives, constraints)
+    if not front:
+        return "(no feasible trial yet)"
+    parts = []
+    for trial_id, vec in front[:limit]:
+        values = ", ".join(f"{o.name}={_fmt(v)}" for o, v in zip(objectives, vec, strict=True))
+        parts.append(f"{trial_id}({values})")
     more = f" +{len(front) - limit} more" if len(front) > limit else ""
     return f"{len(front)} point(s): " + "; ".join(parts) + more
 

@@ -49,8 +49,11 @@ def default_name(space: SearchSpace) -> str:
 
 
 def run_search(space: SearchSpace, *, name: str | None = None, storage: str | None = None,
-               address: str | None = None, quiet: bool = False, verify: bool | None = None) -> SearchOutcome:
+               address: str | None = None, quiet: bool = False, verify: bool | None = None,
+               verbose: bool = False) -> SearchOutcome:
     """Start a new search of ``space`` in ``storage/name`` (see :class:`Experiment` for the layout).
+
+    ``quiet`` silences the live progress; ``verbose`` adds each trial's epochs and its workers' output.
 
     Raises:
         UserError: the experiment directory exists already, or the cluster cannot fit one trial.
@@ -71,7 +74,7 @@ def run_search(space: SearchSpace, *, name: str | None = None, storage: str | No
     check_data(space)
     from ddecs_search.ray_setup import init_ray
 
-    _check_fits(space, init_ray(address))
+    _check_fits(space, init_ray(address, log_to_driver=verbose and not quiet))
     command = " ".join(shlex.quote(a) for a in sys.argv)
     with DriverLock(exp.root, command=command):  # a concurrent `run --name` of the same: exit 2
         if storage_io.exists(exp.path("space.yaml")):
@@ -80,11 +83,12 @@ def run_search(space: SearchSpace, *, name: str | None = None, storage: str | No
         exp.update_record(status="starting", exp_uid=uuid.uuid4().hex[:12], started_at=time.time(),
                           command=command, resume_command=resume_command(exp.root),
                           num_samples=space.search.num_samples)
-        return _execute(exp, space, address=address, quiet=quiet, verify=verify, restore=False)
+        return _execute(exp, space, address=address, quiet=quiet, verify=verify, restore=False,
+                        verbose=verbose)
 
 
 def resume_search(exp_dir: str, *, address: str | None = None, quiet: bool = False,
-                  verify: bool | None = None, force: bool = False) -> SearchOutcome:
+                  verify: bool | None = None, force: bool = False, verbose: bool = False) -> SearchOutcome:
     """Continue an interrupted search: finished trials stay, running ones continue from their last epoch.
 
     Raises:
@@ -101,7 +105,8 @@ def resume_search(exp_dir: str, *, address: str | None = None, quiet: bool = Fal
         space = exp.read_space()
         _check_state(exp)
         check_data(space)
-        return _execute(exp, space, address=address, quiet=quiet, verify=verify, restore=True)
+        return _execute(exp, space, address=address, quiet=quiet, verify=verify, restore=True,
+                        verbose=verbose)
 
 
 def _check_state(exp: Experiment) -> None:
@@ -132,16 +137,17 @@ class SearchInterrupted(KeyboardInterrupt):
 
 
 def _execute(exp: Experiment, space: SearchSpace, *, address: str | None, quiet: bool, verify: bool | None,
-             restore: bool) -> SearchOutcome:
+             restore: bool, verbose: bool = False) -> SearchOutcome:
     try:
-        return _execute_inner(exp, space, address=address, quiet=quiet, verify=verify, restore=restore)
+        return _execute_inner(exp, space, address=address, quiet=quiet, verify=verify, restore=restore,
+                              verbose=verbose)
     except KeyboardInterrupt:
         exp.update_record(status="interrupted")
         raise SearchInterrupted(exp.root) from None
 
 
 def _execute_inner(exp: Experiment, space: SearchSpace, *, address: str | None, quiet: bool,
-                   verify: bool | None, restore: bool) -> SearchOutcome:
+                   verify: bool | None, restore: bool, verbose: bool = False) -> SearchOutcome:
     from ddecs_search.ray_setup import init_ray
 
     start = time.time()
@@ -149,7 +155,7 @@ def _execute_inner(exp: Experiment, space: SearchSpace, *, address: str | None, 
     if "exp_uid" not in record:  # run.json was deleted (its broken-state fix): a new identity for this run
         record = exp.update_record(exp_uid=uuid.uuid4().hex[:12], resume_command=resume_command(exp.root),
                                    num_samples=space.search.num_samples)
-    resources = init_ray(address)
+    resources = init_ray(address, log_to_driver=verbose and not quiet)
     _check_fits(space, resources)
     exp.update_record(status="running", pid=os.getpid(), host=os.uname().nodename, address=address,
                       last_start_at=start)
@@ -158,7 +164,8 @@ def _execute_inner(exp: Experiment, space: SearchSpace, *, address: str | None, 
                                 quiet=quiet)
     from ddecs_search.search import _callbacks
 
-    _callbacks.RUNTIME.update(exp_root=exp.root, quiet=quiet, started=start)
+    _callbacks.RUNTIME.update(exp_root=exp.root, quiet=quiet, started=start,
+                              verbosity=0 if quiet else 2 if verbose else 1)
     _quiet_tune()
     _say(quiet, f"search {space.name}: {space.search.num_samples} trials, {space.search.algorithm}, "
                 f"{space.search.max_concurrent} at a time -> {exp.root}")
@@ -303,7 +310,7 @@ def _prepare(exp: Experiment, space: SearchSpace, resources: dict[str, Any], *, 
         t0 = time.time()
         # epoch checkpoints inside the experiment (local or shared folder): a kill resumes the baseline
         work_dir = None if storage_io.is_uri(exp.root) else exp.path("baseline", "training")
-        blob = train_shared_baseline(space, num_cpus=cpus, num_gpus=space.resources.gpu, quiet=True,
+        blob = train_shared_baseline(space, num_cpus=cpus, num_gpus=space.resources.gpu, quiet=quiet,
                                      work_dir=work_dir)
         blob.store(exp)
         _faults.point("baseline-stored")
@@ -329,7 +336,9 @@ def _make_tuner(exp: Experiment, space: SearchSpace, blob: Any, objectives: tupl
     from ddecs_search.search._scheduler import active_rungs, make_rung_scheduler
     from ddecs_search.search._searcher import make_scheduler, make_search_alg
     from ddecs_search.search._space_fn import ConditionalSpace
+    from ddecs_search.search._study_callback import StudyCallback
     from ddecs_search.search._trainable import TrialContext, search_trial, trial_dirname
+    from ddecs_search.study import StudyMirror
 
     broker = start_broker(f"ddecs-latency-{exp_uid}-{uuid.uuid4().hex[:6]}", _load_latency_table(exp),
                           exp.path("latency_table.json"))
@@ -362,6 +371,8 @@ def _make_tuner(exp: Experiment, space: SearchSpace, blob: Any, objectives: tupl
         run_config=tune.RunConfig(
             name=exp.name, storage_path=exp.storage, verbose=0,
             callbacks=[TrialsTableCallback(objectives, space.constraints, exp.root),
+                       StudyCallback(StudyMirror(exp.root, exp.name, ctx.space_fn, tuple(objectives),
+                                               space.constraints)),
                        ProgressCallback(objectives, space.constraints, space.search.num_samples, quiet)],
             failure_config=tune.FailureConfig(max_failures=space.search.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),

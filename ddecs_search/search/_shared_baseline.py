@@ -93,8 +93,9 @@ def _usable_checkpoints(work_dir: Path) -> list[str]:
     return dropped
 
 
-def _train(space: SearchSpace, threads: int, quiet: bool, work_dir: str | None = None) -> BaselineBlob:
-    """Body of the baseline task (runs in a Ray worker).
+def _train(space: SearchSpace, threads: int, quiet: bool, work_dir: str | None = None,
+           epochs_queue: Any = None) -> BaselineBlob:
+    """Body of the baseline task (runs in a Ray worker); each trained epoch goes to ``epochs_queue``.
 
     With ``work_dir`` (the experiment's ``baseline/training/`` on local or shared storage) the epoch
     checkpoints live there, so a driver killed during baseline training resumes it from its last epoch.
@@ -114,8 +115,13 @@ def _train(space: SearchSpace, threads: int, quiet: bool, work_dir: str | None =
         cache = Path(work_dir) if work_dir else Path(tmp)
         dropped = _usable_checkpoints(cache)
         resumed = any(cache.glob("*/checkpoint.pt"))  # an interrupted baseline training continues
+
+        def on_epoch(epoch: int, stats: dict[str, float], checkpoint: Path) -> None:
+            if epochs_queue is not None:
+                epochs_queue.put((epoch + 1, stats.get("loss")))
+
         result = train_baseline(space.backbone.name, splits, space.dataset, space.backbone.baseline,
-                                device=device, cache_dir=cache, seed=0, quiet=quiet)
+                                device=device, cache_dir=cache, seed=0, quiet=quiet, on_epoch=on_epoch)
         folder = result.path.parent
         weights = (folder / "backbone.pt").read_bytes()
         meta = json.loads((folder / "meta.json").read_text())
@@ -141,9 +147,36 @@ def train_shared_baseline(space: SearchSpace, *, num_cpus: float, num_gpus: floa
 
     task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=1)(_train)
     try:
-        return ray.get(task.remote(space, max(1, int(num_cpus)), quiet, work_dir))
+        if quiet:
+            return ray.get(task.remote(space, max(1, int(num_cpus)), True, work_dir))
+        return _with_epochs_shown(space, task, max(1, int(num_cpus)), work_dir)
     except ray.exceptions.RayTaskError as exc:
         cause = getattr(exc, "cause", None)
         if isinstance(cause, UserError):
             raise type(cause)(str(cause)) from None
         raise
+
+
+def _with_epochs_shown(space: SearchSpace, task: Any, threads: int, work_dir: str | None) -> BaselineBlob:
+    """Run the baseline task while showing its epochs on the driver (they arrive through a Ray queue)."""
+    import ray
+    from ray.util.queue import Empty, Queue
+
+    from ddecs_search.search._progress import EpochsBar
+
+    queue = Queue(actor_options={"num_cpus": 0})
+    bar = EpochsBar(space.backbone.baseline.epochs, f"baseline {space.backbone.name}", quiet=False)
+    try:
+        ref = task.remote(space, threads, True, work_dir, queue)
+        while True:
+            ready, _ = ray.wait([ref], timeout=0.5)
+            while True:
+                try:
+                    bar.epoch(*queue.get_nowait())
+                except Empty:
+                    break
+            if ready:
+                return ray.get(ref)
+    finally:
+        bar.close()
+        queue.shutdown()

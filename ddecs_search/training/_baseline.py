@@ -29,7 +29,14 @@ from ddecs_search._atomic import write_text_atomic
 from ddecs_search.config import BaselineConfig, DataConfig, to_dict
 from ddecs_search.models import Backbone, create_backbone
 from ddecs_search.training._checkpoint import load_checkpoint, save_atomic
-from ddecs_search.training._loop import BatchCallback, EarlyStopping, LoopSettings, accuracy, run_epochs
+from ddecs_search.training._loop import (
+    BatchCallback,
+    EarlyStopping,
+    EpochCallback,
+    LoopSettings,
+    accuracy,
+    run_epochs,
+)
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,7 @@ def train_baseline(
     seed: int = 0,
     quiet: bool = False,
     on_batch: BatchCallback | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> BaselineResult:
     """Return the trained static backbone, training it only if the cache has no copy.
 
@@ -115,6 +123,7 @@ def train_baseline(
         splits: a ``DataSplits`` (train/val datasets, num_classes).
         cache_dir: folder of cached baselines (the experiment's ``baseline/`` in a search).
         on_batch: per-step ``(epoch, step, loss)`` callback (recipe checks), only when training here.
+        on_epoch: called after each trained epoch (not when the cache has the baseline).
     """
     from ddecs_search.data import make_loader, validation_parts
 
@@ -172,6 +181,7 @@ def train_baseline(
             folder / "checkpoint.pt",
             on_batch=on_batch,
             early_stopping=stopping,
+            on_epoch=on_epoch,
         )
         model.eval()
         val_acc = accuracy(model, loader(splits.val), device)

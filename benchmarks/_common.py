@@ -33,9 +33,9 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
         return str(v)
 
     widths = [max(len(c), *(len(fmt(r.get(c))) for r in rows)) for c in columns]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=False)))
     for r in rows:
-        print("  ".join(fmt(r.get(c)).ljust(w) for c, w in zip(columns, widths)))
+        print("  ".join(fmt(r.get(c)).ljust(w) for c, w in zip(columns, widths, strict=False)))
 
 
 def emit_json(obj: dict[str, Any]) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import banner, emit_json, parser, print_table  # noqa: E402
+from _common import banner, emit_json, parser, print_table
 
 ROOT = Path(__file__).resolve().parent.parent
 

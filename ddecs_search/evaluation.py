@@ -69,7 +69,7 @@ class PreparedCandidate:
 def _set_threads(space: SearchSpace) -> None:
     """Inside a Tune trial, train with as many threads as the trial reserved CPUs."""
     if os.environ.get("DDECS_IN_TRIAL"):
-        torch.set_num_threads(max(1, int(round(space.resources.cpu))))
+        torch.set_num_threads(max(1, round(space.resources.cpu)))
 
 
 @contextlib.contextmanager
@@ -264,8 +264,13 @@ class CandidateMeasurement:
 
 def with_decisions(costs: ExitCosts, decision_ms: np.ndarray) -> ExitCosts:
     """The latency table with the measured decision + host-sync time added to every early branch."""
-    return ExitCosts(costs.stage, costs.branch + decision_ms, costs.static, costs.unit,
-                     f"{costs.source} + decisions measured in-process")
+    return ExitCosts(
+        costs.stage,
+        costs.branch + decision_ms,
+        costs.static,
+        costs.unit,
+        f"{costs.source} + decisions measured in-process",
+    )
 
 
 def measure_candidate(
@@ -304,8 +309,14 @@ def measure_candidate(
     oracle = score_decisions(test, oracle_exits, norm_path)
 
     # Real batched early-exit inference over the whole test set: the reported accuracy.
-    loader = make_loader(prepared.splits.test, batch_size=m.batch_size, shuffle=False, seed=0,
-                         num_workers=space.dataset.num_workers, device=device)
+    loader = make_loader(
+        prepared.splits.test,
+        batch_size=m.batch_size,
+        shuffle=False,
+        seed=0,
+        num_workers=space.dataset.num_workers,
+        device=device,
+    )
     # in the runtime: with onnxruntime, `inference_table_agreement` is its agreement with the torch path
     outs = [backend.predict(x) for x, _ in loader]
     preds_np, real_exits_np = np.concatenate([p for p, _ in outs]), np.concatenate([e for _, e in outs])
@@ -340,9 +351,12 @@ def measure_candidate(
         "baseline_latency_ms": static_lat.mean_ms,
         "speedup": timing["speedup"],
         "batched_throughput_speedup": tput["throughput_speedup"],
-        "latency_source": latency_source(backend.runtime_name, dev,
-                                         m.threads if device.type == "cpu" else None,
-                                         f"end-to-end batch 1, {where}"),
+        "latency_source": latency_source(
+            backend.runtime_name,
+            dev,
+            m.threads if device.type == "cpu" else None,
+            f"end-to-end batch 1, {where}",
+        ),
         "runtime": backend.runtime,
         **energy,
         # reported: test split (never used to choose)

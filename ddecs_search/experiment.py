@@ -40,12 +40,29 @@ from ddecs_search.spaces import parse_space
 from ddecs_search.strict_json import json_safe
 
 # Tune's own bookkeeping keys, dropped from the trials table (timing is kept under our own names).
-_TUNE_KEYS = frozenset({
-    "config", "date", "done", "experiment_id", "experiment_tag", "hostname", "iterations_since_restore",
-    "pid", "should_checkpoint", "checkpoint_dir_name", "time_since_restore", "time_this_iter_s",
-    "timestamp", "timesteps_since_restore", "timesteps_total", "episodes_total", "trial_id",
-    "training_iteration", "node_ip",
-})
+_TUNE_KEYS = frozenset(
+    {
+        "config",
+        "date",
+        "done",
+        "experiment_id",
+        "experiment_tag",
+        "hostname",
+        "iterations_since_restore",
+        "pid",
+        "should_checkpoint",
+        "checkpoint_dir_name",
+        "time_since_restore",
+        "time_this_iter_s",
+        "timestamp",
+        "timesteps_since_restore",
+        "timesteps_total",
+        "episodes_total",
+        "trial_id",
+        "training_iteration",
+        "node_ip",
+    }
+)
 
 # Key set by the trainable on the final result of a full evaluation (per-epoch results lack it).
 EVALUATED_KEY = "evaluated"
@@ -56,18 +73,18 @@ LATENCY_TABLE_FILE = "latency_table.json"
 # What to do when a state file is broken, per file (read_state names the file and says why).
 _FIX = {
     "space.yaml": "it is the space this search ran: copy the space file you started the search with to "
-                  "{path} (the same settings) and delete the `space_sha256` line of run.json next to it, "
-                  "or start a new search with `ddecs-search run`",
+    "{path} (the same settings) and delete the `space_sha256` line of run.json next to it, "
+    "or start a new search with `ddecs-search run`",
     "run.json": "it is the run record (status, objectives, timing): delete it and `ddecs-search resume` "
-                "writes a new one (the recorded history is lost; trials and results are kept)",
+    "writes a new one (the recorded history is lost; trials and results are kept)",
     "trials.csv": "it is rebuilt from Ray Tune's state: delete it (and trials.parquet), then run "
-                  "`ddecs-search resume`",
+    "`ddecs-search resume`",
     LATENCY_TABLE_FILE: "it caches measured module latencies: delete it and `ddecs-search resume` "
-                        "measures the modules again",
+    "measures the modules again",
     "metrics.json": "delete it: a trial that had not finished is evaluated again by `ddecs-search resume`; "
-                    "a finished one keeps its row in trials.csv (rebuilt from Ray Tune's state)",
+    "a finished one keeps its row in trials.csv (rebuilt from Ray Tune's state)",
     "probe.json": "the stored baseline is unreadable: delete {folder} and `ddecs-search resume` trains "
-                  "the baseline again",
+    "the baseline again",
 }
 
 
@@ -113,12 +130,27 @@ def _json_object(text: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object, got {type(data).__name__}")
     return data
+
+
 SPACE_FILE, RECORD_FILE, TRIALS_FILE, VERIFIED_FILE = "space.yaml", "run.json", "trials.csv", "verified.csv"
 COMPLETED_STATE = "TERMINATED"
 CONFIG_PREFIX = "config/"
 # columns that hold text even when every value looks numeric (trial ids like "00012")
-TEXT_COLUMNS = ("trial_id", "state", "device", "node_id", "energy_source", "latency_source",
-                "expected_latency_source", "policy_kind", "error", "exits", "summary", "runtime", "backbone")
+TEXT_COLUMNS = (
+    "trial_id",
+    "state",
+    "device",
+    "node_id",
+    "energy_source",
+    "latency_source",
+    "expected_latency_source",
+    "policy_kind",
+    "error",
+    "exits",
+    "summary",
+    "runtime",
+    "backbone",
+)
 
 
 @dataclass(frozen=True)
@@ -155,8 +187,10 @@ class Experiment:
     def read_space(self) -> SearchSpace:
         location = self.path("space.yaml")
         if not storage.exists(location):
-            raise UserError(f"{self.root}: not an experiment directory (no space.yaml); "
-                            "start one with `ddecs-search run SPACE.yaml`")
+            raise UserError(
+                f"{self.root}: not an experiment directory (no space.yaml); "
+                "start one with `ddecs-search run SPACE.yaml`"
+            )
         expected = self.read_record().get("space_sha256") if storage.exists(self.path("run.json")) else None
 
         def parse(text: str) -> SearchSpace:
@@ -174,8 +208,12 @@ class Experiment:
         record = read_state(location, _json_object)
         version = record.get("format_version", 1)
         if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise StateFileError(location, f"written by a newer ddecs-search (format {version}; this version "
-                                 f"reads up to {FORMAT_VERSION})", "upgrade ddecs-search to read it")
+            raise StateFileError(
+                location,
+                f"written by a newer ddecs-search (format {version}; this version "
+                f"reads up to {FORMAT_VERSION})",
+                "upgrade ddecs-search to read it",
+            )
         return record
 
     def read_latency_table(self) -> dict[str, float]:
@@ -227,6 +265,7 @@ class Experiment:
         location = self.path("trials.csv")
         if not storage.exists(location):
             return pd.DataFrame(columns=["trial_id", "state"])
+
         def parse(text: str):
             frame = pd.read_csv(io.StringIO(text), dtype=dict.fromkeys(TEXT_COLUMNS, str))
             missing = {"trial_id", "state"} - set(frame.columns)
@@ -355,8 +394,21 @@ def _finite(value: Any) -> bool:
         return False
 
 
-_FIRST_COLUMNS = ("trial_id", "trial_index", "state", "evaluated", "stopped_early", "full_fidelity",
-                  "feasible", "violations", "objectives_ok", "error", "num_failures", "node_id", "device")
+_FIRST_COLUMNS = (
+    "trial_id",
+    "trial_index",
+    "state",
+    "evaluated",
+    "stopped_early",
+    "full_fidelity",
+    "feasible",
+    "violations",
+    "objectives_ok",
+    "error",
+    "num_failures",
+    "node_id",
+    "device",
+)
 
 
 def trials_frame(rows: Iterable[Mapping[str, Any]]):  # -> pandas.DataFrame

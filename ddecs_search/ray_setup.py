@@ -19,8 +19,9 @@ from ddecs_search._imports import require
 _LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
-def init_ray(address: str | None = None, *, num_cpus: int | None = None,
-             log_to_driver: bool = False) -> dict[str, Any]:
+def init_ray(
+    address: str | None = None, *, num_cpus: int | None = None, log_to_driver: bool = False
+) -> dict[str, Any]:
     """Connect to ``address`` or start a loopback-only local Ray; returns the cluster's resources.
 
     An already initialised Ray (e.g. a test fixture) is reused as is. ``log_to_driver`` streams the
@@ -37,8 +38,12 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None,
     if not ray.is_initialized():
         # worker output (Tune's checkpoint chatter) stays in Ray's log files; failures reach the driver
         # through Tune's error files, the progress lines and the trials table
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": log_to_driver,
-                                  "configure_logging": True, "logging_level": "WARNING"}
+        kwargs: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": log_to_driver,
+            "configure_logging": True,
+            "logging_level": "WARNING",
+        }
         if address is None:
             ray.init(address="local", num_cpus=num_cpus, **kwargs)
         else:

@@ -74,7 +74,7 @@ def exists(location: str) -> bool:
     return os.path.exists(location)
 
 
-def _exists(fs, path: str) -> bool:  # noqa: ANN001
+def _exists(fs, path: str) -> bool:
     import pyarrow.fs
 
     return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound

@@ -153,7 +153,8 @@ class LoopbackCluster:
         resources: dict[str, float] | None,
         timeout: float,
     ) -> RayNode:
-        args = args + [
+        args = [
+            *args,
             "--block",
             f"--node-ip-address={LOOPBACK}",
             f"--num-cpus={num_cpus}",

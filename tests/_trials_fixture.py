@@ -62,14 +62,24 @@ def _trial(
     latency = expected * float(rng.uniform(0.97, 1.25)) + 0.02  # timing noise and policy overhead
     macs = float(BASELINE_MACS * (fractions * path).sum())
     branches = [
-        {"conv_layers": int(rng.integers(0, 3)), "channels": int(rng.choice([16, 32, 64])), "pool": "avg",
-         "pool_size": int(rng.choice([1, 2, 4])), "hidden": 0, "dropout": 0.0}
+        {
+            "conv_layers": int(rng.integers(0, 3)),
+            "channels": int(rng.choice([16, 32, 64])),
+            "pool": "avg",
+            "pool_size": int(rng.choice([1, 2, 4])),
+            "hidden": 0,
+            "dropout": 0.0,
+        }
         for _ in points
     ]
     n = len(points)
-    config = {"num_early_exits": n, "exit_points": {f"n{n}": ",".join(map(str, points))},
-              **{f"branch{k}": b for k, b in enumerate(branches)},
-              "training": {"mode": mode}, "policy": {"kind": policy, "cost_weight": cost_weight}}
+    config = {
+        "num_early_exits": n,
+        "exit_points": {f"n{n}": ",".join(map(str, points))},
+        **{f"branch{k}": b for k, b in enumerate(branches)},
+        "training": {"mode": mode},
+        "policy": {"kind": policy, "cost_weight": cost_weight},
+    }
     names = [EXIT_NAMES[p] for p in points]
     described = "; ".join(f"{b['conv_layers']}xconv{b['channels']} avg{b['pool_size']} fc" for b in branches)
     summary = f"{'+'.join(names)} | {described} | {mode} 2ep | {policy} λ={cost_weight:.3g}"
@@ -94,7 +104,9 @@ def _trial(
         "macs": macs,
         "baseline_macs": BASELINE_MACS,
         "exit_fractions": fractions.round(4).tolist(),
-        "exit_accuracies": [round(float(a), 4) if f > 0 else None for a, f in zip(exit_acc, fractions)],
+        "exit_accuracies": [
+            round(float(a), 4) if f > 0 else None for a, f in zip(exit_acc, fractions, strict=False)
+        ],
         "oracle_accuracy": min(0.999, BASELINE_ACCURACY + 0.03),
         "oracle_expected_latency_ms": base_latency * float(depths[0] + BRANCH_COST) * 1.4,
         "oracle_macs": BASELINE_MACS * float(depths[0] + BRANCH_COST) * 1.4,
@@ -197,8 +209,18 @@ def make_experiment(
             result = None
         elif with_exits:
             _write_exits(out / "trials" / trial_id, rng, metrics)
-        rows.append(trial_row(trial_id=trial_id, index=i, state=state, config=config, result=result,
-                              error=error, num_failures=int(state == "ERROR"), objectives=effective,
-                              constraints=space.constraints))
+        rows.append(
+            trial_row(
+                trial_id=trial_id,
+                index=i,
+                state=state,
+                config=config,
+                result=result,
+                error=error,
+                num_failures=int(state == "ERROR"),
+                objectives=effective,
+                constraints=space.constraints,
+            )
+        )
     exp.write_trials(rows)
     return out

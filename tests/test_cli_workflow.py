@@ -36,8 +36,16 @@ def test_readme_workflow_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["pareto", str(exp), "--format", "json"]) == 0
     front = json.loads(capsys.readouterr().out)
     # the json contract of a real search's front: every row names its configuration and its numbers
-    keys = {"trial_id", "config", "summary", "val_accuracy", "accuracy", "latency_ms", "expected_latency_ms",
-            "latency_source"}
+    keys = {
+        "trial_id",
+        "config",
+        "summary",
+        "val_accuracy",
+        "accuracy",
+        "latency_ms",
+        "expected_latency_ms",
+        "latency_source",
+    }
     assert front and all(keys <= set(row) for row in front)
     assert [r["trial_id"] for r in front].count("static") <= 1
     _, result = experiment_front(exp)

@@ -132,11 +132,14 @@ def test_unparseable_and_missing_files(tmp_path, capsys) -> None:
     assert "not found" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("flags", "message"), [
-    (["--num-samples", "0"], "'search.num_samples'"),
-    (["--max-concurrent", "0"], "'search.max_concurrent'"),
-    (["--dataset", "nonsense"], "'dataset.name'"),
-])
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--num-samples", "0"], "'search.num_samples'"),
+        (["--max-concurrent", "0"], "'search.max_concurrent'"),
+        (["--dataset", "nonsense"], "'dataset.name'"),
+    ],
+)
 def test_bad_cli_overrides_exit_2(tmp_path, capsys, flags, message) -> None:
     assert main(["run", str(QUICK), "--storage", str(tmp_path), *flags]) == 2
     assert message in capsys.readouterr().err
@@ -150,8 +153,11 @@ def test_resume_and_status_of_a_non_experiment_exit_2(tmp_path, capsys) -> None:
 
 def test_policy_options_are_checked_per_kind_naming_the_valid_ones() -> None:
     data = yaml.safe_load(QUICK.read_text())
-    data["policy"] = {"kind": ["threshold", "qtable"], "cost_weight": [0.05, 1.0],
-                      "options": {"qtable": {"iterations": 3, "bins": 4}}}
+    data["policy"] = {
+        "kind": ["threshold", "qtable"],
+        "cost_weight": [0.05, 1.0],
+        "options": {"qtable": {"iterations": 3, "bins": 4}},
+    }
     with pytest.raises(ConfigError) as info:
         parse_space(data, "mem")
     text = str(info.value)

@@ -79,7 +79,7 @@ def fake_pynvml(
         def __str__(self) -> str:
             return messages.get(self.value, "Unknown Error")
 
-    class NVMLError_NotSupported(NVMLError):  # noqa: N801 - pynvml's spelling
+    class NVMLError_NotSupported(NVMLError):
         def __init__(self) -> None:
             super().__init__(3)
 

@@ -82,9 +82,12 @@ def test_evaluate_writes_the_metrics_contract(tmp_path: Path, capsys: pytest.Cap
     from ddecs_search.metrics import METRICS, TEXT_KEYS
 
     numeric = {k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    undocumented = numeric - set(METRICS) - set(TEXT_KEYS) - {
-        "baseline_train_time_s", "rl_return", "rl_train_time_s", "exit_points"
-    }
+    undocumented = (
+        numeric
+        - set(METRICS)
+        - set(TEXT_KEYS)
+        - {"baseline_train_time_s", "rl_return", "rl_train_time_s", "exit_points"}
+    )
     assert not undocumented, undocumented
 
 

@@ -47,7 +47,7 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _backbone(name: str) -> Backbone:
     """One shared instance per backbone for the shape tests (they never change weights)."""
     torch.manual_seed(0)
@@ -116,7 +116,7 @@ def test_alexnet_reference_exits() -> None:
     assert shapes[4] == (256, 4, 4)  # 256 * 4 * 4 = 4096 inputs to the classifier
     specs = [reference_branch_spec(shapes[p][0]) for p in REFERENCE_EXIT_POINTS]
     model = MultiExitNet(backbone, REFERENCE_EXIT_POINTS, specs)
-    for branch, channels in zip(model.branches, (64, 256)):
+    for branch, channels in zip(model.branches, (64, 256), strict=False):
         convs = [m for m in branch if isinstance(m, nn.Conv2d)]
         linears = [m for m in branch if isinstance(m, nn.Linear)]
         assert [(c.in_channels, c.out_channels) for c in convs] == [(channels, channels // 2)]

@@ -134,7 +134,7 @@ def _finished(exp: Path, trial_id: str) -> bool:
     return (exp / "trials" / trial_id / "metrics.json").is_file()
 
 
-def _wait_for(condition, timeout: float, what: str, proc: subprocess.Popen):  # noqa: ANN001, ANN202
+def _wait_for(condition, timeout: float, what: str, proc: subprocess.Popen):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()

@@ -53,8 +53,10 @@ def problems(draw, max_rows: int = 24, grid: bool = True):
 
 def dominates(a: np.ndarray, b: np.ndarray, directions: list[str]) -> bool:
     """Brute force, straight from the definition, in the objectives' own directions."""
-    better_or_equal = all((x <= y) if d == "min" else (x >= y) for x, y, d in zip(a, b, directions))
-    strictly = any((x < y) if d == "min" else (x > y) for x, y, d in zip(a, b, directions))
+    better_or_equal = all(
+        (x <= y) if d == "min" else (x >= y) for x, y, d in zip(a, b, directions, strict=False)
+    )
+    strictly = any((x < y) if d == "min" else (x > y) for x, y, d in zip(a, b, directions, strict=False))
     return better_or_equal and strictly
 
 
@@ -112,7 +114,7 @@ def test_flipping_a_direction_with_the_sign_changes_nothing(problem) -> None:
     values, directions = problem
     flipped_values = values.copy()
     flipped_values[:, 0] *= -1
-    flipped = ["max" if directions[0] == "min" else "min"] + directions[1:]
+    flipped = ["max" if directions[0] == "min" else "min", *directions[1:]]
     assert np.array_equal(non_dominated_sort(values, directions), non_dominated_sort(flipped_values, flipped))
     ref = default_reference_point(values, directions)
     flipped_ref = ref.copy()
@@ -164,7 +166,7 @@ def test_hypervolume_never_decreases_when_points_are_added(problem) -> None:
     values, directions = problem
     ref = default_reference_point(values, directions)
     prefix = [hypervolume(values[: k + 1], directions, ref) for k in range(len(values))]
-    assert all(b >= a - 1e-9 for a, b in zip(prefix, prefix[1:]))
+    assert all(b >= a - 1e-9 for a, b in itertools.pairwise(prefix))
     history = hypervolume_history(values, directions, ref)
     assert history == pytest.approx(prefix)
     assert hypervolume_history(values, directions)[-1] == pytest.approx(hypervolume(values, directions))
@@ -200,7 +202,7 @@ def test_knee_point_is_the_bend_of_the_front() -> None:
     assert knee_point(FRONT.iloc[:1], OBJ2)["trial_id"] == "a"
     assert knee_point(FRONT.iloc[:0], OBJ2) is None
     # three objectives: closest to the normalised ideal point
-    obj3 = OBJ2 + [("macs", "min")]
+    obj3 = [*OBJ2, ("macs", "min")]
     norm = FRONT[["val_accuracy", "latency_ms", "macs"]].to_numpy()
     loss = to_minimization(norm, ["max", "min", "min"])
     loss = (loss - loss.min(0)) / (loss.max(0) - loss.min(0))
@@ -397,8 +399,18 @@ def test_json_format_keeps_trials_table_names(tmp_path) -> None:
     assert static["config"] == {"static": True} and static["summary"] == "static lenet (no early exit)"
     assert isinstance(trial["exit_fractions"], list) and isinstance(trial["exit_accuracies"], list)
     assert trial["energy_mj"] is None  # NaN → null
-    for key in ("val_accuracy", "accuracy", "latency_ms", "expected_latency_ms", "latency_source", "macs",
-                "speedup", "device", "rank", "crowding"):
+    for key in (
+        "val_accuracy",
+        "accuracy",
+        "latency_ms",
+        "expected_latency_ms",
+        "latency_source",
+        "macs",
+        "speedup",
+        "device",
+        "rank",
+        "crowding",
+    ):
         assert key in first
     assert not any(k.startswith("config/") for k in first)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -74,8 +76,8 @@ def test_threshold_cost_is_monotone_in_cost_weight() -> None:
         stats = score_decisions(table, pol.decide_table(table), path)
         costs.append(stats.cost)
         accs.append(stats.accuracy)
-    assert all(b <= a + 1e-12 for a, b in zip(costs, costs[1:])), costs
-    assert all(b <= a + 1e-12 for a, b in zip(accs, accs[1:])), accs
+    assert all(b <= a + 1e-12 for a, b in itertools.pairwise(costs)), costs
+    assert all(b <= a + 1e-12 for a, b in itertools.pairwise(accs)), accs
     assert costs[-1] < costs[0]
 
 
@@ -85,7 +87,7 @@ def test_raising_a_threshold_never_lets_more_samples_leave_there() -> None:
     for t in np.linspace(0.2, 1.0, 9):
         exits = ThresholdPolicy(thresholds=[t, 0.9]).decide_table(table)
         fractions.append((exits == 0).mean())
-    assert all(b <= a for a, b in zip(fractions, fractions[1:]))
+    assert all(b <= a for a, b in itertools.pairwise(fractions))
 
 
 @pytest.mark.parametrize("metric", ["max_prob", "entropy"])

@@ -47,8 +47,12 @@ def _trials(exp_dir: Path) -> pd.DataFrame:
 def test_tiny_search_records_trials_metrics_failures_and_verification(local_ray, tmp_path, capsys):
     # oracle candidates fail at runtime (the oracle reads labels and cannot drive real inference):
     # they must be recorded as failed with their error while the others complete
-    space_file = _space(tmp_path, "mixed", policy={"kind": ["threshold", "oracle"]},
-                        search={"num_samples": 4, "max_failures": 0, "seed": 3})
+    space_file = _space(
+        tmp_path,
+        "mixed",
+        policy={"kind": ["threshold", "oracle"]},
+        search={"num_samples": 4, "max_failures": 0, "seed": 3},
+    )
     code = main(["run", str(space_file), "--storage", str(tmp_path), "--name", "exp", "--json"])
     out = capsys.readouterr().out
     assert code == 3, out  # some trials failed, the others are evaluated and kept
@@ -62,9 +66,25 @@ def test_tiny_search_records_trials_metrics_failures_and_verification(local_ray,
     assert len(done) >= 1 and len(failed) >= 1, trials[["trial_id", "state", "error"]]
     assert all("oracle" in e for e in failed["error"]), list(failed["error"])
     assert set(done["policy_kind"]) == {"threshold"}
-    for col in ("accuracy", "latency_ms", "macs", "energy_mj", "accuracy_drop", "node_id", "device",
-                "trial_index", "wall_time_s", "trial_wall_s", "feasible", "expected_latency_ms",
-                "latency_source", "val_accuracy", "val_accuracy_drop", "summary", "candidate"):
+    for col in (
+        "accuracy",
+        "latency_ms",
+        "macs",
+        "energy_mj",
+        "accuracy_drop",
+        "node_id",
+        "device",
+        "trial_index",
+        "wall_time_s",
+        "trial_wall_s",
+        "feasible",
+        "expected_latency_ms",
+        "latency_source",
+        "val_accuracy",
+        "val_accuracy_drop",
+        "summary",
+        "candidate",
+    ):
         assert col in trials.columns, col
     assert any(c.startswith("config/branch0/") for c in trials.columns)
     for _, row in done.iterrows():
@@ -133,11 +153,22 @@ def test_run_checks_storage_and_data_before_writing_anything(tmp_path, capsys, m
 # ------------------------------------------------------------------------------------ interruptions
 def _start_driver(space_file: Path, storage: Path, name: str, log: Path) -> subprocess.Popen:
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "ddecs_search", "run", str(space_file), "--storage", str(storage),
-           "--name", name, "--no-verify"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ddecs_search",
+        "run",
+        str(space_file),
+        "--storage",
+        str(storage),
+        "--name",
+        name,
+        "--no-verify",
+    ]
     # own session: its process group holds the driver and the Ray it starts, for cleanup
-    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True, cwd=ROOT)
+    return subprocess.Popen(
+        cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=ROOT
+    )
 
 
 RESUME_EPOCHS = 8
@@ -205,8 +236,13 @@ def _check_resumed(exp_dir: Path, num_samples: int, before: dict) -> pd.DataFram
 
 def _resume_space(tmp_path: Path, name: str) -> Path:
     # 8 epochs on 2048 images: long enough to catch a trial between two epoch checkpoints
-    return _space(tmp_path, name, dataset={"train_subset": 2048}, training={"epochs": [RESUME_EPOCHS]},
-                  search={"num_samples": 3, "max_concurrent": 2, "seed": 1})
+    return _space(
+        tmp_path,
+        name,
+        dataset={"train_subset": 2048},
+        training={"epochs": [RESUME_EPOCHS]},
+        search={"num_samples": 3, "max_concurrent": 2, "seed": 1},
+    )
 
 
 def test_sigkill_driver_then_resume(local_ray, tmp_path, capsys):

@@ -34,7 +34,7 @@ def _sample(space_fn: ConditionalSpace, n: int, sampler: optuna.samplers.BaseSam
     return configs
 
 
-@pytest.mark.parametrize("path", SPACES + [TINY], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [*SPACES, TINY], ids=lambda p: p.stem)
 def test_sampled_candidates_are_valid_and_conditional(path: Path) -> None:
     space = load_space(path)
     fn = ConditionalSpace.from_space(space)
@@ -122,13 +122,36 @@ def test_constraints_mark_infeasible() -> None:
 def test_trial_rows_are_tidy(tmp_path: Path) -> None:
     objectives = (Objective("val_accuracy", "max"), Objective("latency_ms", "min"))
     cons = (Constraint("val_accuracy_drop", max=0.02),)
-    done = trial_row(trial_id="a1", index=0, state="TERMINATED",
-                     config={"branch0": {"channels": 8}, "exit_points": {"n1": "0"}},
-                     result={"evaluated": True, "val_accuracy": 0.9, "latency_ms": 1.0, "val_accuracy_drop": 0.01,
-                             "exit_fractions": "[0.5, 0.5]", "time_total_s": 3.0, "training_iteration": 3},
-                     error=None, num_failures=0, objectives=objectives, constraints=cons)
-    failed = trial_row(trial_id="b2", index=1, state="ERROR", config={}, result={"evaluated": False},
-                       error="ValueError: boom", num_failures=2, objectives=objectives, constraints=cons)
+    done = trial_row(
+        trial_id="a1",
+        index=0,
+        state="TERMINATED",
+        config={"branch0": {"channels": 8}, "exit_points": {"n1": "0"}},
+        result={
+            "evaluated": True,
+            "val_accuracy": 0.9,
+            "latency_ms": 1.0,
+            "val_accuracy_drop": 0.01,
+            "exit_fractions": "[0.5, 0.5]",
+            "time_total_s": 3.0,
+            "training_iteration": 3,
+        },
+        error=None,
+        num_failures=0,
+        objectives=objectives,
+        constraints=cons,
+    )
+    failed = trial_row(
+        trial_id="b2",
+        index=1,
+        state="ERROR",
+        config={},
+        result={"evaluated": False},
+        error="ValueError: boom",
+        num_failures=2,
+        objectives=objectives,
+        constraints=cons,
+    )
     assert done["feasible"] and done["config/branch0/channels"] == 8 and "training_iteration" not in done
     assert not failed["feasible"] and failed["error"] == "ValueError: boom"
     exp = Experiment.at(tmp_path / "exp")

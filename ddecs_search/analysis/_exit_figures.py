@@ -66,7 +66,7 @@ def confusion_figure(
         cols=len(names),
         shared_yaxes=True,
         horizontal_spacing=0.02,
-        subplot_titles=[f"{n} (acc {a:.1%})" for n, a in zip(names, accs)],
+        subplot_titles=[f"{n} (acc {a:.1%})" for n, a in zip(names, accs, strict=False)],
     )
     for e in range(len(names)):
         fig.add_trace(

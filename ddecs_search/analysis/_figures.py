@@ -30,8 +30,19 @@ COLORSCALE = "Viridis"
 _SYMBOLS_3D = ("circle", "diamond", "square", "cross", "x")  # one per device group
 _MAX_CATEGORIES = 15  # a categorical config column with more values is left out of parallel coordinates
 _MAX_HOVER = 200  # characters of one value in a hover label
-_KEY_METRICS = ("val_accuracy", "accuracy", "expected_latency_ms", "latency_ms", "verified_latency_ms",
-                "energy_mj", "macs", "speedup", "val_accuracy_drop", "accuracy_drop", "latency_source")
+_KEY_METRICS = (
+    "val_accuracy",
+    "accuracy",
+    "expected_latency_ms",
+    "latency_ms",
+    "verified_latency_ms",
+    "energy_mj",
+    "macs",
+    "speedup",
+    "val_accuracy_drop",
+    "accuracy_drop",
+    "latency_source",
+)
 
 
 def _go() -> Any:
@@ -131,7 +142,7 @@ def pareto_2d_figure(data: ReportData) -> go.Figure | None:
                 hovertemplate="%{text}<extra></extra>",
             )
         )
-    for i, row in data.baseline.iterrows():
+    for _, row in data.baseline.iterrows():
         if x in row and y in row and np.isfinite(row[x]) and np.isfinite(row[y]):
             fig.add_trace(
                 go.Scatter(
@@ -277,7 +288,10 @@ def exit_profile_figure(data: ReportData) -> go.Figure | None:
     accs = _lists(front["exit_accuracies"]) if "exit_accuracies" in front.columns else [[] for _ in fractions]
     width = max((len(f) for f in fractions), default=1)
     names = exit_names(width)
-    labels = [f"{t} ({g})" if data.group_by else str(t) for t, g in zip(front["trial_id"], front["group"])]
+    labels = [
+        f"{t} ({g})" if data.group_by else str(t)
+        for t, g in zip(front["trial_id"], front["group"], strict=False)
+    ]
     fig = make_subplots(
         rows=1,
         cols=2,
@@ -305,7 +319,7 @@ def exit_profile_figure(data: ReportData) -> go.Figure | None:
             row=1,
             col=1,
         )
-    for label, acc in zip(labels, accs):
+    for label, acc in zip(labels, accs, strict=False):
         if acc:
             xs = exit_names(len(acc))
             fig.add_trace(
@@ -355,7 +369,8 @@ def hypervolume_figure(data: ReportData) -> go.Figure | None:
         )
     names = [n for n, _ in data.objectives]
     refs = "; ".join(
-        (f"{g}: " if data.group_by else "") + ", ".join(f"{n}={v:.4g}" for n, v in zip(names, ref))
+        (f"{g}: " if data.group_by else "")
+        + ", ".join(f"{n}={v:.4g}" for n, v in zip(names, ref, strict=False))
         for g, ref in data.reference_points.items()
     )
     fig.update_layout(

@@ -112,7 +112,7 @@ def format_table(df: pd.DataFrame, columns: Sequence[str] | None = None) -> str:
     cols = table_columns(df, columns)
     header = [c[len(CONFIG_PREFIX) :] if c.startswith(CONFIG_PREFIX) else c for c in cols]
     rows = [
-        [format_cell(v, c, _WIDE_CELLS.get(c, _MAX_CELL)) for c, v in zip(cols, r)]
+        [format_cell(v, c, _WIDE_CELLS.get(c, _MAX_CELL)) for c, v in zip(cols, r, strict=False)]
         for r in df[cols].itertuples(index=False)
     ]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
@@ -120,7 +120,7 @@ def format_table(df: pd.DataFrame, columns: Sequence[str] | None = None) -> str:
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(
-            c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)
+            c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric, strict=False)
         ).rstrip()
 
     out = [line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]

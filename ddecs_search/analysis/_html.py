@@ -69,7 +69,10 @@ def _html_table(df: pd.DataFrame, columns: Sequence[str] | None = None) -> str:
     head = "".join(f"<th{cls(c)}>{html.escape(c.removeprefix('config/'))}</th>" for c in cols)
     body = "".join(
         "<tr>"
-        + "".join(f"<td{cls(c)}>{html.escape(format_cell(v, c, max_len=90))}</td>" for c, v in zip(cols, row))
+        + "".join(
+            f"<td{cls(c)}>{html.escape(format_cell(v, c, max_len=90))}</td>"
+            for c, v in zip(cols, row, strict=False)
+        )
         + "</tr>"
         for row in df[cols].itertuples(index=False)
     )

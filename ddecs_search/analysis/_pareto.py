@@ -164,8 +164,14 @@ def static_rows(done: pd.DataFrame, group_by: str | None) -> pd.DataFrame:
     keys = ["group", "experiment"] if "experiment" in done.columns else ["group"]
     for key, sub in done.groupby(keys, sort=True):
         group = key[0] if isinstance(key, tuple) else key
-        row: dict[str, object] = {"trial_id": STATIC_TRIAL_ID, "state": COMPLETED_STATE, "group": group,
-                                  "static": True, "policy_kind": "static", "exits": ""}
+        row: dict[str, object] = {
+            "trial_id": STATIC_TRIAL_ID,
+            "state": COMPLETED_STATE,
+            "group": group,
+            "static": True,
+            "policy_kind": "static",
+            "exits": "",
+        }
         if group_by:
             row[group_by] = group
         for metric, source in STATIC_VALUES.items():
@@ -174,8 +180,14 @@ def static_rows(done: pd.DataFrame, group_by: str | None) -> pd.DataFrame:
                     row[metric] = float(pd.to_numeric(sub[source], errors="coerce").median())
             elif metric in sub.columns or STATIC_VALUES.get(metric) is not None:
                 row[metric] = float(source)
-        for col in ("baseline_val_accuracy", "baseline_accuracy", "baseline_latency_ms",
-                    "baseline_expected_latency_ms", "baseline_macs", "baseline_energy_mj"):
+        for col in (
+            "baseline_val_accuracy",
+            "baseline_accuracy",
+            "baseline_latency_ms",
+            "baseline_expected_latency_ms",
+            "baseline_macs",
+            "baseline_energy_mj",
+        ):
             if col in sub.columns:
                 row[col] = pd.to_numeric(sub[col], errors="coerce").median()
         for col in ("latency_source", "expected_latency_source", "device", "runtime"):
@@ -236,8 +248,10 @@ def compute_front(
         usable = static.dropna(subset=have) if len(have) == len(names) else static.iloc[0:0]
         if len(usable) < len(static):
             missing = [n for n in names if n not in static.columns or static[n].isna().any()]
-            notices.append(f"the static network is not ranked: the trials report no static value of "
-                           f"{', '.join(missing)}.")
+            notices.append(
+                f"the static network is not ranked: the trials report no static value of "
+                f"{', '.join(missing)}."
+            )
         if len(usable):
             done = pd.concat([done, usable], ignore_index=True, sort=False)
     done["feasible"] = feasible_mask(done, constraints)
@@ -265,7 +279,7 @@ def compute_front(
 
 
 def _static_notice(done: pd.DataFrame, values: np.ndarray, directions: Sequence[str]) -> list[str]:
-    """"the static network dominates N of M trials" per group (feasible trials only)."""
+    """ "the static network dominates N of M trials" per group (feasible trials only)."""
     from ddecs_search.dominance import to_minimization
 
     out = []
@@ -283,8 +297,10 @@ def _static_notice(done: pd.DataFrame, values: np.ndarray, directions: Sequence[
             if feasible[i]
         )
         where = "" if group == ALL_GROUP else f" on {group}"
-        out.append(f"the static network (trial_id 'static') dominates {dominated} of {len(trials)} "
-                   f"ranked trials{where}; none of them is on the front.")
+        out.append(
+            f"the static network (trial_id 'static') dominates {dominated} of {len(trials)} "
+            f"ranked trials{where}; none of them is on the front."
+        )
     return out
 
 

@@ -253,8 +253,18 @@ def build_report_data(
 
 
 # after the objectives: the other chosen-on figures, then test and measured ones shown beside them
-COMPARISON_METRICS = ("val_accuracy", "accuracy", "expected_latency_ms", "latency_ms", "verified_latency_ms",
-                      "expected_speedup", "speedup", "verified_speedup", "energy_mj", "macs")
+COMPARISON_METRICS = (
+    "val_accuracy",
+    "accuracy",
+    "expected_latency_ms",
+    "latency_ms",
+    "verified_latency_ms",
+    "expected_speedup",
+    "speedup",
+    "verified_speedup",
+    "energy_mj",
+    "macs",
+)
 COMPARISON_TEXT = ("summary", "latency_source")
 BASELINE_ROLE = "static network (no early exit)"
 ORACLE_ROLE = "oracle policy on the knee's exits (bound)"
@@ -275,12 +285,24 @@ def comparison_table(data: ReportData) -> pd.DataFrame:
     text = [c for c in COMPARISON_TEXT if c in cols]
     rows = []
     for _, rec in data.recommended.iterrows():
-        rows.append({"role": rec["role"], "group": rec["group"], "trial_id": rec["trial_id"],
-                     **{m: rec.get(m) for m in text + metrics}})
+        rows.append(
+            {
+                "role": rec["role"],
+                "group": rec["group"],
+                "trial_id": rec["trial_id"],
+                **{m: rec.get(m) for m in text + metrics},
+            }
+        )
     static = data.ranked[_is_static(data.ranked)]
     for _, base in static.iterrows():
-        rows.append({"role": BASELINE_ROLE, "group": base["group"], "trial_id": STATIC_TRIAL_ID,
-                     **{m: base.get(m, np.nan) for m in text + metrics}})
+        rows.append(
+            {
+                "role": BASELINE_ROLE,
+                "group": base["group"],
+                "trial_id": STATIC_TRIAL_ID,
+                **{m: base.get(m, np.nan) for m in text + metrics},
+            }
+        )
     knees = (
         data.recommended[data.recommended["role"] == "knee"] if len(data.recommended) else data.recommended
     )
@@ -288,8 +310,15 @@ def comparison_table(data: ReportData) -> pd.DataFrame:
         if str(knee["trial_id"]) == STATIC_TRIAL_ID:
             continue  # the static network has no exits to be an oracle on
         oracle = {m: knee.get(ORACLE_COLUMNS[m]) for m in metrics if ORACLE_COLUMNS.get(m) in knee.index}
-        rows.append({"role": ORACLE_ROLE, "group": knee["group"], "trial_id": knee["trial_id"],
-                     "summary": f"{knee.get('exits', '')} | oracle (reads the labels)", **oracle})
+        rows.append(
+            {
+                "role": ORACLE_ROLE,
+                "group": knee["group"],
+                "trial_id": knee["trial_id"],
+                "summary": f"{knee.get('exits', '')} | oracle (reads the labels)",
+                **oracle,
+            }
+        )
     table = pd.DataFrame(rows, columns=["role", "group", "trial_id", *text, *metrics])
     table = table.rename(columns={c: f"{c} (test, not used to choose)" for c in TEST_COLUMNS if c in table})
     if data.group_by is None:

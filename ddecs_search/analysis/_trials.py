@@ -75,7 +75,7 @@ def load_trials(exp_dirs: str | Path | Sequence[str | Path]) -> pd.DataFrame:
     names = [d.name for d in dirs]
     if len(set(names)) != len(names):
         names = [d.root for d in dirs]
-    for name, frame in zip(names, frames):
+    for name, frame in zip(names, frames, strict=False):
         frame.insert(0, "experiment", name)
     return pd.concat(frames, ignore_index=True, sort=False)
 

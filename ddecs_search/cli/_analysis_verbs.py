@@ -51,12 +51,17 @@ def _pareto(args: argparse.Namespace) -> int:
     return 0
 
 
-def _what_the_numbers_are(front) -> list[str]:  # noqa: ANN001 (a DataFrame)
+def _what_the_numbers_are(front) -> list[str]:
     """One line per source: which numbers chose the front and what the measured ones are."""
-    notes = ["chosen on the objectives (val_* = selection part of validation, expected_* = latency "
-             "table); accuracy / accuracy_drop are test figures, shown beside them and never used to choose"]
-    sources = (("expected_latency_source", "expected_latency_ms"), ("latency_source", "latency_ms"),
-               ("verified_latency_source", "verified_latency_ms"))
+    notes = [
+        "chosen on the objectives (val_* = selection part of validation, expected_* = latency "
+        "table); accuracy / accuracy_drop are test figures, shown beside them and never used to choose"
+    ]
+    sources = (
+        ("expected_latency_source", "expected_latency_ms"),
+        ("latency_source", "latency_ms"),
+        ("verified_latency_source", "verified_latency_ms"),
+    )
     for column, label in sources:
         if column in front.columns:
             for source in sorted(map(str, front[column].dropna().unique())):

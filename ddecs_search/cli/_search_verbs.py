@@ -201,17 +201,31 @@ def _report(outcome, args: argparse.Namespace) -> int:
     failed = int((trials["state"] == "ERROR").sum()) if "state" in trials else 0
     if evaluated == 0:
         code = EXIT_NONE_EVALUATED
-        print(f"no trial was evaluated ({failed} failed); see the errors above and trials.csv",
-              file=sys.stderr)
+        print(
+            f"no trial was evaluated ({failed} failed); see the errors above and trials.csv", file=sys.stderr
+        )
     elif failed:
         code = EXIT_SOME_FAILED
-        print(f"{failed} trial(s) failed, {evaluated} evaluated (kept); "
-              f"`{outcome.resume_command}` retries the failed ones", file=sys.stderr)
+        print(
+            f"{failed} trial(s) failed, {evaluated} evaluated (kept); "
+            f"`{outcome.resume_command}` retries the failed ones",
+            file=sys.stderr,
+        )
     else:
         code = EXIT_OK
     print(f"done in {outcome.wall_s:.0f} s -> {outcome.exp_root} (trials.csv, trials/, space.yaml)")
-    _summary(args, outcome.exp_root, code, finished=True, counts=outcome.counts, evaluated=evaluated,
-             failed=failed, verified=outcome.verified, errors=list(outcome.errors), wall_s=outcome.wall_s)
+    _summary(
+        args,
+        outcome.exp_root,
+        code,
+        finished=True,
+        counts=outcome.counts,
+        evaluated=evaluated,
+        failed=failed,
+        verified=outcome.verified,
+        errors=list(outcome.errors),
+        wall_s=outcome.wall_s,
+    )
     return code
 
 
@@ -219,8 +233,12 @@ def _summary(args: argparse.Namespace, exp_root: str | None, code: int, **fields
     if getattr(args, "json", False):
         from ddecs_search.search import resume_command
 
-        summary = {"experiment": exp_root, "exit_code": code, **fields,
-                   "resume_command": resume_command(exp_root) if exp_root else None}
+        summary = {
+            "experiment": exp_root,
+            "exit_code": code,
+            **fields,
+            "resume_command": resume_command(exp_root) if exp_root else None,
+        }
         print(json.dumps(json_safe(summary)), flush=True)
 
 

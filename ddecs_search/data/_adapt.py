@@ -60,7 +60,7 @@ def channel_plan(native: int, served: int, mean: Sequence[float], std: Sequence[
     if native == 1:
         return ChannelPlan(1, served, False, mean, std)
     if native == 3 and served == 1:
-        weighted = lambda v: (sum(w * x for w, x in zip(LUMA, v)),)  # noqa: E731
+        weighted = lambda v: (sum(w * x for w, x in zip(LUMA, v, strict=False)),)  # noqa: E731
         return ChannelPlan(1, 1, True, weighted(mean), weighted(std))
     raise ConfigError(f"cannot adapt images with {native} channels to a backbone with {served} channels")
 

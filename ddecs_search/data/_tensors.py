@@ -60,7 +60,7 @@ class InMemoryImages(Dataset):
         """Batched fetch for DataLoader: one gather instead of one indexing call per sample."""
         j = self._positions(torch.as_tensor(indices, dtype=torch.long))
         x = self._serve(self.images[j])  # (B, C, H, W)
-        return list(zip(x.unbind(0), self.labels[j].tolist()))
+        return list(zip(x.unbind(0), self.labels[j].tolist(), strict=False))
 
     @property
     def targets(self) -> torch.Tensor:

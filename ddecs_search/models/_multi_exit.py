@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -64,7 +65,7 @@ class MultiExitNet(nn.Module):
         super().__init__()
         n_points = len(backbone.exit_point_names)
         points = list(exit_points)
-        increasing = all(a < b for a, b in zip(points, points[1:]))
+        increasing = all(a < b for a, b in itertools.pairwise(points))
         if not points or not increasing or points[0] < 0 or points[-1] >= n_points:
             raise ValueError(
                 f"exit points must be strictly increasing within 0..{n_points - 1}, got {points}"
@@ -78,11 +79,12 @@ class MultiExitNet(nn.Module):
         self.branch_specs = tuple(branch_specs)
         shapes = backbone.feature_shapes()
         self.branches = nn.ModuleList(
-            build_branch(spec, shapes[p], backbone.num_classes) for p, spec in zip(points, branch_specs)
+            build_branch(spec, shapes[p], backbone.num_classes)
+            for p, spec in zip(points, branch_specs, strict=False)
         )
         ends = [p + 1 for p in points] + [len(backbone.segments)]
-        starts = [0] + ends[:-1]
-        self._stage_ranges = list(zip(starts, ends))
+        starts = [0, *ends[:-1]]
+        self._stage_ranges = list(zip(starts, ends, strict=False))
 
     @property
     def num_exits(self) -> int:

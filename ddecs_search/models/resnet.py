@@ -100,7 +100,7 @@ def _resnet(
     )  # (w0, 32, 32)
     stages: list[list[nn.Module]] = []  # stage s outputs (widths[s-1], 32 / 2^(s-1), 32 / 2^(s-1))
     c_in = widths[0]
-    for s, (c_out, n) in enumerate(zip(widths, blocks_per_stage), start=1):
+    for s, (c_out, n) in enumerate(zip(widths, blocks_per_stage, strict=False), start=1):
         stride = 1 if s == 1 else 2
         blocks = [
             BasicBlock(c_in if j == 0 else c_out, c_out, stride=stride if j == 0 else 1, shortcut=shortcut)

@@ -34,7 +34,7 @@ Reward:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -86,7 +86,7 @@ class ExitEnv(gym.Env):
             RLlib passes its ``env_config`` here.
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         features = np.asarray(config["features"], dtype=np.float32)

@@ -10,7 +10,7 @@ that measures what the RLlib agents' function approximation buys.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ class QTablePolicy(ExitPolicy):
     """
 
     kind = "qtable"
-    options_spec = {
+    options_spec: ClassVar[dict[str, Option]] = {
         "episodes": Option(20000, "int", low=1),
         "bins": Option(10, "int", low=1),
         "epsilon": Option(0.1, "float", high=1.0),

@@ -270,7 +270,7 @@ class PPOExitPolicy(RLlibExitPolicy):
     """PPO (actor-critic, separate actor and critic MLPs); the actor's logits are exported."""
 
     kind = "ppo"
-    options_spec = {
+    options_spec: ClassVar[dict[str, Option]] = {
         **_COMMON,
         "lr": Option(1e-3, "float", positive=True),
         "train_batch_size": Option(512, "int", low=1, help="env steps per iteration"),
@@ -307,7 +307,7 @@ class DQNExitPolicy(RLlibExitPolicy):
     """Double DQN (no dueling head, so the exported MLP outputs the Q-values themselves)."""
 
     kind = "dqn"
-    options_spec = {
+    options_spec: ClassVar[dict[str, Option]] = {
         **_COMMON,
         "iterations": Option(10, "int", low=1, help="most training iterations (each samples 1000 steps)"),
         "lr": Option(1e-3, "float", positive=True),

@@ -141,7 +141,7 @@ class EnergyMeter(ABC):
         """Why this meter cannot measure, or ``None`` when it can."""
         return self._reason
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (an optional hook: most meters hold nothing to release)
         """Release the backend (NVML); the meter is unavailable afterwards."""
 
     def __enter__(self) -> EnergyMeter:
@@ -151,7 +151,7 @@ class EnergyMeter(ABC):
         self.close()
 
     # Backend interface --------------------------------------------------------------------------------
-    def _sync(self) -> None:
+    def _sync(self) -> None:  # noqa: B027 (an optional hook: a no-op on CPUs)
         """Wait for queued device work before a counter is read (no-op by default)."""
 
     @abstractmethod

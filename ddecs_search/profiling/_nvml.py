@@ -186,6 +186,6 @@ class _PowerSampler:
             raise self._error
         self._sample()
         energy = 0.0
-        for (t0, p0), (t1, p1) in zip(self._samples, self._samples[1:]):
+        for (t0, p0), (t1, p1) in zip(self._samples, self._samples[1:], strict=False):
             energy += 0.5 * (p0 + p1) * (t1 - t0)  # mW * s = mJ
         return energy, self._samples[-1][0] - self._samples[0][0]

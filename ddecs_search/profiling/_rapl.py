@@ -87,6 +87,6 @@ class RaplEnergyMeter(EnergyMeter):
         values0, t0 = state
         values1, t1 = self._read_all(), time.perf_counter()
         total_uj = 0
-        for domain, v0, v1 in zip(self._domains, values0, values1):
+        for domain, v0, v1 in zip(self._domains, values0, values1, strict=False):
             total_uj += v1 - v0 if v1 >= v0 else v1 + domain.max_range_uj - v0
         return total_uj / 1e3, t1 - t0

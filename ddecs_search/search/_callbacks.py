@@ -24,15 +24,26 @@ RUNTIME: dict[str, Any] = {"exp_root": None, "quiet": None, "started": None, "ve
 PROGRESS_EVERY_S = 30.0
 
 
-def trial_rows(trials: list[Any], objectives: tuple[Objective, ...],
-               constraints: tuple[Constraint, ...]) -> list[dict[str, Any]]:
+def trial_rows(
+    trials: list[Any], objectives: tuple[Objective, ...], constraints: tuple[Constraint, ...]
+) -> list[dict[str, Any]]:
     """Rows of the trials table for Tune's trial objects (in creation order)."""
     rows = []
     for index, trial in enumerate(trials):
         error = trial_error(trial) if trial.status == "ERROR" else None
-        rows.append(trial_row(trial_id=trial.trial_id, index=index, state=trial.status, config=trial.config,
-                              result=trial.last_result, error=error, num_failures=trial.num_failures,
-                              objectives=objectives, constraints=constraints))
+        rows.append(
+            trial_row(
+                trial_id=trial.trial_id,
+                index=index,
+                state=trial.status,
+                config=trial.config,
+                result=trial.last_result,
+                error=error,
+                num_failures=trial.num_failures,
+                objectives=objectives,
+                constraints=constraints,
+            )
+        )
     return rows
 
 
@@ -52,8 +63,9 @@ def trial_error(trial: Any) -> str:
 class TrialsTableCallback(Callback):
     """Rewrites ``EXP/trials.csv`` / ``trials.parquet`` whenever a trial starts, finishes or fails."""
 
-    def __init__(self, objectives: tuple[Objective, ...], constraints: tuple[Constraint, ...],
-                 exp_root: str) -> None:
+    def __init__(
+        self, objectives: tuple[Objective, ...], constraints: tuple[Constraint, ...], exp_root: str
+    ) -> None:
         self.objectives, self.constraints = tuple(objectives), tuple(constraints)
         self.exp_root = exp_root
 
@@ -85,8 +97,13 @@ class ProgressCallback(Callback):
     trial result (each training epoch). See :mod:`ddecs_search.search._progress`.
     """
 
-    def __init__(self, objectives: tuple[Objective, ...], constraints: tuple[Constraint, ...],
-                 num_samples: int, quiet: bool) -> None:
+    def __init__(
+        self,
+        objectives: tuple[Objective, ...],
+        constraints: tuple[Constraint, ...],
+        num_samples: int,
+        quiet: bool,
+    ) -> None:
         self.objectives, self.constraints = tuple(objectives), tuple(constraints)
         self.num_samples, self.quiet = num_samples, quiet
         self._last = 0.0
@@ -132,8 +149,12 @@ class ProgressCallback(Callback):
     def _update(self, trials: list) -> None:
         bar = self._progress(trials)
         finished = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
-        bar.update(finished, front=self._front_size, running=sum(t.status == "RUNNING" for t in trials),
-                   failed=sum(t.status == "ERROR" for t in trials))
+        bar.update(
+            finished,
+            front=self._front_size,
+            running=sum(t.status == "RUNNING" for t in trials),
+            failed=sum(t.status == "ERROR" for t in trials),
+        )
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         self._update(trials)
@@ -169,8 +190,10 @@ class ProgressCallback(Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._progress(trials)
         error = trial_error(trial).split(" [traceback:")[0]
-        self._say(f"trial {trial.trial_id} FAILED after {trial.num_failures} attempt(s): {error} | "
-                  f"{self._counts(trials)}")
+        self._say(
+            f"trial {trial.trial_id} FAILED after {trial.num_failures} attempt(s): {error} | "
+            f"{self._counts(trials)}"
+        )
         self._update(trials)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
@@ -180,8 +203,9 @@ class ProgressCallback(Callback):
             self._bar = None
 
 
-def front_points(trials: list, objectives: tuple[Objective, ...],
-                 constraints: tuple[Constraint, ...]) -> list[tuple[str, list[float]]]:
+def front_points(
+    trials: list, objectives: tuple[Objective, ...], constraints: tuple[Constraint, ...]
+) -> list[tuple[str, list[float]]]:
     """The feasible non-dominated trials so far as ``(trial_id, objective values)``, best first."""
     import numpy as np
 
@@ -203,8 +227,9 @@ def front_points(trials: list, objectives: tuple[Objective, ...],
     return [(ids[i], values[i]) for i in front]
 
 
-def format_front(trials: list, objectives: tuple[Objective, ...], constraints: tuple[Constraint, ...],
-                 limit: int = 5) -> str:
+def format_front(
+    trials: list, objectives: tuple[Objective, ...], constraints: tuple[Constraint, ...], limit: int = 5
+) -> str:
     """The feasible non-dominated trials so far, one ``id(obj=value, ...)`` each."""
     front = front_points(trials, objectives, constraints)
     if not front:

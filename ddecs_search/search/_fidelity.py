@@ -17,8 +17,9 @@ from ddecs_search.config import Candidate, Objective, PolicyConfig, SearchSpace
 class EpochProxy:
     """Callable ``(checkpoint_path) -> proxy value`` of one trial's objective; loads val data once."""
 
-    def __init__(self, space: SearchSpace, candidate: Candidate, objective: Objective,
-                 baseline_val_accuracy: float) -> None:
+    def __init__(
+        self, space: SearchSpace, candidate: Candidate, objective: Objective, baseline_val_accuracy: float
+    ) -> None:
         self.space, self.candidate, self.objective = space, candidate, objective
         self.baseline_val_accuracy = baseline_val_accuracy
         self._loader: Any = None
@@ -36,16 +37,23 @@ class EpochProxy:
             from ddecs_search.data import load_splits, make_loader
 
             splits = load_splits(self.space.dataset, info.input_shape)
-            self._loader = make_loader(splits.val, batch_size=512, shuffle=False, seed=0,
-                                       num_workers=self.space.dataset.num_workers, device=device)
+            self._loader = make_loader(
+                splits.val,
+                batch_size=512,
+                shuffle=False,
+                seed=0,
+                num_workers=self.space.dataset.num_workers,
+                device=device,
+            )
             self._num_classes = splits.num_classes
         c = self.candidate
         model = build_model(c, self._num_classes)
         model.load_state_dict(load_checkpoint(checkpoint_path)["model"])
         model.to(device).eval()
         table = ExitTable.from_model(model, self._loader, device)
-        cfg = PolicyConfig(kind="threshold", cost_weight=c.policy.cost_weight, cost="macs",
-                           metric=c.policy.metric)
+        cfg = PolicyConfig(
+            kind="threshold", cost_weight=c.policy.cost_weight, cost="macs", metric=c.policy.metric
+        )
         costs = mac_costs(model).normalised_path()
         policy = create_policy(cfg)
         policy.fit(table, costs, cfg.cost_weight)

@@ -86,10 +86,10 @@ def module_keys(model: MultiExitNet, backbone: str, device_label: str) -> list[s
 
     base = f"{device_label}|{backbone}/{model.backbone.num_classes}"
     ends = [p + 1 for p in model.exit_points] + [len(model.backbone.segments)]
-    starts = [0] + ends[:-1]
-    keys = [f"{base}|stage|{a}-{b}" for a, b in zip(starts, ends)]
+    starts = [0, *ends[:-1]]
+    keys = [f"{base}|stage|{a}-{b}" for a, b in zip(starts, ends, strict=False)]
     keys[-1] += "+head"
-    for point, spec in zip(model.exit_points, model.branch_specs):
+    for point, spec in zip(model.exit_points, model.branch_specs, strict=False):
         keys.append(f"{base}|branch|{point}|{json.dumps(to_dict(spec), sort_keys=True)}")
     keys.append(f"{base}|static")
     return keys
@@ -146,13 +146,18 @@ def isolated_latency_fn(
                     backend = inference_backend(measurement, model, None, device)
                     costs = backend.latency_costs(warmup=warmup, repeats=repeats)
                     values = [*costs.stage, *costs.branch, costs.static]
-                    measured = {k: float(v) for k, v in zip(keys, values) if k not in table}
+                    measured = {k: float(v) for k, v in zip(keys, values, strict=False) if k not in table}
             finally:
                 ray.get(broker.release.remote(token, measured))
             table = ray.get(broker.lookup.remote(keys))
         values = np.array([table[k] for k in keys], dtype=np.float64)
         e = model.num_exits
-        return ExitCosts(stage=values[:e], branch=values[e:-1], static=float(values[-1]), unit="ms",
-                         source=f"isolated_table:{label}")
+        return ExitCosts(
+            stage=values[:e],
+            branch=values[e:-1],
+            static=float(values[-1]),
+            unit="ms",
+            source=f"isolated_table:{label}",
+        )
 
     return latency_fn

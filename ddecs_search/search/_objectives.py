@@ -14,8 +14,9 @@ from ddecs_search.experiment import objective_values, violations
 __all__ = ["effective_objectives", "metric_and_mode", "objective_values", "violations"]
 
 
-def effective_objectives(space: SearchSpace,
-                         energy_available: bool) -> tuple[tuple[Objective, ...], list[str]]:
+def effective_objectives(
+    space: SearchSpace, energy_available: bool
+) -> tuple[tuple[Objective, ...], list[str]]:
     """The objectives the search optimises, and notices about substitutions.
 
     Without an energy meter on the target device ``energy_mj`` is replaced by ``macs`` (minimised),
@@ -27,11 +28,15 @@ def effective_objectives(space: SearchSpace,
     for obj in space.objectives:
         if obj.name in ("energy_mj", "baseline_energy_mj") and not energy_available:
             if "macs" in names:
-                notices.append(f"no energy meter on the target device: objective '{obj.name}' dropped "
-                               "('macs' is already an objective)")
+                notices.append(
+                    f"no energy meter on the target device: objective '{obj.name}' dropped "
+                    "('macs' is already an objective)"
+                )
                 continue
-            notices.append(f"no energy meter on the target device: objective '{obj.name}' replaced by "
-                           "'macs' (multiply-accumulates per sample, minimised)")
+            notices.append(
+                f"no energy meter on the target device: objective '{obj.name}' replaced by "
+                "'macs' (multiply-accumulates per sample, minimised)"
+            )
             out.append(Objective("macs", "min"))
             names.add("macs")
             continue

@@ -48,9 +48,16 @@ def default_name(space: SearchSpace) -> str:
     return f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def run_search(space: SearchSpace, *, name: str | None = None, storage: str | None = None,
-               address: str | None = None, quiet: bool = False, verify: bool | None = None,
-               verbose: bool = False) -> SearchOutcome:
+def run_search(
+    space: SearchSpace,
+    *,
+    name: str | None = None,
+    storage: str | None = None,
+    address: str | None = None,
+    quiet: bool = False,
+    verify: bool | None = None,
+    verbose: bool = False,
+) -> SearchOutcome:
     """Start a new search of ``space`` in ``storage/name`` (see :class:`Experiment` for the layout).
 
     ``quiet`` silences the live progress; ``verbose`` adds each trial's epochs and its workers' output.
@@ -65,8 +72,9 @@ def run_search(space: SearchSpace, *, name: str | None = None, storage: str | No
     _check_storage(storage_root, "--storage" if storage else "the default storage ./experiments")
     exp = Experiment.at(storage_io.join(storage_root, name or default_name(space)))
     if storage_io.exists(exp.path("space.yaml")) or storage_io.exists(exp.path("tuner.pkl")):
-        raise UserError(f"{exp.root} exists already: resume it with `{resume_command(exp.root)}` "
-                        "or choose another --name")
+        raise UserError(
+            f"{exp.root} exists already: resume it with `{resume_command(exp.root)}` or choose another --name"
+        )
     if not storage_io.is_uri(exp.root) and os.path.exists(exp.root) and not os.path.isdir(exp.root):
         raise UserError(f"{exp.root} is a file, not an experiment folder; choose another --name")
     # everything a user can get wrong is checked before the experiment folder exists: a failed check
@@ -80,15 +88,28 @@ def run_search(space: SearchSpace, *, name: str | None = None, storage: str | No
         if storage_io.exists(exp.path("space.yaml")):
             raise UserError(f"{exp.root} was just created by another ddecs-search run; choose another --name")
         exp.write_space(space)
-        exp.update_record(status="starting", exp_uid=uuid.uuid4().hex[:12], started_at=time.time(),
-                          command=command, resume_command=resume_command(exp.root),
-                          num_samples=space.search.num_samples)
-        return _execute(exp, space, address=address, quiet=quiet, verify=verify, restore=False,
-                        verbose=verbose)
+        exp.update_record(
+            status="starting",
+            exp_uid=uuid.uuid4().hex[:12],
+            started_at=time.time(),
+            command=command,
+            resume_command=resume_command(exp.root),
+            num_samples=space.search.num_samples,
+        )
+        return _execute(
+            exp, space, address=address, quiet=quiet, verify=verify, restore=False, verbose=verbose
+        )
 
 
-def resume_search(exp_dir: str, *, address: str | None = None, quiet: bool = False,
-                  verify: bool | None = None, force: bool = False, verbose: bool = False) -> SearchOutcome:
+def resume_search(
+    exp_dir: str,
+    *,
+    address: str | None = None,
+    quiet: bool = False,
+    verify: bool | None = None,
+    force: bool = False,
+    verbose: bool = False,
+) -> SearchOutcome:
     """Continue an interrupted search: finished trials stay, running ones continue from their last epoch.
 
     Raises:
@@ -100,13 +121,16 @@ def resume_search(exp_dir: str, *, address: str | None = None, quiet: bool = Fal
         exp.read_space()  # raises "not an experiment directory"
     with DriverLock(exp.root, force=force, command=" ".join(shlex.quote(a) for a in sys.argv)) as lock:
         if lock.took_over:
-            print(f"notice: took over the lock of a driver that is gone ({describe_holder(lock.took_over)})",
-                  file=sys.stderr)
+            print(
+                f"notice: took over the lock of a driver that is gone ({describe_holder(lock.took_over)})",
+                file=sys.stderr,
+            )
         space = exp.read_space()
         _check_state(exp)
         check_data(space)
-        return _execute(exp, space, address=address, quiet=quiet, verify=verify, restore=True,
-                        verbose=verbose)
+        return _execute(
+            exp, space, address=address, quiet=quiet, verify=verify, restore=True, verbose=verbose
+        )
 
 
 def _check_state(exp: Experiment) -> None:
@@ -127,7 +151,6 @@ def _check_state(exp: Experiment) -> None:
             print(f"notice: {exc}", file=sys.stderr)
 
 
-
 class SearchInterrupted(KeyboardInterrupt):
     """Ctrl-C before or after Tune's loop (Tune itself stops gracefully); carries the experiment."""
 
@@ -136,46 +159,72 @@ class SearchInterrupted(KeyboardInterrupt):
         self.exp_root = exp_root
 
 
-def _execute(exp: Experiment, space: SearchSpace, *, address: str | None, quiet: bool, verify: bool | None,
-             restore: bool, verbose: bool = False) -> SearchOutcome:
+def _execute(
+    exp: Experiment,
+    space: SearchSpace,
+    *,
+    address: str | None,
+    quiet: bool,
+    verify: bool | None,
+    restore: bool,
+    verbose: bool = False,
+) -> SearchOutcome:
     try:
-        return _execute_inner(exp, space, address=address, quiet=quiet, verify=verify, restore=restore,
-                              verbose=verbose)
+        return _execute_inner(
+            exp, space, address=address, quiet=quiet, verify=verify, restore=restore, verbose=verbose
+        )
     except KeyboardInterrupt:
         exp.update_record(status="interrupted")
         raise SearchInterrupted(exp.root) from None
 
 
-def _execute_inner(exp: Experiment, space: SearchSpace, *, address: str | None, quiet: bool,
-                   verify: bool | None, restore: bool, verbose: bool = False) -> SearchOutcome:
+def _execute_inner(
+    exp: Experiment,
+    space: SearchSpace,
+    *,
+    address: str | None,
+    quiet: bool,
+    verify: bool | None,
+    restore: bool,
+    verbose: bool = False,
+) -> SearchOutcome:
     from ddecs_search.ray_setup import init_ray
 
     start = time.time()
     record = exp.read_record()
     if "exp_uid" not in record:  # run.json was deleted (its broken-state fix): a new identity for this run
-        record = exp.update_record(exp_uid=uuid.uuid4().hex[:12], resume_command=resume_command(exp.root),
-                                   num_samples=space.search.num_samples)
+        record = exp.update_record(
+            exp_uid=uuid.uuid4().hex[:12],
+            resume_command=resume_command(exp.root),
+            num_samples=space.search.num_samples,
+        )
     resources = init_ray(address, log_to_driver=verbose and not quiet)
     _check_fits(space, resources)
-    exp.update_record(status="running", pid=os.getpid(), host=os.uname().nodename, address=address,
-                      last_start_at=start)
+    exp.update_record(
+        status="running", pid=os.getpid(), host=os.uname().nodename, address=address, last_start_at=start
+    )
     blob, notices, objectives = _prepare(exp, space, resources, local=address is None, quiet=quiet)
-    tuner, broker = _make_tuner(exp, space, blob, objectives, record["exp_uid"], restore=restore,
-                                quiet=quiet)
+    tuner, broker = _make_tuner(exp, space, blob, objectives, record["exp_uid"], restore=restore, quiet=quiet)
     from ddecs_search.search import _callbacks
 
-    _callbacks.RUNTIME.update(exp_root=exp.root, quiet=quiet, started=start,
-                              verbosity=0 if quiet else 2 if verbose else 1)
+    _callbacks.RUNTIME.update(
+        exp_root=exp.root, quiet=quiet, started=start, verbosity=0 if quiet else 2 if verbose else 1
+    )
     _quiet_tune()
-    _say(quiet, f"search {space.name}: {space.search.num_samples} trials, {space.search.algorithm}, "
-                f"{space.search.max_concurrent} at a time -> {exp.root}")
+    _say(
+        quiet,
+        f"search {space.name}: {space.search.num_samples} trials, {space.search.algorithm}, "
+        f"{space.search.max_concurrent} at a time -> {exp.root}",
+    )
     fit_start = time.time()
     with _SigintWatch() as watch:
         results = tuner.fit()
     fit_s = time.time() - fit_start
     counts = _counts(results, space.search.num_samples)
-    finished = not watch.interrupted and \
-        counts.get("TERMINATED", 0) + counts.get("ERROR", 0) >= space.search.num_samples
+    finished = (
+        not watch.interrupted
+        and counts.get("TERMINATED", 0) + counts.get("ERROR", 0) >= space.search.num_samples
+    )
     if not finished:
         counts = _mark_interrupted(exp, space.search.num_samples)
     _faults.point("search-finished")  # crash tests: every trial done, latency table and record not written
@@ -184,12 +233,18 @@ def _execute_inner(exp: Experiment, space: SearchSpace, *, address: str | None, 
         from ddecs_search.search._shared_baseline import trial_cache_dir
 
         shutil.rmtree(trial_cache_dir(record["exp_uid"]).parent, ignore_errors=True)
-    errors = [f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
-              for e in results.errors]
+    errors = [
+        f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+        for e in results.errors
+    ]
     outcome = SearchOutcome(exp.root, finished, counts, time.time() - start, errors, notices=notices)
     fit_total = record.get("fit_s", 0.0) + fit_s
-    exp.update_record(status="finished" if finished else "interrupted", counts=counts, fit_s=fit_total,
-                      wall_s=record.get("wall_s", 0.0) + outcome.wall_s)
+    exp.update_record(
+        status="finished" if finished else "interrupted",
+        counts=counts,
+        fit_s=fit_total,
+        wall_s=record.get("wall_s", 0.0) + outcome.wall_s,
+    )
     if finished and (space.search.verify if verify is None else verify):
         from ddecs_search.search._verify import verify_front
 
@@ -215,9 +270,11 @@ class _SigintWatch:
 
         self.interrupted = False
         # Tune watches SIGINT only in the main thread of a process that runs fit() itself (not ray://)
-        self._active = (threading.current_thread() is threading.main_thread()
-                        and not ray.util.client.ray.is_connected()
-                        and os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0") == "0")
+        self._active = (
+            threading.current_thread() is threading.main_thread()
+            and not ray.util.client.ray.is_connected()
+            and os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0") == "0"
+        )
         if self._active:
             self._previous = signal.signal(signal.SIGINT, self._sentinel)
         return self
@@ -287,12 +344,15 @@ def _check_fits(space: SearchSpace, resources: dict[str, Any]) -> None:
     if need.cpu > resources.get("CPU", 0) or need.gpu > resources.get("GPU", 0):
         have = f"CPU={resources.get('CPU', 0):g}, GPU={resources.get('GPU', 0):g}"
         hint = " (set resources.gpu: 0 to run on CPU)" if need.gpu > resources.get("GPU", 0) else ""
-        raise UserError(f"'resources': one trial needs cpu={need.cpu:g}, gpu={need.gpu:g} but the Ray "
-                        f"cluster has {have}; lower them{hint} or connect to a bigger cluster with --address")
+        raise UserError(
+            f"'resources': one trial needs cpu={need.cpu:g}, gpu={need.gpu:g} but the Ray "
+            f"cluster has {have}; lower them{hint} or connect to a bigger cluster with --address"
+        )
 
 
-def _prepare(exp: Experiment, space: SearchSpace, resources: dict[str, Any], *, local: bool,
-             quiet: bool) -> tuple[Any, list[str], tuple]:
+def _prepare(
+    exp: Experiment, space: SearchSpace, resources: dict[str, Any], *, local: bool, quiet: bool
+) -> tuple[Any, list[str], tuple]:
     """The shared baseline (trained now, or the one a previous run stored) and the effective objectives."""
     from ddecs_search.search._objectives import effective_objectives
     from ddecs_search.search._shared_baseline import BaselineBlob, train_shared_baseline
@@ -305,30 +365,48 @@ def _prepare(exp: Experiment, space: SearchSpace, resources: dict[str, Any], *, 
         cpus = max(space.resources.cpu, resources.get("CPU", 1)) if local else space.resources.cpu
         b = space.backbone.baseline
         budget = f"{b.epochs}" if b.patience is None else f"until val stops improving, <= {b.epochs}"
-        _say(quiet, f"training the baseline {space.backbone.name} once for all trials "
-                    f"({budget} epochs, {cpus:g} CPU)...")
+        _say(
+            quiet,
+            f"training the baseline {space.backbone.name} once for all trials "
+            f"({budget} epochs, {cpus:g} CPU)...",
+        )
         t0 = time.time()
         # epoch checkpoints inside the experiment (local or shared folder): a kill resumes the baseline
         work_dir = None if storage_io.is_uri(exp.root) else exp.path("baseline", "training")
-        blob = train_shared_baseline(space, num_cpus=cpus, num_gpus=space.resources.gpu, quiet=quiet,
-                                     work_dir=work_dir)
+        blob = train_shared_baseline(
+            space, num_cpus=cpus, num_gpus=space.resources.gpu, quiet=quiet, work_dir=work_dir
+        )
         blob.store(exp)
         _faults.point("baseline-stored")
         if work_dir:  # stored (probe.json last): the epoch checkpoints are no longer needed
             shutil.rmtree(work_dir, ignore_errors=True)
-        _say(quiet, f"baseline: val accuracy {blob.meta.get('val_accuracy', float('nan')):.4f} "
-                    f"(best epoch {blob.meta.get('epochs')} of {blob.meta.get('epochs_trained')}) "
-                    f"in {time.time() - t0:.0f} s on {blob.probe.get('device')}")
+        _say(
+            quiet,
+            f"baseline: val accuracy {blob.meta.get('val_accuracy', float('nan')):.4f} "
+            f"(best epoch {blob.meta.get('epochs')} of {blob.meta.get('epochs_trained')}) "
+            f"in {time.time() - t0:.0f} s on {blob.probe.get('device')}",
+        )
     objectives, notices = effective_objectives(space, bool(blob.probe.get("energy_available")))
     for notice in notices:
         print(f"notice: {notice}", file=sys.stderr)
-    exp.update_record(objectives=[dataclasses.asdict(o) for o in objectives], notices=notices,
-                      baseline={"folder": blob.folder, **blob.probe, **blob.meta})
+    exp.update_record(
+        objectives=[dataclasses.asdict(o) for o in objectives],
+        notices=notices,
+        baseline={"folder": blob.folder, **blob.probe, **blob.meta},
+    )
     return blob, notices, objectives
 
 
-def _make_tuner(exp: Experiment, space: SearchSpace, blob: Any, objectives: tuple, exp_uid: str, *,
-                restore: bool, quiet: bool) -> tuple[Any, Any]:
+def _make_tuner(
+    exp: Experiment,
+    space: SearchSpace,
+    blob: Any,
+    objectives: tuple,
+    exp_uid: str,
+    *,
+    restore: bool,
+    quiet: bool,
+) -> tuple[Any, Any]:
     from ray import tune
 
     from ddecs_search.search._callbacks import ProgressCallback, TrialsTableCallback
@@ -340,40 +418,64 @@ def _make_tuner(exp: Experiment, space: SearchSpace, blob: Any, objectives: tupl
     from ddecs_search.search._trainable import TrialContext, search_trial, trial_dirname
     from ddecs_search.study import StudyMirror
 
-    broker = start_broker(f"ddecs-latency-{exp_uid}-{uuid.uuid4().hex[:6]}", _load_latency_table(exp),
-                          exp.path("latency_table.json"))
-    ctx = TrialContext(space=space, space_fn=ConditionalSpace.from_space(space), exp_root=exp.root,
-                       exp_uid=exp_uid, baseline=blob, broker=broker, objectives=tuple(objectives),
-                       asha=space.search.asha, rungs=active_rungs(space, objectives)[0])
-    trainable = tune.with_resources(tune.with_parameters(search_trial, ctx=ctx),
-                                    {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
+    broker = start_broker(
+        f"ddecs-latency-{exp_uid}-{uuid.uuid4().hex[:6]}",
+        _load_latency_table(exp),
+        exp.path("latency_table.json"),
+    )
+    ctx = TrialContext(
+        space=space,
+        space_fn=ConditionalSpace.from_space(space),
+        exp_root=exp.root,
+        exp_uid=exp_uid,
+        baseline=blob,
+        broker=broker,
+        objectives=tuple(objectives),
+        asha=space.search.asha,
+        rungs=active_rungs(space, objectives)[0],
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(search_trial, ctx=ctx), {"cpu": space.resources.cpu, "gpu": space.resources.gpu}
+    )
     if restore and tune.Tuner.can_restore(exp.root):
         try:
-            return tune.Tuner.restore(exp.root, trainable=trainable, resume_unfinished=True,
-                                      resume_errored=True), broker
+            return tune.Tuner.restore(
+                exp.root, trainable=trainable, resume_unfinished=True, resume_errored=True
+            ), broker
         except Exception as exc:  # (Tune's own state files are corrupt or of another version)
             from ddecs_search.experiment import StateFileError
 
             detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
-            problem = (f"Ray Tune cannot restore the search from its state files (tuner.pkl, "
-                       f"experiment_state-*.json: {type(exc).__name__}: {detail})")
-            raise StateFileError(exp.path("tuner.pkl"), problem,
-                                 "the finished trials' results stay in trials/ and trials.csv; start a new "
-                                 "search with `ddecs-search run` (another --name)") from None
+            problem = (
+                f"Ray Tune cannot restore the search from its state files (tuner.pkl, "
+                f"experiment_state-*.json: {type(exc).__name__}: {detail})"
+            )
+            raise StateFileError(
+                exp.path("tuner.pkl"),
+                problem,
+                "the finished trials' results stay in trials/ and trials.csv; start a new "
+                "search with `ddecs-search run` (another --name)",
+            ) from None
     return tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=make_search_alg(space, objectives),
-                                    scheduler=make_scheduler(space, objectives)
-                                    or make_rung_scheduler(space, objectives, exp.root),
-                                    num_samples=space.search.num_samples,
-                                    trial_dirname_creator=trial_dirname,
-                                    reuse_actors=True),  # imports + data once per worker (_worker.py)
+        tune_config=tune.TuneConfig(
+            search_alg=make_search_alg(space, objectives),
+            scheduler=make_scheduler(space, objectives) or make_rung_scheduler(space, objectives, exp.root),
+            num_samples=space.search.num_samples,
+            trial_dirname_creator=trial_dirname,
+            reuse_actors=True,
+        ),  # imports + data once per worker (_worker.py)
         run_config=tune.RunConfig(
-            name=exp.name, storage_path=exp.storage, verbose=0,
-            callbacks=[TrialsTableCallback(objectives, space.constraints, exp.root),
-                       StudyCallback(StudyMirror(exp.root, exp.name, ctx.space_fn, tuple(objectives),
-                                               space.constraints)),
-                       ProgressCallback(objectives, space.constraints, space.search.num_samples, quiet)],
+            name=exp.name,
+            storage_path=exp.storage,
+            verbose=0,
+            callbacks=[
+                TrialsTableCallback(objectives, space.constraints, exp.root),
+                StudyCallback(
+                    StudyMirror(exp.root, exp.name, ctx.space_fn, tuple(objectives), space.constraints)
+                ),
+                ProgressCallback(objectives, space.constraints, space.search.num_samples, quiet),
+            ],
             failure_config=tune.FailureConfig(max_failures=space.search.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),

@@ -28,8 +28,9 @@ def make_sampler(space: SearchSpace) -> Any:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if cfg.algorithm == "tpe":
             startup = min(10, max(2, cfg.num_samples // 4))
-            return optuna.samplers.TPESampler(seed=cfg.seed, multivariate=True, group=True,
-                                              constant_liar=True, n_startup_trials=startup)
+            return optuna.samplers.TPESampler(
+                seed=cfg.seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=startup
+            )
         population = cfg.population_size or min(50, max(4, cfg.num_samples // 3))
         return optuna.samplers.NSGAIISampler(seed=cfg.seed, population_size=population)
 
@@ -43,8 +44,13 @@ def make_search_alg(space: SearchSpace, objectives: Sequence[Objective]) -> Any:
 
     metric, mode = metric_and_mode(objectives)
     fn = ConditionalSpace.from_space(space)
-    searcher = FullFidelityOptunaSearch(space=fn, metric=metric, mode=mode, sampler=make_sampler(space),
-                                        points_to_evaluate=warm_start_points(space, fn) or None)
+    searcher = FullFidelityOptunaSearch(
+        space=fn,
+        metric=metric,
+        mode=mode,
+        sampler=make_sampler(space),
+        points_to_evaluate=warm_start_points(space, fn) or None,
+    )
     return ConcurrencyLimiter(searcher, max_concurrent=space.search.max_concurrent)
 
 
@@ -61,6 +67,12 @@ def make_scheduler(space: SearchSpace, objectives: Sequence[Objective]) -> Any:
 
     (objective,) = objectives
     # stop_last_trials=False: a trial that trains all its epochs goes on to its full evaluation
-    return ASHAScheduler(time_attr="epoch", metric=proxy_key(objective), mode=objective.mode,
-                         max_t=max(max(space.training.epochs), 1), grace_period=1, reduction_factor=2,
-                         stop_last_trials=False)
+    return ASHAScheduler(
+        time_attr="epoch",
+        metric=proxy_key(objective),
+        mode=objective.mode,
+        max_t=max(max(space.training.epochs), 1),
+        grace_period=1,
+        reduction_factor=2,
+        stop_last_trials=False,
+    )

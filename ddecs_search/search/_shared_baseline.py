@@ -93,8 +93,9 @@ def _usable_checkpoints(work_dir: Path) -> list[str]:
     return dropped
 
 
-def _train(space: SearchSpace, threads: int, quiet: bool, work_dir: str | None = None,
-           epochs_queue: Any = None) -> BaselineBlob:
+def _train(
+    space: SearchSpace, threads: int, quiet: bool, work_dir: str | None = None, epochs_queue: Any = None
+) -> BaselineBlob:
     """Body of the baseline task (runs in a Ray worker); each trained epoch goes to ``epochs_queue``.
 
     With ``work_dir`` (the experiment's ``baseline/training/`` on local or shared storage) the epoch
@@ -120,8 +121,17 @@ def _train(space: SearchSpace, threads: int, quiet: bool, work_dir: str | None =
             if epochs_queue is not None:
                 epochs_queue.put((epoch + 1, stats.get("loss")))
 
-        result = train_baseline(space.backbone.name, splits, space.dataset, space.backbone.baseline,
-                                device=device, cache_dir=cache, seed=0, quiet=quiet, on_epoch=on_epoch)
+        result = train_baseline(
+            space.backbone.name,
+            splits,
+            space.dataset,
+            space.backbone.baseline,
+            device=device,
+            cache_dir=cache,
+            seed=0,
+            quiet=quiet,
+            on_epoch=on_epoch,
+        )
         folder = result.path.parent
         weights = (folder / "backbone.pt").read_bytes()
         meta = json.loads((folder / "meta.json").read_text())
@@ -130,14 +140,20 @@ def _train(space: SearchSpace, threads: int, quiet: bool, work_dir: str | None =
         if resumed:
             meta["resumed_from_checkpoint"] = True
     meter = create_energy_meter(space.measurement.energy, device)
-    probe = {"device": device_name(device), "energy_available": bool(meter.available),
-             "energy_source": meter.source, "node_id": node_id(), "host": os.uname().nodename}
+    probe = {
+        "device": device_name(device),
+        "energy_available": bool(meter.available),
+        "energy_source": meter.source,
+        "node_id": node_id(),
+        "host": os.uname().nodename,
+    }
     meter.close()
     return BaselineBlob(folder.name, weights, meta, probe)
 
 
-def train_shared_baseline(space: SearchSpace, *, num_cpus: float, num_gpus: float,
-                          quiet: bool, work_dir: str | None = None) -> BaselineBlob:
+def train_shared_baseline(
+    space: SearchSpace, *, num_cpus: float, num_gpus: float, quiet: bool, work_dir: str | None = None
+) -> BaselineBlob:
     """Train the search's baseline in one Ray task with the given resources.
 
     Raises:

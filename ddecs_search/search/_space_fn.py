@@ -140,6 +140,9 @@ def build_candidate(space: SearchSpace, fn: ConditionalSpace, config: dict[str, 
     Built from the space alone (backbone, ``default_candidate``'s seed): merging over the whole
     ``default_candidate`` would leak its policy options into candidates of another policy kind.
     """
-    data = {"backbone": space.backbone.name, "seed": space.default_candidate.get("seed", 0),
-            **fn.candidate_override(config)}
+    data = {
+        "backbone": space.backbone.name,
+        "seed": space.default_candidate.get("seed", 0),
+        **fn.candidate_override(config),
+    }
     return from_dict(Candidate, data, "candidate")

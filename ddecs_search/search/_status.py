@@ -44,11 +44,11 @@ def search_status(exp_dir: str) -> dict[str, Any]:
     return {
         "experiment": exp.root,
         "name": space.name,
-        "total": int(len(trials)),
+        "total": len(trials),
         "num_samples": space.search.num_samples,
         "by_state": by_state,
-        "evaluated": int(len(evaluated)),
-        "feasible": int(len(feasible)),
+        "evaluated": len(evaluated),
+        "feasible": len(feasible),
         "best": best,
         "objectives": objectives,
         "elapsed_s": (end - started) if started else None,
@@ -89,8 +89,10 @@ def format_status(info: dict[str, Any]) -> str:
     lines.append(f"time: {_duration(elapsed)} elapsed, {_duration(info['trial_time_s'])} inside trials")
     driver = info["driver"]
     if driver == "gone":
-        lines.append("driver: not running (killed?); states above are as last recorded; continue with "
-                     f"`{info['resume_command']}`")
+        lines.append(
+            "driver: not running (killed?); states above are as last recorded; continue with "
+            f"`{info['resume_command']}`"
+        )
     elif driver == "interrupted":
         lines.append(f"driver: interrupted; continue with `{info['resume_command']}`")
     else:

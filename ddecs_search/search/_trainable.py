@@ -69,18 +69,20 @@ def search_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     try:
         resumed_epoch = _restore_checkpoint(tune.get_checkpoint(), workdir)
         metrics = _evaluate(ctx, candidate, workdir, _epoch_reporter(ctx, candidate))
-        metrics.update({
-            EVALUATED_KEY: True,
-            "full_fidelity": True,
-            "trial_id": trial_id,
-            "node_id": _node_id(),
-            "resumed_from_epoch": resumed_epoch,
-            "trial_started_at": started,
-            "trial_finished_at": time.time(),
-            "trial_wall_s": time.time() - started,
-            "baseline_key": ctx.baseline.folder,
-            **worker,
-        })
+        metrics.update(
+            {
+                EVALUATED_KEY: True,
+                "full_fidelity": True,
+                "trial_id": trial_id,
+                "node_id": _node_id(),
+                "resumed_from_epoch": resumed_epoch,
+                "trial_started_at": started,
+                "trial_finished_at": time.time(),
+                "trial_wall_s": time.time() - started,
+                "baseline_key": ctx.baseline.folder,
+                **worker,
+            }
+        )
         if ctx.asha:
             from ddecs_search.search._searcher import proxy_key
 
@@ -110,12 +112,24 @@ def _evaluate(ctx: TrialContext, candidate: Any, workdir: Path, on_epoch: Any) -
     from ddecs_search.search._latency_broker import isolated_latency_fn, measurement_lease
 
     m = ctx.space.measurement
-    table_fn = isolated_latency_fn(ctx.broker, ctx.space.backbone.name, warmup=m.warmup, repeats=m.repeats,
-                                   runtime=m.runtime, threads=m.threads)
-    return evaluate_candidate(ctx.space, candidate, workdir=workdir,
-                              baseline_dir=ctx.baseline.materialise(trial_cache_dir(ctx.exp_uid)),
-                              quiet=True, on_epoch=on_epoch, latency_fn=table_fn,
-                              energy_lease=measurement_lease(ctx.broker))
+    table_fn = isolated_latency_fn(
+        ctx.broker,
+        ctx.space.backbone.name,
+        warmup=m.warmup,
+        repeats=m.repeats,
+        runtime=m.runtime,
+        threads=m.threads,
+    )
+    return evaluate_candidate(
+        ctx.space,
+        candidate,
+        workdir=workdir,
+        baseline_dir=ctx.baseline.materialise(trial_cache_dir(ctx.exp_uid)),
+        quiet=True,
+        on_epoch=on_epoch,
+        latency_fn=table_fn,
+        energy_lease=measurement_lease(ctx.broker),
+    )
 
 
 def _epoch_reporter(ctx: TrialContext, candidate: Any) -> Any:
@@ -170,8 +184,10 @@ def _restore_checkpoint(checkpoint: Any, workdir: Path) -> int | None:
         for source in (Path(folder), Path(folder, PREVIOUS_DIR)):
             epoch = _usable_checkpoint(source)
             if epoch is None:
-                print(f"ddecs-search: checkpoint in {source} is unreadable; trying the one before",
-                      file=sys.stderr)
+                print(
+                    f"ddecs-search: checkpoint in {source} is unreadable; trying the one before",
+                    file=sys.stderr,
+                )
                 continue
             shutil.copy2(source / CHECKPOINT_FILE, workdir / CHECKPOINT_FILE)
             if source == Path(folder) and _usable_checkpoint(Path(folder, PREVIOUS_DIR)) is not None:
@@ -209,9 +225,16 @@ def _publish(exp: Experiment, trial_id: str, workdir: Path, flat: dict[str, Any]
 
 
 def _record(exp: Experiment, trial_id: str, flat: dict[str, Any], recovered: bool = False) -> None:
-    exp.record_evaluation(trial_id, {"trial_id": trial_id, "node_id": flat.get("node_id"),
-                                     "finished_at": flat.get("trial_finished_at"),
-                                     "wall_time_s": flat.get("wall_time_s"), "recovered": recovered})
+    exp.record_evaluation(
+        trial_id,
+        {
+            "trial_id": trial_id,
+            "node_id": flat.get("node_id"),
+            "finished_at": flat.get("trial_finished_at"),
+            "wall_time_s": flat.get("wall_time_s"),
+            "recovered": recovered,
+        },
+    )
 
 
 def _node_id() -> str:

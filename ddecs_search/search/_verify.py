@@ -19,9 +19,15 @@ from ddecs_search.config import Objective, SearchSpace
 from ddecs_search.experiment import Experiment
 from ddecs_search.metrics import STATIC_VALUES
 
-VERIFIED_COLUMNS = ("verified_latency_ms", "verified_latency_p95_ms", "verified_baseline_latency_ms",
-                    "verified_speedup", "verified_latency_source", "verified_device",
-                    "expected_over_verified")
+VERIFIED_COLUMNS = (
+    "verified_latency_ms",
+    "verified_latency_p95_ms",
+    "verified_baseline_latency_ms",
+    "verified_speedup",
+    "verified_latency_source",
+    "verified_device",
+    "expected_over_verified",
+)
 
 
 def pick_front(trials: Any, objectives: Sequence[Objective], top: int) -> list[str]:
@@ -99,14 +105,22 @@ def _measure(space: SearchSpace, files: dict[str, bytes]) -> dict[str, Any]:
     threads = space.measurement.threads if device.type == "cpu" else None
     how = "end-to-end batch 1, isolated after the search"
     source = latency_source(backend.runtime_name, device_name(device), threads, how)
-    return {"verified_latency_ms": early.mean_ms, "verified_latency_p95_ms": early.p95_ms,
-            "verified_baseline_latency_ms": static.mean_ms, "verified_speedup": timing["speedup"],
-            "verified_latency_source": source, "verified_device": device_name(device),
-            "verified_node_id": node_id(), "verified_samples": n, "verified_pid": os.getpid()}
+    return {
+        "verified_latency_ms": early.mean_ms,
+        "verified_latency_p95_ms": early.p95_ms,
+        "verified_baseline_latency_ms": static.mean_ms,
+        "verified_speedup": timing["speedup"],
+        "verified_latency_source": source,
+        "verified_device": device_name(device),
+        "verified_node_id": node_id(),
+        "verified_samples": n,
+        "verified_pid": os.getpid(),
+    }
 
 
-def verify_front(exp: Experiment, space: SearchSpace, objectives: Sequence[Objective], *,
-                 quiet: bool = False) -> list[dict[str, Any]]:
+def verify_front(
+    exp: Experiment, space: SearchSpace, objectives: Sequence[Objective], *, quiet: bool = False
+) -> list[dict[str, Any]]:
     """Measure the picks (serially), write ``verified.csv`` and merge the columns into the trials table."""
     import pandas as pd
     import ray
@@ -131,22 +145,32 @@ def verify_front(exp: Experiment, space: SearchSpace, objectives: Sequence[Objec
             measured = ray.get(task.remote(space, files))  # one at a time: nothing else runs meanwhile
         except Exception as exc:  # (a corrupt artefact must not lose the finished search)
             cause = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            _say(quiet, f"verify: {trial_id}: its files in {folder} (model.pt, spec.json, policy.json) could "
-                        f"not be loaded ({cause}); skipped. Delete that folder and `ddecs-search resume` "
-                        "evaluates the trial again")
+            _say(
+                quiet,
+                f"verify: {trial_id}: its files in {folder} (model.pt, spec.json, policy.json) could "
+                f"not be loaded ({cause}); skipped. Delete that folder and `ddecs-search resume` "
+                "evaluates the trial again",
+            )
             continue
         row = trials[trials["trial_id"].astype(str) == trial_id].iloc[0]
-        out = {"trial_id": trial_id, "summary": row.get("summary"),
-               **{o.name: row.get(o.name) for o in objectives},
-               "expected_latency_ms": row.get("expected_latency_ms"),
-               "in_trial_latency_ms": row.get("latency_ms"), **measured}
+        out = {
+            "trial_id": trial_id,
+            "summary": row.get("summary"),
+            **{o.name: row.get(o.name) for o in objectives},
+            "expected_latency_ms": row.get("expected_latency_ms"),
+            "in_trial_latency_ms": row.get("latency_ms"),
+            **measured,
+        }
         expected = out.get("expected_latency_ms")
         out["expected_over_verified"] = expected / out["verified_latency_ms"] if expected else float("nan")
         rows.append(out)
         _faults.point("verify-pick")  # crash tests: during verify, some picks measured
-        _say(quiet, f"verify: {trial_id} latency {out['verified_latency_ms']:.4f} ms end to end (table "
-                    f"{expected:.4f} ms, ratio {out['expected_over_verified']:.3f}), speedup "
-                    f"{out['verified_speedup']:.2f}x")
+        _say(
+            quiet,
+            f"verify: {trial_id} latency {out['verified_latency_ms']:.4f} ms end to end (table "
+            f"{expected:.4f} ms, ratio {out['expected_over_verified']:.3f}), speedup "
+            f"{out['verified_speedup']:.2f}x",
+        )
     frame = pd.DataFrame(rows)
     storage.write_text(exp.path("verified.csv"), frame.to_csv(index=False))
     merged = trials.drop(columns=[c for c in trials.columns if c.startswith("verified_")])

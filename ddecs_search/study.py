@@ -40,7 +40,8 @@ def load_study(exp_dir: str | Path) -> Any:
     """The experiment's Optuna study (read it with any Optuna tool).
 
     Raises:
-        FileNotFoundError: the experiment has no ``optuna.db`` (a remote one, or made before it existed).
+        FileNotFoundError: the experiment has no ``optuna.db`` (a remote one, or made before it existed),
+            or no study in it yet.
     """
     import optuna
 
@@ -50,6 +51,8 @@ def load_study(exp_dir: str | Path) -> Any:
             f"{exp_dir}: no {STUDY_FILE} (written by `ddecs-search run` for local experiment folders)"
         )
     names = optuna.get_all_study_names(storage=url)  # one per experiment (named after it when created)
+    if not names:  # the file exists but the driver stopped before it created the study
+        raise FileNotFoundError(f"{exp_dir}: {STUDY_FILE} holds no study yet (no trial finished)")
     return optuna.load_study(study_name=names[0] if len(names) == 1 else None, storage=url)
 
 

@@ -171,6 +171,9 @@ def verify_front(
             f"{expected:.4f} ms, ratio {out['expected_over_verified']:.3f}), speedup "
             f"{out['verified_speedup']:.2f}x",
         )
+    if not rows:  # every pick was skipped (no deployable policy, unreadable files): nothing to merge
+        _say(quiet, "verify: no pick could be re-measured")
+        return []
     frame = pd.DataFrame(rows)
     storage.write_text(exp.path("verified.csv"), frame.to_csv(index=False))
     merged = trials.drop(columns=[c for c in trials.columns if c.startswith("verified_")])

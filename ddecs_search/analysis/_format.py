@@ -17,12 +17,9 @@ if TYPE_CHECKING:
 FORMATS = ("table", "csv", "json")
 CONFIG_PREFIX = "config/"
 _INTERNAL_COLUMNS = ("feasible",)
-# Chosen-on metrics (val_*, expected_*) first, then the test and measured figures shown beside them.
-TABLE_COLUMNS = (
-    "experiment",
-    "group",
-    "trial_id",
-    "summary",
+# The figures a front row shows: chosen-on metrics (val_*, expected_*) first, then the test and
+# measured ones shown beside them (the report's comparison table uses the same list).
+FRONT_FIGURES = (
     "val_accuracy",
     "accuracy",
     "val_accuracy_drop",
@@ -34,8 +31,8 @@ TABLE_COLUMNS = (
     "verified_speedup",
     "energy_mj",
     "macs",
-    "crowding",
 )
+TABLE_COLUMNS = ("experiment", "group", "trial_id", "summary", *FRONT_FIGURES, "crowding")
 _MAX_CELL = 28  # table format: longer text is cut with an ellipsis
 _WIDE_CELLS = {"summary": 72}
 

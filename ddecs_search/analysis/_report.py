@@ -12,6 +12,7 @@ import numpy as np
 from ddecs_search._imports import require
 from ddecs_search.analysis._constraints import Constraint
 from ddecs_search.analysis._exit_stats import ExitDetails, load_exit_details
+from ddecs_search.analysis._format import FRONT_FIGURES
 from ddecs_search.analysis._pareto import experiment_front
 from ddecs_search.analysis._select import best_for_accuracy_floor, best_under_budget, knee_point
 from ddecs_search.analysis._trials import (
@@ -253,18 +254,7 @@ def build_report_data(
 
 
 # after the objectives: the other chosen-on figures, then test and measured ones shown beside them
-COMPARISON_METRICS = (
-    "val_accuracy",
-    "accuracy",
-    "expected_latency_ms",
-    "latency_ms",
-    "verified_latency_ms",
-    "expected_speedup",
-    "speedup",
-    "verified_speedup",
-    "energy_mj",
-    "macs",
-)
+COMPARISON_METRICS = FRONT_FIGURES
 COMPARISON_TEXT = ("summary", "latency_source")
 BASELINE_ROLE = "static network (no early exit)"
 ORACLE_ROLE = "oracle policy on the knee's exits (bound)"

@@ -1,9 +1,9 @@
 """Per-epoch proxy of a single accuracy-type objective, for ASHA early stopping.
 
-After each branch-training epoch the checkpointed model's exit table on *val* is scored with a
-threshold policy fitted on that same table (MAC costs, the candidate's cost weight): a cheap,
-monotone stand-in for the final validation accuracy that ranks candidates at low fidelity. Only full
-evaluations ever reach Optuna or the Pareto front.
+After each branch-training epoch the checkpointed model's exit table on validation is scored with a
+threshold policy fitted on its fit part and scored on its selection part (MAC costs, the candidate's
+cost weight): a cheap stand-in for the final validation accuracy that ranks candidates at low
+fidelity. Only full evaluations ever reach Optuna or the Pareto front.
 """
 
 from __future__ import annotations
@@ -14,17 +14,21 @@ from typing import Any
 from ddecs_search.config import Candidate, Objective, PolicyConfig, SearchSpace
 
 
-class EpochProxy:
-    """Callable ``(checkpoint_path) -> proxy value`` of one trial's objective; loads val data once."""
+class CheckpointScorer:
+    """``(checkpoint_path) -> (accuracy, cost)`` of one trial's epoch checkpoint; loads val data once.
 
-    def __init__(
-        self, space: SearchSpace, candidate: Candidate, objective: Objective, baseline_val_accuracy: float
-    ) -> None:
-        self.space, self.candidate, self.objective = space, candidate, objective
-        self.baseline_val_accuracy = baseline_val_accuracy
+    The checkpointed model's exit table on validation is split like a full evaluation's: a threshold
+    policy (MAC costs, the candidate's λ) is fitted on the fit part and scored on the selection part,
+    giving the selection-part accuracy and the mean normalised MAC cost of the exits it takes. Shared
+    by ASHA's per-epoch proxy and the multi-objective rung scheduler.
+    """
+
+    def __init__(self, space: SearchSpace, candidate: Candidate) -> None:
+        self.space, self.candidate = space, candidate
         self._loader: Any = None
+        self._num_classes = 0
 
-    def __call__(self, checkpoint_path: Path) -> float:
+    def __call__(self, checkpoint_path: Path) -> tuple[float, float]:
         from ddecs_search.artifacts import build_model
         from ddecs_search.models import backbone_info
         from ddecs_search.policies import ExitTable, create_policy, score_decisions
@@ -32,11 +36,11 @@ class EpochProxy:
         from ddecs_search.training import load_checkpoint
 
         device = resolve_device(self.space.measurement.device)
-        info = backbone_info(self.candidate.backbone)
+        c = self.candidate
         if self._loader is None:
             from ddecs_search.data import load_splits, make_loader
 
-            splits = load_splits(self.space.dataset, info.input_shape)
+            splits = load_splits(self.space.dataset, backbone_info(c.backbone).input_shape)
             self._loader = make_loader(
                 splits.val,
                 batch_size=512,
@@ -46,18 +50,34 @@ class EpochProxy:
                 device=device,
             )
             self._num_classes = splits.num_classes
-        c = self.candidate
         model = build_model(c, self._num_classes)
         model.load_state_dict(load_checkpoint(checkpoint_path)["model"])
         model.to(device).eval()
         table = ExitTable.from_model(model, self._loader, device)
+        data = self.space.dataset
+        fit, select = table.split_selection(data.selection_fraction, data.split_seed)
         cfg = PolicyConfig(
             kind="threshold", cost_weight=c.policy.cost_weight, cost="macs", metric=c.policy.metric
         )
         costs = mac_costs(model).normalised_path()
         policy = create_policy(cfg)
-        policy.fit(table, costs, cfg.cost_weight)
-        accuracy = score_decisions(table, policy.decide_table(table), costs).accuracy
+        policy.fit(fit, costs, cfg.cost_weight)
+        stats = score_decisions(select, policy.decide_table(select), costs)
+        return float(stats.accuracy), float(stats.cost)
+
+
+class EpochProxy:
+    """Callable ``(checkpoint_path) -> proxy value`` of one trial's single accuracy-type objective."""
+
+    def __init__(
+        self, space: SearchSpace, candidate: Candidate, objective: Objective, baseline_val_accuracy: float
+    ) -> None:
+        self.objective = objective
+        self.baseline_val_accuracy = baseline_val_accuracy
+        self._score = CheckpointScorer(space, candidate)
+
+    def __call__(self, checkpoint_path: Path) -> float:
+        accuracy, _ = self._score(checkpoint_path)
         if self.objective.name == "val_accuracy_drop":
             return float(self.baseline_val_accuracy - accuracy)
-        return float(accuracy)
+        return accuracy

@@ -115,60 +115,19 @@ class RungProxy:
     """``(epoch, checkpoint_path) -> rung metrics`` of one trial ({} off a rung); loads val data once."""
 
     def __init__(self, space: SearchSpace, candidate: Candidate, rungs: Sequence[int]) -> None:
-        self.space, self.candidate = space, candidate
+        from ddecs_search.search._fidelity import CheckpointScorer
+
         # the last epoch of this candidate goes on to its full evaluation: no rung there
         self.rungs = {r for r in rungs if r < candidate.training.epochs}
-        self._loader: Any = None
+        self._score = CheckpointScorer(space, candidate)
 
     def __call__(self, epoch: int, checkpoint_path: Path) -> dict[str, float]:
         if epoch not in self.rungs:
             return {}
-        from ddecs_search.models import MultiExitNet, backbone_info, create_backbone
-        from ddecs_search.policies import ExitTable, create_policy, score_decisions
-        from ddecs_search.profiling import mac_costs, resolve_device
-        from ddecs_search.training import load_checkpoint
-
-        device = resolve_device(self.space.measurement.device)
-        c = self.candidate
-        if self._loader is None:
-            from ddecs_search.data import load_splits, make_loader
-
-            splits = load_splits(self.space.dataset, backbone_info(c.backbone).input_shape)
-            self._loader = make_loader(
-                splits.val,
-                batch_size=512,
-                shuffle=False,
-                seed=0,
-                num_workers=self.space.dataset.num_workers,
-                device=device,
-            )
-            self._num_classes = splits.num_classes
-        model = MultiExitNet(
-            create_backbone(c.backbone, num_classes=self._num_classes), c.exit_points, c.branches
-        )
-        model.load_state_dict(load_checkpoint(checkpoint_path)["model"])
-        model.to(device).eval()
-        table = ExitTable.from_model(model, self._loader, device)
-        fit, select = table.split_selection(
-            self.space.dataset.selection_fraction, self.space.dataset.split_seed
-        )
-        from ddecs_search.config import PolicyConfig
-
-        cfg = PolicyConfig(
-            kind="threshold", cost_weight=c.policy.cost_weight, cost="macs", metric=c.policy.metric
-        )
-        costs = mac_costs(model).normalised_path()
-        policy = create_policy(cfg)
-        policy.fit(fit, costs, cfg.cost_weight)
-        stats = score_decisions(select, policy.decide_table(select), costs)
         from ddecs_search.search._worker import current_trial
 
-        return {
-            RUNG_EPOCH: epoch,
-            RUNG_ACCURACY: float(stats.accuracy),
-            RUNG_COST: float(stats.cost),
-            **current_trial(),
-        }
+        accuracy, cost = self._score(checkpoint_path)
+        return {RUNG_EPOCH: epoch, RUNG_ACCURACY: accuracy, RUNG_COST: cost, **current_trial()}
 
 
 # ----------------------------------------------------------------------------------- driver side

@@ -54,6 +54,18 @@ class BranchSpec:
             fail("dropout", f"must be in [0, 1), got {self.dropout}")
 
 
+def _check_recipe(cfg: TrainingConfig | BaselineConfig) -> None:
+    """The optimiser settings branch training and baseline training share, under the same rules."""
+    if cfg.lr <= 0:
+        fail("lr", f"must be > 0, got {cfg.lr}")
+    if cfg.batch_size < 1:
+        fail("batch_size", f"must be >= 1, got {cfg.batch_size}")
+    if cfg.weight_decay < 0:
+        fail("weight_decay", f"must be >= 0, got {cfg.weight_decay}")
+    if not 0.0 <= cfg.label_smoothing < 1.0:
+        fail("label_smoothing", f"must be in [0, 1), got {cfg.label_smoothing}")
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     """How exit branches are trained.
@@ -75,16 +87,9 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if self.epochs < 0:
             fail("epochs", f"must be >= 0, got {self.epochs}")
-        if self.lr <= 0:
-            fail("lr", f"must be > 0, got {self.lr}")
-        if self.batch_size < 1:
-            fail("batch_size", f"must be >= 1, got {self.batch_size}")
-        if self.weight_decay < 0:
-            fail("weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check_recipe(self)
         if self.loss_weights is not None and any(w < 0 for w in self.loss_weights):
             fail("loss_weights", f"must be non-negative, got {list(self.loss_weights)}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            fail("label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
 
 
 @dataclass(frozen=True)
@@ -110,14 +115,7 @@ class BaselineConfig:
             fail("epochs", f"must be >= 0, got {self.epochs}")
         if self.patience is not None and self.patience < 1:
             fail("patience", f"must be >= 1 or null (no early stopping), got {self.patience}")
-        if self.lr <= 0:
-            fail("lr", f"must be > 0, got {self.lr}")
-        if self.batch_size < 1:
-            fail("batch_size", f"must be >= 1, got {self.batch_size}")
-        if self.weight_decay < 0:
-            fail("weight_decay", f"must be >= 0, got {self.weight_decay}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            fail("label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
+        _check_recipe(self)
 
 
 @dataclass(frozen=True)

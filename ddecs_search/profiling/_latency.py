@@ -127,25 +127,49 @@ def latency_costs(
     check_on_device(model, device)
     x = _single_input(model, device, sample)
     with eval_mode(model), torch.inference_mode(), _on(device):
-        jobs: list[tuple[Callable[[torch.Tensor], Any], torch.Tensor]] = []
-        h = x
-        last = model.num_exits - 1
-        for k in range(model.num_exits):
-            jobs.append((lambda t, k=k: model.run_stage(k, t), h))
-            h = model.run_stage(k, h)
-            if k < last:
-                jobs.append((lambda t, k=k: model.exit_logits(k, t), h))
-        jobs.append((model.backbone, x))
-        times = _round_robin(jobs, _module_timer(device), warmup, repeats)  # (modules, repeats)
-    medians = np.median(times, axis=1)
-    stage_idx = [2 * k for k in range(model.num_exits)]  # jobs alternate stage, branch, ..., last stage
-    branch_idx = [2 * k + 1 for k in range(last)]
+        return module_table(
+            model.run_stage,
+            model.exit_logits,
+            model.backbone,
+            x,
+            model.num_exits,
+            _module_timer(device),
+            warmup=warmup,
+            repeats=repeats,
+            source=f"measured:{device_name(device)}",
+        )
+
+
+def module_table(
+    run_stage: Callable[[int, Any], Any],
+    run_branch: Callable[[int, Any], Any],
+    static: Callable[[Any], Any],
+    x: Any,
+    num_exits: int,
+    timer: Timer,
+    *,
+    warmup: int,
+    repeats: int,
+    source: str,
+) -> ExitCosts:
+    """The per-module latency table of any runtime: each stage, branch and the static network timed on
+    its real input (stage ``k`` on stage ``k - 1``'s output), interleaved round-robin; medians in ms."""
+    jobs: list[tuple[Callable[[Any], Any], Any]] = []
+    h = x
+    last = num_exits - 1
+    for k in range(num_exits):
+        jobs.append((lambda t, k=k: run_stage(k, t), h))
+        h = run_stage(k, h)
+        if k < last:
+            jobs.append((lambda t, k=k: run_branch(k, t), h))
+    jobs.append((static, x))
+    medians = np.median(_round_robin(jobs, timer, warmup, repeats), axis=1)  # (modules,)
     return ExitCosts(
-        stage=medians[stage_idx],
-        branch=medians[branch_idx],
+        stage=medians[[2 * k for k in range(num_exits)]],  # jobs alternate stage, branch, ..., last stage
+        branch=medians[[2 * k + 1 for k in range(last)]],
         static=float(medians[-1]),
         unit="ms",
-        source=f"measured:{device_name(device)}",
+        source=source,
     )
 
 

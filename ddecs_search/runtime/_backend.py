@@ -25,7 +25,7 @@ from ddecs_search.profiling import (
     check_counts,
     device_name,
     host_timer,
-    round_robin,
+    module_table,
     single_input,
     time_pass,
     warm_up,
@@ -289,22 +289,15 @@ class OnnxRuntimeBackend(InferenceBackend):
         check_counts(warmup=warmup, repeats=repeats)
         r = self.runner
         x = self.native(single_input(self.model, torch.device("cpu"), sample))
-        jobs: list[tuple[Callable[[Any], Any], Any]] = []
-        h = x
-        last = r.num_exits - 1
-        for k in range(r.num_exits):
-            jobs.append((lambda t, k=k: r.run_stage(k, t), h))
-            h = r.run_stage(k, h)
-            if k < last:
-                jobs.append((lambda t, k=k: r.run_branch(k, t), h))
-        jobs.append((r.static, x))
-        times = round_robin(jobs, host_timer(self.device), warmup, repeats)
-        medians = np.median(times, axis=1)
-        return ExitCosts(
-            stage=medians[[2 * k for k in range(r.num_exits)]],
-            branch=medians[[2 * k + 1 for k in range(last)]],
-            static=float(medians[-1]),
-            unit="ms",
+        return module_table(
+            r.run_stage,
+            r.run_branch,
+            r.static,
+            x,
+            r.num_exits,
+            host_timer(self.device),
+            warmup=warmup,
+            repeats=repeats,
             source=f"measured:{self.source}",
         )
 

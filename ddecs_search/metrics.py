@@ -119,7 +119,6 @@ _CATALOGUE: tuple[Metric, ...] = (
         "mean batch-1 time of real early-exit inference, decisions included (see latency_source)",
         device_bound=True,
         baseline="baseline_latency_ms",
-        oracle="oracle_expected_latency_ms",
     ),
     _m(
         "latency_p95_ms",

@@ -60,8 +60,14 @@ def test_rule_stops_a_dominated_point_and_never_a_non_dominated_one():
         should_stop((0.9, 0.5), [], ACC_COST, 0)
 
 
-def test_scheduler_decides_per_rung_persists_its_table_and_survives_pickling(tmp_path):
+def test_scheduler_decides_per_rung_persists_its_table_and_survives_pickling(tmp_path, monkeypatch):
     from ray.tune.schedulers import TrialScheduler
+
+    from ddecs_search.search._callbacks import RUNTIME
+
+    # a search run earlier in this process left its experiment in the driver's RUNTIME (the runner
+    # sets it before every fit); this scheduler must use its own folder
+    monkeypatch.setitem(RUNTIME, "exp_root", None)
 
     from ddecs_search.search._scheduler import (
         RUNG_ACCURACY,

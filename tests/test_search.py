@@ -98,6 +98,9 @@ def test_tiny_search_records_trials_metrics_failures_and_verification(local_ray,
     counts = Experiment.at(exp_dir).evaluation_counts()
     assert counts == {t: 1 for t in done["trial_id"]}
     # the final picks were re-measured end to end
+    if not (exp_dir / "verified.csv").exists():  # the static network dominated every trial: no pick
+        assert "verify: no feasible front to re-measure" in out, out
+        return
     verified = pd.read_csv(exp_dir / "verified.csv", dtype={"trial_id": str})
     assert len(verified) >= 1 and (verified["verified_latency_ms"] > 0).all()
     ratio = verified["expected_latency_ms"] / verified["verified_latency_ms"]

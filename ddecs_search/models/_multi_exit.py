@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -13,6 +13,8 @@ from torch import nn
 from ddecs_search.config import BranchSpec
 from ddecs_search.models._backbone import Backbone
 from ddecs_search.models._branch import build_branch
+
+_T = TypeVar("_T")
 
 
 class OnlineExitPolicy(Protocol):
@@ -122,20 +124,19 @@ class MultiExitNet(nn.Module):
 
     def forward_with_hidden(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """Like :meth:`forward`, with each exit's pooled hidden features (:meth:`exit_logits_and_hidden`)."""
-        outs = []
-        h = x
-        for k in range(self.num_exits):
-            h = self.run_stage(k, h)
-            outs.append(self.exit_logits_and_hidden(k, h))
-        return outs
+        return self._at_every_exit(x, self.exit_logits_and_hidden)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """All exits' logits, ``num_exits`` tensors of shape ``(B, num_classes)`` (for training)."""
+        return self._at_every_exit(x, self.exit_logits)
+
+    def _at_every_exit(self, x: torch.Tensor, at_exit: Callable[[int, torch.Tensor], _T]) -> list[_T]:
+        """Run every stage in turn and ``at_exit(k, h)`` on each exit's input (one loop for both passes)."""
         outs = []
         h = x
         for k in range(self.num_exits):
             h = self.run_stage(k, h)
-            outs.append(self.exit_logits(k, h))
+            outs.append(at_exit(k, h))
         return outs
 
     @torch.no_grad()

@@ -159,20 +159,10 @@ class SearchInterrupted(KeyboardInterrupt):
         self.exp_root = exp_root
 
 
-def _execute(
-    exp: Experiment,
-    space: SearchSpace,
-    *,
-    address: str | None,
-    quiet: bool,
-    verify: bool | None,
-    restore: bool,
-    verbose: bool = False,
-) -> SearchOutcome:
+def _execute(exp: Experiment, space: SearchSpace, **options: Any) -> SearchOutcome:
+    """:func:`_execute_inner` (same keyword options), recording an interrupted run in ``run.json``."""
     try:
-        return _execute_inner(
-            exp, space, address=address, quiet=quiet, verify=verify, restore=restore, verbose=verbose
-        )
+        return _execute_inner(exp, space, **options)
     except KeyboardInterrupt:
         exp.update_record(status="interrupted")
         raise SearchInterrupted(exp.root) from None

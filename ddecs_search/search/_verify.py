@@ -58,6 +58,20 @@ def pick_front(trials: Any, objectives: Sequence[Objective], top: int) -> list[s
     return [str(front["trial_id"].iloc[i]) for i in order[:top]]
 
 
+def _why_no_picks(trials: Any, objectives: Sequence[Objective]) -> str:
+    """Why :func:`pick_front` found nothing: a user reading the log must tell "the static network wins"
+    (a real result: deploy the static network) from "no trial finished feasible" (a search problem)."""
+    if trials.empty or "feasible" not in trials.columns:
+        return "no trial has been evaluated"
+    done = trials[(trials["feasible"] == True) & (trials["full_fidelity"] == True)]  # noqa: E712
+    if done.empty:
+        return "no feasible, fully evaluated trial"
+    return (
+        f"the static network dominates every feasible trial ({len(done)}) on "
+        f"{', '.join(o.name for o in objectives)}: deploy the static network"
+    )
+
+
 def _static_point(trials: Any, names: Sequence[str]) -> np.ndarray | None:
     """The static network's objective vector from the ``baseline_*`` columns trials report (or None)."""
     import pandas as pd
@@ -128,7 +142,7 @@ def verify_front(
     trials = exp.read_trials()
     picks = pick_front(trials, objectives, space.search.verify_top)
     if not picks:
-        _say(quiet, "verify: no feasible front to re-measure")
+        _say(quiet, f"verify: {_why_no_picks(trials, objectives)}; nothing to re-measure")
         return []
     _say(quiet, f"verify: re-measuring {len(picks)} Pareto pick(s) end to end in isolation ...")
     task = ray.remote(num_cpus=space.resources.cpu, num_gpus=space.resources.gpu)(_measure)

@@ -98,6 +98,16 @@ def _check_graphs_match_torch(net: MultiExitNet, batch: int = 3) -> None:
                 want = exit_features(torch.from_numpy(got_logits), None)[:, :3].numpy()
                 np.testing.assert_allclose(got_feats, want, rtol=1e-5, atol=1e-6, err_msg=f"branch {k}")
         np.testing.assert_allclose(runner.static(x.numpy()), net.backbone(x).numpy(), rtol=1e-4, atol=1e-4)
+    # the batch-1 If graph (every exit nested), forced out at each exit: that exit, its module's prediction
+    from ddecs_search.runtime._backend import forced_thresholds
+
+    one = x[:1].numpy()
+    h1 = one
+    for k in range(net.num_exits):
+        h1 = runner.run_stage(k, h1)
+        logits1 = h1 if k == net.num_exits - 1 else runner.run_branch(k, h1)[0]
+        pred, ex = runner.run_fused(one, forced_thresholds(net.num_exits, k))
+        assert ex.tolist() == [k] and pred.tolist() == [int(logits1.argmax())], f"exit {k}"
 
 
 @pytest.mark.parametrize("backbone", ["lenet", "resnet20"])

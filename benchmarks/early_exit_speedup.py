@@ -1,16 +1,23 @@
 """Static vs early-exit inference, in eager PyTorch and in ONNX Runtime, measured side by side in one run.
 
 One candidate (the space's default: a 2-exit LeNet-style network on Fashion-MNIST, frozen branches,
-threshold policy tuned on validation) is trained and evaluated as a search trial would be (in the space's
-``measurement.runtime``; the top-level figures are those). Then four contenders are timed over the same
-test samples, interleaved round by round with a rotating order, >= 5 rounds: the static network and
-early-exit inference in eager PyTorch and in ONNX Runtime (CPU, same thread count): batch-1 latency
-(decision overhead and batch handling included) and batched throughput (the batch shrinks as samples
-leave). Medians over rounds with the min-max spread. Accuracy is that of real early-exit inference on the
-test split, in each runtime.
+threshold policy) is trained and evaluated as a search trial would be (in the space's
+``measurement.runtime``; the top-level figures are those). The policy's cost weight (lambda) is chosen as a
+search would, never on test: for each lambda of ``--cost-weights`` the policy is fitted on the *fit* part
+of validation and scored on the disjoint *selection* part; the chosen lambda is the one with the lowest
+expected latency (the runtime's latency table weighted by the selection part's exits) among those whose
+selection-part accuracy drop against the static network is <= ``--max-val-drop`` (default 0.01 = 1 pt);
+if none qualifies, the smallest drop. ``--cost-weights candidate`` keeps the candidate's own lambda. Then
+four contenders are timed over the same test samples, interleaved round by round with a rotating order,
+>= 5 rounds: the static network and early-exit inference in eager PyTorch and in ONNX Runtime (CPU, same
+thread count; ONNX Runtime runs batch-1 early exit as one graph with If nodes): batch-1 latency (decision
+overhead and batch handling included) and batched throughput (the batch shrinks as samples leave). Medians
+over rounds with the min-max spread. Accuracy is that of real early-exit inference on the test split, in
+each runtime. ``table/meas``: each runtime's latency table (decisions included), weighted by the timed
+samples' own exits, over their measured batch-1 early-exit latency (1.0 = the table predicts the runner).
 
     python benchmarks/early_exit_speedup.py [--quick] [--json] [--space FILE] [--candidate JSON] [--rounds N]
-"""
+        [--cost-weights LIST|candidate] [--max-val-drop FRACTION]"""
 
 from __future__ import annotations
 
@@ -33,13 +40,27 @@ def main() -> None:
     p.add_argument("--space", default=str(ROOT / "search_spaces" / "fashion_mnist_quick.yaml"))
     p.add_argument("--candidate", default="{}", help="JSON merged over the space's default candidate")
     p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds per contender (>= 5)")
+    p.add_argument(
+        "--cost-weights",
+        default=",".join(str(v) for v in DEFAULT_COST_WEIGHTS),
+        help="comma-separated lambdas to choose from on the selection part of validation (never test), or "
+        "'candidate' to keep the candidate's own; default %(default)s",
+    )
+    p.add_argument(
+        "--max-val-drop",
+        type=float,
+        default=0.01,
+        help="largest selection-part accuracy drop vs the static network a lambda may have (default 0.01)",
+    )
     args = p.parse_args()
     if args.rounds < 5:
         p.error(f"--rounds must be >= 5, got {args.rounds}")
+    grid = _parse_grid(p, args.cost_weights)
+    if not 0.0 <= args.max_val_drop < 1.0:
+        p.error(f"--max-val-drop must be in [0, 1), got {args.max_val_drop}")
     banner("early_exit_speedup", args.quick)
 
     from ddecs_search.config import deep_merge, to_dict
-    from ddecs_search.evaluation import evaluate_candidate
     from ddecs_search.spaces import candidate_from_dict, load_space, parse_space
 
     space = load_space(args.space)
@@ -54,7 +75,7 @@ def main() -> None:
     candidate = candidate_from_dict(space, json.loads(args.candidate))
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ddecs-bench-") as work:
-        m = evaluate_candidate(space, candidate, quiet=True, workdir=Path(work))
+        m, choice = evaluate_with_chosen_lambda(space, candidate, Path(work), grid, args.max_val_drop)
         runtimes = compare_runtimes(space, Path(work), m, args.rounds)
     rows = [
         {
@@ -79,6 +100,7 @@ def main() -> None:
             "energy_mj": None,
         },
     ]
+    print_choice(choice)
     print_table(rows, ["model", "accuracy", "latency_ms", "macs", "energy_mj"])
     print(f"batch-1 speedup (static mean / early-exit mean, same run): {m['speedup']:.3f}")
     print(
@@ -113,8 +135,112 @@ def main() -> None:
                 "runtimes": runtimes["runtimes"],
                 "goals": runtimes["goals"],
                 "timing": runtimes["timing"],
+                "cost_weight": choice["cost_weight"],
+                "policy_choice": choice,
+                "expected_latency_ms": m["expected_latency_ms"],
+                "baseline_expected_latency_ms": m["baseline_expected_latency_ms"],
+                "val_accuracy_drop": m["val_accuracy_drop"],
             }
         )
+
+
+DEFAULT_COST_WEIGHTS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5)
+
+
+def _parse_grid(p: Any, text: str) -> list[float] | None:
+    """``--cost-weights``: ``None`` for 'candidate', else the lambdas (each >= 0)."""
+    if text.strip() == "candidate":
+        return None
+    try:
+        grid = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        p.error(f"--cost-weights must be comma-separated numbers or 'candidate', got {text!r}")
+    if not grid or any(v < 0 for v in grid):
+        p.error(f"--cost-weights needs at least one lambda >= 0, got {text!r}")
+    return grid
+
+
+def evaluate_with_chosen_lambda(
+    space: Any, candidate: Any, workdir: Path, grid: list[float] | None, max_val_drop: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train once, choose lambda on the selection part of validation, then measure as a trial does.
+
+    The same steps as ``evaluate_candidate`` (prepare, fit, measure, save the artefacts the runtime
+    comparison loads), with the lambda choice between prepare and fit. Returns the trial metrics and the
+    choice: every lambda's selection-part accuracy drop and expected latency, the chosen one, the rule.
+    """
+    import dataclasses
+
+    from ddecs_search.evaluation import (
+        fit_policy,
+        measure_candidate,
+        measurement_threads,
+        prepare_candidate,
+        save_artifacts,
+    )
+    from ddecs_search.policies import score_decisions
+
+    prepared = prepare_candidate(space, candidate, workdir=workdir, quiet=True)
+    own = candidate.policy.cost_weight
+    rows = []
+    select = prepared.select_table
+    costs = prepared.latency if candidate.policy.cost == "latency" else prepared.macs
+    for lam in grid if grid is not None else [own]:
+        cand = dataclasses.replace(candidate, policy=dataclasses.replace(candidate.policy, cost_weight=lam))
+        policy, _ = fit_policy(dataclasses.replace(prepared, candidate=cand))
+        exits = policy.decide_table(select)
+        val = score_decisions(select, exits, costs.normalised_path())
+        rows.append(
+            {
+                "cost_weight": lam,
+                "val_accuracy_drop": prepared.baseline_val_accuracy - val.accuracy,
+                "expected_latency_ms": float(prepared.latency.path()[exits].mean()),
+                "val_exit_fractions": [float(f) for f in val.exit_fractions],
+            }
+        )
+    feasible = [r for r in rows if r["val_accuracy_drop"] <= max_val_drop + 1e-12]
+    if feasible:
+        best = min(feasible, key=lambda r: (r["expected_latency_ms"], r["val_accuracy_drop"]))
+        rule = f"lowest expected latency with selection-part accuracy drop <= {max_val_drop}"
+    else:
+        best = min(rows, key=lambda r: (r["val_accuracy_drop"], r["expected_latency_ms"]))
+        rule = f"no lambda met the <= {max_val_drop} drop: the smallest selection-part drop"
+    chosen = dataclasses.replace(
+        candidate, policy=dataclasses.replace(candidate.policy, cost_weight=best["cost_weight"])
+    )
+    prepared = dataclasses.replace(prepared, candidate=chosen)
+    policy, _ = fit_policy(prepared)
+    with measurement_threads(space, prepared.device):
+        measured = measure_candidate(space, prepared, policy)
+    save_artifacts(workdir, space, prepared, policy, measured)
+    choice = {
+        "cost_weight": best["cost_weight"],
+        "candidate_cost_weight": own,
+        "chosen_on": "selection part of validation (policy fitted on the disjoint fit part); test never",
+        "rule": rule,
+        "max_val_drop": max_val_drop,
+        "static_val_accuracy": prepared.baseline_val_accuracy,
+        "grid": rows,
+        "table": "expected latency from the runtime's latency table (" + prepared.latency.source + ")",
+    }
+    return measured.metrics, choice
+
+
+def print_choice(choice: dict[str, Any]) -> None:
+    print(
+        f"lambda chosen on the selection part of validation: {choice['cost_weight']} ({choice['rule']}; "
+        f"static val acc {choice['static_val_accuracy']:.4f})"
+    )
+    rows = [
+        {
+            "lambda": r["cost_weight"],
+            "val_drop_pt": 100 * r["val_accuracy_drop"],
+            "expected_ms": r["expected_latency_ms"],
+            "val_exits": " ".join(f"{f:.2f}" for f in r["val_exit_fractions"]),
+        }
+        for r in choice["grid"]
+    ]
+    print_table(rows, list(rows[0]))
 
 
 def compare_runtimes(space: Any, workdir: Path, m: dict[str, Any], rounds: int) -> dict[str, Any]:
@@ -124,7 +250,7 @@ def compare_runtimes(space: Any, workdir: Path, m: dict[str, Any], rounds: int) 
 
     from ddecs_search.analysis import load_exported
     from ddecs_search.data import load_splits, make_loader
-    from ddecs_search.evaluation import measurement_threads
+    from ddecs_search.evaluation import measurement_threads, with_decisions
     from ddecs_search.profiling import resolve_device, time_pass, warm_up
     from ddecs_search.runtime import OnnxRuntimeBackend, TorchBackend
 
@@ -160,6 +286,14 @@ def compare_runtimes(space: Any, workdir: Path, m: dict[str, Any], rounds: int) 
                 "_exits": exits,
             }
         samples = torch.cat(xs_all)[: meas.latency_samples]
+        # each runtime's latency table (what expected_latency_ms is built from), weighted by the timed
+        # samples' own exits: compared below with their measured batch-1 latency
+        tables = {}
+        for name, b in backends.items():
+            costs = b.latency_costs(warmup=meas.warmup, repeats=meas.repeats)
+            decisions = b.decision_costs(samples[:1], warmup=meas.warmup, repeats=meas.repeats)
+            path = with_decisions(costs, decisions).path()
+            tables[name] = float(path[out[name]["_exits"][: len(samples)]].mean())
         contenders = {}
         for name, b in backends.items():
             native = b.native(samples)
@@ -212,6 +346,8 @@ def compare_runtimes(space: Any, workdir: Path, m: dict[str, Any], rounds: int) 
                 "batched_throughput_speedup": float(np.median(er / sr)),
                 "batched_throughput_speedup_spread": [float((er / sr).min()), float((er / sr).max())],
                 "accuracy_drop": res["static_accuracy"] - res["accuracy"],
+                "table_expected_latency_ms": tables[name],
+                "table_expected_over_measured": tables[name] / float(np.median(ee, axis=0).mean()),
                 "agreement_with_torch": float(
                     ((res["_preds"] == torch_ref["_preds"]) & (res["_exits"] == torch_ref["_exits"])).mean()
                 ),
@@ -261,6 +397,7 @@ def print_runtimes(res: dict[str, Any]) -> None:
                 "spread": "{:.2f}-{:.2f}".format(*r["speedup_spread"]),
                 "tput_speedup": r["batched_throughput_speedup"],
                 "agree_torch": r["agreement_with_torch"],
+                "table/meas": r["table_expected_over_measured"],
             }
         )
     t = res["timing"]

@@ -98,6 +98,16 @@ def _check_graphs_match_torch(net: MultiExitNet, batch: int = 3) -> None:
                 want = exit_features(torch.from_numpy(got_logits), None)[:, :3].numpy()
                 np.testing.assert_allclose(got_feats, want, rtol=1e-5, atol=1e-6, err_msg=f"branch {k}")
         np.testing.assert_allclose(runner.static(x.numpy()), net.backbone(x).numpy(), rtol=1e-4, atol=1e-4)
+    # the batch-1 If graph (every exit nested), forced out at each exit: that exit, its module's prediction
+    from ddecs_search.runtime._backend import forced_thresholds
+
+    one = x[:1].numpy()
+    h1 = one
+    for k in range(net.num_exits):
+        h1 = runner.run_stage(k, h1)
+        logits1 = h1 if k == net.num_exits - 1 else runner.run_branch(k, h1)[0]
+        pred, ex = runner.run_fused(one, forced_thresholds(net.num_exits, k))
+        assert ex.tolist() == [k] and pred.tolist() == [int(logits1.argmax())], f"exit {k}"
 
 
 @pytest.mark.parametrize("backbone", ["lenet", "resnet20"])
@@ -213,6 +223,120 @@ def test_early_exit_agrees_with_torch_batched_and_batch1(tmp_path: Path) -> None
     assert np.array_equal(p2, preds) and np.array_equal(e2, exits)
 
 
+# ---------------------------------------------------------- batch 1 as one graph (If nodes, decision inside)
+def _metric_policy(net: MultiExitNet, x: torch.Tensor, metric: str) -> ThresholdPolicy:
+    """Thresholds at each early exit's median score on ``x`` (max-prob or entropy): every exit is used."""
+    with torch.no_grad():
+        feats = [exit_features(o, None) for o in net(x)[:-1]]
+    col = 0 if metric == "max_prob" else 1
+    return ThresholdPolicy(metric, [float(f[:, col].median()) for f in feats])
+
+
+@pytest.mark.parametrize(
+    ("backbone", "metric"), [("lenet", "max_prob"), ("lenet", "entropy"), ("resnet20", "max_prob")]
+)
+def test_batch1_graph_agrees_with_torch_and_with_batched(backbone: str, metric: str) -> None:
+    net = _net(backbone, seed=3)
+    x = torch.randn(48, *net.backbone.input_shape, generator=torch.Generator().manual_seed(2))
+    policy = _metric_policy(net, x, metric)
+    decision = ExitDecision.from_json({"kind": "threshold", "state": policy.state_dict()}, net.num_exits)
+    runner = OnnxEarlyExitRunner(export_onnx(net).as_mapping(metric), decision)
+    assert runner.uses_fused and runner.fused_metric == metric
+    calls = []
+    runner._early_exit_one = lambda x: calls.append(x)  # type: ignore[method-assign]  # must not be used
+    one = [runner.early_exit(x[i : i + 1].numpy()) for i in range(len(x))]
+    assert not calls  # batch 1 went through the one graph
+    preds1 = np.concatenate([p for p, _ in one])
+    exits1 = np.concatenate([e for _, e in one])
+    assert preds1.dtype == np.int64 and exits1.dtype == np.int64 and preds1.shape == (len(x),)
+    with torch.no_grad():
+        want = net.early_exit(x, policy)
+    agree = (preds1 == want.predictions.numpy()) & (exits1 == want.exit_indices.numpy())
+    assert agree.mean() >= 0.98, agree.mean()  # equal except float ties at a threshold
+    assert len(np.unique(exits1)) >= 2  # the median thresholds send samples to several exits
+    preds_b, exits_b = runner.early_exit(x.numpy())  # batched: module by module, samples removed
+    assert ((preds_b == preds1) & (exits_b == exits1)).mean() >= 0.98
+
+
+def test_batch1_graph_forced_exits_and_static() -> None:
+    """Forced thresholds (what the latency table times) leave at the asked exit with that exit's
+    prediction; a static decision runs the graph to the end."""
+    from ddecs_search.runtime._backend import forced_thresholds
+
+    net = _net("lenet", seed=1)
+    e = net.num_exits
+    graphs = export_onnx(net)
+    runner = OnnxEarlyExitRunner(graphs.as_mapping(), ExitDecision("static", {}, e))
+    assert runner.uses_fused
+    x = np.random.default_rng(3).standard_normal((1, 1, 28, 28)).astype(np.float32)
+    h = x
+    for k in range(e):
+        h = runner.run_stage(k, h)
+        logits = h if k == e - 1 else runner.run_branch(k, h)[0]
+        pred, ex = runner.run_fused(x, forced_thresholds(e, k))
+        assert ex.tolist() == [k] and pred.tolist() == [int(logits.argmax())]
+    pred, ex = runner.early_exit(x)
+    assert ex.tolist() == [e - 1] and pred.tolist() == [int(runner.static(x).argmax())]
+
+
+def test_decisions_the_graph_cannot_express_run_module_by_module() -> None:
+    from ddecs_search.policies import QTablePolicy
+
+    net = _net("lenet", seed=3)
+    policy = QTablePolicy(bins=10)
+    policy.q = np.random.default_rng(0).standard_normal((net.num_exits - 1, 10, 2))
+    backend = inference_backend(MeasurementConfig(), net, policy, CPU)
+    runner = backend.runner  # type: ignore[attr-defined]
+    assert runner.fused_session is not None and not runner.uses_fused  # graph kept for the table only
+    x = torch.randn(12, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want = net.early_exit(x, policy)
+    one = [runner.early_exit(x[i : i + 1].numpy()) for i in range(len(x))]
+    assert np.array_equal(np.concatenate([e for _, e in one]), want.exit_indices.numpy())
+    extra = backend.decision_costs(x[:1], warmup=1, repeats=3)  # numpy decision + the separate calls
+    assert extra.shape == (net.num_exits - 1,) and (extra > 0).all()
+
+
+def test_latency_table_path_is_the_batch1_graph_forced_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ORT table's path() equals the batch-1 graph's forced-exit medians (what the runner executes),
+    split between stage and branch by their own graphs; threshold decisions add nothing on top."""
+    from ddecs_search.runtime import _backend
+
+    net = _net("lenet", seed=3)  # 4 exits: jobs = 4 stages + 3 branches (interleaved), static, 4 paths
+    e = net.num_exits
+    stage_ms, branch_ms = [0.03, 0.06, 0.07, 0.05], [0.02, 0.02, 0.01]
+    paths = [0.04, 0.11, 0.15, 0.19]  # cheaper than the separate calls: one session.run
+    modules = [v for k in range(e) for v in ([stage_ms[k], branch_ms[k]] if k < e - 1 else [stage_ms[k]])]
+    medians = np.array([*modules, 0.16, *paths])
+    seen = {}
+
+    def fake_round_robin(jobs, timer, warmup, repeats):  # type: ignore[no-untyped-def]
+        seen["jobs"] = jobs
+        for fn, inp in jobs:  # every job still runs once on its real input
+            fn(inp)
+        return np.repeat(medians[:, None], repeats, axis=1)
+
+    monkeypatch.setattr(_backend, "round_robin", fake_round_robin)
+    x = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    backend = inference_backend(MeasurementConfig(), net, _spread_thresholds(net, x), CPU)
+    costs = backend.latency_costs(warmup=1, repeats=3)
+    assert len(seen["jobs"]) == 2 * e - 1 + 1 + e
+    np.testing.assert_allclose(costs.path(), paths, rtol=1e-12)
+    np.testing.assert_allclose(costs.stage[:-1] / costs.branch, np.divide(stage_ms[:-1], branch_ms))
+    assert costs.static == 0.16 and "forced exits" in costs.source
+    assert np.array_equal(backend.decision_costs(x[:1], warmup=1, repeats=2), np.zeros(e - 1))
+
+
+def test_split_paths_floors_noise() -> None:
+    from ddecs_search.runtime._backend import split_paths
+
+    stage, branch = split_paths(
+        np.array([0.05, 0.04, 0.2]), np.array([0.03, 0.03, 0.1]), np.array([0.01, 0.01])
+    )
+    assert (stage > 0).all() and (branch > 0).all()  # the negative second chunk is floored, not negative
+    assert stage[-1] == pytest.approx(0.16)
+
+
 # -------------------------------------------------------------------------------- measurement backends
 def test_runtime_config_and_resolution() -> None:
     assert MeasurementConfig().runtime == "auto"
@@ -292,3 +416,13 @@ def test_exported_folder_predicts_without_torch(tmp_path: Path, monkeypatch: pyt
     assert got["torch_imported"] is False
     assert got["accuracy"] == pytest.approx(reported["accuracy"], abs=1e-9)
     assert got["exit_fractions"] == pytest.approx(reported["exit_fractions"], abs=1e-9)
+    # batch 1 in the deployed folder: the one-graph path (early_exit.onnx), same answers as in batches
+    manifest = json.loads((out / "onnx" / "manifest.json").read_text())
+    assert manifest["early_exit"]["metric"] == "max_prob" and (out / "onnx" / "early_exit.onnx").is_file()
+    runner = OnnxEarlyExitRunner.from_folder(out / "onnx", policy=out / "policy.json")
+    assert runner.uses_fused
+    xs = np.load(out / "test_inputs.npy")[:200]
+    preds, exits = runner.predict(xs, batch_size=64)
+    one = [runner.early_exit(xs[i : i + 1]) for i in range(len(xs))]
+    agree = (np.concatenate([p for p, _ in one]) == preds) & (np.concatenate([e for _, e in one]) == exits)
+    assert agree.mean() >= 0.99, agree.mean()

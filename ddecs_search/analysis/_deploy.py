@@ -2,7 +2,8 @@
 
 The exported folder is what a user deploys:
 
-- ``onnx/`` (one graph per stage and per branch, the static network, ``manifest.json``), ``ddecs_ort.py``
+- ``onnx/`` (one graph per stage and per branch, the static network, ``early_exit.onnx`` = batch-1 early
+  exit as one graph with the threshold decision inside, ``manifest.json``), ``ddecs_ort.py``
   (the ONNX Runtime early-exit runner with numpy exit decisions), ``policy.json`` (JSON state, no pickle)
   and ``predict.py``, which needs only onnxruntime and numpy and reproduces the trial's test accuracy and
   exit fractions on ``test_inputs.npy`` / ``test_labels.npy`` (the preprocessed test split, float32);
@@ -160,10 +161,12 @@ def _export_onnx_folder(out: Path, batch_size: int) -> None:
 
     from ddecs_search.config import DataConfig, from_dict
     from ddecs_search.data import load_splits, make_loader
-    from ddecs_search.runtime import export_onnx, runner_source, save_onnx
+    from ddecs_search.runtime import ExitDecision, export_onnx, runner_source, save_onnx
 
-    model, _, spec = load_exported(out)
-    save_onnx(export_onnx(model), out / "onnx", policy_file="../policy.json")
+    model, policy, spec = load_exported(out)
+    # the batch-1 If graph scores what the policy thresholds (none for q-table / MLP decisions)
+    metric = ExitDecision(policy.kind, policy.state_dict(), model.num_exits).graph_metric
+    save_onnx(export_onnx(model), out / "onnx", policy_file="../policy.json", early_exit_metric=metric)
     write_text_atomic(runner_source(), out / "ddecs_ort.py")
     splits = load_splits(from_dict(DataConfig, spec["data"]), tuple(spec["input_shape"]))
     xs, ys = [], []

@@ -3,8 +3,11 @@
 - :func:`export_onnx` / :func:`save_onnx`: a trained ``MultiExitNet`` -> one ONNX graph per stage, per
   branch (logits plus exit features) and the static network; every branch the search builds exports,
   including adaptive pools whose output does not divide the feature map (:class:`ExportableAdaptivePool2d`).
-- :class:`OnnxEarlyExitRunner` + :class:`ExitDecision`: stage -> branch -> numpy decision -> next stage,
-  batch 1 and batched; needs only onnxruntime and numpy (its module is copied into exported folders).
+- :func:`compose_early_exit`: batch-1 early exit as one graph (stages and branches nested in ``If`` nodes,
+  the threshold decision inside): one ``session.run`` per sample.
+- :class:`OnnxEarlyExitRunner` + :class:`ExitDecision`: batch 1 through that graph (threshold decisions),
+  else stage -> branch -> numpy decision -> next stage, removing samples as they leave; needs only
+  onnxruntime and numpy (its module is copied into exported folders).
 - :func:`inference_backend`: what ``measurement.runtime`` (``auto | torch | onnxruntime``) measures with.
 """
 
@@ -17,6 +20,7 @@ from ddecs_search.runtime._backend import (
     resolve_runtime,
     runtime_label,
 )
+from ddecs_search.runtime._compose import compose_early_exit
 from ddecs_search.runtime._export import (
     EXPORTERS,
     OnnxGraphs,
@@ -39,6 +43,7 @@ __all__ = [
     "OnnxRuntimeBackend",
     "TorchBackend",
     "adaptive_bins",
+    "compose_early_exit",
     "export_onnx",
     "exportable_copy",
     "inference_backend",

@@ -26,6 +26,7 @@ from ddecs_search.profiling import (
     device_name,
     host_timer,
     module_table,
+    round_robin,
     single_input,
     time_pass,
     warm_up,
@@ -71,8 +72,12 @@ def resolve_runtime(runtime: str, device: torch.device) -> str:
 
 
 def runtime_label(runtime: str, device: torch.device, threads: int) -> str:
-    """``"onnxruntime 1.32.0 cpu:<cpu model> 1 thread"``: runtime, version, device, threads."""
+    """``"onnxruntime 1.32.0 if-graph cpu:<cpu model> 1 thread"``: runtime, version, device, threads."""
     version = ort_version() if runtime == "onnxruntime" else torch.__version__.split("+")[0]
+    # ONNX Runtime tables time the batch-1 If graph (since session 2 of issue 17): the label keys the
+    # search's table cache, so tables measured module by module are never mixed with these
+    if runtime == "onnxruntime":
+        version += " if-graph"
     thread_txt = f" {threads} thread{'s' if threads != 1 else ''}" if device.type == "cpu" else ""
     return f"{runtime} {version} {device_name(device)}{thread_txt}"
 
@@ -272,7 +277,10 @@ class OnnxRuntimeBackend(InferenceBackend):
             decision = policy
         else:
             decision = ExitDecision(policy.kind, policy.state_dict(), model.num_exits)
-        self.runner = OnnxEarlyExitRunner(self.graphs.as_mapping(), decision, threads=threads)
+        # the batch-1 graph scores the decision's metric; max-prob for the table (policy not fitted yet)
+        self.runner = OnnxEarlyExitRunner(
+            self.graphs.as_mapping(decision.graph_metric or "max_prob"), decision, threads=threads
+        )
 
     def native(self, x: torch.Tensor) -> np.ndarray:
         return np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
@@ -283,29 +291,81 @@ class OnnxRuntimeBackend(InferenceBackend):
     def early_exit_fn(self) -> Callable[[Any], tuple[np.ndarray, np.ndarray]]:
         return self.runner.early_exit
 
+    def _timings(self, x: np.ndarray, *, warmup: int, repeats: int) -> dict[str, Any]:
+        """Interleaved round-robin medians (ms, batch 1, real inputs): every stage and branch graph, the
+        static graph, and the batch-1 graph forced out at each exit (``paths``, ``(E,)``)."""
+        r = self.runner
+        e = r.num_exits
+        jobs: list[tuple[Callable[[Any], Any], Any]] = []
+        h = x
+        for k in range(e):
+            jobs.append((lambda t, k=k: r.run_stage(k, t), h))
+            h = r.run_stage(k, h)
+            if k < e - 1:
+                jobs.append((lambda t, k=k: r.run_branch(k, t), h))
+        jobs.append((r.static, x))
+        for k in range(e):
+            forced = forced_thresholds(e, k)
+            jobs.append((lambda t, thr=forced: r.run_fused(t, thr), x))
+        med = np.median(round_robin(jobs, host_timer(self.device), warmup, repeats), axis=1)
+        return {
+            "stage": med[0 : 2 * e - 1 : 2],
+            "branch": med[1 : 2 * e - 2 : 2],
+            "static": float(med[2 * e - 1]),
+            "paths": med[2 * e :],
+        }
+
     def latency_costs(self, *, warmup: int, repeats: int, sample: torch.Tensor | None = None) -> ExitCosts:
-        """Median batch-1 latency of every stage graph, every branch graph and the static graph, interleaved
-        round-robin (the numpy decision is timed by :meth:`decision_costs`, as torch's is)."""
+        """The latency table of what batch-1 early exit runs: the ``If`` graph (one ``session.run``).
+
+        The graph is timed forced out at every exit (``paths``: thresholds ``-inf`` at exit ``k``, ``+inf``
+        before it), interleaved round-robin with every stage and branch graph and the static graph. The
+        table's ``path()`` equals those medians: stage ``k`` + branch ``k`` = ``paths[k] - paths[k-1]``
+        (the first also carries the one call's overhead), split between stage and branch in proportion to
+        their own graphs' medians (the per-module keys a search caches need a split; only the sums enter
+        ``expected_latency_ms``). The comparison of the threshold decision is inside the graph, so
+        :meth:`decision_costs` adds nothing for threshold policies.
+        """
         check_counts(warmup=warmup, repeats=repeats)
         r = self.runner
         x = self.native(single_input(self.model, torch.device("cpu"), sample))
-        return module_table(
-            r.run_stage,
-            r.run_branch,
-            r.static,
-            x,
-            r.num_exits,
-            host_timer(self.device),
-            warmup=warmup,
-            repeats=repeats,
-            source=f"measured:{self.source}",
+        if r.fused_session is None:  # no batch-1 graph: the module-by-module table
+            return module_table(
+                r.run_stage,
+                r.run_branch,
+                r.static,
+                x,
+                r.num_exits,
+                host_timer(self.device),
+                warmup=warmup,
+                repeats=repeats,
+                source=f"measured:{self.source}",
+            )
+        t = self._timings(x, warmup=warmup, repeats=repeats)
+        stage, branch = split_paths(t["paths"], t["stage"], t["branch"])
+        return ExitCosts(
+            stage=stage,
+            branch=branch,
+            static=t["static"],
+            unit="ms",
+            source=f"measured:{self.source}, forced exits",
         )
 
     def decision_costs(self, sample: torch.Tensor, *, warmup: int = 10, repeats: int = 30) -> np.ndarray:
-        """Median ms of the numpy decision at each early exit, on the real branch outputs of ``sample``."""
+        """``(E-1,)`` ms to add to the table's branches for this backend's decision.
+
+        Threshold decisions run inside the batch-1 graph the table timed: zeros. Other decisions (q-table,
+        RL MLP) run module by module at batch 1: the numpy decision's median on the real branch outputs
+        of ``sample``, plus, per early exit, what the separate stage and branch calls cost beyond that
+        exit's share of the batch-1 graph (measured here, interleaved), so ``expected_latency_ms`` follows
+        the path the runner takes. (The last stage's extra call, ~one ``session.run``, is not attributed.)
+        """
         check_counts(warmup=warmup, repeats=repeats)
         r = self.runner
+        if r.uses_fused:
+            return np.zeros(r.num_exits - 1)
         h = self.native(sample.reshape(1, *self.model.backbone.input_shape))
+        x = h
         inputs = []
         for k in range(r.num_exits - 1):
             h = r.run_stage(k, h)
@@ -319,10 +379,41 @@ class OnnxRuntimeBackend(InferenceBackend):
                 bool(r.decision.exit_mask(k, feats, agree)[0])
                 if rep >= warmup:
                     out[k, rep - warmup] = (time.perf_counter() - t0) * 1e3
-        return np.median(out, axis=1) if out.size else np.zeros(0)
+        numpy_ms = np.median(out, axis=1) if out.size else np.zeros(0)
+        if r.fused_session is None:
+            return numpy_ms
+        t = self._timings(x, warmup=warmup, repeats=repeats)
+        stage, branch = split_paths(t["paths"], t["stage"], t["branch"])
+        extra = (t["stage"][:-1] + t["branch"]) - (stage[:-1] + branch)
+        return numpy_ms + np.maximum(extra, 0.0)
 
     def close(self) -> None:
         self.runner = None  # type: ignore[assignment]
+
+
+def forced_thresholds(num_exits: int, k: int) -> np.ndarray:
+    """``thresholds`` input of the batch-1 graph that makes every sample leave at exit ``k``
+    (``+inf`` before it: never; ``-inf`` at it: always; ``k = E-1``: all ``+inf``, the final exit)."""
+    t = np.full(max(num_exits - 1, 1), np.inf, dtype=np.float32)
+    if k < num_exits - 1:
+        t[k] = -np.inf
+    return t
+
+
+def split_paths(paths: np.ndarray, stage: np.ndarray, branch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-module costs whose cumulative path is ``paths`` (``(E,)`` ms, forced exits of one graph).
+
+    Chunk ``k`` = ``paths[k] - paths[k-1]`` (floored at 1 % of its modules' own medians, so timing noise
+    never makes a cost negative), shared between stage ``k`` and branch ``k`` in proportion to their own
+    graphs' medians ``stage`` ``(E,)`` and ``branch`` ``(E-1,)``; the last chunk is the last stage's.
+    """
+    paths = np.asarray(paths, dtype=np.float64)
+    stage, branch = np.asarray(stage, dtype=np.float64), np.asarray(branch, dtype=np.float64)
+    own = stage + np.append(branch, 0.0)
+    chunk = np.maximum(np.diff(paths, prepend=0.0), 0.01 * own)
+    share = stage / own
+    new_stage = chunk * share
+    return new_stage, chunk[:-1] - new_stage[:-1]
 
 
 def inference_backend(

@@ -15,7 +15,7 @@ import json
 import logging
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ddecs_search._atomic import write_bytes_atomic, write_text_atomic
+from ddecs_search.runtime._compose import compose_early_exit
 from ddecs_search.runtime._ort import FORMAT_VERSION, MANIFEST
 from ddecs_search.runtime._pool import exportable_copy
 
@@ -144,9 +145,20 @@ class OnnxGraphs:
     input_shape: tuple[int, ...]
     num_classes: int
     exporter: str = "torchscript"
+    _fused: dict[str, bytes] = field(default_factory=dict, repr=False)
 
-    def as_mapping(self) -> dict[str, Any]:
-        return {"stages": self.stages, "branches": self.branches, "static": self.static}
+    def early_exit(self, metric: str = "max_prob") -> bytes:
+        """The batch-1 ``If`` graph scoring ``metric`` (composed once per metric: ``compose_early_exit``)."""
+        if metric not in self._fused:
+            self._fused[metric] = compose_early_exit(self.stages, self.branches, metric)
+        return self._fused[metric]
+
+    def as_mapping(self, metric: str | None = "max_prob") -> dict[str, Any]:
+        """The runner's ``graphs``; ``metric``: the batch-1 graph's score (``None``: no batch-1 graph)."""
+        out: dict[str, Any] = {"stages": self.stages, "branches": self.branches, "static": self.static}
+        if metric is not None:
+            out.update(early_exit=self.early_exit(metric), early_exit_metric=metric)
+        return out
 
 
 def export_onnx(model: MultiExitNet, *, with_static: bool = True, exporter: str = "auto") -> OnnxGraphs:
@@ -172,8 +184,15 @@ def export_onnx(model: MultiExitNet, *, with_static: bool = True, exporter: str 
     return OnnxGraphs(stages, branches, static, cpu.num_exits, shape, classes, exporter)
 
 
-def save_onnx(graphs: OnnxGraphs, folder: str | Path, *, policy_file: str = "policy.json") -> Path:
-    """Write ``stage_k.onnx``, ``branch_k.onnx``, ``static.onnx`` and ``manifest.json`` into ``folder``."""
+def save_onnx(
+    graphs: OnnxGraphs,
+    folder: str | Path,
+    *,
+    policy_file: str = "policy.json",
+    early_exit_metric: str | None = "max_prob",
+) -> Path:
+    """Write ``stage_k.onnx``, ``branch_k.onnx``, ``static.onnx``, ``early_exit.onnx`` (the batch-1 graph
+    for ``early_exit_metric``, the policy's score; ``None``: not written) and ``manifest.json``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     names: dict[str, Any] = {"stages": [], "branches": []}
@@ -184,6 +203,8 @@ def save_onnx(graphs: OnnxGraphs, folder: str | Path, *, policy_file: str = "pol
             names[key].append(name)
     if graphs.static:
         write_bytes_atomic(graphs.static, folder / "static.onnx")
+    if early_exit_metric is not None:
+        write_bytes_atomic(graphs.early_exit(early_exit_metric), folder / "early_exit.onnx")
     manifest = {
         "format": FORMAT_VERSION,
         "num_exits": graphs.num_exits,
@@ -191,6 +212,11 @@ def save_onnx(graphs: OnnxGraphs, folder: str | Path, *, policy_file: str = "pol
         "num_classes": graphs.num_classes,
         **names,
         "static": "static.onnx" if graphs.static else None,
+        "early_exit": (
+            {"file": "early_exit.onnx", "metric": early_exit_metric, "inputs": ["x", "thresholds"]}
+            if early_exit_metric is not None
+            else None
+        ),
         "policy": policy_file,
         "inputs": {"stage": "x", "branch": "h"},
         "outputs": {"stage": "h (last stage: logits)", "branch": ["logits", "features"]},

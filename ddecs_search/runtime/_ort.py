@@ -10,7 +10,12 @@ Graphs (written by :func:`ddecs_search.runtime.export_onnx`, listed in ``manifes
 - ``stage_k.onnx``: ``x`` -> ``h`` (stage ``k``; the last stage includes the head and outputs logits);
 - ``branch_k.onnx``: ``h`` -> ``logits`` ``(B, C)`` and ``features`` ``(B, 3)`` = max-prob, entropy,
   margin, computed in the graph exactly as ``ddecs_search.policies.exit_features`` does;
-- ``static.onnx``: the static network, ``x`` -> ``logits``.
+- ``static.onnx``: the static network, ``x`` -> ``logits``;
+- ``early_exit.onnx`` (optional): batch-1 early exit as ONE graph, stages and branches nested in ``If``
+  nodes with the threshold decision inside (``x``, ``thresholds`` -> ``prediction``, ``exit``; built by
+  ``ddecs_search.runtime.compose_early_exit``). At batch 1 a LeNet stage costs about as much as a
+  ``session.run`` call (~10 us), so one call instead of one per stage and branch is most of the gain.
+  Used for threshold decisions on the metric it was built for; other decisions run module by module.
 
 The decision (:class:`ExitDecision`) reads the policy's JSON state (``policy.json``) and adds the fourth
 feature, ``agree_prev`` (this exit's prediction equals the previous exit's), only where it is needed.
@@ -30,6 +35,7 @@ import onnxruntime as ort
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
+FUSED_OUTPUTS = ["prediction", "exit"]  # of early_exit.onnx
 MAX_PROB, ENTROPY, MARGIN, AGREE_PREV = range(4)  # columns of the feature vector (FEATURE_NAMES)
 _ACTIVATIONS = {
     "tanh": np.tanh,
@@ -117,6 +123,23 @@ class ExitDecision:
         # score >= t with score = max_prob, or -entropy >= -t; float32 like torch's wrapped scalars
         self._thresholds = np.asarray(ts if metric == "max_prob" else [-t for t in ts], dtype=np.float32)
 
+    @property
+    def graph_metric(self) -> str | None:
+        """The score the batch-1 graph must compute for this decision (``None``: not expressible there)."""
+        if self.kind == "threshold":
+            return self._score
+        return "max_prob" if self.kind == "static" else None
+
+    def graph_thresholds(self) -> np.ndarray | None:
+        """``(E-1,)`` float32 ``thresholds`` input of ``early_exit.onnx`` (``score >= t``; for entropy
+        ``t`` is minus the entropy threshold), ``+inf`` everywhere for static; ``None`` if not expressible."""
+        if self.kind == "threshold":
+            assert self._thresholds is not None
+            return self._thresholds.copy()
+        if self.kind == "static":
+            return np.full(max(self.num_exits - 1, 1), np.inf, dtype=np.float32)
+        return None
+
     def exit_mask(self, k: int, features: np.ndarray, agree: np.ndarray | None = None) -> np.ndarray:
         """Early exit ``k``: ``features`` ``(B, 3)`` float32 (and ``agree`` ``(B,)`` when
         :attr:`needs_agree`) -> ``(B,)`` bool, True = leave now."""
@@ -160,9 +183,13 @@ def _layer(item: Mapping[str, Any]) -> Any:
 class OnnxEarlyExitRunner:
     """Stage -> branch -> decision -> next stage on ONNX Runtime, stopping at the exit.
 
+    Batch 1 runs ``early_exit.onnx`` (one ``session.run``) when it is given and the decision is a
+    threshold on its metric; larger batches run module by module, removing samples as they leave.
+
     Args:
-        graphs: ``{"stages": [...], "branches": [...], "static": ...}``, each a path or the serialised
-            model bytes (stage ``k`` and branch ``k`` as described in the module docstring).
+        graphs: ``{"stages": [...], "branches": [...], "static": ..., "early_exit": ...,
+            "early_exit_metric": "max_prob" | "entropy"}``, each graph a path or the serialised model
+            bytes (as described in the module docstring); ``static`` and ``early_exit`` are optional.
         decision: the exit decision.
         threads: ONNX Runtime intra-op threads (``measurement.threads``).
     """
@@ -185,6 +212,17 @@ class OnnxEarlyExitRunner:
             raise ValueError(f"decision is for {decision.num_exits} exits, the graphs have {self.num_exits}")
         self.decision = decision
         self.threads = threads
+        # the batch-1 graph: kept for timing forced paths (the latency table) whatever the decision;
+        # used by early_exit only when the decision is a threshold on the metric it computes
+        self.fused_session = session(graphs["early_exit"]) if graphs.get("early_exit") is not None else None
+        self.fused_metric = graphs.get("early_exit_metric", "max_prob") if self.fused_session else None
+        thresholds = decision.graph_thresholds()
+        self.uses_fused = (
+            self.fused_session is not None
+            and thresholds is not None
+            and decision.graph_metric == self.fused_metric
+        )
+        self._fused_thresholds = thresholds if self.uses_fused else None
 
     @classmethod
     def from_folder(
@@ -197,10 +235,13 @@ class OnnxEarlyExitRunner:
             raise ValueError(
                 f"{folder / MANIFEST}: format {manifest.get('format')!r}, expected {FORMAT_VERSION}"
             )
+        fused = manifest.get("early_exit") or {}
         graphs = {
             "stages": [folder / f for f in manifest["stages"]],
             "branches": [folder / f for f in manifest["branches"]],
             "static": folder / manifest["static"] if manifest.get("static") else None,
+            "early_exit": folder / fused["file"] if fused.get("file") else None,
+            "early_exit_metric": fused.get("metric", "max_prob"),
         }
         if policy is None:
             policy = folder / manifest.get("policy", "policy.json")
@@ -231,6 +272,16 @@ class OnnxEarlyExitRunner:
             agree = (logits.argmax(axis=1) == prev_pred).astype(np.float32)
         return self.decision.exit_mask(k, feats, agree)
 
+    def run_fused(self, x: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``early_exit.onnx`` on one sample with explicit ``thresholds``: ``(prediction (1,), exit (1,))``.
+
+        ``-inf`` at exit ``k`` and ``+inf`` before it forces a sample out at ``k``: how the latency table
+        times each path of the graph the runner executes."""
+        if self.fused_session is None:
+            raise ValueError("no early_exit graph was loaded")
+        pred, ex = self.fused_session.run(FUSED_OUTPUTS, {"x": x, "thresholds": thresholds})
+        return pred, ex
+
     def static(self, x: np.ndarray) -> np.ndarray:
         """The static network's logits ``(B, C)``."""
         if self.static_session is None:
@@ -242,6 +293,11 @@ class OnnxEarlyExitRunner:
         """``(predictions (N,), exit_indices (N,))`` int64; samples that leave are removed from the batch."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.shape[0] == 1:
+            if self.uses_fused:
+                pred, ex = self.fused_session.run(  # type: ignore[union-attr]
+                    FUSED_OUTPUTS, {"x": x, "thresholds": self._fused_thresholds}
+                )
+                return pred, ex
             return self._early_exit_one(x)
         n = x.shape[0]
         predictions = np.empty(n, dtype=np.int64)
@@ -273,7 +329,8 @@ class OnnxEarlyExitRunner:
         return predictions, exits
 
     def _early_exit_one(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Batch-1 path: the same decisions without index bookkeeping."""
+        """Batch-1 path module by module (decisions the batch-1 graph cannot express): the same decisions
+        as the batched path without its index bookkeeping."""
         prev_pred: np.ndarray | None = None
         h = x
         last = self.num_exits - 1

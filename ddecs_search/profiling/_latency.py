@@ -243,6 +243,28 @@ def time_per_sample(
         return LatencyStats.from_ms(_time_pass(fn, xs, device))
 
 
+def time_interleaved(
+    contenders: Sequence[tuple[str, Callable[[torch.Tensor], Any]]],
+    xs: torch.Tensor,
+    device: torch.device,
+    *,
+    warmup: int,
+    rounds: int,
+) -> dict[str, LatencyStats]:
+    """Batch-1 latency of each contender on the same samples ``xs`` (already on ``device``), side by side.
+
+    Every contender gets the same warm-up; rounds alternate the order (A B, B A, ...) to cancel order and
+    drift effects, and a sample's latency is its median over the rounds. The caller sets the context (eval
+    mode, inference mode, device) so that a torch module and an ONNX Runtime session are timed alike.
+    """
+    _warm_up([fn for _, fn in contenders], xs, warmup)
+    runs: dict[str, list[np.ndarray]] = {name: [] for name, _ in contenders}
+    for r in range(rounds):
+        for name, fn in contenders if r % 2 == 0 else contenders[::-1]:
+            runs[name].append(_time_pass(fn, xs, device))
+    return {name: LatencyStats.from_ms(np.median(np.stack(times), axis=0)) for name, times in runs.items()}
+
+
 def compare_static_vs_early_exit(
     model: MultiExitNet,
     policy: OnlineExitPolicy,
@@ -270,16 +292,12 @@ def compare_static_vs_early_exit(
     def early(x: torch.Tensor) -> Any:
         return model.early_exit(x, policy)
 
-    runs: dict[str, list[np.ndarray]] = {"static": [], "early_exit": []}
-    contenders = [("static", model.backbone), ("early_exit", early)]
     with eval_mode(model), torch.inference_mode(), _on(device):
-        _warm_up([fn for _, fn in contenders], xs, warmup)
-        for r in range(rounds):
-            for name, fn in contenders if r % 2 == 0 else contenders[::-1]:
-                runs[name].append(_time_pass(fn, xs, device))
+        stats = time_interleaved(
+            [("static", model.backbone), ("early_exit", early)], xs, device, warmup=warmup, rounds=rounds
+        )
         outs = [model.early_exit(xs[i : i + 1], policy) for i in range(xs.shape[0])]
-    static = LatencyStats.from_ms(np.median(np.stack(runs["static"]), axis=0))
-    early_stats = LatencyStats.from_ms(np.median(np.stack(runs["early_exit"]), axis=0))
+    static, early_stats = stats["static"], stats["early_exit"]
     return {
         "static": static,
         "early_exit": early_stats,

@@ -21,15 +21,13 @@ import torch
 from ddecs_search.errors import ConfigError
 from ddecs_search.profiling import (
     ExitCosts,
-    LatencyStats,
     check_counts,
     device_name,
     host_timer,
     module_table,
     round_robin,
     single_input,
-    time_pass,
-    warm_up,
+    time_interleaved,
 )
 from ddecs_search.runtime._ort import ExitDecision, OnnxEarlyExitRunner, ort_version
 
@@ -135,16 +133,11 @@ class InferenceBackend:
         check_counts(warmup=warmup, rounds=rounds)
         xs = self.native(samples)
         contenders = [("static", self.static_fn()), ("early_exit", self.early_exit_fn())]
-        runs: dict[str, list[np.ndarray]] = {"static": [], "early_exit": []}
         with self._context():
-            warm_up([fn for _, fn in contenders], xs, warmup)
-            for r in range(rounds):
-                for name, fn in contenders if r % 2 == 0 else contenders[::-1]:
-                    runs[name].append(time_pass(fn, xs, self.device))
+            stats = time_interleaved(contenders, xs, self.device, warmup=warmup, rounds=rounds)
             early = self.early_exit_fn()
             outs = [early(xs[i : i + 1]) for i in range(xs.shape[0])]
-        static = LatencyStats.from_ms(np.median(np.stack(runs["static"]), axis=0))
-        early_stats = LatencyStats.from_ms(np.median(np.stack(runs["early_exit"]), axis=0))
+        static, early_stats = stats["static"], stats["early_exit"]
         return {
             "static": static,
             "early_exit": early_stats,

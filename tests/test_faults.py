@@ -313,7 +313,8 @@ def test_state_file_errors_name_the_file_and_the_fix(tmp_path):
     with pytest.raises(StateFileError, match=r"latency_table.json: corrupt.*measures the modules again"):
         exp.read_latency_table()
     (tmp_path / "trials.csv").write_text("a,b\n1,2\n")
-    with pytest.raises(StateFileError, match=r"trials.csv: corrupt.*rebuilt from Ray Tune's state"):
+    rewrite = r"trials.csv: corrupt.*derived from Ray Tune's state: .ddecs-search resume .* rewrites it"
+    with pytest.raises(StateFileError, match=rewrite):
         exp.read_trials()
 
 
@@ -368,3 +369,164 @@ def test_a_cut_space_yaml_that_still_parses_is_caught_by_its_checksum(tmp_path):
     (tmp_path / "space.yaml").write_text(cut)
     with pytest.raises(StateFileError, match=r"space.yaml: corrupt .*differs from what the search wrote"):
         exp.read_space()
+
+
+# ------------------------------------------------------------------ fast: trials.csv, Tune state, status
+def _cut_rows(path: Path, keep: int) -> None:
+    """Keep the header and the first ``keep`` rows: a cut that still parses as a valid table."""
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[: 1 + keep]))
+
+
+def test_a_cut_trials_csv_is_caught_by_its_checksum_and_resume_rewrites_it(tmp_path, capsys):
+    from _trials_fixture import make_experiment
+
+    from ddecs_search.experiment import TRIALS_CHECK_FILE, StateFileError
+    from ddecs_search.search._runner import _check_state
+
+    exp_dir = make_experiment(tmp_path / "exp", n=6)  # the product's writers (trials.sha256.json too)
+    exp = Experiment.at(exp_dir)
+    table = exp_dir / "trials.csv"
+    before = exp.read_trials()
+    check = json.loads((exp_dir / TRIALS_CHECK_FILE).read_text())
+    assert check["rows"] == len(before) == 8 and check["previous_sha256"] is None
+    intact = table.read_bytes()
+
+    # cut at a row boundary (parses: 3 rows) and cut in half (usually parses too): both caught
+    for cut in (lambda: _cut_rows(table, 3), lambda: _truncate(table)):
+        table.write_bytes(intact)
+        cut()
+        with pytest.raises(StateFileError) as info:
+            exp.read_trials()
+        msg = str(info.value)
+        assert msg.startswith(f"{table}: corrupt") and "8 row(s)" in msg, msg
+        assert f"ddecs-search resume {exp_dir}` rewrites it" in msg and "no need to delete it" in msg, msg
+        for verb in (["status", str(exp_dir)], ["pareto", str(exp_dir)], ["report", str(exp_dir)]):
+            assert main(verb) == 2, verb
+            err = capsys.readouterr().err
+            assert f"{table}: corrupt" in err and "rewrites it" in err and "Traceback" not in err, (verb, err)
+        # resume does not refuse: it says it rewrites the table from Tune's state and goes on
+        _check_state(exp)
+        err = capsys.readouterr().err
+        assert f"notice: {table}: corrupt" in err and "this resume rewrites it" in err, err
+    # what the resume's trials-table callback then does: the product's writer replaces the cut table
+    exp.write_frame(before)
+    assert exp.read_trials()["trial_id"].tolist() == before["trial_id"].tolist()
+    assert json.loads((exp_dir / TRIALS_CHECK_FILE).read_text())["previous_sha256"] is None  # cut: unvouched
+
+    # a driver killed between writing the record and renaming the table: the old table still checks out
+    old = table.read_bytes()
+    exp.write_frame(before.iloc[:5])
+    new = table.read_bytes()
+    table.write_bytes(old)
+    assert len(exp.read_trials()) == 8
+    table.write_bytes(new)
+    assert len(exp.read_trials()) == 5
+    # a cut check record is itself named (and resume rewrites it with the table)
+    check_file = exp_dir / TRIALS_CHECK_FILE
+    _truncate(check_file)
+    with pytest.raises(StateFileError, match=rf"{TRIALS_CHECK_FILE}: corrupt .*rewrites it"):
+        exp.read_trials()
+    _check_state(exp)
+    assert "this resume rewrites it" in capsys.readouterr().err
+    # an older folder (no record): read as before, a cut that parses is not detectable there
+    check_file.unlink()
+    _cut_rows(table, 2)
+    assert len(exp.read_trials()) == 2
+    exp.write_frame(before)  # its first write by this version records the table again
+    _cut_rows(table, 3)  # (not 2 rows: that is exactly the table it replaced, which a record vouches for)
+    with pytest.raises(StateFileError):
+        exp.read_trials()
+
+
+def _real_tuner_pkl(exp_dir: Path) -> None:
+    """``tuner.pkl`` as Ray Tune writes it for a search (Tune's own writer, our searcher and callbacks;
+    the Tuner constructor writes it without starting Ray)."""
+    from ray import tune
+
+    from ddecs_search.search._callbacks import TrialsTableCallback
+    from ddecs_search.search._searcher import make_search_alg
+
+    space = Experiment.at(exp_dir).read_space()
+    tune.Tuner(
+        lambda config: {"x": 1},
+        tune_config=tune.TuneConfig(search_alg=make_search_alg(space, space.objectives), num_samples=2),
+        run_config=tune.RunConfig(
+            name=exp_dir.name,
+            storage_path=str(exp_dir.parent),
+            callbacks=[TrialsTableCallback(space.objectives, space.constraints, str(exp_dir))],
+        ),
+    )
+
+
+def test_cut_tune_state_files_are_exit_2_naming_them_before_ray_starts(tmp_path, capsys):
+    from _trials_fixture import make_experiment
+
+    from ddecs_search.experiment import StateFileError
+
+    exp_dir = make_experiment(tmp_path / "exp", n=3)
+    exp = Experiment.at(exp_dir)
+    _real_tuner_pkl(exp_dir)
+    state = {"trial_data": [], "runner_data": {"_iteration": 7}}
+    (exp_dir / "experiment_state-2026-12-01_10-00-00.json").write_text(json.dumps(state))
+    (exp_dir / "experiment_state-2026-12-01_09-00-00.json").write_text("{cut")  # older: Tune ignores it
+    exp.check_tune_state()  # intact (the newest of each kind is what Tune reads)
+
+    ray = sys.modules.get("ray")
+    ray_was_up = ray is not None and ray.is_initialized()
+    for name in ("tuner.pkl", "experiment_state-2026-12-01_10-00-00.json"):
+        target = exp_dir / name
+        intact = target.read_bytes()
+        _truncate(target)
+        with pytest.raises(StateFileError, match="corrupt"):
+            exp.check_tune_state()
+        assert main(["resume", str(exp_dir), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"{target}: corrupt (ValueError" in err or f"{target}: corrupt (JSONDecodeError" in err, err
+        assert "Ray Tune's own state" in err and "start a new search" in err and "Traceback" not in err, err
+        target.write_bytes(intact)
+    assert (sys.modules["ray"].is_initialized()) == ray_was_up  # refused before Ray started
+    (exp_dir / "tuner.pkl").write_bytes(b"")
+    with pytest.raises(StateFileError, match=r"tuner.pkl: empty"):
+        exp.check_tune_state()
+
+
+def test_status_names_the_driver_holding_the_lock_or_says_no_driver(tmp_path, capsys):
+    from _trials_fixture import make_experiment
+
+    exp_dir = make_experiment(tmp_path / "exp", n=3)
+    Experiment.at(exp_dir).update_record(status="running", host="elsewhere", pid=1)
+    code = (
+        "import time\nfrom ddecs_search.search._lock import DriverLock\n"
+        f"lock = DriverLock({str(exp_dir)!r}, command='ddecs-search resume x').acquire()\n"
+        "print('held', flush=True)\ntime.sleep(60)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["status", str(exp_dir)]) == 0
+        out = capsys.readouterr().out
+        assert f"driver lock: held by host {os.uname().nodename}, pid {holder.pid}, since " in out, out
+        assert "driver: running" in out, out
+        assert main(["status", str(exp_dir), "--json"]) == 0
+        info = json.loads(capsys.readouterr().out)
+        assert info["driver_lock"]["pid"] == holder.pid and info["driver_lock"]["command"].endswith("x")
+        assert "token" not in info["driver_lock"] and info["driver"] == "running"
+    finally:
+        holder.kill()
+        holder.wait()
+    # killed without releasing: no driver holds it; the record's "running" is known to be stale
+    assert main(["status", str(exp_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"driver lock: no driver (the last driver, host {os.uname().nodename}, pid {holder.pid}" in out
+    assert "driver: not running (killed?)" in out, out
+    # released cleanly (the lock file is emptied): just "no driver"
+    from ddecs_search.search._lock import DriverLock
+
+    with DriverLock(str(exp_dir)):
+        pass
+    assert main(["status", str(exp_dir), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["driver_lock"] is None and info["last_driver"] is None
+    assert main(["status", str(exp_dir)]) == 0
+    assert "driver lock: no driver\n" in capsys.readouterr().out

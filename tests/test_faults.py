@@ -100,7 +100,7 @@ def _results(exp_dir: Path) -> dict[str, float]:
 def test_sigkill_at_many_points_then_resume_loses_nothing(tmp_path, capsys):
     exp_dir = tmp_path / "exps" / "crash"
     log = tmp_path / "drivers.log"
-    matrix: list[tuple[str, str]] = []
+    matrix: list[tuple[str, str, float]] = []  # (point, outcome, driver wall seconds)
     seen: dict[str, float] = {}
 
     def check_kept(point: str) -> None:
@@ -110,6 +110,7 @@ def test_sigkill_at_many_points_then_resume_loses_nothing(tmp_path, capsys):
         seen.update(now)
 
     # 1. during baseline training: killed by the test once an epoch checkpoint is in the experiment
+    t0 = time.monotonic()
     proc = _driver(
         [
             "run",
@@ -129,30 +130,32 @@ def test_sigkill_at_many_points_then_resume_loses_nothing(tmp_path, capsys):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     _end(proc)
-    matrix.append(("baseline training (epoch checkpoint on disk)", "killed"))
+    matrix.append(("baseline training (epoch checkpoint on disk)", "killed", time.monotonic() - t0))
 
     # 2. the named points, one driver each; every driver resumes what the previous one left
     for point in KILL_POINTS:
+        t0 = time.monotonic()
         rc = _end(_driver(["resume", str(exp_dir), "--quiet"], log, kill_at=point))
         outcomes = {-signal.SIGKILL: "killed", 0: "finished before the point (not reached)"}
         outcome = outcomes.get(rc, f"rc {rc}")
-        matrix.append((point, outcome))
+        matrix.append((point, outcome, time.monotonic() - t0))
         assert rc in (-signal.SIGKILL, 0), f"{point}: {rc}\n{log.read_text()[-4000:]}"
         check_kept(point)
 
     # 3. two resumes at once: one drives the search to its end, the other exits 2 naming the holder
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    t0 = time.monotonic()
     procs = [_driver(["resume", str(exp_dir), "--quiet"], p) for p in logs]
     codes = sorted(_end(p) for p in procs)
     texts = [p.read_text() for p in logs]
-    matrix.append(("two resumes at once", f"exit codes {codes}"))
-    print("\nfault-injection matrix:\n" + "\n".join(f"  {p:48s} {o}" for p, o in matrix))
+    matrix.append(("two resumes at once", f"exit codes {codes}", time.monotonic() - t0))
+    print("\nfault-injection matrix:\n" + "\n".join(f"  {p:48s} {o:40s} {t:6.1f} s" for p, o, t in matrix))
     (tmp_path / "matrix.json").write_text(json.dumps(matrix))
     assert codes == [0, 2], texts
     loser = next(t for t in texts if "being driven by another ddecs-search" in t)
     assert "pid" in loser and "host" in loser and "--force" in loser, loser
 
-    killed = [p for p, o in matrix if o == "killed"]
+    killed = [p for p, o, _ in matrix if o == "killed"]
     assert len(killed) >= 10, matrix
     # the search completed: every trial evaluated exactly once, every result from before every kill kept
     exp = Experiment.at(exp_dir)
@@ -190,10 +193,16 @@ def _truncation_matrix(exp_dir: Path, tmp_path: Path, capsys) -> None:
         "baseline meta.json": baseline / "meta.json",
         "baseline backbone.pt": baseline / "backbone.pt",
         "trial metrics.json": trial / "metrics.json",
+        # Ray Tune's own state (the newest of each kind), checked before Ray starts
+        "Tune tuner.pkl": exp_dir / "tuner.pkl",
+        "Tune experiment_state-*.json": max(exp_dir.glob("experiment_state-*.json")),
     }
+    searcher = sorted(exp_dir.glob("searcher-state-*.pkl"))
+    if searcher:  # (written by search algorithms that save their own state)
+        files["Tune searcher-state-*.pkl"] = searcher[-1]
     rows = []
     for label, path in files.items():
-        copy = tmp_path / "trunc" / label.replace("/", "_").replace(" ", "_") / exp_dir.name
+        copy = tmp_path / "trunc" / label.replace("/", "_").replace(" ", "_").replace("*", "N") / exp_dir.name
         shutil.copytree(exp_dir, copy)
         target = copy / path.relative_to(exp_dir)
         _truncate(target)
@@ -209,6 +218,7 @@ def _truncation_matrix(exp_dir: Path, tmp_path: Path, capsys) -> None:
             err, code = str(info.value), 2
         rows.append((label, code, err.strip().splitlines()[-1] if err.strip() else ""))
         assert code == 2 and str(target) in err and "Traceback" not in err, (label, err)
+        assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized(), label  # before Ray
     # newer format of run.json
     copy = tmp_path / "trunc" / "newer" / exp_dir.name
     shutil.copytree(exp_dir, copy)
@@ -218,8 +228,45 @@ def _truncation_matrix(exp_dir: Path, tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert "newer ddecs-search" in err and str(copy / "run.json") in err, err
     rows.append(("run.json format_version 999", 2, err.strip().splitlines()[-1]))
+    rows += _trials_table_rows(exp_dir, tmp_path, capsys)
     print("truncation matrix:\n" + "\n".join(f"  {a:28s} exit {b}: {c}" for a, b, c in rows))
     (tmp_path / "truncation.json").write_text(json.dumps(rows))
+
+
+def _trials_table_rows(exp_dir: Path, tmp_path: Path, capsys) -> list[tuple[str, int, str]]:
+    """trials.csv cut in half (it may still parse) and its check record cut: status/pareto/report exit 2
+    naming the file; resume rewrites the table from Tune's state (no trial rerun, every result kept)."""
+    import ray
+
+    from ddecs_search.experiment import TRIALS_CHECK_FILE
+
+    rows = []
+    before = Experiment.at(exp_dir).read_trials().set_index("trial_id")
+    for name in (TRIALS_CHECK_FILE, "trials.csv"):
+        copy = tmp_path / "trunc" / name / exp_dir.name
+        shutil.copytree(exp_dir, copy)
+        _truncate(copy / name)
+        capsys.readouterr()
+        for verb in ("status", "pareto", "report"):
+            code = main([verb, str(copy)])
+            err = capsys.readouterr().err
+            assert code == 2 and f"{copy / name}: corrupt" in err and "Traceback" not in err, (verb, err)
+            assert f"`ddecs-search resume {copy}` rewrites it" in err, err
+        rows.append((f"{name} (status, pareto, report)", code, err.strip().splitlines()[-1]))
+    try:  # the last copy (trials.csv cut): resume rewrites it instead of refusing
+        code = main(["resume", str(copy), "--quiet", "--no-verify"])
+    finally:
+        ray.shutdown()
+    err = capsys.readouterr().err
+    assert code == 0 and f"notice: {copy / 'trials.csv'}: corrupt" in err and "rewrites it" in err, err
+    exp = Experiment.at(copy)
+    after = exp.read_trials().set_index("trial_id")
+    assert sorted(after.index) == sorted(before.index) and set(after["state"]) == {"TERMINATED"}
+    assert after["accuracy"].to_dict() == pytest.approx(before["accuracy"].to_dict())
+    assert exp.evaluation_counts() == {t: 1 for t in before.index}  # rewritten, nothing evaluated again
+    notice = next(line for line in err.splitlines() if "trials.csv" in line)
+    rows.append(("trials.csv (resume)", code, notice))
+    return rows
 
 
 # ------------------------------------------------------------------------- fast: lock, checkpoints

@@ -577,3 +577,23 @@ def test_status_names_the_driver_holding_the_lock_or_says_no_driver(tmp_path, ca
     assert info["driver_lock"] is None and info["last_driver"] is None
     assert main(["status", str(exp_dir)]) == 0
     assert "driver lock: no driver\n" in capsys.readouterr().out
+
+
+def test_a_status_probe_does_not_make_a_starting_driver_fail(tmp_path):
+    """``status`` probes the lock with a shared flock for an instant; a driver starting just then retries
+    instead of exiting 2 as if another driver held the experiment."""
+    import fcntl
+    import threading
+
+    from ddecs_search.search._lock import LOCK_NAME, DriverLock
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    probe = open(exp / LOCK_NAME, "a+")  # (held across the acquire below)
+    fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    threading.Timer(0.15, lambda: fcntl.flock(probe, fcntl.LOCK_UN)).start()
+    try:
+        with DriverLock(str(exp)) as lock:
+            assert lock.took_over is None
+    finally:
+        probe.close()

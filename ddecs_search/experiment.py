@@ -84,8 +84,14 @@ _TUNE_FIX = (
     "stay in trials/ and trials.csv (pareto/report/export still work); start a new search with "
     "`ddecs-search run` (another --name)"
 )
-# Ray Tune's state files that `resume` restores from (the newest of each pattern, as Tune picks them).
-TUNE_STATE_FILES = ("tuner.pkl", "experiment_state-*.json", "searcher-state-*.pkl", "search_gen_state-*.json")
+# Ray Tune's state files that `resume` restores from (the newest of each pattern, as Tune picks them)
+# and what they hold: search_gen_state-*.json is a (cloud)pickle despite its name.
+TUNE_STATE_FILES = {
+    "tuner.pkl": "pickle",
+    "experiment_state-*.json": "json",
+    "searcher-state-*.pkl": "pickle",
+    "search_gen_state-*.json": "pickle",
+}
 
 # What to do when a state file is broken, per file (read_state names the file and says why).
 _FIX = {
@@ -357,12 +363,12 @@ class Experiment:
         Only their integrity is checked (complete JSON, a complete pickle stream); nothing is unpickled.
         """
         names = storage.list_names(self.root)
-        for pattern in TUNE_STATE_FILES:
+        for pattern, kind in TUNE_STATE_FILES.items():
             matching = fnmatch.filter(names, pattern)
             if not matching:
                 continue
             location = self.path(max(matching))
-            if pattern.endswith(".pkl"):
+            if kind == "pickle":
                 read_state(location, _whole_pickle, kind=pattern, binary=True)
             else:
                 read_state(location, _json_object, kind=pattern)

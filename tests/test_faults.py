@@ -197,9 +197,10 @@ def _truncation_matrix(exp_dir: Path, tmp_path: Path, capsys) -> None:
         "Tune tuner.pkl": exp_dir / "tuner.pkl",
         "Tune experiment_state-*.json": max(exp_dir.glob("experiment_state-*.json")),
     }
-    searcher = sorted(exp_dir.glob("searcher-state-*.pkl"))
-    if searcher:  # (written by search algorithms that save their own state)
-        files["Tune searcher-state-*.pkl"] = searcher[-1]
+    for pattern in ("search_gen_state-*.json", "searcher-state-*.pkl"):  # (pickles; a search algorithm's)
+        found = sorted(exp_dir.glob(pattern))
+        if found:
+            files[f"Tune {pattern}"] = found[-1]
     rows = []
     for label, path in files.items():
         copy = tmp_path / "trunc" / label.replace("/", "_").replace(" ", "_").replace("*", "N") / exp_dir.name
@@ -486,15 +487,18 @@ def test_a_cut_trials_csv_is_caught_by_its_checksum_and_resume_rewrites_it(tmp_p
         exp.read_trials()
 
 
-def _real_tuner_pkl(exp_dir: Path) -> None:
-    """``tuner.pkl`` as Ray Tune writes it for a search (Tune's own writer, our searcher and callbacks;
-    the Tuner constructor writes it without starting Ray)."""
+def _real_tune_state(exp_dir: Path) -> None:
+    """``tuner.pkl``, ``search_gen_state-*.json`` and ``searcher-state-*.pkl`` as Ray Tune writes them for
+    a search: Tune's own writers with our searcher and callbacks (the Tuner constructor writes
+    ``tuner.pkl`` and ``save_to_dir`` the search state, neither needs Ray running)."""
     from ray import tune
+    from ray.tune.search import SearchGenerator
 
     from ddecs_search.search._callbacks import TrialsTableCallback
     from ddecs_search.search._searcher import make_search_alg
 
     space = Experiment.at(exp_dir).read_space()
+    SearchGenerator(make_search_alg(space, space.objectives)).save_to_dir(str(exp_dir), "2026-12-01_10-00-00")
     tune.Tuner(
         lambda config: {"x": 1},
         tune_config=tune.TuneConfig(search_alg=make_search_alg(space, space.objectives), num_samples=2),
@@ -513,7 +517,7 @@ def test_cut_tune_state_files_are_exit_2_naming_them_before_ray_starts(tmp_path,
 
     exp_dir = make_experiment(tmp_path / "exp", n=3)
     exp = Experiment.at(exp_dir)
-    _real_tuner_pkl(exp_dir)
+    _real_tune_state(exp_dir)
     state = {"trial_data": [], "runner_data": {"_iteration": 7}}
     (exp_dir / "experiment_state-2026-12-01_10-00-00.json").write_text(json.dumps(state))
     (exp_dir / "experiment_state-2026-12-01_09-00-00.json").write_text("{cut")  # older: Tune ignores it
@@ -521,7 +525,9 @@ def test_cut_tune_state_files_are_exit_2_naming_them_before_ray_starts(tmp_path,
 
     ray = sys.modules.get("ray")
     ray_was_up = ray is not None and ray.is_initialized()
-    for name in ("tuner.pkl", "experiment_state-2026-12-01_10-00-00.json"):
+    search_state = [p.name for g in ("search_gen_state-*", "searcher-state-*") for p in exp_dir.glob(g)]
+    assert len(search_state) == 2, search_state  # search_gen_state-*.json (a pickle) + searcher-state-*.pkl
+    for name in ("tuner.pkl", "experiment_state-2026-12-01_10-00-00.json", *search_state):
         target = exp_dir / name
         intact = target.read_bytes()
         _truncate(target)

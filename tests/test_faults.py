@@ -149,7 +149,9 @@ def test_sigkill_at_many_points_then_resume_loses_nothing(tmp_path, capsys):
     codes = sorted(_end(p) for p in procs)
     texts = [p.read_text() for p in logs]
     matrix.append(("two resumes at once", f"exit codes {codes}", time.monotonic() - t0))
-    print("\nfault-injection matrix:\n" + "\n".join(f"  {p:48s} {o:40s} {t:6.1f} s" for p, o, t in matrix))
+    with capsys.disabled():  # (the truncation matrix below reads the CLI's output through capsys)
+        lines = [f"  {p:48s} {o:40s} {t:6.1f} s" for p, o, t in matrix]
+        print("\nfault-injection matrix (point, outcome, driver wall time):\n" + "\n".join(lines))
     (tmp_path / "matrix.json").write_text(json.dumps(matrix))
     assert codes == [0, 2], texts
     loser = next(t for t in texts if "being driven by another ddecs-search" in t)
@@ -230,7 +232,8 @@ def _truncation_matrix(exp_dir: Path, tmp_path: Path, capsys) -> None:
     assert "newer ddecs-search" in err and str(copy / "run.json") in err, err
     rows.append(("run.json format_version 999", 2, err.strip().splitlines()[-1]))
     rows += _trials_table_rows(exp_dir, tmp_path, capsys)
-    print("truncation matrix:\n" + "\n".join(f"  {a:28s} exit {b}: {c}" for a, b, c in rows))
+    with capsys.disabled():
+        print("\ntruncation matrix:\n" + "\n".join(f"  {a:28s} exit {b}: {c}" for a, b, c in rows))
     (tmp_path / "truncation.json").write_text(json.dumps(rows))
 
 

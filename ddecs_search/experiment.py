@@ -15,6 +15,7 @@ is a local path or any URI that ``run --storage`` accepts (see :mod:`ddecs_searc
       trials/<trial_id>/    model.pt, spec.json, policy.json, test_exits.npz, metrics.json
       evaluations/          one JSON record per finished candidate evaluation (an audit trail)
       trials.csv, trials.parquet   one row per trial, rewritten atomically as trials finish
+      trials.sha256.json    what trials.csv should hold (SHA-256, rows): a cut table is then caught
       verified.csv          isolated end-to-end re-measurement of the final Pareto picks
       latency_table.json    the isolated per-module latency table (rewritten as modules are measured)
       tuner.pkl, experiment_state-*.json, <trial dirs>   Ray Tune's own state (restore)
@@ -22,10 +23,13 @@ is a local path or any URI that ``run --storage`` accepts (see :mod:`ddecs_searc
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import io
 import json
 import math
+import pickletools
+import shlex
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -70,6 +74,25 @@ EVALUATED_KEY = "evaluated"
 FORMAT_VERSION = 2
 LATENCY_TABLE_FILE = "latency_table.json"
 
+TRIALS_CHECK_FILE = "trials.sha256.json"
+_TRIALS_FIX = (
+    "it is derived from Ray Tune's state: `{resume}` rewrites it (no need to delete it; a finished "
+    "search then also re-measures its verify picks, unless --no-verify)"
+)
+_TUNE_FIX = (
+    "it is Ray Tune's own state, without which the search cannot continue: the finished trials' results "
+    "stay in trials/ and trials.csv (pareto/report/export still work); start a new search with "
+    "`ddecs-search run` (another --name)"
+)
+# Ray Tune's state files that `resume` restores from (the newest of each pattern, as Tune picks them)
+# and what they hold: search_gen_state-*.json is a (cloud)pickle despite its name.
+TUNE_STATE_FILES = {
+    "tuner.pkl": "pickle",
+    "experiment_state-*.json": "json",
+    "searcher-state-*.pkl": "pickle",
+    "search_gen_state-*.json": "pickle",
+}
+
 # What to do when a state file is broken, per file (read_state names the file and says why).
 _FIX = {
     "space.yaml": "it is the space this search ran: copy the space file you started the search with to "
@@ -77,14 +100,15 @@ _FIX = {
     "or start a new search with `ddecs-search run`",
     "run.json": "it is the run record (status, objectives, timing): delete it and `ddecs-search resume` "
     "writes a new one (the recorded history is lost; trials and results are kept)",
-    "trials.csv": "it is rebuilt from Ray Tune's state: delete it (and trials.parquet), then run "
-    "`ddecs-search resume`",
+    "trials.csv": _TRIALS_FIX,
+    TRIALS_CHECK_FILE: _TRIALS_FIX,
     LATENCY_TABLE_FILE: "it caches measured module latencies: delete it and `ddecs-search resume` "
     "measures the modules again",
     "metrics.json": "delete it: a trial that had not finished is evaluated again by `ddecs-search resume`; "
     "a finished one keeps its row in trials.csv (rebuilt from Ray Tune's state)",
     "probe.json": "the stored baseline is unreadable: delete {folder} and `ddecs-search resume` trains "
     "the baseline again",
+    **dict.fromkeys(TUNE_STATE_FILES, _TUNE_FIX),
 }
 
 
@@ -93,21 +117,23 @@ class StateFileError(UserError):
 
     def __init__(self, location: str, problem: str, fix: str) -> None:
         super().__init__(f"{location}: {problem}; {fix}")
-        self.location = location
+        self.location, self.problem = location, problem
 
 
-def read_state(location: str, parse: Any, *, kind: str | None = None) -> Any:
-    """Read one state file of an experiment through ``parse(text)``.
+def read_state(location: str, parse: Any, *, kind: str | None = None, binary: bool = False) -> Any:
+    """Read one state file of an experiment through ``parse(text)`` (``parse(bytes)`` when ``binary``).
 
     Every state file is read here, so a missing, truncated, corrupt or newer-format file becomes a
     :class:`StateFileError` naming the file and what to do (exit 2), never a traceback.
     """
     name = kind or location.rstrip("/").rsplit("/", 1)[-1]
     folder = location.rstrip("/").rsplit("/", 1)[0]
-    fix = _FIX.get(name, "restore it from a backup or start a new search")
-    fix = fix.format(path=location, folder=folder)
+    fix = next((f for pattern, f in _FIX.items() if fnmatch.fnmatchcase(name, pattern)), None)
+    fix = (fix or "restore it from a backup or start a new search").format(
+        path=location, folder=folder, resume=f"ddecs-search resume {shlex.quote(folder)}"
+    )
     try:
-        text = storage.read_text(location)
+        text = storage.read_bytes(location) if binary else storage.read_text(location)
     except FileNotFoundError:
         raise StateFileError(location, "missing", fix) from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -130,6 +156,17 @@ def _json_object(text: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def _whole_pickle(data: bytes) -> None:
+    """A complete pickle stream (up to its STOP opcode), checked without building any object."""
+    ops = list(pickletools.genops(data))  # (raises ValueError on a stream cut inside an opcode)
+    if not ops or ops[-1][0].name != "STOP":
+        raise ValueError("the pickle stream ends before its STOP opcode (truncated)")
+
+
+def _sha256(data: str | bytes) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
 
 
 SPACE_FILE, RECORD_FILE, TRIALS_FILE, VERIFIED_FILE = "space.yaml", "run.json", "trials.csv", "verified.csv"
@@ -253,29 +290,88 @@ class Experiment:
         self.write_frame(trials_frame(rows))
 
     def write_frame(self, frame: Any) -> None:
-        """Write a trials DataFrame as ``trials.csv`` and ``trials.parquet`` (each atomically)."""
-        storage.write_text(self.path("trials.csv"), frame.to_csv(index=False))
+        """Write a trials DataFrame as ``trials.csv`` and ``trials.parquet`` (each atomically).
+
+        Half a CSV usually still parses (fewer rows), so what the table should hold is recorded first in
+        ``trials.sha256.json``: its SHA-256 and row count, plus the SHA-256 of the table it replaces
+        (vouched for by the previous record). A driver killed between the two renames thus leaves a pair
+        that still checks out, while a cut or edited table does not (:meth:`read_trials`).
+        """
+        text = frame.to_csv(index=False)
+        check = {"sha256": _sha256(text), "rows": len(frame), "previous_sha256": self._vouched_trials_sha()}
+        storage.write_text(self.path(TRIALS_CHECK_FILE), json.dumps(check))
+        storage.write_text(self.path(TRIALS_FILE), text)
         buf = io.BytesIO()
         frame.to_parquet(buf, index=False)
         storage.write_bytes(self.path("trials.parquet"), buf.getvalue())
 
+    def _vouched_trials_sha(self) -> str | None:
+        """SHA-256 of the trials.csv on disk if it is the one the product wrote (None: none, or corrupt)."""
+        location = self.path(TRIALS_FILE)
+        if not storage.exists(location):
+            return None
+        current = _sha256(storage.read_bytes(location))
+        try:
+            check = self._trials_check()
+        except StateFileError:
+            return None
+        return current if check is None or current in _accepted(check) else None
+
+    def _trials_check(self) -> dict[str, Any] | None:
+        """``trials.sha256.json`` (None in folders written before it existed)."""
+        location = self.path(TRIALS_CHECK_FILE)
+        if not storage.exists(location):
+            return None
+
+        def parse(text: str) -> dict[str, Any]:
+            check = _json_object(text)
+            if not isinstance(check.get("sha256"), str) or not isinstance(check.get("rows"), int):
+                raise ValueError("expected {'sha256': str, 'rows': int, 'previous_sha256': str | null}")
+            return check
+
+        return read_state(location, parse)
+
     def read_trials(self):  # -> pandas.DataFrame
+        """``trials.csv``; one whose content is not what the product wrote (cut, edited) is an error."""
         import pandas as pd
 
-        location = self.path("trials.csv")
+        location = self.path(TRIALS_FILE)
         if not storage.exists(location):
+            return pd.DataFrame(columns=["trial_id", "state"])
+        check = self._trials_check()
+        if check is None and not storage.read_text(location).strip():  # an older folder's empty table
             return pd.DataFrame(columns=["trial_id", "state"])
 
         def parse(text: str):
+            if check is not None and _sha256(text) not in _accepted(check):
+                raise ValueError(
+                    f"its content differs from what the search wrote ({TRIALS_CHECK_FILE} records "
+                    f"{check['rows']} row(s) with another SHA-256: cut short or edited)"
+                )
             frame = pd.read_csv(io.StringIO(text), dtype=dict.fromkeys(TEXT_COLUMNS, str))
             missing = {"trial_id", "state"} - set(frame.columns)
             if missing:
                 raise ValueError(f"no {sorted(missing)} column(s)")
             return frame
 
-        if not storage.read_text(location).strip():  # written before the first trial started
-            return pd.DataFrame(columns=["trial_id", "state"])
         return read_state(location, parse)
+
+    def check_tune_state(self) -> None:
+        """Read Ray Tune's own state files (the newest of each kind) before Ray starts: a cut or corrupt
+        one is exit 2 naming it, instead of a failure deep inside ``Tuner.restore`` or ``fit()``.
+
+        Only their integrity is checked (complete JSON, a complete pickle stream); nothing is unpickled.
+        """
+        names = storage.list_names(self.root)
+        for pattern, kind in TUNE_STATE_FILES.items():
+            matching = fnmatch.filter(names, pattern)
+            if not matching:
+                continue
+            location = self.path(max(matching))
+            if kind == "pickle":
+                read_state(location, _whole_pickle, kind=pattern, binary=True)
+            else:
+                read_state(location, _json_object, kind=pattern)
 
     def has_trials(self) -> bool:
         """Whether the search has written its trials table (it may still be empty)."""
@@ -293,6 +389,12 @@ class Experiment:
     def read_constraints(self) -> tuple[Constraint, ...]:
         """The ``constraints:`` of ``space.yaml`` (empty without one)."""
         return self.read_space().constraints if storage.exists(self.path(SPACE_FILE)) else ()
+
+
+def _accepted(check: Mapping[str, Any]) -> set[str]:
+    """The trials.csv contents a check record vouches for: the table it describes, or (a driver killed
+    between writing the record and renaming the table) the table that was in place before."""
+    return {str(h) for h in (check.get("sha256"), check.get("previous_sha256")) if h}
 
 
 def violations(metrics: Mapping[str, Any], constraints: Sequence[Constraint]) -> list[str]:

@@ -100,7 +100,7 @@ def _results(exp_dir: Path) -> dict[str, float]:
 def test_sigkill_at_many_points_then_resume_loses_nothing(tmp_path, capsys):
     exp_dir = tmp_path / "exps" / "crash"
     log = tmp_path / "drivers.log"
-    matrix: list[tuple[str, str]] = []
+    matrix: list[tuple[str, str, float]] = []  # (point, outcome, driver wall seconds)
     seen: dict[str, float] = {}
 
     def check_kept(point: str) -> None:
@@ -110,6 +110,7 @@ def test_sigkill_at_many_points_then_resume_loses_nothing(tmp_path, capsys):
         seen.update(now)
 
     # 1. during baseline training: killed by the test once an epoch checkpoint is in the experiment
+    t0 = time.monotonic()
     proc = _driver(
         [
             "run",
@@ -129,30 +130,34 @@ def test_sigkill_at_many_points_then_resume_loses_nothing(tmp_path, capsys):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     _end(proc)
-    matrix.append(("baseline training (epoch checkpoint on disk)", "killed"))
+    matrix.append(("baseline training (epoch checkpoint on disk)", "killed", time.monotonic() - t0))
 
     # 2. the named points, one driver each; every driver resumes what the previous one left
     for point in KILL_POINTS:
+        t0 = time.monotonic()
         rc = _end(_driver(["resume", str(exp_dir), "--quiet"], log, kill_at=point))
         outcomes = {-signal.SIGKILL: "killed", 0: "finished before the point (not reached)"}
         outcome = outcomes.get(rc, f"rc {rc}")
-        matrix.append((point, outcome))
+        matrix.append((point, outcome, time.monotonic() - t0))
         assert rc in (-signal.SIGKILL, 0), f"{point}: {rc}\n{log.read_text()[-4000:]}"
         check_kept(point)
 
     # 3. two resumes at once: one drives the search to its end, the other exits 2 naming the holder
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    t0 = time.monotonic()
     procs = [_driver(["resume", str(exp_dir), "--quiet"], p) for p in logs]
     codes = sorted(_end(p) for p in procs)
     texts = [p.read_text() for p in logs]
-    matrix.append(("two resumes at once", f"exit codes {codes}"))
-    print("\nfault-injection matrix:\n" + "\n".join(f"  {p:48s} {o}" for p, o in matrix))
+    matrix.append(("two resumes at once", f"exit codes {codes}", time.monotonic() - t0))
+    with capsys.disabled():  # (the truncation matrix below reads the CLI's output through capsys)
+        lines = [f"  {p:48s} {o:40s} {t:6.1f} s" for p, o, t in matrix]
+        print("\nfault-injection matrix (point, outcome, driver wall time):\n" + "\n".join(lines))
     (tmp_path / "matrix.json").write_text(json.dumps(matrix))
     assert codes == [0, 2], texts
     loser = next(t for t in texts if "being driven by another ddecs-search" in t)
     assert "pid" in loser and "host" in loser and "--force" in loser, loser
 
-    killed = [p for p, o in matrix if o == "killed"]
+    killed = [p for p, o, _ in matrix if o == "killed"]
     assert len(killed) >= 10, matrix
     # the search completed: every trial evaluated exactly once, every result from before every kill kept
     exp = Experiment.at(exp_dir)
@@ -190,10 +195,17 @@ def _truncation_matrix(exp_dir: Path, tmp_path: Path, capsys) -> None:
         "baseline meta.json": baseline / "meta.json",
         "baseline backbone.pt": baseline / "backbone.pt",
         "trial metrics.json": trial / "metrics.json",
+        # Ray Tune's own state (the newest of each kind), checked before Ray starts
+        "Tune tuner.pkl": exp_dir / "tuner.pkl",
+        "Tune experiment_state-*.json": max(exp_dir.glob("experiment_state-*.json")),
     }
+    for pattern in ("search_gen_state-*.json", "searcher-state-*.pkl"):  # (pickles; a search algorithm's)
+        found = sorted(exp_dir.glob(pattern))
+        if found:
+            files[f"Tune {pattern}"] = found[-1]
     rows = []
     for label, path in files.items():
-        copy = tmp_path / "trunc" / label.replace("/", "_").replace(" ", "_") / exp_dir.name
+        copy = tmp_path / "trunc" / label.replace("/", "_").replace(" ", "_").replace("*", "N") / exp_dir.name
         shutil.copytree(exp_dir, copy)
         target = copy / path.relative_to(exp_dir)
         _truncate(target)
@@ -209,6 +221,7 @@ def _truncation_matrix(exp_dir: Path, tmp_path: Path, capsys) -> None:
             err, code = str(info.value), 2
         rows.append((label, code, err.strip().splitlines()[-1] if err.strip() else ""))
         assert code == 2 and str(target) in err and "Traceback" not in err, (label, err)
+        assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized(), label  # before Ray
     # newer format of run.json
     copy = tmp_path / "trunc" / "newer" / exp_dir.name
     shutil.copytree(exp_dir, copy)
@@ -218,8 +231,46 @@ def _truncation_matrix(exp_dir: Path, tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert "newer ddecs-search" in err and str(copy / "run.json") in err, err
     rows.append(("run.json format_version 999", 2, err.strip().splitlines()[-1]))
-    print("truncation matrix:\n" + "\n".join(f"  {a:28s} exit {b}: {c}" for a, b, c in rows))
+    rows += _trials_table_rows(exp_dir, tmp_path, capsys)
+    with capsys.disabled():
+        print("\ntruncation matrix:\n" + "\n".join(f"  {a:28s} exit {b}: {c}" for a, b, c in rows))
     (tmp_path / "truncation.json").write_text(json.dumps(rows))
+
+
+def _trials_table_rows(exp_dir: Path, tmp_path: Path, capsys) -> list[tuple[str, int, str]]:
+    """trials.csv cut in half (it may still parse) and its check record cut: status/pareto/report exit 2
+    naming the file; resume rewrites the table from Tune's state (no trial rerun, every result kept)."""
+    import ray
+
+    from ddecs_search.experiment import TRIALS_CHECK_FILE
+
+    rows = []
+    before = Experiment.at(exp_dir).read_trials().set_index("trial_id")
+    for name in (TRIALS_CHECK_FILE, "trials.csv"):
+        copy = tmp_path / "trunc" / name / exp_dir.name
+        shutil.copytree(exp_dir, copy)
+        _truncate(copy / name)
+        capsys.readouterr()
+        for verb in ("status", "pareto", "report"):
+            code = main([verb, str(copy)])
+            err = capsys.readouterr().err
+            assert code == 2 and f"{copy / name}: corrupt" in err and "Traceback" not in err, (verb, err)
+            assert f"`ddecs-search resume {copy}` rewrites it" in err, err
+        rows.append((f"{name} (status, pareto, report)", code, err.strip().splitlines()[-1]))
+    try:  # the last copy (trials.csv cut): resume rewrites it instead of refusing
+        code = main(["resume", str(copy), "--quiet", "--no-verify"])
+    finally:
+        ray.shutdown()
+    err = capsys.readouterr().err
+    assert code == 0 and f"notice: {copy / 'trials.csv'}: corrupt" in err and "rewrites it" in err, err
+    exp = Experiment.at(copy)
+    after = exp.read_trials().set_index("trial_id")
+    assert sorted(after.index) == sorted(before.index) and set(after["state"]) == {"TERMINATED"}
+    assert after["accuracy"].to_dict() == pytest.approx(before["accuracy"].to_dict())
+    assert exp.evaluation_counts() == {t: 1 for t in before.index}  # rewritten, nothing evaluated again
+    notice = next(line for line in err.splitlines() if "trials.csv" in line)
+    rows.append(("trials.csv (resume)", code, notice))
+    return rows
 
 
 # ------------------------------------------------------------------------- fast: lock, checkpoints
@@ -313,7 +364,8 @@ def test_state_file_errors_name_the_file_and_the_fix(tmp_path):
     with pytest.raises(StateFileError, match=r"latency_table.json: corrupt.*measures the modules again"):
         exp.read_latency_table()
     (tmp_path / "trials.csv").write_text("a,b\n1,2\n")
-    with pytest.raises(StateFileError, match=r"trials.csv: corrupt.*rebuilt from Ray Tune's state"):
+    rewrite = r"trials.csv: corrupt.*derived from Ray Tune's state: .ddecs-search resume .* rewrites it"
+    with pytest.raises(StateFileError, match=rewrite):
         exp.read_trials()
 
 
@@ -368,3 +420,189 @@ def test_a_cut_space_yaml_that_still_parses_is_caught_by_its_checksum(tmp_path):
     (tmp_path / "space.yaml").write_text(cut)
     with pytest.raises(StateFileError, match=r"space.yaml: corrupt .*differs from what the search wrote"):
         exp.read_space()
+
+
+# ------------------------------------------------------------------ fast: trials.csv, Tune state, status
+def _cut_rows(path: Path, keep: int) -> None:
+    """Keep the header and the first ``keep`` rows: a cut that still parses as a valid table."""
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[: 1 + keep]))
+
+
+def test_a_cut_trials_csv_is_caught_by_its_checksum_and_resume_rewrites_it(tmp_path, capsys):
+    from _trials_fixture import make_experiment
+
+    from ddecs_search.experiment import TRIALS_CHECK_FILE, StateFileError
+    from ddecs_search.search._runner import _check_state
+
+    exp_dir = make_experiment(tmp_path / "exp", n=6)  # the product's writers (trials.sha256.json too)
+    exp = Experiment.at(exp_dir)
+    table = exp_dir / "trials.csv"
+    before = exp.read_trials()
+    check = json.loads((exp_dir / TRIALS_CHECK_FILE).read_text())
+    assert check["rows"] == len(before) == 8 and check["previous_sha256"] is None
+    intact = table.read_bytes()
+
+    # cut at a row boundary (parses: 3 rows) and cut in half (usually parses too): both caught
+    for cut in (lambda: _cut_rows(table, 3), lambda: _truncate(table)):
+        table.write_bytes(intact)
+        cut()
+        with pytest.raises(StateFileError) as info:
+            exp.read_trials()
+        msg = str(info.value)
+        assert msg.startswith(f"{table}: corrupt") and "8 row(s)" in msg, msg
+        assert f"ddecs-search resume {exp_dir}` rewrites it" in msg and "no need to delete it" in msg, msg
+        for verb in (["status", str(exp_dir)], ["pareto", str(exp_dir)], ["report", str(exp_dir)]):
+            assert main(verb) == 2, verb
+            err = capsys.readouterr().err
+            assert f"{table}: corrupt" in err and "rewrites it" in err and "Traceback" not in err, (verb, err)
+        # resume does not refuse: it says it rewrites the table from Tune's state and goes on
+        _check_state(exp)
+        err = capsys.readouterr().err
+        assert f"notice: {table}: corrupt" in err and "this resume rewrites it" in err, err
+    # what the resume's trials-table callback then does: the product's writer replaces the cut table
+    exp.write_frame(before)
+    assert exp.read_trials()["trial_id"].tolist() == before["trial_id"].tolist()
+    assert json.loads((exp_dir / TRIALS_CHECK_FILE).read_text())["previous_sha256"] is None  # cut: unvouched
+
+    # a driver killed between writing the record and renaming the table: the old table still checks out
+    old = table.read_bytes()
+    exp.write_frame(before.iloc[:5])
+    new = table.read_bytes()
+    table.write_bytes(old)
+    assert len(exp.read_trials()) == 8
+    table.write_bytes(new)
+    assert len(exp.read_trials()) == 5
+    # a cut check record is itself named (and resume rewrites it with the table)
+    check_file = exp_dir / TRIALS_CHECK_FILE
+    _truncate(check_file)
+    with pytest.raises(StateFileError, match=rf"{TRIALS_CHECK_FILE}: corrupt .*rewrites it"):
+        exp.read_trials()
+    _check_state(exp)
+    assert "this resume rewrites it" in capsys.readouterr().err
+    # an older folder (no record): read as before, a cut that parses is not detectable there
+    check_file.unlink()
+    _cut_rows(table, 2)
+    assert len(exp.read_trials()) == 2
+    exp.write_frame(before)  # its first write by this version records the table again
+    _cut_rows(table, 3)  # (not 2 rows: that is exactly the table it replaced, which a record vouches for)
+    with pytest.raises(StateFileError):
+        exp.read_trials()
+
+
+def _real_tune_state(exp_dir: Path) -> None:
+    """``tuner.pkl``, ``search_gen_state-*.json`` and ``searcher-state-*.pkl`` as Ray Tune writes them for
+    a search: Tune's own writers with our searcher and callbacks (the Tuner constructor writes
+    ``tuner.pkl`` and ``save_to_dir`` the search state, neither needs Ray running)."""
+    from ray import tune
+    from ray.tune.search import SearchGenerator
+
+    from ddecs_search.search._callbacks import TrialsTableCallback
+    from ddecs_search.search._searcher import make_search_alg
+
+    space = Experiment.at(exp_dir).read_space()
+    SearchGenerator(make_search_alg(space, space.objectives)).save_to_dir(str(exp_dir), "2026-12-01_10-00-00")
+    tune.Tuner(
+        lambda config: {"x": 1},
+        tune_config=tune.TuneConfig(search_alg=make_search_alg(space, space.objectives), num_samples=2),
+        run_config=tune.RunConfig(
+            name=exp_dir.name,
+            storage_path=str(exp_dir.parent),
+            callbacks=[TrialsTableCallback(space.objectives, space.constraints, str(exp_dir))],
+        ),
+    )
+
+
+def test_cut_tune_state_files_are_exit_2_naming_them_before_ray_starts(tmp_path, capsys):
+    from _trials_fixture import make_experiment
+
+    from ddecs_search.experiment import StateFileError
+
+    exp_dir = make_experiment(tmp_path / "exp", n=3)
+    exp = Experiment.at(exp_dir)
+    _real_tune_state(exp_dir)
+    state = {"trial_data": [], "runner_data": {"_iteration": 7}}
+    (exp_dir / "experiment_state-2026-12-01_10-00-00.json").write_text(json.dumps(state))
+    (exp_dir / "experiment_state-2026-12-01_09-00-00.json").write_text("{cut")  # older: Tune ignores it
+    exp.check_tune_state()  # intact (the newest of each kind is what Tune reads)
+
+    ray = sys.modules.get("ray")
+    ray_was_up = ray is not None and ray.is_initialized()
+    search_state = [p.name for g in ("search_gen_state-*", "searcher-state-*") for p in exp_dir.glob(g)]
+    assert len(search_state) == 2, search_state  # search_gen_state-*.json (a pickle) + searcher-state-*.pkl
+    for name in ("tuner.pkl", "experiment_state-2026-12-01_10-00-00.json", *search_state):
+        target = exp_dir / name
+        intact = target.read_bytes()
+        _truncate(target)
+        with pytest.raises(StateFileError, match="corrupt"):
+            exp.check_tune_state()
+        assert main(["resume", str(exp_dir), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"{target}: corrupt (ValueError" in err or f"{target}: corrupt (JSONDecodeError" in err, err
+        assert "Ray Tune's own state" in err and "start a new search" in err and "Traceback" not in err, err
+        target.write_bytes(intact)
+    assert (sys.modules["ray"].is_initialized()) == ray_was_up  # refused before Ray started
+    (exp_dir / "tuner.pkl").write_bytes(b"")
+    with pytest.raises(StateFileError, match=r"tuner.pkl: empty"):
+        exp.check_tune_state()
+
+
+def test_status_names_the_driver_holding_the_lock_or_says_no_driver(tmp_path, capsys):
+    from _trials_fixture import make_experiment
+
+    exp_dir = make_experiment(tmp_path / "exp", n=3)
+    Experiment.at(exp_dir).update_record(status="running", host="elsewhere", pid=1)
+    code = (
+        "import time\nfrom ddecs_search.search._lock import DriverLock\n"
+        f"lock = DriverLock({str(exp_dir)!r}, command='ddecs-search resume x').acquire()\n"
+        "print('held', flush=True)\ntime.sleep(60)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["status", str(exp_dir)]) == 0
+        out = capsys.readouterr().out
+        assert f"driver lock: held by host {os.uname().nodename}, pid {holder.pid}, since " in out, out
+        assert "driver: running" in out, out
+        assert main(["status", str(exp_dir), "--json"]) == 0
+        info = json.loads(capsys.readouterr().out)
+        assert info["driver_lock"]["pid"] == holder.pid and info["driver_lock"]["command"].endswith("x")
+        assert "token" not in info["driver_lock"] and info["driver"] == "running"
+    finally:
+        holder.kill()
+        holder.wait()
+    # killed without releasing: no driver holds it; the record's "running" is known to be stale
+    assert main(["status", str(exp_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"driver lock: no driver (the last driver, host {os.uname().nodename}, pid {holder.pid}" in out
+    assert "driver: not running (killed?)" in out, out
+    # released cleanly (the lock file is emptied): just "no driver"
+    from ddecs_search.search._lock import DriverLock
+
+    with DriverLock(str(exp_dir)):
+        pass
+    assert main(["status", str(exp_dir), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["driver_lock"] is None and info["last_driver"] is None
+    assert main(["status", str(exp_dir)]) == 0
+    assert "driver lock: no driver\n" in capsys.readouterr().out
+
+
+def test_a_status_probe_does_not_make_a_starting_driver_fail(tmp_path):
+    """``status`` probes the lock with a shared flock for an instant; a driver starting just then retries
+    instead of exiting 2 as if another driver held the experiment."""
+    import fcntl
+    import threading
+
+    from ddecs_search.search._lock import LOCK_NAME, DriverLock
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    probe = open(exp / LOCK_NAME, "a+")  # (held across the acquire below)
+    fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    threading.Timer(0.15, lambda: fcntl.flock(probe, fcntl.LOCK_UN)).start()
+    try:
+        with DriverLock(str(exp)) as lock:
+            assert lock.took_over is None
+    finally:
+        probe.close()

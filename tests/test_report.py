@@ -25,6 +25,7 @@ from ddecs_search.analysis import (
 )
 from ddecs_search.analysis._report import BASELINE_ROLE, ORACLE_ROLE
 from ddecs_search.errors import ConfigError, UserError
+from ddecs_search.experiment import TRIALS_CHECK_FILE, Experiment
 
 OBJ3 = [("val_accuracy", "max"), ("latency_ms", "min"), ("energy_mj", "min")]
 
@@ -184,10 +185,11 @@ def test_png_export_with_chromium(data, tmp_path) -> None:
 @pytest.mark.parametrize("content", ["header", "empty", "running"])
 def test_report_of_a_search_that_has_just_started(tmp_path, content) -> None:
     exp = make_experiment(tmp_path / "new", n=0 if content == "running" else 3, n_error=0, n_running=2)
-    if content == "header":
-        (exp / "trials.csv").write_text((exp / "trials.csv").read_text().splitlines()[0] + "\n")
-    elif content == "empty":
+    if content == "header":  # the product's first write: the table with no rows yet
+        Experiment.at(exp).write_frame(Experiment.at(exp).read_trials().iloc[:0])
+    elif content == "empty":  # a folder of a version that wrote an empty table (and no trials.sha256.json)
         (exp / "trials.csv").write_text("")
+        (exp / TRIALS_CHECK_FILE).unlink()
     data = build_report_data(exp)
     assert len(data.front) == 0 and len(data.recommended) == 0
     expected = (

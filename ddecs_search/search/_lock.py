@@ -35,6 +35,7 @@ LOCK_NAME = "driver.lock"
 HEARTBEAT_S = 10.0
 LEASE_S = 60.0  # object storage: a heartbeat older than this means the holder is gone
 CLAIM_SETTLE_S = 2.0  # object storage: wait before reading a fresh claim back
+PROBE_RETRIES = 5  # folders: tries 0.1 s apart before a held flock counts as another driver's
 
 
 class ExperimentLocked(UserError):
@@ -123,7 +124,14 @@ class DriverLock:
         os.makedirs(self.exp_root, exist_ok=True)
         fh = open(self.location, "a+")  # (held open for the driver's life)
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            for attempt in range(PROBE_RETRIES):  # `status` probes with a shared lock for an instant
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if attempt == PROBE_RETRIES - 1:
+                        raise
+                    time.sleep(0.1)
         except BlockingIOError:
             holder = _parse(_read_local(self.location))
             if not self.force:
@@ -197,6 +205,13 @@ def _delete(location: str) -> None:
         fs.delete_file(path)
     else:
         os.unlink(location)
+
+
+def last_holder(exp_root: str) -> dict[str, Any] | None:
+    """The holder a lock file names, alive or not (a released lock names none): for ``status``."""
+    location = _io.join(exp_root, LOCK_NAME)
+    holder = _read(location) if _io.is_uri(exp_root) else _parse(_read_local(location))
+    return holder or None
 
 
 def lock_holder(exp_root: str) -> dict[str, Any] | None:

@@ -17,7 +17,7 @@ from ddecs_search import _faults
 from ddecs_search import storage as storage_io
 from ddecs_search.config import SearchSpace
 from ddecs_search.errors import UserError
-from ddecs_search.experiment import Experiment
+from ddecs_search.experiment import TRIALS_CHECK_FILE, TRIALS_FILE, Experiment, StateFileError
 from ddecs_search.search._lock import DriverLock, describe_holder
 
 DEFAULT_STORAGE = "experiments"
@@ -141,7 +141,16 @@ def _check_state(exp: Experiment) -> None:
         for leftover in Path(exp.root).glob(".*.tmp"):
             leftover.unlink(missing_ok=True)
     exp.read_record()
-    exp.read_trials()
+    try:
+        exp.read_trials()
+    except StateFileError as exc:  # derived from Tune's state: this resume rewrites it, no need to stop
+        if exc.location not in (exp.path(TRIALS_FILE), exp.path(TRIALS_CHECK_FILE)):
+            raise
+        print(
+            f"notice: {exc.location}: {exc.problem}; this resume rewrites it from Ray Tune's state",
+            file=sys.stderr,
+        )
+    exp.check_tune_state()
     exp.read_latency_table()
     BaselineBlob.load(exp)
     for trial_id in storage_io.list_names(exp.path("trials")):
@@ -433,8 +442,6 @@ def _make_tuner(
                 exp.root, trainable=trainable, resume_unfinished=True, resume_errored=True
             ), broker
         except Exception as exc:  # (Tune's own state files are corrupt or of another version)
-            from ddecs_search.experiment import StateFileError
-
             detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
             problem = (
                 f"Ray Tune cannot restore the search from its state files (tuner.pkl, "

@@ -7,7 +7,9 @@ import os
 import time
 from typing import Any
 
+from ddecs_search import storage
 from ddecs_search.experiment import Experiment
+from ddecs_search.search._lock import LOCK_NAME, describe_holder, last_holder, lock_holder
 
 _STATES = ("TERMINATED", "RUNNING", "PENDING", "PAUSED", "ERROR", "INTERRUPTED")
 
@@ -18,7 +20,8 @@ def search_status(exp_dir: str) -> dict[str, Any]:
     Returns:
         ``{"experiment", "name", "total", "num_samples", "by_state": {...}, "evaluated", "feasible",
         "best": {objective: {"value", "trial_id", "mode"}}, "objectives", "elapsed_s", "trial_time_s",
-        "driver", "resume_command", "notices"}``.
+        "driver", "driver_lock", "resume_command", "notices"}``. ``driver_lock`` is the driver that
+        holds ``driver.lock`` now (``{"host", "pid", "since", "command"}``), or None when none does.
     """
     exp = Experiment.at(exp_dir)
     space = exp.read_space()
@@ -39,8 +42,10 @@ def search_status(exp_dir: str) -> dict[str, Any]:
         idx = col.idxmax() if mode == "max" else col.idxmin()
         best[name] = {"value": float(col[idx]), "trial_id": str(feasible.loc[idx, "trial_id"]), "mode": mode}
     trial_time = float(evaluated["trial_wall_s"].sum()) if "trial_wall_s" in evaluated else 0.0
+    holder = lock_holder(exp.root)
+    driver = "running" if holder else _driver_state(record, storage.exists(exp.path(LOCK_NAME)))
     started = record.get("started_at")
-    end = time.time() if _driver_state(record) == "running" else record.get("updated_at", started)
+    end = time.time() if driver == "running" else record.get("updated_at", started)
     return {
         "experiment": exp.root,
         "name": space.name,
@@ -54,16 +59,32 @@ def search_status(exp_dir: str) -> dict[str, Any]:
         "elapsed_s": (end - started) if started else None,
         "trial_time_s": trial_time,
         "driver_time_s": record.get("wall_s"),
-        "driver": _driver_state(record),
+        "driver": driver,
+        "driver_lock": _public(holder),
+        "last_driver": None if holder else _public(last_holder(exp.root)),
         "verified": record.get("verified"),
         "resume_command": record.get("resume_command"),
         "notices": record.get("notices", []),
     }
 
 
-def _driver_state(record: dict[str, Any]) -> str:
-    """finished / interrupted / running / gone (recorded as running but its process is dead) / unknown."""
+def _public(holder: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What ``status`` shows of a lock's holder (not its claim token)."""
+    if not holder:
+        return None
+    return {k: holder.get(k) for k in ("host", "pid", "since", "command") if k in holder}
+
+
+def _driver_state(record: dict[str, Any], lock_file: bool) -> str:
+    """finished / interrupted / running / gone (recorded as running but its process is dead) / unknown.
+
+    Called when no driver holds the lock. Every driver writes ``running`` while it holds the lock, so
+    with a lock file (any host) a recorded ``running`` means the driver is gone; folders of versions
+    without the lock fall back to probing the recorded pid (this host only).
+    """
     status = record.get("status", "unknown")
+    if status in ("running", "starting") and lock_file:
+        return "gone"
     if status in ("running", "starting") and record.get("host") == os.uname().nodename and record.get("pid"):
         try:
             os.kill(int(record["pid"]), 0)
@@ -88,6 +109,13 @@ def format_status(info: dict[str, Any]) -> str:
     elapsed = info["elapsed_s"]
     lines.append(f"time: {_duration(elapsed)} elapsed, {_duration(info['trial_time_s'])} inside trials")
     driver = info["driver"]
+    holder = info.get("driver_lock")
+    if holder:
+        lines.append(f"driver lock: held by {describe_holder(holder)}")
+    else:
+        last = info.get("last_driver")
+        gone = f" (the last driver, {describe_holder(last)}, ended without releasing it)" if last else ""
+        lines.append(f"driver lock: no driver{gone}")
     if driver == "gone":
         lines.append(
             "driver: not running (killed?); states above are as last recorded; continue with "

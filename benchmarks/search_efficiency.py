@@ -7,14 +7,19 @@ comparison, the same searches (same algorithm(s), same seeds) run again with ``s
 off. Reported:
 
 - **hypervolume** of each search's feasible full-fidelity front after N trials, per algorithm the median
-  and spread (min..max) over seeds, on objectives normalised over all runs together (0 = the best value
-  any run found, 1 = the reference point: the worst value found, padded by 10 % of the range), so 1.0 is
-  the whole box and runs are comparable; the front is on the search's own (effective) objectives, the
-  selection-part validation accuracy and table estimates it chooses with;
+  and spread (min..max) over seeds, on objectives normalised over all runs' trials together (0 = the best
+  value any run found, 1 = the reference point: the worst value found, padded by 10 % of the range), so
+  1.0 is the whole box and runs are comparable; the front is on the search's own (effective) objectives,
+  the selection-part validation accuracy and table estimates it chooses with, and has the static network
+  as a member, as the product's front does (``hv_trials_only``: without it);
 - **orchestration overhead share**: ``1 - sum(trial body seconds) / (max_concurrent * Tuner.fit()
   seconds)`` over all runs: actor start-up, Tune's hand-over between trials, the sampler, checkpoints,
   result handling and idle slots (body = ``trial_wall_s``; a stopped trial's body = Tune's
-  ``time_total_s`` up to its rung);
+  ``time_total_s`` up to its rung). Its breakdown: hand-overs (``worker_idle_s``), idle slots at the end
+  of each search (a worker whose last trial ended before the search's last one), the first actor
+  start-up per worker (``Tuner.fit()`` start to its first trial body) and the rest.
+  ``overhead_share_without_end_idle`` is the same share less the idle slots at the end, beside it: those
+  come from the budget and unequal trial lengths (no trial left to start), not from orchestration;
 - **trial start on a reused worker**: ``worker_idle_s``, the seconds between a worker's previous trial
   body ending and the next one starting (Tune's result handling, the sampler, ``reset_config``);
 - **per-trial cost vs the baseline**: mean full-trial body seconds / seconds to train the shared baseline

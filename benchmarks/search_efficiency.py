@@ -27,6 +27,16 @@ off. Reported:
 - **early stopping**: ``hv_ratio`` = median over seeds of hv(with) / hv(without), ``time_ratio`` =
   total trial body time with / without, same algorithm(s) and seeds.
 
+All searches share one module latency table, as they share the baseline: each starts from the table the
+search before it left (``EXP/latency_table.json``) and adds the modules it meets first. The objective
+``expected_latency_ms`` comes from that table, so the same candidate gets the same latency (and the
+same latency-cost policy) in every search, and hypervolumes compare the searches, not the machine's load
+while each search measured its modules (seen on this shared machine: the same 8 candidates measured
+10-50 % slower in the search run under load 15 than in the one under load 6, which alone made the
+early-stopping hv ratio 1.88). Later searches measure fewer modules: their trials are a little cheaper,
+which favours the searches without early stopping (they run last), so ``time_ratio`` is conservative.
+``--separate-latency-tables`` restores one table per search.
+
 ``--quick`` shrinks the dataset subsets and the measurement repeats of the same space (not its search
 dimensions) so that 4 searches of 8 trials fit in ~5 min on an idle 2-core CPU.
 
@@ -87,6 +97,7 @@ def run_one(
     early_stopping: bool,
     storage: Path,
     baseline_from: Path | None,
+    latency_from: Path | None = None,
 ) -> dict:
     data = json.loads(json.dumps(data))
     es = {**data["search"].get("early_stopping", {}), "enabled": early_stopping}
@@ -95,6 +106,10 @@ def run_one(
     name = f"{algorithm}-s{seed}-{'es' if early_stopping else 'full'}"
     if baseline_from is not None:  # same space -> same baseline: reuse it instead of training it again
         shutil.copytree(baseline_from / "baseline", storage / name / "baseline")
+    if latency_from is not None and (latency_from / "latency_table.json").is_file():
+        # one module latency table for all searches (see the module docstring)
+        (storage / name).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(latency_from / "latency_table.json", storage / name / "latency_table.json")
     start = time.time()
     outcome = run_search(space, name=name, storage=str(storage), quiet=True, verify=False)
     return collect(Path(outcome.exp_root), algorithm, seed, early_stopping, time.time() - start)
@@ -325,6 +340,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="reduced subsets: ~5 min on an idle 2-core CPU")
     parser.add_argument("--json", action="store_true", help="last stdout line: the summary as JSON")
     parser.add_argument(
+        "--separate-latency-tables",
+        action="store_true",
+        help="every search measures its own module latency table (default: each starts from the last one's)",
+    )
+    parser.add_argument(
         "--from-storage",
         action="store_true",
         help="run nothing: summarise the finished searches already in --storage",
@@ -349,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
             wall = Experiment.at(str(exp_dir)).read_record().get("wall_s", float("nan"))
             run = collect(exp_dir, algorithm, seed, es, wall)
         else:
-            run = run_one(data, str(args.space), algorithm, seed, trials, es, storage, first)
+            latency_from = None if args.separate_latency_tables or not runs else Path(runs[-1]["exp"])
+            run = run_one(data, str(args.space), algorithm, seed, trials, es, storage, first, latency_from)
         first = first or Path(run["exp"])
         runs.append(run)
         print(

@@ -153,6 +153,16 @@ def test_final_rung_compares_end_of_training_points_and_the_static_network(tmp_p
         peers = [p for other, p in table.items() if other != tid] + [state["static"]["final"]]
         if dominator_count(point, peers, [d for _, d in dims]) == 0:
             assert tid not in state["stopped"], tid
+    # a trial that fails leaves the table: it no longer stops anyone
+    (tmp_path / "err").mkdir()
+    sched = ParetoRungScheduler((1,), dims, min_dominators=1, exp_root=str(tmp_path / "err"), final_rung=True)
+    assert report("p", 2, 0.90, 0.50, static=None) == TrialScheduler.CONTINUE
+    assert report("q", 2, 0.80, 0.60, static=None) == TrialScheduler.STOP  # dominated by p
+    sched.on_trial_error(None, SimpleNamespace(trial_id="p"))
+    assert report("r", 2, 0.80, 0.60, static=None) == TrialScheduler.CONTINUE  # the same point, p gone
+    state = yaml.safe_load((tmp_path / "err" / STATE_FILE).read_text())
+    assert set(state["points"]["final"]) == {"q", "r"} and state["dropped"] == ["p"]
+    assert state["order"]["final"] == ["q", "r"]
     # final rung off: end-of-training points are not compared
     off = ParetoRungScheduler((1,), dims, min_dominators=1, exp_root=str(tmp_path / "off"))
     (tmp_path / "off").mkdir()

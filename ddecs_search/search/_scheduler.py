@@ -32,7 +32,8 @@ do. Spaces with an objective outside both families (e.g. ``train_time_s``) or wi
 
 The rung table lives in ``EXP/early_stopping.json`` (rewritten atomically at every rung point: points per
 rung, their arrival order, the static point, every stop with its dominator count), so a resumed search
-compares against the points of the interrupted run too.
+compares against the points of the interrupted run too. A trial that fails leaves the table (``dropped``):
+a candidate that never finishes must not stop the others.
 """
 
 from __future__ import annotations
@@ -249,6 +250,26 @@ class ParetoRungScheduler(FIFOScheduler):
             }
         self._save()
         return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        """A trial that fails (or is retried) stops counting as a peer: drop its rung points.
+
+        Its points were real, but a candidate that never finishes never reaches the front, so it must not
+        stop others (seen: candidates whose policy cannot drive inference report their end-of-training
+        point and then fail in the evaluation). A retried trial re-reports only the rungs it trains again.
+        """
+        state = self.state()
+        dropped = False
+        for rung, table in state["points"].items():
+            if table.pop(trial.trial_id, None) is not None:
+                dropped = True
+                order = state.get("order", {}).get(rung, [])
+                if trial.trial_id in order:
+                    order.remove(trial.trial_id)
+        if dropped:
+            state.setdefault("dropped", []).append(trial.trial_id)
+            self._save()
+        super().on_trial_error(tune_controller, trial)
 
     def debug_string(self) -> str:
         return (

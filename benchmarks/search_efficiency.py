@@ -7,20 +7,38 @@ comparison, the same searches (same algorithm(s), same seeds) run again with ``s
 off. Reported:
 
 - **hypervolume** of each search's feasible full-fidelity front after N trials, per algorithm the median
-  and spread (min..max) over seeds, on objectives normalised over all runs together (0 = the best value
-  any run found, 1 = the reference point: the worst value found, padded by 10 % of the range), so 1.0 is
-  the whole box and runs are comparable; the front is on the search's own (effective) objectives, the
-  selection-part validation accuracy and table estimates it chooses with;
+  and spread (min..max) over seeds, on objectives normalised over all runs' trials together (0 = the best
+  value any run found, 1 = the reference point: the worst value found, padded by 10 % of the range), so
+  1.0 is the whole box and runs are comparable; the front is on the search's own (effective) objectives,
+  the selection-part validation accuracy and table estimates it chooses with, and has the static network
+  as a member, as the product's front does (``hv_trials_only``: without it);
 - **orchestration overhead share**: ``1 - sum(trial body seconds) / (max_concurrent * Tuner.fit()
   seconds)`` over all runs: actor start-up, Tune's hand-over between trials, the sampler, checkpoints,
   result handling and idle slots (body = ``trial_wall_s``; a stopped trial's body = Tune's
-  ``time_total_s`` up to its rung);
+  ``time_total_s`` up to its rung). Its breakdown: hand-overs (``worker_idle_s``), idle slots at the end
+  of each search (a worker whose last trial ended before the search's last one), the first actor
+  start-up per worker (``Tuner.fit()`` start to its first trial body) and the rest.
+  ``overhead_share_without_end_idle`` is the same share less the idle slots at the end, beside it: those
+  come from the budget and unequal trial lengths (no trial left to start), not from orchestration;
 - **trial start on a reused worker**: ``worker_idle_s``, the seconds between a worker's previous trial
   body ending and the next one starting (Tune's result handling, the sampler, ``reset_config``);
 - **per-trial cost vs the baseline**: mean full-trial body seconds / seconds to train the shared baseline
   once (every search trains it once; here the first search trains it and the others copy it);
 - **early stopping**: ``hv_ratio`` = median over seeds of hv(with) / hv(without), ``time_ratio`` =
   total trial body time with / without, same algorithm(s) and seeds.
+
+All searches share one module latency table, as they share the baseline: each starts from the table the
+search before it left (``EXP/latency_table.json``) and adds the modules it meets first. The objective
+``expected_latency_ms`` comes from that table, so the same candidate gets the same latency (and the
+same latency-cost policy) in every search, and hypervolumes compare the searches, not the machine's load
+while each search measured its modules (seen on this shared machine: the same 8 candidates measured
+10-50 % slower in the search run under load 15 than in the one under load 6, which alone made the
+early-stopping hv ratio 1.88). Later searches measure fewer modules, so their trials are cheaper; the
+searches without early stopping run last, so ``time_ratio`` is biased *against* early stopping, and not a
+little: in ``--quick --trials 24`` here, the same candidates took 1.4-2.4x longer in the search that
+measured their modules than in the one that found them in the table (time ratio 1.04 with 12 of 24
+trials stopped). A fair time comparison needs both arms to start from the same complete table (not done).
+``--separate-latency-tables`` restores one table per search (fair in time, not in hypervolume).
 
 ``--quick`` shrinks the dataset subsets and the measurement repeats of the same space (not its search
 dimensions) so that 4 searches of 8 trials fit in ~5 min on an idle 2-core CPU.
@@ -50,6 +68,7 @@ sys.path.insert(0, str(ROOT))
 
 from ddecs_search.analysis import default_reference_point, hypervolume  # noqa: E402
 from ddecs_search.dominance import to_minimization  # noqa: E402
+from ddecs_search.metrics import STATIC_VALUES  # noqa: E402
 from ddecs_search.ray_setup import init_ray  # noqa: E402
 from ddecs_search.search import Experiment, run_search  # noqa: E402
 from ddecs_search.spaces import parse_space  # noqa: E402
@@ -81,6 +100,7 @@ def run_one(
     early_stopping: bool,
     storage: Path,
     baseline_from: Path | None,
+    latency_from: Path | None = None,
 ) -> dict:
     data = json.loads(json.dumps(data))
     es = {**data["search"].get("early_stopping", {}), "enabled": early_stopping}
@@ -89,6 +109,10 @@ def run_one(
     name = f"{algorithm}-s{seed}-{'es' if early_stopping else 'full'}"
     if baseline_from is not None:  # same space -> same baseline: reuse it instead of training it again
         shutil.copytree(baseline_from / "baseline", storage / name / "baseline")
+    if latency_from is not None and (latency_from / "latency_table.json").is_file():
+        # one module latency table for all searches (see the module docstring)
+        (storage / name).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(latency_from / "latency_table.json", storage / name / "latency_table.json")
     start = time.time()
     outcome = run_search(space, name=name, storage=str(storage), quiet=True, verify=False)
     return collect(Path(outcome.exp_root), algorithm, seed, early_stopping, time.time() - start)
@@ -108,10 +132,29 @@ def collect(exp_dir: Path, algorithm: str, seed: int, early_stopping: bool, wall
     body = body.fillna(table["trial_time_total_s"].astype(float)).fillna(0.0)
     reused = full[full.get("worker_trial_number", 0) >= 2] if "worker_trial_number" in full else full.iloc[:0]
     # idle slot time at the end of the search: each worker's last body end before the search's last one
-    # (evaluated trials; a stopped trial has no end stamp, so a worker whose last trial stopped counts more)
-    ends = full.groupby("worker_pid")["trial_finished_at"].max() if "worker_pid" in full else None
+    # (a stopped trial's end: its start + Tune's time_total_s up to its rung)
+    ends = None
+    if "worker_pid" in table and "trial_started_at" in table:
+        end = table["trial_finished_at"].astype(float) if "trial_finished_at" in table else None
+        start_plus = table["trial_started_at"].astype(float) + table["trial_time_total_s"].astype(float)
+        end = start_plus if end is None else end.fillna(start_plus)
+        ends = end.groupby(table["worker_pid"]).max().dropna()
     tail = float((ends.max() - ends).sum()) if ends is not None and len(ends) else 0.0
     handover = float(table["worker_idle_s"].fillna(0).sum()) if "worker_idle_s" in table else 0.0
+    # actor start-up: from Tuner.fit() starting to each worker's first trial body starting
+    fit_started = record.get("last_fit_started_at")
+    first = table.groupby("worker_pid")["trial_started_at"].min() if "worker_pid" in table else None
+    actor_start = (
+        float((first - fit_started).clip(lower=0).sum()) if fit_started and first is not None else None
+    )
+    names = [n for n, _ in objectives]
+    static = [_static_value(full, n) for n in names]  # the static network, a member of every front
+    rung_stops: dict[str, int] = {}
+    state_file = exp_dir / "early_stopping.json"
+    if state_file.is_file():
+        for stop in json.loads(state_file.read_text()).get("stopped", {}).values():
+            rung = str(stop.get("rung", stop.get("epoch")))
+            rung_stops[rung] = rung_stops.get(rung, 0) + 1
     return {
         "algorithm": algorithm,
         "seed": seed,
@@ -119,7 +162,10 @@ def collect(exp_dir: Path, algorithm: str, seed: int, early_stopping: bool, wall
         "exp": str(exp_dir),
         "handover_s": handover,
         "tail_s": tail,
-        "values": ok[[n for n, _ in objectives]].to_numpy(dtype=float),
+        "actor_start_s": actor_start,
+        "values": ok[names].to_numpy(dtype=float),
+        "static": np.array(static, dtype=float) if all(v is not None for v in static) else None,
+        "rung_stops": rung_stops,
         "objectives": objectives,
         "fit_s": float(record.get("fit_s", wall)),
         "wall_s": wall,
@@ -136,20 +182,43 @@ def collect(exp_dir: Path, algorithm: str, seed: int, early_stopping: bool, wall
     }
 
 
+def _static_value(full, name: str) -> float | None:
+    """The static network's value of objective ``name`` in one search (as ``analysis.static_rows``)."""
+    source = STATIC_VALUES.get(name)
+    if isinstance(source, str):
+        values = full[source].astype(float).dropna() if source in full else []
+        return float(np.median(values)) if len(values) else None
+    return None if source is None else float(source)
+
+
+def _front_points(run: dict, with_static: bool) -> np.ndarray:
+    if with_static and run["static"] is not None:
+        return np.vstack([run["values"].reshape(-1, len(run["static"])), run["static"][None, :]])
+    return run["values"]
+
+
 def hypervolumes(runs: list[dict]) -> tuple[np.ndarray, list[str]]:
-    """Each run's normalised hypervolume (see the module docstring); sets ``run["hv"]``."""
+    """Each run's normalised hypervolume (see the module docstring); sets ``run["hv"]``.
+
+    ``hv``: the search's front with the static network as a member (as ``analysis.compute_front`` ranks
+    it by default, so a trial the static network dominates adds nothing); ``hv_trials_only``: the
+    trials alone (the definition of the first session's figures).
+    """
     directions = [m for _, m in runs[0]["objectives"]]
+    # the box comes from the trials alone (the static network's latency is measured per search, under
+    # whatever load; it must not move the reference of every run)
     everything = np.vstack([r["values"] for r in runs if len(r["values"])])
     reference = default_reference_point(everything, directions)
     best = to_minimization(everything, directions).min(axis=0)
     worst = to_minimization(reference[None, :], directions)[0]
     scale = np.where(worst > best, worst - best, 1.0)
     for r in runs:
-        if len(r["values"]):
-            unit = (to_minimization(r["values"], directions) - best) / scale  # 0 = best found, 1 = reference
-            r["hv"] = float(hypervolume(unit, ["min"] * len(directions), np.ones(len(directions))))
-        else:
-            r["hv"] = 0.0
+        for key, with_static in (("hv", True), ("hv_trials_only", False)):
+            points = _front_points(r, with_static)
+            unit = (to_minimization(points, directions) - best) / scale  # 0 = best found, 1 = reference
+            unit = unit[(unit < 1.0).all(axis=1)] if len(unit) else unit  # outside the box: no volume
+            ones = np.ones(len(directions))
+            r[key] = float(hypervolume(unit, ["min"] * len(directions), ones)) if len(unit) else 0.0
     return reference, directions
 
 
@@ -157,8 +226,10 @@ def summarise(runs: list[dict]) -> dict:
     reference, _ = hypervolumes(runs)
     main = [r for r in runs if r["early_stopping"]]
     hv: dict[str, list[float]] = {}
+    hv_trials: dict[str, list[float]] = {}
     for r in main:
         hv.setdefault(r["algorithm"], []).append(r["hv"])
+        hv_trials.setdefault(r["algorithm"], []).append(r["hv_trials_only"])
     slot_s = sum(r["max_concurrent"] * r["fit_s"] for r in runs)
     starts = [s for r in runs for s in r["reused_start_s"]]
     pairs = [
@@ -175,7 +246,12 @@ def summarise(runs: list[dict]) -> dict:
             "time_ratio": sum(on["body_s"] for on, _ in pairs) / sum(off["body_s"] for _, off in pairs),
             "fit_time_ratio": sum(on["fit_s"] for on, _ in pairs) / sum(off["fit_s"] for _, off in pairs),
             "hv_ratio_per_seed": [float(x) for x in ratios],
+            "hv_trials_only_ratio_per_seed": [
+                on["hv_trials_only"] / off["hv_trials_only"] if off["hv_trials_only"] > 0 else float("nan")
+                for on, off in pairs
+            ],
             "stopped_trials": [on["n_stopped"] for on, _ in pairs],
+            "stops_per_rung": [on["rung_stops"] for on, _ in pairs],
             "pairs": [f"{on['algorithm']}-s{on['seed']}" for on, _ in pairs],
         }
     random_hv = float(np.median(hv["random"])) if "random" in hv else None
@@ -188,14 +264,18 @@ def summarise(runs: list[dict]) -> dict:
         }
         if random_hv
         else {},
+        "hv_trials_only": {a: float(np.median(v)) for a, v in hv_trials.items()},
         "overhead_share": 1.0 - sum(r["body_s"] for r in runs) / slot_s,
-        # where it went: Tune's hand-over of a reused worker, idle slots at the end of each search, and the
-        # rest (first actor start + imports per worker, result/checkpoint handling, publishing, scheduling)
-        "overhead_breakdown": {
-            "handover": sum(r["handover_s"] for r in runs) / slot_s,
-            "tail_idle": sum(r["tail_s"] for r in runs) / slot_s,
-            "rest": 1.0 - (sum(r["body_s"] + r["handover_s"] + r["tail_s"] for r in runs)) / slot_s,
-        },
+        # the same without the slots left idle at the end of each search (the last trials running while no
+        # trial is left to start: a property of the budget and trial lengths, not of the orchestration);
+        # reported beside overhead_share, which keeps its documented meaning
+        "overhead_share_without_end_idle": (
+            1.0 - sum(r["body_s"] for r in runs) / slot_s - sum(r["tail_s"] for r in runs) / slot_s
+        ),
+        # where it went: Tune's hand-over of a reused worker, idle slots at the end of each search, the
+        # first actor start-up per worker (process, imports, the trainable's parameters) and the rest
+        # (result/checkpoint handling, publishing, Tune's start and end)
+        "overhead_breakdown": _breakdown(runs, slot_s),
         "reused_worker_start_s": {
             "median": float(np.median(starts)) if starts else None,
             "max": float(max(starts)) if starts else None,
@@ -216,6 +296,7 @@ def summarise(runs: list[dict]) -> dict:
                     "seed",
                     "early_stopping",
                     "hv",
+                    "hv_trials_only",
                     "n_trials",
                     "n_full",
                     "n_stopped",
@@ -224,11 +305,23 @@ def summarise(runs: list[dict]) -> dict:
                     "body_s",
                     "workers",
                     "mean_full_trial_s",
+                    "rung_stops",
                 )
             }
             for r in runs
         ],
     }
+
+
+def _breakdown(runs: list[dict], slot_s: float) -> dict[str, float]:
+    parts = {
+        "handover": sum(r["handover_s"] for r in runs) / slot_s,
+        "tail_idle": sum(r["tail_s"] for r in runs) / slot_s,
+    }
+    if all(r["actor_start_s"] is not None for r in runs):
+        parts["actor_start"] = sum(r["actor_start_s"] for r in runs) / slot_s
+    parts["rest"] = 1.0 - sum(r["body_s"] for r in runs) / slot_s - sum(parts.values())
+    return parts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -249,6 +342,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storage", type=Path, help="keep the experiments here (default: a temp folder)")
     parser.add_argument("--quick", action="store_true", help="reduced subsets: ~5 min on an idle 2-core CPU")
     parser.add_argument("--json", action="store_true", help="last stdout line: the summary as JSON")
+    parser.add_argument(
+        "--separate-latency-tables",
+        action="store_true",
+        help="every search measures its own module latency table (default: each starts from the last one's)",
+    )
     parser.add_argument(
         "--from-storage",
         action="store_true",
@@ -274,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
             wall = Experiment.at(str(exp_dir)).read_record().get("wall_s", float("nan"))
             run = collect(exp_dir, algorithm, seed, es, wall)
         else:
-            run = run_one(data, str(args.space), algorithm, seed, trials, es, storage, first)
+            latency_from = None if args.separate_latency_tables or not runs else Path(runs[-1]["exp"])
+            run = run_one(data, str(args.space), algorithm, seed, trials, es, storage, first, latency_from)
         first = first or Path(run["exp"])
         runs.append(run)
         print(
@@ -308,11 +407,17 @@ def main(argv: list[str] | None = None) -> int:
         ratio = summary["hv_vs_random"].get(algorithm)
         vs = f", {ratio:.2f}x random" if ratio else ""
         print(f"  hypervolume {algorithm:>7}: median {value:.4f} (spread {lo:.4f}..{hi:.4f}, normalised{vs})")
+    print(
+        "  hypervolume of the trials alone (no static network): "
+        + ", ".join(f"{a} {v:.4f}" for a, v in summary["hv_trials_only"].items())
+    )
     parts = summary["overhead_breakdown"]
+    actor = f", first actor start-up {parts['actor_start']:.1%}" if "actor_start" in parts else ""
     print(
         f"  orchestration overhead share: {summary['overhead_share']:.1%} of trial-slot time (goal <= 5 %): "
-        f"hand-overs {parts['handover']:.1%}, idle slots at the end {parts['tail_idle']:.1%}, "
-        f"rest (actor start-up, results, checkpoints, publishing) {parts['rest']:.1%}"
+        f"hand-overs {parts['handover']:.1%}, idle slots at the end {parts['tail_idle']:.1%}{actor}, "
+        f"rest (results, checkpoints, publishing, Tune start/end) {parts['rest']:.1%}; "
+        f"without the idle slots at the end: {summary['overhead_share_without_end_idle']:.1%}"
     )
     st = summary["reused_worker_start_s"]
     if st["n"]:
@@ -327,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  early stopping ({', '.join(es['pairs'])}): hv ratio {es['hv_ratio']} (goal >= 0.95) "
             f"at trial-time ratio {es['time_ratio']:.2f} (goal <= 0.6; "
             f"fit wall ratio {es['fit_time_ratio']:.2f}); "
-            f"stopped {es['stopped_trials']} of {trials}"
+            f"stopped {es['stopped_trials']} of {trials} (per rung: {es['stops_per_rung']})"
         )
     print(f"  total {summary['wall_s']:.0f} s; experiments in {storage}")
     if args.json:

@@ -93,7 +93,7 @@ def test_scheduler_decides_per_rung_persists_its_table_and_survives_pickling(tmp
     assert report("g", 1, 0.1, 0.99, evaluated=True) == TrialScheduler.CONTINUE  # a full result: never
     state = yaml.safe_load((tmp_path / STATE_FILE).read_text())
     assert set(state["points"]["1"]) == {"a", "b", "c"} and state["stopped"] == {
-        "c": {"dominators": 2, "epoch": 1}
+        "c": {"dominators": 2, "epoch": 1, "rung": "1", "static": False}
     }
     # resumed: the unpickled scheduler (tuner.pkl) reads the table back from the experiment
     again = pickle.loads(pickle.dumps(sched))
@@ -102,13 +102,81 @@ def test_scheduler_decides_per_rung_persists_its_table_and_survives_pickling(tmp
     assert again.on_trial_result(None, SimpleNamespace(trial_id="h"), result) == TrialScheduler.STOP
 
 
+def test_final_rung_compares_end_of_training_points_and_the_static_network(tmp_path, monkeypatch):
+    from ray.tune.schedulers import TrialScheduler
+
+    from ddecs_search.search._callbacks import RUNTIME
+
+    monkeypatch.setitem(RUNTIME, "exp_root", None)
+    from ddecs_search.search._scheduler import (
+        RUNG_ACCURACY,
+        RUNG_COST,
+        RUNG_EPOCH,
+        RUNG_FINAL,
+        RUNG_STATIC_ACCURACY,
+        STATE_FILE,
+        ParetoRungScheduler,
+        dominator_count,
+    )
+
+    dims = ((RUNG_ACCURACY, "max"), (RUNG_COST, "min"))
+    sched = ParetoRungScheduler((1,), dims, min_dominators=2, exp_root=str(tmp_path), final_rung=True)
+
+    def report(trial_id, epoch, acc, cost, final=True, static=0.80):
+        result = {RUNG_EPOCH: epoch, RUNG_ACCURACY: acc, RUNG_COST: cost, "epoch": epoch}
+        if final:
+            result[RUNG_FINAL] = True
+        if static is not None:  # a frozen candidate reports the static network's accuracy (cost 1.0)
+            result[RUNG_STATIC_ACCURACY] = static
+        return sched.on_trial_result(None, SimpleNamespace(trial_id=trial_id), result)
+
+    # hand-made end-of-training table; the static network is the point (0.80, 1.0)
+    assert report("a", 2, 0.80, 0.90) == TrialScheduler.CONTINUE  # cheaper than static: non-dominated
+    assert report("b", 2, 0.79, 1.10) == TrialScheduler.STOP  # dominated by a and by the static network
+    assert report("c", 2, 0.79, 1.05, static=None) == TrialScheduler.CONTINUE  # joint: a alone dominates
+    assert report("d", 5, 0.81, 1.20) == TrialScheduler.CONTINUE  # best accuracy: never, whatever epoch
+    assert report("e", 2, 0.80, 1.00) == TrialScheduler.CONTINUE  # ties the static network: only a
+    # the same points at an intermediate rung: the static network is no peer there
+    assert report("f", 1, 0.79, 1.10, final=False) == TrialScheduler.CONTINUE
+    assert report("g", 1, 0.78, 1.20, final=False) == TrialScheduler.CONTINUE  # dominated by f only
+    assert report("h", 1, 0.77, 1.30, final=False) == TrialScheduler.STOP  # by f and g
+    state = yaml.safe_load((tmp_path / STATE_FILE).read_text())
+    assert state["order"] == {"final": ["a", "b", "c", "d", "e"], "1": ["f", "g", "h"]}
+    assert state["static"] == {"final": [0.80, 1.0]}
+    assert state["stopped"] == {
+        "b": {"epoch": 2, "rung": "final", "dominators": 2, "static": True},
+        "h": {"epoch": 1, "rung": "1", "dominators": 2, "static": False},
+    }
+    # never a point non-dominated at its rung, the static network included
+    table = state["points"]["final"]
+    for tid, point in table.items():
+        peers = [p for other, p in table.items() if other != tid] + [state["static"]["final"]]
+        if dominator_count(point, peers, [d for _, d in dims]) == 0:
+            assert tid not in state["stopped"], tid
+    # a trial that fails leaves the table: it no longer stops anyone
+    (tmp_path / "err").mkdir()
+    sched = ParetoRungScheduler((1,), dims, min_dominators=1, exp_root=str(tmp_path / "err"), final_rung=True)
+    assert report("p", 2, 0.90, 0.50, static=None) == TrialScheduler.CONTINUE
+    assert report("q", 2, 0.80, 0.60, static=None) == TrialScheduler.STOP  # dominated by p
+    sched.on_trial_error(None, SimpleNamespace(trial_id="p"))
+    assert report("r", 2, 0.80, 0.60, static=None) == TrialScheduler.CONTINUE  # the same point, p gone
+    state = yaml.safe_load((tmp_path / "err" / STATE_FILE).read_text())
+    assert set(state["points"]["final"]) == {"q", "r"} and state["dropped"] == ["p"]
+    assert state["order"]["final"] == ["q", "r"]
+    # final rung off: end-of-training points are not compared
+    off = ParetoRungScheduler((1,), dims, min_dominators=1, exp_root=str(tmp_path / "off"))
+    (tmp_path / "off").mkdir()
+    result = {RUNG_EPOCH: 2, RUNG_ACCURACY: 0.1, RUNG_COST: 9.0, RUNG_FINAL: True, RUNG_STATIC_ACCURACY: 0.9}
+    assert off.on_trial_result(None, SimpleNamespace(trial_id="z"), result) == TrialScheduler.CONTINUE
+
+
 def _with(space, **search):
     return dataclasses.replace(space, search=dataclasses.replace(space.search, **search))
 
 
 def test_rungs_are_on_for_multi_objective_spaces_only():
     from ddecs_search.config._space import EarlyStoppingConfig
-    from ddecs_search.search._scheduler import active_rungs, rung_dimensions
+    from ddecs_search.search._scheduler import active_rungs, final_rung_active, rung_dimensions
 
     space = load_space(QUICK)
     objectives = (
@@ -120,8 +188,11 @@ def test_rungs_are_on_for_multi_objective_spaces_only():
     assert active_rungs(space, objectives) == ((1,), None)  # epochs [2]: a rung after the first
     assert rung_dimensions(objectives) == (("rung_val_accuracy", "max"), ("rung_expected_macs", "min"))
     assert active_rungs(space, objectives[:1]) == ((), None)  # single objective: ASHA's job
+    assert final_rung_active(space, objectives) and not final_rung_active(space, objectives[:1])
     off = _with(space, early_stopping=EarlyStoppingConfig(enabled=False))
-    assert active_rungs(off, objectives) == ((), None)
+    assert active_rungs(off, objectives) == ((), None) and not final_rung_active(off, objectives)
+    no_final = _with(space, early_stopping=EarlyStoppingConfig(final_rung=False))
+    assert not final_rung_active(no_final, objectives) and active_rungs(no_final, objectives)[0] == (1,)
     rungs, notice = active_rungs(space, (Objective("val_accuracy", "max"), Objective("train_time_s", "min")))
     assert rungs == () and "train_time_s" in notice
     long = dataclasses.replace(space, training=dataclasses.replace(space.training, epochs=(2, 5)))
@@ -342,7 +413,7 @@ def test_stopped_trials_keep_a_marked_partial_record_and_never_reach_the_front(l
         "max_concurrent": 1,
         "seed": 2,
         "warm_start": [{}],
-        "early_stopping": {"min_dominators": 1},
+        "early_stopping": {"min_dominators": 1, "final_rung": False},  # rung 1 only (final: tested above)
     }
     trials = _run(_space(tmp_path, "es", search), tmp_path, "es")
     assert _points(trials.iloc[0], 1) == [0]  # the default candidate, first

@@ -173,6 +173,7 @@ class EarlyStoppingConfig:
     enabled: bool = True
     rungs: tuple[int, ...] | None = None  # epochs after which trials are compared; null = every but the last
     min_dominators: int = 2  # stop a trial whose rung point this many peers at the same rung dominate
+    final_rung: bool = True  # also compare at the end of training, before the (costly) evaluation
 
     def __post_init__(self) -> None:
         if self.min_dominators < 1:

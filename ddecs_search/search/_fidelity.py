@@ -21,12 +21,17 @@ class CheckpointScorer:
     policy (MAC costs, the candidate's λ) is fitted on the fit part and scored on the selection part,
     giving the selection-part accuracy and the mean normalised MAC cost of the exits it takes. Shared
     by ASHA's per-epoch proxy and the multi-objective rung scheduler.
+
+    After each call, ``final_exit_accuracy`` is the selection-part accuracy of the model's last exit
+    alone: for a ``frozen`` candidate that exit *is* the static network (backbone in eval mode, weights
+    untouched), so it is the static network's point (cost 1.0) at the same rung, on the same samples.
     """
 
     def __init__(self, space: SearchSpace, candidate: Candidate) -> None:
         self.space, self.candidate = space, candidate
         self._loader: Any = None
         self._num_classes = 0
+        self.final_exit_accuracy = float("nan")
 
     def __call__(self, checkpoint_path: Path) -> tuple[float, float]:
         from ddecs_search.artifacts import build_model
@@ -63,6 +68,7 @@ class CheckpointScorer:
         policy = create_policy(cfg)
         policy.fit(fit, costs, cfg.cost_weight)
         stats = score_decisions(select, policy.decide_table(select), costs)
+        self.final_exit_accuracy = float(select.correct[:, -1].mean())
         return float(stats.accuracy), float(stats.cost)
 
 

@@ -242,6 +242,7 @@ def _execute_inner(
         status="finished" if finished else "interrupted",
         counts=counts,
         fit_s=fit_total,
+        last_fit_started_at=fit_start,  # benchmarks: actor start-up = first trial start - this
         wall_s=record.get("wall_s", 0.0) + outcome.wall_s,
     )
     if finished and (space.search.verify if verify is None else verify):
@@ -410,7 +411,7 @@ def _make_tuner(
 
     from ddecs_search.search._callbacks import ProgressCallback, TrialsTableCallback
     from ddecs_search.search._latency_broker import start_broker
-    from ddecs_search.search._scheduler import active_rungs, make_rung_scheduler
+    from ddecs_search.search._scheduler import active_rungs, final_rung_active, make_rung_scheduler
     from ddecs_search.search._searcher import make_scheduler, make_search_alg
     from ddecs_search.search._space_fn import ConditionalSpace
     from ddecs_search.search._study_callback import StudyCallback
@@ -432,6 +433,7 @@ def _make_tuner(
         objectives=tuple(objectives),
         asha=space.search.asha,
         rungs=active_rungs(space, objectives)[0],
+        final_rung=final_rung_active(space, objectives),
     )
     trainable = tune.with_resources(
         tune.with_parameters(search_trial, ctx=ctx), {"cpu": space.resources.cpu, "gpu": space.resources.gpu}

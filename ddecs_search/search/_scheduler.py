@@ -13,14 +13,27 @@ longest training) a trial reports its *rung point*:
 Only the dimensions the space's objectives need are compared: accuracy-type objectives use the first,
 cost-type ones (latency, energy, MACs, speedups) the second. A trial whose point is dominated (no worse
 in every dimension, better in one) by at least ``min_dominators`` points that other trials reported at
-the *same* rung is stopped; a point on the rung's non-dominated front is never stopped. A stopped trial
-keeps its partial record (``stopped_early``, ``rung_*`` values and its last epoch in ``trials.csv``),
-is told to the sampler as pruned, and never reaches the front: only full evaluations do. Spaces with an
-objective outside both families (e.g. ``train_time_s``) or with a single objective (ASHA's job,
-``search.asha``) run without it.
+the *same* rung is stopped; a point on the rung's non-dominated front is never stopped.
 
-The rung table lives in ``EXP/early_stopping.json`` (rewritten atomically at every rung point), so a
-resumed search compares against the points of the interrupted run too.
+The *final rung* (``final_rung``, default on): every candidate also reports its point at the end of its
+training, before the evaluation (exit tables on val and test, latency table, energy, inference timing),
+which is most of a trial's time on a CPU. Its points are compared with the other trials' end-of-training
+points (trained for the candidate's full budget: the same fidelity as the front) and, for ``frozen``
+candidates, with the static network's point (its selection-part accuracy, cost 1.0): the static network
+is a member of every front (``analysis.compute_front``), and a frozen candidate's last exit is the static
+network itself, so that point is exact. At intermediate rungs the static network is not a peer: there
+the branches are under-trained and a candidate's proxy is pessimistic (on the default space's quick
+benchmark, candidates whose epoch-1 point the static network dominated reached the final front).
+
+A stopped trial keeps its partial record (``stopped_early``, ``rung_*`` values and its last epoch in
+``trials.csv``), is told to the sampler as pruned, and never reaches the front: only full evaluations
+do. Spaces with an objective outside both families (e.g. ``train_time_s``) or with a single objective
+(ASHA's job, ``search.asha``) run without it.
+
+The rung table lives in ``EXP/early_stopping.json`` (rewritten atomically at every rung point: points per
+rung, their arrival order, the static point, every stop with its dominator count), so a resumed search
+compares against the points of the interrupted run too. A trial that fails leaves the table (``dropped``):
+a candidate that never finishes must not stop the others.
 """
 
 from __future__ import annotations
@@ -39,6 +52,9 @@ from ddecs_search.config import Candidate, Objective, SearchSpace
 RUNG_ACCURACY = "rung_val_accuracy"
 RUNG_COST = "rung_expected_macs"
 RUNG_EPOCH = "rung_epoch"
+RUNG_FINAL = "rung_final"  # true on a candidate's end-of-training point
+RUNG_STATIC_ACCURACY = "rung_static_val_accuracy"  # the static network at the final rung (frozen only)
+FINAL_RUNG = "final"  # the final rung's key in the rung table
 STATE_FILE = "early_stopping.json"
 
 #: Objectives the rung's validation-accuracy proxy stands in for (accuracy-type, either direction).
@@ -110,24 +126,47 @@ def active_rungs(space: SearchSpace, objectives: Sequence[Objective]) -> tuple[t
     return rungs, None
 
 
+def final_rung_active(space: SearchSpace, objectives: Sequence[Objective]) -> bool:
+    """Is there a rung at the end of every candidate's training (``early_stopping.final_rung``)?"""
+    cfg = space.search.early_stopping
+    return bool(
+        cfg.enabled
+        and cfg.final_rung
+        and not space.search.asha
+        and len(objectives) >= 2
+        and rung_dimensions(objectives) is not None
+    )
+
+
 # ------------------------------------------------------------------------------------ trial side
 class RungProxy:
     """``(epoch, checkpoint_path) -> rung metrics`` of one trial ({} off a rung); loads val data once."""
 
-    def __init__(self, space: SearchSpace, candidate: Candidate, rungs: Sequence[int]) -> None:
+    def __init__(
+        self, space: SearchSpace, candidate: Candidate, rungs: Sequence[int], final: bool = False
+    ) -> None:
         from ddecs_search.search._fidelity import CheckpointScorer
 
-        # the last epoch of this candidate goes on to its full evaluation: no rung there
-        self.rungs = {r for r in rungs if r < candidate.training.epochs}
+        self.last = candidate.training.epochs
+        # intermediate rungs: before this candidate's last epoch; that one is the final rung (if on)
+        self.rungs = {r for r in rungs if r < self.last}
+        self.final = final
+        self.frozen = candidate.training.mode == "frozen"
         self._score = CheckpointScorer(space, candidate)
 
-    def __call__(self, epoch: int, checkpoint_path: Path) -> dict[str, float]:
-        if epoch not in self.rungs:
+    def __call__(self, epoch: int, checkpoint_path: Path) -> dict[str, Any]:
+        final = self.final and epoch == self.last
+        if epoch not in self.rungs and not final:
             return {}
         from ddecs_search.search._worker import current_trial
 
         accuracy, cost = self._score(checkpoint_path)
-        return {RUNG_EPOCH: epoch, RUNG_ACCURACY: accuracy, RUNG_COST: cost, **current_trial()}
+        point: dict[str, Any] = {RUNG_EPOCH: epoch, RUNG_ACCURACY: accuracy, RUNG_COST: cost}
+        if final:
+            point[RUNG_FINAL] = True
+            if self.frozen:  # the last exit is the static network: its exact point at this rung
+                point[RUNG_STATIC_ACCURACY] = self._score.final_exit_accuracy
+        return {**point, **current_trial()}
 
 
 # ----------------------------------------------------------------------------------- driver side
@@ -135,16 +174,24 @@ class ParetoRungScheduler(FIFOScheduler):
     """Tune scheduler applying :func:`should_stop` to every rung result (picklable; state in a file)."""
 
     def __init__(
-        self, rungs: Sequence[int], dimensions: Sequence[tuple[str, str]], min_dominators: int, exp_root: str
+        self,
+        rungs: Sequence[int],
+        dimensions: Sequence[tuple[str, str]],
+        min_dominators: int,
+        exp_root: str,
+        final_rung: bool = False,
     ) -> None:
         super().__init__()
         self.rungs = tuple(rungs)
         self.dimensions = tuple(dimensions)
         self.min_dominators = min_dominators
         self.exp_root = exp_root
+        self.final_rung = final_rung
         self._state: dict[str, Any] | None = None
 
-    # state: {"points": {rung: {trial_id: [values]}}, "stopped": {trial_id: {"epoch", "dominators"}}}
+    # state: {"points": {rung: {trial_id: [values]}}, "order": {rung: [trial_id, ...]} (arrival),
+    #         "static": {rung: [values]}, "stopped": {trial_id: {"epoch", "rung", "dominators", "static"}}}
+    # rung keys: the epoch as text, or "final" (end of training)
     def _path(self) -> str:
         from ddecs_search import storage as _io
         from ddecs_search.search._callbacks import RUNTIME
@@ -171,28 +218,80 @@ class ParetoRungScheduler(FIFOScheduler):
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         epoch = result.get(RUNG_EPOCH)
-        if epoch is None or int(epoch) not in self.rungs or result.get("evaluated"):
+        if epoch is None or result.get("evaluated"):
+            return TrialScheduler.CONTINUE
+        final = bool(result.get(RUNG_FINAL))
+        if (final and not getattr(self, "final_rung", False)) or (not final and int(epoch) not in self.rungs):
             return TrialScheduler.CONTINUE
         try:
             point = [float(result[key]) for key, _ in self.dimensions]
         except (KeyError, TypeError, ValueError):
             return TrialScheduler.CONTINUE
+        rung = FINAL_RUNG if final else str(int(epoch))
         state = self.state()
-        table = state["points"].setdefault(str(int(epoch)), {})
+        table = state["points"].setdefault(rung, {})
         peers = [p for tid, p in table.items() if tid != trial.trial_id]
         table[trial.trial_id] = point
+        order = state.setdefault("order", {}).setdefault(rung, [])
+        if trial.trial_id not in order:
+            order.append(trial.trial_id)
+        static = static_point(result, self.dimensions) if final else None
+        if static is not None:
+            state.setdefault("static", {})[rung] = static
+            peers.append(static)
         directions = [d for _, d in self.dimensions]
         stop = should_stop(point, peers, directions, self.min_dominators)
         if stop:
             state["stopped"][trial.trial_id] = {
                 "epoch": int(epoch),
+                "rung": rung,
                 "dominators": dominator_count(point, peers, directions),
+                "static": static is not None and dominates(static, point, directions),
             }
         self._save()
         return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
 
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        """A trial that fails (or is retried) stops counting as a peer: drop its rung points.
+
+        Its points were real, but a candidate that never finishes never reaches the front, so it must not
+        stop others (seen: candidates whose policy cannot drive inference report their end-of-training
+        point and then fail in the evaluation). A retried trial re-reports only the rungs it trains again.
+        """
+        state = self.state()
+        dropped = False
+        for rung, table in state["points"].items():
+            if table.pop(trial.trial_id, None) is not None:
+                dropped = True
+                order = state.get("order", {}).get(rung, [])
+                if trial.trial_id in order:
+                    order.remove(trial.trial_id)
+        if dropped:
+            state.setdefault("dropped", []).append(trial.trial_id)
+            self._save()
+        super().on_trial_error(tune_controller, trial)
+
     def debug_string(self) -> str:
-        return f"ParetoRungScheduler(rungs={list(self.rungs)}, min_dominators={self.min_dominators})"
+        return (
+            f"ParetoRungScheduler(rungs={list(self.rungs)}, final_rung={getattr(self, 'final_rung', False)}, "
+            f"min_dominators={self.min_dominators})"
+        )
+
+
+def static_point(result: dict, dimensions: Sequence[tuple[str, str]]) -> list[float] | None:
+    """The static network's point in the rung dimensions, from a final-rung result (None if not reported).
+
+    Accuracy: ``rung_static_val_accuracy`` (a frozen candidate's last exit on the selection part); cost:
+    1.0, the static network's expected MACs normalised to itself.
+    """
+    value = result.get(RUNG_STATIC_ACCURACY)
+    try:
+        accuracy = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not np.isfinite(accuracy):
+        return None
+    return [accuracy if key == RUNG_ACCURACY else 1.0 for key, _ in dimensions]
 
 
 def make_rung_scheduler(space: SearchSpace, objectives: Sequence[Objective], exp_root: str) -> Any:
@@ -200,8 +299,9 @@ def make_rung_scheduler(space: SearchSpace, objectives: Sequence[Objective], exp
     rungs, notice = active_rungs(space, objectives)
     if notice:
         print(f"notice: {notice}", file=sys.stderr)
-    if not rungs:
+    final = final_rung_active(space, objectives)
+    if not rungs and not final:
         return None
     return ParetoRungScheduler(
-        rungs, rung_dimensions(objectives), space.search.early_stopping.min_dominators, exp_root
+        rungs, rung_dimensions(objectives), space.search.early_stopping.min_dominators, exp_root, final
     )

@@ -44,6 +44,7 @@ class TrialContext:
     objectives: tuple[Objective, ...]
     asha: bool = False
     rungs: tuple[int, ...] = ()  # multi-objective early-stopping rungs (search/_scheduler.py); () = off
+    final_rung: bool = False  # also a rung at the end of each candidate's training (search/_scheduler.py)
 
 
 def search_trial(config: dict[str, Any], ctx: TrialContext) -> None:
@@ -147,10 +148,10 @@ def _epoch_reporter(ctx: TrialContext, candidate: Any) -> Any:
         key = proxy_key(objective)
 
     rung = None
-    if ctx.rungs:
+    if ctx.rungs or ctx.final_rung:
         from ddecs_search.search._scheduler import RungProxy
 
-        rung = RungProxy(ctx.space, candidate, ctx.rungs)
+        rung = RungProxy(ctx.space, candidate, ctx.rungs, final=ctx.final_rung)
 
     def on_epoch(epoch: int, stats: dict[str, float], checkpoint_path: Path) -> None:
         result: dict[str, Any] = {"epoch": epoch + 1, "train_loss": stats.get("loss"), EVALUATED_KEY: False}

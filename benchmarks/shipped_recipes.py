@@ -11,7 +11,7 @@ whatever ``--dataset`` names (offline default: Fashion-MNIST, which ``load_split
 backbone's input shape, e.g. 3x32x32 for the CIFAR backbones), cut to ``--train`` images.
 
     python benchmarks/shipped_recipes.py [--quick] [--json] [--space FILE ...] [--dataset NAME]
-        [--root DIR] [--train N] [--val N] [--epochs N] [--device auto|cpu|cuda]
+        [--root DIR] [--train N] [--val N] [--epochs N] [--baseline-only] [--device auto|cpu|cuda]
 
 A few epochs on a few thousand images say whether a recipe starts learning, not what it reaches on the
 full data: docs/search_space.md gives the figures with the data, subset and epochs they were measured on.
@@ -114,6 +114,8 @@ def check_space(path: Path, args: Any, device: Any, tmp: Path) -> list[dict[str,
     print(
         f"  {path.stem} baseline: {rows[-1]['first_q_loss']:.3f} -> {rows[-1]['last_q_loss']:.3f}", flush=True
     )
+    if getattr(args, "baseline_only", False):
+        return rows
     cand = candidate_from_dict(space, {})
     for label, cfg in branch_recipes(space, epochs):
         losses = []
@@ -146,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--val", type=int, default=500, help="validation images for the accuracy after training")
     p.add_argument("--epochs", type=int, default=1, help="epochs per recipe (the verdict reads the first)")
     p.add_argument("--root", default=None, help="data root (default: the dataset's own)")
+    p.add_argument("--baseline-only", action="store_true", help="check the baseline recipe only")
     args = p.parse_args(argv)
     args.train = args.train or (1024 if args.quick else 4096)
     if args.epochs < 1 or args.train < 1 or args.val < 1:

@@ -78,6 +78,9 @@ def test_the_check_judges_the_first_epoch_and_reports_every_epoch_on_a_cifar_fix
         assert not row["falls"]  # one step cannot show a fall
         assert 0.0 <= row["val_acc"] <= 1.0
     assert all(len(r["exit_val_accs"]) == 3 for r in rows[1:])  # two early exits and the final one
+    args.baseline_only, args.epochs = True, 1
+    only = recipes.check_space(path, args, torch.device("cpu"), tmp_path / "work1")
+    assert [r["recipe"] for r in only] == ["baseline"] and len(only[0]["epoch_mean_losses"]) == 1
 
 
 def test_the_check_rejects_a_nonpositive_size_with_exit_2(recipes: ModuleType) -> None:

@@ -815,8 +815,8 @@ def run(args: Any, mode: str, preset: Preset, tmp: Path, start: float) -> dict[s
     rows = []
     for name, prepared, policy, fit_s in entries:
         rows.append(measure_row(name, bench, prepared, policy, fit_s))
-        mode = prepared.candidate.training.mode
-        rows[-1].update(static_accuracy=statics[mode].accuracy, static_epochs=statics[mode].epochs)
+        trained = prepared.candidate.training.mode  # not `mode`: that names the run (quick, default)
+        rows[-1].update(static_accuracy=statics[trained].accuracy, static_epochs=statics[trained].epochs)
         print(f"[{_elapsed(start)}] measured {name}")
     timing = timing_rounds(entries, bench, args.rounds or preset.rounds)
     for r in rows:

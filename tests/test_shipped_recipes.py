@@ -53,3 +53,37 @@ def test_every_recipe_of_a_shipped_space_lowers_the_loss_in_its_first_epoch(
     assert rows[0]["recipe"] == "baseline" and len(rows) >= 2  # the baseline and at least one branch recipe
     for row in rows:
         assert row["falls"], row
+
+
+def test_the_check_judges_the_first_epoch_and_reports_every_epoch_on_a_cifar_fixture(
+    recipes: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mechanics only (random pixels: nothing to learn): ResNet-20's space, 2 epochs on 48 images."""
+    from _fixtures import write_cifar10_fixture
+
+    from ddecs_search.spaces import load_space
+
+    write_cifar10_fixture(tmp_path / "data", n_per_batch=20)
+    monkeypatch.setenv("DDECS_OFFLINE", "1")
+    args = argparse.Namespace(dataset="cifar10", root=str(tmp_path / "data"), train=48, val=16, epochs=2)
+    path = ROOT / "search_spaces" / "cifar10_resnet.yaml"
+    rows = recipes.check_space(path, args, torch.device("cpu"), tmp_path / "work")
+    recipes_run = recipes.branch_recipes(load_space(path), 2)
+    assert [r["recipe"] for r in rows] == ["baseline"] + [label for label, _ in recipes_run]
+    assert all(cfg.epochs == 2 for _, cfg in recipes_run)
+    for row in rows:
+        # one step per epoch at batch 128 on 48 images: the verdict reads epoch 1's step only, not both
+        assert row["epochs"] == 2 and row["steps"] == 1, row
+        assert len(row["epoch_mean_losses"]) == 2 and row["first_q_loss"] == row["epoch_mean_losses"][0]
+        assert not row["falls"]  # one step cannot show a fall
+        assert 0.0 <= row["val_acc"] <= 1.0
+    assert all(len(r["exit_val_accs"]) == 3 for r in rows[1:])  # two early exits and the final one
+    args.baseline_only, args.epochs = True, 1
+    only = recipes.check_space(path, args, torch.device("cpu"), tmp_path / "work1")
+    assert [r["recipe"] for r in only] == ["baseline"] and len(only[0]["epoch_mean_losses"]) == 1
+
+
+def test_the_check_rejects_a_nonpositive_size_with_exit_2(recipes: ModuleType) -> None:
+    with pytest.raises(SystemExit) as exc:
+        recipes.main(["--epochs", "0"])
+    assert exc.value.code == 2

@@ -47,9 +47,10 @@ def test_readme_workflow_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtur
         "latency_source",
     }
     assert front and all(keys <= set(row) for row in front)
-    assert [r["trial_id"] for r in front].count("static") <= 1
+    assert [r["trial_id"] for r in front].count("static") == 1  # always shown; its rank says where
     _, result = experiment_front(exp)
-    assert "static" in result.ranked["trial_id"].tolist()  # always ranked; on the front unless dominated
+    static_rank = int(result.ranked.loc[result.ranked["trial_id"] == "static", "rank"].iloc[0])
+    assert next(r["rank"] for r in front if r["trial_id"] == "static") == static_rank
     for row in front:
         if row["trial_id"] != "static":
             assert row["config"]["backbone"] == "lenet" and row["summary"].startswith(row["exits"])

@@ -432,3 +432,38 @@ def test_csv_and_table_formats(tmp_path) -> None:
     assert "energy_mj" not in lines[0]  # all missing: not shown
     with pytest.raises(ConfigError, match="table, csv, json"):
         format_front(front, "xml")
+
+
+def test_the_static_network_is_always_shown_beside_the_front(tmp_path, capsys) -> None:
+    from ddecs_search.cli import main
+
+    df = load_trials(make_experiment(tmp_path / "e", n=12, seed=5))
+    # a trial that dominates the static network: more accurate on validation and faster in the table
+    best = df.index[df["state"] == "TERMINATED"][0]
+    df.loc[best, "val_accuracy"] = 1.0
+    df.loc[best, "expected_latency_ms"] = 1e-6
+    result = compute_front(df)
+    shown = result.with_static()
+    assert "static" not in result.front["trial_id"].tolist()
+    assert shown["trial_id"].tolist() == [*result.front["trial_id"], "static"]
+    assert int(shown["rank"].iloc[-1]) >= 1 and bool(shown["static"].iloc[-1])
+    notice = next(n for n in result.notices if n.startswith("the static network"))
+    assert "of 12 ranked trials" in notice and "it is not on the front (rank 1: dominated)" in notice
+
+    # the static network dominating every trial: it is the front, shown once
+    df = load_trials(make_experiment(tmp_path / "f", n=12, seed=5))
+    df["baseline_val_accuracy"] = 1.0
+    df["baseline_expected_latency_ms"] = 1e-6
+    result = compute_front(df)
+    assert result.front["trial_id"].tolist() == ["static"]
+    assert result.with_static()["trial_id"].tolist() == ["static"]
+    notice = next(n for n in result.notices if n.startswith("the static network"))
+    assert "dominates 12 of 12 ranked trials" in notice and "it is on the front" in notice
+
+    # the CLI's json always carries the static row, with the rank that says whether it is on the front
+    assert main(["pareto", str(tmp_path / "e"), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    statics = [r for r in rows if r["trial_id"] == "static"]
+    assert len(statics) == 1 and statics[0]["config"] == {"static": True}
+    ranked = rank_trials(load_trials(tmp_path / "e"))
+    assert statics[0]["rank"] == int(ranked.loc[ranked["trial_id"] == "static", "rank"].iloc[0])

@@ -52,6 +52,18 @@ class FrontResult(NamedTuple):
     group_by: str | None
     constraints: list[Constraint]
 
+    def with_static(self) -> pd.DataFrame:
+        """The front, then every static-network row that is not on it (``rank`` >= 1 when dominated, -1
+        when infeasible): what a user would deploy instead is always shown beside the front, and its
+        ``rank`` says whether it is on it."""
+        ranked = self.ranked
+        if "static" not in ranked.columns or "rank" not in ranked.columns:
+            return self.front
+        off_front = ranked[(ranked["static"] == True) & (ranked["rank"] != 0)]  # noqa: E712
+        if off_front.empty:
+            return self.front
+        return require("pandas").concat([self.front, off_front], ignore_index=True, sort=False)
+
 
 def _normalise_objectives(objectives: Sequence[Objective] | None) -> list[Objective]:
     objectives = list(objectives or DEFAULT_OBJECTIVES)
@@ -297,10 +309,20 @@ def _static_notice(done: pd.DataFrame, values: np.ndarray, directions: Sequence[
             if feasible[i]
         )
         where = "" if group == ALL_GROUP else f" on {group}"
-        out.append(
-            f"the static network (trial_id 'static') dominates {dominated} of {len(trials)} "
-            f"ranked trials{where}; none of them is on the front."
+        ranks = [int(done["rank"].iloc[s]) for s in statics]
+        if 0 in ranks:
+            status = "it is on the front"
+        elif all(r < 0 for r in ranks):
+            status = "it violates a constraint, so it is not ranked; its row follows the front"
+        else:
+            rank = min(r for r in ranks if r > 0)
+            status = f"it is not on the front (rank {rank}: dominated); its row follows the front"
+        dominates = (
+            f"dominates {dominated} of {len(trials)} ranked trials{where} (none of those is on the front)"
+            if dominated
+            else f"dominates none of the {len(trials)} ranked trials{where}"
         )
+        out.append(f"the static network (trial_id 'static') {dominates}; {status}.")
     return out
 
 

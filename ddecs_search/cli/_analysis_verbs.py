@@ -47,7 +47,7 @@ def _pareto(args: argparse.Namespace) -> int:
     _, result = experiment_front(args.experiments, objectives=objectives, constraints=args.constraint)
     for note in result.notices + _what_the_numbers_are(result.front):
         print(f"note: {note}", file=sys.stderr)
-    sys.stdout.write(format_front(result.front, args.format))
+    sys.stdout.write(format_front(result.with_static(), args.format))
     return 0
 
 

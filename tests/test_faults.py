@@ -18,10 +18,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import yaml
 
+from ddecs_search import ray_setup
 from ddecs_search.cli import main
 from ddecs_search.experiment import Experiment
 
@@ -211,7 +213,10 @@ def _truncation_matrix(exp_dir: Path, tmp_path: Path, capsys) -> None:
         _truncate(target)
         capsys.readouterr()
         resume = ["resume", str(copy), "--quiet", "--no-verify"]
-        code = None if label == "trial metrics.json" else main(resume)
+        # "before Ray": the resume must not reach init_ray (checked on the call itself: another test of
+        # this process may have left a Ray running, so ray.is_initialized() says nothing here)
+        with mock.patch("ddecs_search.ray_setup.init_ray", wraps=ray_setup.init_ray) as init_ray:
+            code = None if label == "trial metrics.json" else main(resume)
         err = capsys.readouterr().err
         if code is None:  # read through the experiment module (the trainable treats it as unfinished)
             from ddecs_search.experiment import StateFileError
@@ -221,7 +226,7 @@ def _truncation_matrix(exp_dir: Path, tmp_path: Path, capsys) -> None:
             err, code = str(info.value), 2
         rows.append((label, code, err.strip().splitlines()[-1] if err.strip() else ""))
         assert code == 2 and str(target) in err and "Traceback" not in err, (label, err)
-        assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized(), label  # before Ray
+        assert init_ray.call_count == 0, label  # refused before Ray
     # newer format of run.json
     copy = tmp_path / "trunc" / "newer" / exp_dir.name
     shutil.copytree(exp_dir, copy)

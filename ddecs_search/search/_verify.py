@@ -38,12 +38,9 @@ def pick_front(trials: Any, objectives: Sequence[Objective], top: int) -> list[s
     """
     from ddecs_search.dominance import crowding_distance, non_dominated_sort
 
-    if trials.empty or "feasible" not in trials.columns:
-        return []
     names = [o.name for o in objectives]
-    ok = trials[(trials["feasible"] == True) & (trials["full_fidelity"] == True)]  # noqa: E712
-    ok = ok.dropna(subset=[n for n in names if n in ok.columns])
-    if ok.empty or any(n not in ok.columns for n in names):
+    ok = _rankable(trials, names)
+    if ok.empty:
         return []
     values = ok[names].to_numpy(dtype=float)
     directions = [o.mode for o in objectives]
@@ -58,17 +55,25 @@ def pick_front(trials: Any, objectives: Sequence[Objective], top: int) -> list[s
     return [str(front["trial_id"].iloc[i]) for i in order[:top]]
 
 
+def _rankable(trials: Any, names: Sequence[str]) -> Any:
+    """The trials :func:`pick_front` ranks: feasible, fully evaluated, every objective value present
+    (an empty frame when there are none)."""
+    if trials.empty or "feasible" not in trials.columns or any(n not in trials.columns for n in names):
+        return trials.iloc[0:0]
+    ok = trials[(trials["feasible"] == True) & (trials["full_fidelity"] == True)]  # noqa: E712
+    return ok.dropna(subset=list(names))
+
+
 def _why_no_picks(trials: Any, objectives: Sequence[Objective]) -> str:
     """Why :func:`pick_front` found nothing: a user reading the log must tell "the static network wins"
     (a real result: deploy the static network) from "no trial finished feasible" (a search problem)."""
-    if trials.empty or "feasible" not in trials.columns:
-        return "no trial has been evaluated"
-    done = trials[(trials["feasible"] == True) & (trials["full_fidelity"] == True)]  # noqa: E712
-    if done.empty:
-        return "no feasible, fully evaluated trial"
+    names = [o.name for o in objectives]
+    ranked = _rankable(trials, names)
+    if ranked.empty:
+        return "no feasible, fully evaluated trial with every objective value"
     return (
-        f"the static network dominates every feasible trial ({len(done)}) on "
-        f"{', '.join(o.name for o in objectives)}: deploy the static network"
+        f"the static network dominates every feasible trial ({len(ranked)}) on "
+        f"{', '.join(names)}: deploy the static network"
     )
 
 

@@ -157,6 +157,44 @@ def test_latency_costs_on_a_real_sample_and_lenet() -> None:
         latency_costs(net, CPU, warmup=0, repeats=1, sample=torch.randn(3, 28, 28))
 
 
+def test_early_exit_table_path_is_the_forced_early_exit_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The eager table's path() equals the medians of ``model.early_exit`` forced out at every exit (so
+    the loop's own per-exit overhead is in the table), split per module by the modules' own medians."""
+    from ddecs_search.profiling import _latency, early_exit_table
+
+    net = MultiExitNet(create_backbone("lenet", num_classes=10), [0, 1], [BranchSpec()] * 2).eval()
+    e = net.num_exits
+    stage_ms, branch_ms = [0.02, 0.05, 0.04], [0.01, 0.02]
+    paths = [0.08, 0.20, 0.30]  # above the modules' sums: the loop's overhead
+    modules = [v for k in range(e) for v in ([stage_ms[k], branch_ms[k]] if k < e - 1 else [stage_ms[k]])]
+    medians = np.array([*modules, 0.16, *paths])
+    exits_seen = []
+
+    def fake_round_robin(jobs, timer, warmup, repeats):  # type: ignore[no-untyped-def]
+        assert len(jobs) == 2 * e - 1 + 1 + e
+        for fn, inp in jobs[2 * e :]:  # the forced paths are real early exits, leaving where forced
+            exits_seen.append(int(fn(inp).exit_indices[0]))
+        return np.repeat(medians[:, None], repeats, axis=1)
+
+    monkeypatch.setattr(_latency, "_round_robin", fake_round_robin)
+    costs = early_exit_table(net, CPU, warmup=1, repeats=3)
+    assert exits_seen == list(range(e))
+    np.testing.assert_allclose(costs.path(), paths, rtol=1e-12)
+    np.testing.assert_allclose(costs.stage[:-1] / costs.branch, np.divide(stage_ms[:-1], branch_ms))
+    assert costs.static == 0.16 and "forced exits" in costs.source
+
+
+def test_torch_backend_table_is_the_forced_path_table() -> None:
+    from ddecs_search.config import MeasurementConfig
+    from ddecs_search.runtime import inference_backend
+
+    net = _toy_net()
+    backend = inference_backend(MeasurementConfig(runtime="torch"), net, None, CPU)
+    costs = backend.latency_costs(warmup=1, repeats=5)
+    assert "forced exits" in costs.source and " eager " in costs.source
+    assert costs.stage.shape == (2,) and (np.concatenate([costs.stage, costs.branch]) > 0).all()
+
+
 def test_time_per_sample_times_every_sample() -> None:
     seen = []
 

@@ -300,7 +300,7 @@ def test_decisions_the_graph_cannot_express_run_module_by_module() -> None:
 def test_latency_table_path_is_the_batch1_graph_forced_paths(monkeypatch: pytest.MonkeyPatch) -> None:
     """The ORT table's path() equals the batch-1 graph's forced-exit medians (what the runner executes),
     split between stage and branch by their own graphs; threshold decisions add nothing on top."""
-    from ddecs_search.runtime import _backend
+    from ddecs_search.profiling import _latency
 
     net = _net("lenet", seed=3)  # 4 exits: jobs = 4 stages + 3 branches (interleaved), static, 4 paths
     e = net.num_exits
@@ -316,7 +316,7 @@ def test_latency_table_path_is_the_batch1_graph_forced_paths(monkeypatch: pytest
             fn(inp)
         return np.repeat(medians[:, None], repeats, axis=1)
 
-    monkeypatch.setattr(_backend, "round_robin", fake_round_robin)
+    monkeypatch.setattr(_latency, "_round_robin", fake_round_robin)
     x = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(2))
     backend = inference_backend(MeasurementConfig(), net, _spread_thresholds(net, x), CPU)
     costs = backend.latency_costs(warmup=1, repeats=3)
@@ -328,7 +328,7 @@ def test_latency_table_path_is_the_batch1_graph_forced_paths(monkeypatch: pytest
 
 
 def test_split_paths_floors_noise() -> None:
-    from ddecs_search.runtime._backend import split_paths
+    from ddecs_search.profiling import split_paths
 
     stage, branch = split_paths(
         np.array([0.05, 0.04, 0.2]), np.array([0.03, 0.03, 0.1]), np.array([0.01, 0.01])
@@ -378,7 +378,8 @@ def test_search_table_keys_name_the_runtime() -> None:
     net = _net("lenet")
     ort_keys = module_keys(net, "lenet", runtime_label("onnxruntime", CPU, 1))
     torch_keys = module_keys(net, "lenet", runtime_label("torch", CPU, 1))
-    assert all(k.startswith("onnxruntime ") for k in ort_keys)
+    assert all(k.startswith("onnxruntime ") and " if-graph " in k for k in ort_keys)
+    assert all(k.startswith("torch ") and " eager " in k for k in torch_keys)  # the forced-path table
     assert not set(ort_keys) & set(torch_keys)
 
 

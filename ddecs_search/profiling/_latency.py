@@ -154,14 +154,8 @@ def module_table(
 ) -> ExitCosts:
     """The per-module latency table of any runtime: each stage, branch and the static network timed on
     its real input (stage ``k`` on stage ``k - 1``'s output), interleaved round-robin; medians in ms."""
-    jobs: list[tuple[Callable[[Any], Any], Any]] = []
-    h = x
     last = num_exits - 1
-    for k in range(num_exits):
-        jobs.append((lambda t, k=k: run_stage(k, t), h))
-        h = run_stage(k, h)
-        if k < last:
-            jobs.append((lambda t, k=k: run_branch(k, t), h))
+    jobs = _module_jobs(run_stage, run_branch, x, num_exits)
     jobs.append((static, x))
     medians = np.median(_round_robin(jobs, timer, warmup, repeats), axis=1)  # (modules,)
     return ExitCosts(
@@ -171,6 +165,129 @@ def module_table(
         unit="ms",
         source=source,
     )
+
+
+def _module_jobs(
+    run_stage: Callable[[int, Any], Any], run_branch: Callable[[int, Any], Any], x: Any, num_exits: int
+) -> list[tuple[Callable[[Any], Any], Any]]:
+    """Stage and branch jobs on their real inputs, in network order: stage 0, branch 0, ..., last stage."""
+    jobs: list[tuple[Callable[[Any], Any], Any]] = []
+    h = x
+    for k in range(num_exits):
+        jobs.append((lambda t, k=k: run_stage(k, t), h))
+        h = run_stage(k, h)
+        if k < num_exits - 1:
+            jobs.append((lambda t, k=k: run_branch(k, t), h))
+    return jobs
+
+
+def forced_path_table(
+    run_stage: Callable[[int, Any], Any],
+    run_branch: Callable[[int, Any], Any],
+    static: Callable[[Any], Any],
+    forced_path: Callable[[int, Any], Any],
+    x: Any,
+    num_exits: int,
+    timer: Timer,
+    *,
+    warmup: int,
+    repeats: int,
+    source: str,
+) -> tuple[ExitCosts, dict[str, Any]]:
+    """The latency table of what early-exit inference really runs, in any runtime.
+
+    A per-module table misses what the early-exit loop costs around the modules (Python and framework
+    overhead per call, the exit test, building the output); in eager PyTorch at batch 1 that is a large
+    share of a small network's time. So the end-to-end early-exit call is timed forced out at every exit
+    (``forced_path(k, x)``: every sample leaves at exit ``k``), interleaved round-robin with every stage,
+    branch and the static network on their real inputs. The table's ``path()`` equals those forced-path
+    medians (:func:`split_paths`); the per-module split follows the modules' own medians.
+
+    Returns:
+        the table, and the raw medians ``{"stage": (E,), "branch": (E-1,), "static": float, "paths": (E,)}``.
+    """
+    e = num_exits
+    jobs = _module_jobs(run_stage, run_branch, x, e)
+    jobs.append((static, x))
+    jobs += [(lambda t, k=k: forced_path(k, t), x) for k in range(e)]
+    med = np.median(_round_robin(jobs, timer, warmup, repeats), axis=1)
+    raw = {
+        "stage": med[0 : 2 * e - 1 : 2],
+        "branch": med[1 : 2 * e - 2 : 2],
+        "static": float(med[2 * e - 1]),
+        "paths": med[2 * e :],
+    }
+    stage, branch = split_paths(raw["paths"], raw["stage"], raw["branch"])
+    return ExitCosts(stage=stage, branch=branch, static=raw["static"], unit="ms", source=source), raw
+
+
+def split_paths(paths: np.ndarray, stage: np.ndarray, branch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-module costs whose cumulative path is ``paths`` (``(E,)`` ms, forced exits of one runner).
+
+    Chunk ``k`` = ``paths[k] - paths[k-1]`` (floored at 1 % of its modules' own medians, so timing noise
+    never makes a cost negative), shared between stage ``k`` and branch ``k`` in proportion to their own
+    medians ``stage`` ``(E,)`` and ``branch`` ``(E-1,)``; the last chunk is the last stage's.
+    """
+    paths = np.asarray(paths, dtype=np.float64)
+    stage, branch = np.asarray(stage, dtype=np.float64), np.asarray(branch, dtype=np.float64)
+    own = stage + np.append(branch, 0.0)
+    chunk = np.maximum(np.diff(paths, prepend=0.0), 0.01 * own)
+    share = stage / own
+    new_stage = chunk * share
+    return new_stage, chunk[:-1] - new_stage[:-1]
+
+
+class ForcedExit:
+    """An exit policy that sends every sample out at exit ``k`` (the forced paths of the latency table).
+
+    Its decision is a ready tensor, so the forced path costs what the loop costs around the modules and
+    nothing for deciding; the fitted policy's own decision time is added per exit by ``decision_costs``.
+    """
+
+    def __init__(self, k: int, device: torch.device) -> None:
+        self.k = k
+        self._yes = torch.ones(1, dtype=torch.bool, device=device)
+        self._no = torch.zeros(1, dtype=torch.bool, device=device)
+
+    def exit_mask_from_logits(
+        self, exit_index: int, logits: torch.Tensor, prev_pred: torch.Tensor | None
+    ) -> torch.Tensor:
+        return (self._yes if exit_index == self.k else self._no).expand(logits.shape[0])
+
+
+def early_exit_table(
+    model: MultiExitNet,
+    device: torch.device,
+    *,
+    warmup: int = 10,
+    repeats: int = 30,
+    sample: torch.Tensor | None = None,
+    source: str | None = None,
+) -> ExitCosts:
+    """The eager-PyTorch latency table of ``model.early_exit`` at batch 1 (see :func:`forced_path_table`).
+
+    Unlike :func:`latency_costs` (modules in isolation), its ``path()`` includes the early-exit loop's
+    own per-exit overhead, so a table estimate matches end-to-end timing of real early exit. Timed on the
+    host (what a caller waits for), device synchronised on both sides of every call.
+    """
+    _check_counts(warmup=warmup, repeats=repeats)
+    check_on_device(model, device)
+    x = _single_input(model, device, sample)
+    forced = [ForcedExit(k, device) for k in range(model.num_exits)]
+    with eval_mode(model), torch.inference_mode(), _on(device):
+        table, _ = forced_path_table(
+            model.run_stage,
+            model.exit_logits,
+            model.backbone,
+            lambda k, t: model.early_exit(t, forced[k]),
+            x,
+            model.num_exits,
+            _time_host(device),
+            warmup=warmup,
+            repeats=repeats,
+            source=source or f"measured:{device_name(device)}, forced exits",
+        )
+    return table
 
 
 def _single_input(model: MultiExitNet, device: torch.device, sample: torch.Tensor | None) -> torch.Tensor:

@@ -9,7 +9,6 @@ batched throughput and energy windows all come from the one runtime, in the same
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import weakref
 from collections.abc import Callable
@@ -23,9 +22,10 @@ from ddecs_search.profiling import (
     ExitCosts,
     check_counts,
     device_name,
+    early_exit_table,
+    forced_path_table,
     host_timer,
     module_table,
-    round_robin,
     single_input,
     time_interleaved,
 )
@@ -72,10 +72,11 @@ def resolve_runtime(runtime: str, device: torch.device) -> str:
 def runtime_label(runtime: str, device: torch.device, threads: int) -> str:
     """``"onnxruntime 1.32.0 if-graph cpu:<cpu model> 1 thread"``: runtime, version, device, threads."""
     version = ort_version() if runtime == "onnxruntime" else torch.__version__.split("+")[0]
-    # ONNX Runtime tables time the batch-1 If graph (since session 2 of issue 17): the label keys the
-    # search's table cache, so tables measured module by module are never mixed with these
-    if runtime == "onnxruntime":
-        version += " if-graph"
+    # The label keys the search's table cache, so it also names what the runner (and its table) is:
+    # ONNX Runtime runs batch 1 as one If graph (session 2 of issue 17), eager torch runs the Python
+    # early-exit loop, timed forced out at every exit (session 3); tables measured module by module
+    # before those changes are never mixed with these.
+    version += " if-graph" if runtime == "onnxruntime" else " eager"
     thread_txt = f" {threads} thread{'s' if threads != 1 else ''}" if device.type == "cpu" else ""
     return f"{runtime} {version} {device_name(device)}{thread_txt}"
 
@@ -239,10 +240,18 @@ class TorchBackend(InferenceBackend):
         return {**out, "source": self.source}
 
     def latency_costs(self, *, warmup: int, repeats: int, sample: torch.Tensor | None = None) -> ExitCosts:
-        from ddecs_search.profiling import latency_costs
-
-        costs = latency_costs(self.model, self.device, warmup=warmup, repeats=repeats, sample=sample)
-        return dataclasses.replace(costs, source=f"measured:{self.source}")
+        """The table of what eager batch-1 early exit runs: ``model.early_exit`` forced out at every exit
+        (the loop's per-exit Python overhead included; a per-module table under-estimated eager early
+        exit by 10-40 %), split per module by the modules' own medians. The fitted policy's decision
+        is added per exit by :meth:`decision_costs`."""
+        return early_exit_table(
+            self.model,
+            self.device,
+            warmup=warmup,
+            repeats=repeats,
+            sample=sample,
+            source=f"measured:{self.source}, forced exits",
+        )
 
 
 class OnnxRuntimeBackend(InferenceBackend):
@@ -284,29 +293,21 @@ class OnnxRuntimeBackend(InferenceBackend):
     def early_exit_fn(self) -> Callable[[Any], tuple[np.ndarray, np.ndarray]]:
         return self.runner.early_exit
 
-    def _timings(self, x: np.ndarray, *, warmup: int, repeats: int) -> dict[str, Any]:
-        """Interleaved round-robin medians (ms, batch 1, real inputs): every stage and branch graph, the
-        static graph, and the batch-1 graph forced out at each exit (``paths``, ``(E,)``)."""
+    def _timings(self, x: np.ndarray, *, warmup: int, repeats: int) -> tuple[ExitCosts, dict[str, Any]]:
+        """The forced-path table of the batch-1 graph and its raw medians (``forced_path_table``)."""
         r = self.runner
-        e = r.num_exits
-        jobs: list[tuple[Callable[[Any], Any], Any]] = []
-        h = x
-        for k in range(e):
-            jobs.append((lambda t, k=k: r.run_stage(k, t), h))
-            h = r.run_stage(k, h)
-            if k < e - 1:
-                jobs.append((lambda t, k=k: r.run_branch(k, t), h))
-        jobs.append((r.static, x))
-        for k in range(e):
-            forced = forced_thresholds(e, k)
-            jobs.append((lambda t, thr=forced: r.run_fused(t, thr), x))
-        med = np.median(round_robin(jobs, host_timer(self.device), warmup, repeats), axis=1)
-        return {
-            "stage": med[0 : 2 * e - 1 : 2],
-            "branch": med[1 : 2 * e - 2 : 2],
-            "static": float(med[2 * e - 1]),
-            "paths": med[2 * e :],
-        }
+        return forced_path_table(
+            r.run_stage,
+            r.run_branch,
+            r.static,
+            lambda k, t: r.run_fused(t, forced_thresholds(r.num_exits, k)),
+            x,
+            r.num_exits,
+            host_timer(self.device),
+            warmup=warmup,
+            repeats=repeats,
+            source=f"measured:{self.source}, forced exits",
+        )
 
     def latency_costs(self, *, warmup: int, repeats: int, sample: torch.Tensor | None = None) -> ExitCosts:
         """The latency table of what batch-1 early exit runs: the ``If`` graph (one ``session.run``).
@@ -334,15 +335,7 @@ class OnnxRuntimeBackend(InferenceBackend):
                 repeats=repeats,
                 source=f"measured:{self.source}",
             )
-        t = self._timings(x, warmup=warmup, repeats=repeats)
-        stage, branch = split_paths(t["paths"], t["stage"], t["branch"])
-        return ExitCosts(
-            stage=stage,
-            branch=branch,
-            static=t["static"],
-            unit="ms",
-            source=f"measured:{self.source}, forced exits",
-        )
+        return self._timings(x, warmup=warmup, repeats=repeats)[0]
 
     def decision_costs(self, sample: torch.Tensor, *, warmup: int = 10, repeats: int = 30) -> np.ndarray:
         """``(E-1,)`` ms to add to the table's branches for this backend's decision.
@@ -375,9 +368,8 @@ class OnnxRuntimeBackend(InferenceBackend):
         numpy_ms = np.median(out, axis=1) if out.size else np.zeros(0)
         if r.fused_session is None:
             return numpy_ms
-        t = self._timings(x, warmup=warmup, repeats=repeats)
-        stage, branch = split_paths(t["paths"], t["stage"], t["branch"])
-        extra = (t["stage"][:-1] + t["branch"]) - (stage[:-1] + branch)
+        table, t = self._timings(x, warmup=warmup, repeats=repeats)
+        extra = (t["stage"][:-1] + t["branch"]) - (table.stage[:-1] + table.branch)
         return numpy_ms + np.maximum(extra, 0.0)
 
     def close(self) -> None:
@@ -391,22 +383,6 @@ def forced_thresholds(num_exits: int, k: int) -> np.ndarray:
     if k < num_exits - 1:
         t[k] = -np.inf
     return t
-
-
-def split_paths(paths: np.ndarray, stage: np.ndarray, branch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-module costs whose cumulative path is ``paths`` (``(E,)`` ms, forced exits of one graph).
-
-    Chunk ``k`` = ``paths[k] - paths[k-1]`` (floored at 1 % of its modules' own medians, so timing noise
-    never makes a cost negative), shared between stage ``k`` and branch ``k`` in proportion to their own
-    graphs' medians ``stage`` ``(E,)`` and ``branch`` ``(E-1,)``; the last chunk is the last stage's.
-    """
-    paths = np.asarray(paths, dtype=np.float64)
-    stage, branch = np.asarray(stage, dtype=np.float64), np.asarray(branch, dtype=np.float64)
-    own = stage + np.append(branch, 0.0)
-    chunk = np.maximum(np.diff(paths, prepend=0.0), 0.01 * own)
-    share = stage / own
-    new_stage = chunk * share
-    return new_stage, chunk[:-1] - new_stage[:-1]
 
 
 def inference_backend(

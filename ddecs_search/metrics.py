@@ -252,7 +252,22 @@ _CATALOGUE: tuple[Metric, ...] = (
         None,
         "x",
         "info",
-        "expected_latency_ms / verified_latency_ms: how well the table predicts the real time",
+        "expected_latency_ms / verified_latency_ms: how well the search's table predicts the real time",
+    ),
+    _m(
+        "verified_table_latency_ms",
+        None,
+        "ms",
+        "info",
+        "the latency table re-measured at verify time, weighted by the timed samples' own exits",
+        device_bound=True,
+    ),
+    _m(
+        "table_over_verified",
+        None,
+        "x",
+        "info",
+        "verified_table_latency_ms / verified_latency_ms: the table method's error in the same conditions",
     ),
     # agreement checks, configuration, bookkeeping
     _m(

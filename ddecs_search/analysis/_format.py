@@ -26,6 +26,7 @@ FRONT_FIGURES = (
     "expected_latency_ms",
     "latency_ms",
     "verified_latency_ms",
+    "expected_over_verified",
     "expected_speedup",
     "speedup",
     "verified_speedup",

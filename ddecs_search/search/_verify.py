@@ -26,8 +26,12 @@ VERIFIED_COLUMNS = (
     "verified_speedup",
     "verified_latency_source",
     "verified_device",
+    "verified_table_latency_ms",
+    "verified_load",
     "expected_over_verified",
+    "table_over_verified",
 )
+_RATIO_TOLERANCE = 0.10  # |table / end-to-end - 1| the latency table is built to stay within
 
 
 def pick_front(trials: Any, objectives: Sequence[Objective], top: int) -> list[str]:
@@ -103,6 +107,7 @@ def _measure(space: SearchSpace, files: dict[str, bytes]) -> dict[str, Any]:
 
     from ddecs_search.artifacts import load_trained
     from ddecs_search.data import load_splits
+    from ddecs_search.evaluation import with_decisions
     from ddecs_search.profiling import device_name, latency_source, resolve_device
     from ddecs_search.ray_setup import node_id
     from ddecs_search.runtime import inference_backend
@@ -118,13 +123,28 @@ def _measure(space: SearchSpace, files: dict[str, bytes]) -> dict[str, Any]:
     test = load_splits(space.dataset, tuple(spec["input_shape"])).test
     n = min(space.measurement.latency_samples, len(test))
     samples = torch.stack([test[i][0] for i in range(n)])
-    backend = inference_backend(space.measurement, model, policy, device)  # the search's runtime
-    timing = backend.compare(samples, warmup=space.measurement.warmup)
+    m = space.measurement
+    backend = inference_backend(m, model, policy, device)  # the search's runtime
+    load_before = os.getloadavg()[0]
+    # the table re-measured here, in the same conditions as the end-to-end timing that follows: with
+    # the timed samples' own exits it tells the table method's error apart from a search-time table
+    # measured under another load (expected_over_verified mixes both)
+    table = with_decisions(
+        backend.latency_costs(warmup=m.warmup, repeats=m.repeats, sample=samples[0]),
+        backend.decision_costs(samples[:1], warmup=m.warmup, repeats=m.repeats),
+    )
+    timing = backend.compare(samples, warmup=m.warmup)
+    load_after = os.getloadavg()[0]
     early, static = timing["early_exit"], timing["static"]
-    threads = space.measurement.threads if device.type == "cpu" else None
-    how = "end-to-end batch 1, isolated after the search"
+    table_ms = float(table.path()[np.asarray(timing["exit_indices"], dtype=int)].mean())
+    threads = m.threads if device.type == "cpu" else None
+    load = f"load {load_before:.1f}-{load_after:.1f} on {os.cpu_count()} CPUs"
+    how = f"end-to-end batch 1, isolated after the search, {load}"
     source = latency_source(backend.runtime_name, device_name(device), threads, how)
     return {
+        "verified_table_latency_ms": table_ms,
+        "table_over_verified": table_ms / early.mean_ms,
+        "verified_load": load,
         "verified_latency_ms": early.mean_ms,
         "verified_latency_p95_ms": early.p95_ms,
         "verified_baseline_latency_ms": static.mean_ms,
@@ -186,21 +206,48 @@ def verify_front(
         _faults.point("verify-pick")  # crash tests: during verify, some picks measured
         _say(
             quiet,
-            f"verify: {trial_id} latency {out['verified_latency_ms']:.4f} ms end to end (table "
-            f"{expected:.4f} ms, ratio {out['expected_over_verified']:.3f}), speedup "
-            f"{out['verified_speedup']:.2f}x",
+            f"verify: {trial_id} latency {out['verified_latency_ms']:.4f} ms end to end (search's table "
+            f"{expected:.4f} ms, ratio {out['expected_over_verified']:.3f}; table re-measured now "
+            f"{out['verified_table_latency_ms']:.4f} ms, ratio {out['table_over_verified']:.3f}; "
+            f"{out['verified_load']}), speedup {out['verified_speedup']:.2f}x",
         )
+        drift = _table_drift(out["expected_over_verified"], out["table_over_verified"])
+        if drift:
+            _say(quiet, f"verify: {trial_id}: {drift}")
     if not rows:  # every pick was skipped (no deployable policy, unreadable files): nothing to merge
         _say(quiet, "verify: no pick could be re-measured")
         return []
     frame = pd.DataFrame(rows)
     storage.write_text(exp.path("verified.csv"), frame.to_csv(index=False))
     merged = trials.drop(columns=[c for c in trials.columns if c.startswith("verified_")])
-    keep = ["trial_id", *[c for c in frame.columns if c.startswith("verified_")], "expected_over_verified"]
-    merged = merged.drop(columns=[c for c in ("expected_over_verified",) if c in merged.columns])
+    ratios = ("expected_over_verified", "table_over_verified")
+    keep = ["trial_id", *[c for c in frame.columns if c.startswith("verified_")], *ratios]
+    merged = merged.drop(columns=[c for c in ratios if c in merged.columns])
     merged = merged.merge(frame[keep].astype({"trial_id": str}), how="left", on="trial_id")
     exp.write_frame(merged)
     return rows
+
+
+def _table_drift(expected_ratio: float, table_ratio: float) -> str | None:
+    """A warning when the search's table misses the end-to-end time by more than the tolerance.
+
+    ``table_ratio`` (the table re-measured beside the end-to-end timing) says whether the table method
+    itself is off or the search-time table was measured in other conditions (another load on a shared
+    machine): the user must know which before trusting the front's expected latencies.
+    """
+    if not np.isfinite(expected_ratio) or abs(expected_ratio - 1) <= _RATIO_TOLERANCE:
+        return None
+    if np.isfinite(table_ratio) and abs(table_ratio - 1) <= _RATIO_TOLERANCE:
+        return (
+            f"the search's latency table is off by {100 * (expected_ratio - 1):+.0f} % while the same "
+            f"table re-measured now is within {100 * _RATIO_TOLERANCE:.0f} % ({table_ratio:.3f}): the "
+            "search measured it under another load; its expected_* figures chose the front, so re-run "
+            "the search on a quiet machine before trusting them"
+        )
+    return (
+        f"the latency table misses end-to-end time by {100 * (expected_ratio - 1):+.0f} % (re-measured "
+        f"now: {100 * (table_ratio - 1):+.0f} %): expected_* figures do not predict this runtime here"
+    )
 
 
 def _say(quiet: bool, text: str) -> None:

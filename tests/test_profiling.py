@@ -195,6 +195,49 @@ def test_torch_backend_table_is_the_forced_path_table() -> None:
     assert costs.stage.shape == (2,) and (np.concatenate([costs.stage, costs.branch]) > 0).all()
 
 
+def test_decision_costs_in_loop_are_per_exit_increases(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forced paths with and without the policy deciding on the way: each exit's decision cost is the
+    increase of their difference from one exit to the next (the final path averaged with the last
+    early one, noise floored at 0), and the policy really decides on the deciding paths."""
+    from ddecs_search.profiling import _decision, decision_costs_in_loop
+
+    net = MultiExitNet(create_backbone("lenet", num_classes=10), [0, 1, 2], [BranchSpec()] * 3).eval()
+    e = net.num_exits
+    forced = [0.10, 0.20, 0.30, 0.40]
+    deciding = [0.11, 0.23, 0.32, 0.34 + 0.002]  # decisions: +0.01, +0.02, -0.01 (noise) ...
+    calls = []
+
+    class Counting(ThresholdPolicy):
+        def exit_mask_from_logits(self, exit_index, logits, prev_pred):  # type: ignore[no-untyped-def]
+            calls.append(exit_index)
+            return super().exit_mask_from_logits(exit_index, logits, prev_pred)
+
+    def fake_round_robin(jobs, timer, warmup, repeats):  # type: ignore[no-untyped-def]
+        assert len(jobs) == 2 * e
+        for k, (fn, inp) in enumerate(jobs):
+            assert int(fn(inp).exit_indices[0]) == k % e  # forced out where asked, deciding or not
+        return np.repeat(np.array([*forced, *deciding])[:, None], repeats, axis=1)
+
+    monkeypatch.setattr(_decision, "round_robin", fake_round_robin)
+    policy = Counting(metric="max_prob", thresholds=[2.0, 2.0, 2.0])  # never exits by itself
+    x = torch.randn(1, 1, 28, 28)
+    costs = decision_costs_in_loop(net, policy, x, CPU, warmup=0, repeats=2)
+    assert calls == [0, 0, 1, 0, 1, 2, 0, 1, 2]  # the deciding paths ran the policy at every exit passed
+    extra = np.array(deciding) - np.array(forced)
+    want = np.maximum(np.diff([extra[0], extra[1], (extra[2] + extra[3]) / 2], prepend=0.0), 0.0)
+    np.testing.assert_allclose(costs, want)
+    assert costs.shape == (e - 1,) and costs[2] == 0.0  # the noisy negative step is floored
+
+
+def test_decision_costs_in_loop_on_a_real_policy() -> None:
+    from ddecs_search.profiling import decision_costs_in_loop
+
+    net = _toy_net()
+    x = torch.randn(1, 1, 16, 16)
+    costs = decision_costs_in_loop(net, _exit_all_at_first(), x, CPU, warmup=1, repeats=5)
+    assert costs.shape == (1,) and np.isfinite(costs).all() and (costs >= 0).all()
+
+
 def test_time_per_sample_times_every_sample() -> None:
     seen = []
 

@@ -7,7 +7,7 @@ honest "unavailable". ``pynvml`` is imported only when an NVML meter is created.
 """
 
 from ddecs_search.profiling._costs import ExitCosts
-from ddecs_search.profiling._decision import decision_costs
+from ddecs_search.profiling._decision import decision_costs, decision_costs_in_loop
 from ddecs_search.profiling._device import device_name, resolve_device, synchronize
 from ddecs_search.profiling._energy import EnergyMeter, EnergyReading, UnavailableEnergyMeter
 from ddecs_search.profiling._energy_factory import ENERGY_KINDS, create_energy_meter, energy_per_sample
@@ -51,6 +51,7 @@ __all__ = [
     "count_macs",
     "create_energy_meter",
     "decision_costs",
+    "decision_costs_in_loop",
     "device_name",
     "early_exit_table",
     "energy_per_sample",

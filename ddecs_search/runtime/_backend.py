@@ -216,10 +216,10 @@ class TorchBackend(InferenceBackend):
         return torch.inference_mode()
 
     def decision_costs(self, sample: torch.Tensor, *, warmup: int = 10, repeats: int = 30) -> np.ndarray:
-        from ddecs_search.profiling import decision_costs
+        from ddecs_search.profiling import decision_costs_in_loop
 
         x = sample.to(self.device)
-        return decision_costs(self.model, self.policy, x, self.device, warmup=warmup, repeats=repeats)
+        return decision_costs_in_loop(self.model, self.policy, x, self.device, warmup=warmup, repeats=repeats)
 
     def compare(self, samples: torch.Tensor, *, warmup: int = 10, rounds: int = 3) -> dict[str, Any]:
         from ddecs_search.profiling import compare_static_vs_early_exit

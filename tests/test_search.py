@@ -125,6 +125,24 @@ def test_tiny_search_records_trials_metrics_failures_and_verification(local_ray,
     assert status["driver"] == "finished"
 
 
+def test_verify_says_whether_the_table_method_or_the_search_load_misses_end_to_end_time():
+    """The three outcomes of comparing a pick's latency table with its end-to-end time.
+
+    The third one was seen in the torch-runtime demo: the search's table agreed (1.027) only because it
+    was measured while two trials loaded the CPUs; re-measured on a quieter machine it was 0.861.
+    """
+    from ddecs_search.search._verify import _table_drift
+
+    assert _table_drift(1.03, 0.97) is None  # both agree: nothing to say
+    assert _table_drift(float("nan"), float("nan")) is None  # nothing measured: nothing to claim
+    load = _table_drift(1.40, 1.02)
+    assert load is not None and "under another load" in load and "+40 %" in load
+    method = _table_drift(0.80, 0.82)
+    assert method is not None and "do not predict this runtime" in method and "-18 %" in method
+    lucky = _table_drift(1.027, 0.861)
+    assert lucky is not None and "-14 %" in lucky and "quiet machine" in lucky
+
+
 def test_run_refuses_an_existing_experiment_and_bad_resources(local_ray, tmp_path, capsys):
     (tmp_path / "exp").mkdir()
     (tmp_path / "exp" / "space.yaml").write_text("name: x\n")

@@ -37,7 +37,14 @@ from ddecs_search.policies import (
     score_decisions,
     selection_split,
 )
-from ddecs_search.training import EpochCallback, accuracy, static_reference, train_baseline, train_branches
+from ddecs_search.training import (
+    BatchCallback,
+    EpochCallback,
+    accuracy,
+    static_reference,
+    train_baseline,
+    train_branches,
+)
 
 
 def default_cache() -> Path:
@@ -94,9 +101,14 @@ def prepare_candidate(
     baseline_dir: Path | None = None,
     quiet: bool = False,
     on_epoch: EpochCallback | None = None,
+    on_batch: BatchCallback | None = None,
     latency_fn: Callable[[MultiExitNet, torch.device], ExitCosts] | None = None,
 ) -> PreparedCandidate:
-    """Train ``candidate`` (baseline from cache) and compute its exit and cost tables."""
+    """Train ``candidate`` (baseline from cache) and compute its exit and cost tables.
+
+    ``on_batch`` runs after every branch-training step: a search passes its pause point there, so that a
+    neighbour's latency measurement is not slowed by this trial's training (search/_latency_broker.py).
+    """
     from ddecs_search.data import load_splits, make_loader
     from ddecs_search.profiling import mac_costs, resolve_device
     from ddecs_search.runtime import inference_backend
@@ -144,6 +156,7 @@ def prepare_candidate(
         num_workers=space.dataset.num_workers,
         quiet=quiet,
         on_epoch=on_epoch,
+        on_batch=on_batch,
     )
     model.eval()
     spec = create_policy(candidate.policy).feature_spec  # the rich observation needs more columns
@@ -385,12 +398,14 @@ def evaluate_candidate(
     baseline_dir: Path | None = None,
     quiet: bool = False,
     on_epoch: EpochCallback | None = None,
+    on_batch: BatchCallback | None = None,
     latency_fn: Callable[[MultiExitNet, torch.device], ExitCosts] | None = None,
     energy_lease: Any = None,
 ) -> dict[str, Any]:
     """Train, fit the policy, measure, and return the flat metrics dict (see :mod:`ddecs_search.metrics`).
 
     ``energy_lease``: a context-manager factory held while energy is metered (the search's measurement lease).
+    ``on_batch``: called after every branch-training step (a search's pause point, see prepare_candidate).
 
     Artefacts (model state dict + spec, policy, test exits) are written to ``workdir`` for export.
     """
@@ -411,6 +426,7 @@ def evaluate_candidate(
             baseline_dir=baseline_dir,
             quiet=quiet,
             on_epoch=on_epoch,
+            on_batch=on_batch,
             latency_fn=latency_fn,
         )
         policy, policy_time = fit_policy(prepared)

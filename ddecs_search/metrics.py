@@ -290,6 +290,13 @@ _CATALOGUE: tuple[Metric, ...] = (
     _m("train_time_s", "min", "s", "info", "branch training time"),
     _m("policy_train_time_s", "min", "s", "info", "exit-policy fitting time"),
     _m("wall_time_s", "min", "s", "info", "whole candidate evaluation time"),
+    _m(
+        "measurement_pause_s",
+        "min",
+        "s",
+        "info",
+        "time this trial's training paused while another trial of the search measured latency or energy",
+    ),
 )
 
 METRICS: dict[str, Metric] = {m.name: m for m in _CATALOGUE}

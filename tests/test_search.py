@@ -77,6 +77,7 @@ def test_tiny_search_records_trials_metrics_failures_and_verification(local_ray,
         "trial_index",
         "wall_time_s",
         "trial_wall_s",
+        "measurement_pause_s",
         "feasible",
         "expected_latency_ms",
         "latency_source",
@@ -123,6 +124,43 @@ def test_tiny_search_records_trials_metrics_failures_and_verification(local_ray,
     assert status["total"] == 4 and status["by_state"]["TERMINATED"] == len(terminated)
     assert status["by_state"]["ERROR"] == len(failed) and "val_accuracy" in status["best"]
     assert status["driver"] == "finished"
+
+
+def test_training_pauses_while_a_neighbour_measures_latency(local_ray):
+    """A trial's pause point blocks while another holds the measurement lease, and only then."""
+    import threading
+    import uuid
+
+    import ray
+
+    from ddecs_search.search._latency_broker import PausePoint, measurement_lease, start_broker
+
+    broker = start_broker(f"pause-test-{uuid.uuid4().hex[:8]}")
+    pause = PausePoint(broker, every_s=0.0)  # ask on every step: the test needs no timing margin
+    steps, stop = [0], threading.Event()
+
+    def train() -> None:  # a neighbour's training loop: one pause point per step
+        while not stop.is_set():
+            pause()
+            steps[0] += 1
+            time.sleep(0.005)
+
+    worker = threading.Thread(target=train, daemon=True)
+    worker.start()
+    try:
+        time.sleep(0.3)
+        assert steps[0] > 0, "training does not run while nobody measures"
+        with measurement_lease(broker)():  # what a measuring trial holds (after its grace period)
+            held = steps[0]
+            time.sleep(0.6)
+            assert steps[0] == held, "training went on during the measurement"
+        time.sleep(0.3)
+        assert steps[0] > held, "training did not resume after the measurement"
+        assert pause.paused_s >= 0.5
+    finally:
+        stop.set()
+        worker.join(timeout=10)
+        ray.kill(broker)
 
 
 def test_verify_says_whether_the_table_method_or_the_search_load_misses_end_to_end_time():

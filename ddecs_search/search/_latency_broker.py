@@ -7,6 +7,15 @@ of a given spec at a given point, the static backbone) is measured once on the t
 lease that only one trial holds at a time, and every later candidate containing it reuses that number.
 Candidates are compared on the same numbers, and the final picks are re-measured end to end with
 nothing else running (``_verify``).
+
+The lease alone does not make a measurement quiet: on a 2-core machine running two trials, the other
+trial's training took the CPU while the table was measured, and the default job's tables came out
+11-49 % slower than the same modules measured after the search. So while a trial holds the lease, the
+other trials of the search pause at their next *pause point* (after a training step; see
+:func:`pause_point`), and the holder waits ``QUIET_GRACE_S`` before it starts timing. What does not
+pause: RL policy fitting and the exit-table passes of a neighbour (minutes of work without a step
+boundary we own), and any process outside the search; verify's re-measurement says when the search-time
+table was measured under another load.
 """
 
 from __future__ import annotations
@@ -26,6 +35,8 @@ if TYPE_CHECKING:
     from ddecs_search.profiling import ExitCosts
 
 LEASE_SECONDS = 600.0  # a trial that dies holding the lease blocks others at most this long
+PAUSE_CHECK_S = 0.25  # how often a training trial asks the broker whether a measurement is running
+QUIET_GRACE_S = 0.5  # what the lease holder waits for its neighbours to reach their pause point
 
 
 class LatencyBroker:
@@ -44,6 +55,13 @@ class LatencyBroker:
         while self._holder is not None and time.monotonic() < self._expires:
             await asyncio.sleep(0.05)
         self._holder, self._expires = token, time.monotonic() + lease_s
+
+    async def wait_quiet(self, timeout_s: float = LEASE_SECONDS) -> float:
+        """Return once no measurement lease is held (or after ``timeout_s``); the seconds waited."""
+        start = time.monotonic()
+        while self._holder is not None and time.monotonic() < min(self._expires, start + timeout_s):
+            await asyncio.sleep(0.02)
+        return time.monotonic() - start
 
     async def release(self, token: str, values: dict[str, float]) -> None:
         added = False
@@ -95,6 +113,38 @@ def module_keys(model: MultiExitNet, backbone: str, device_label: str) -> list[s
     return keys
 
 
+class PausePoint:
+    """``on_batch`` callback of a trial's training: wait while a neighbour measures latency.
+
+    The broker is asked at most every ``every_s`` seconds (one actor round trip, about a millisecond),
+    so training pays well under 1 % for it; a neighbour's measurement starts after ``QUIET_GRACE_S``,
+    longer than one check interval plus a training step of the search's backbones on a CPU.
+    """
+
+    def __init__(self, broker: Any, every_s: float = PAUSE_CHECK_S) -> None:
+        self._broker = broker
+        self._every_s = every_s
+        self._next = 0.0
+        self.paused_s = 0.0  # total time this trial waited for measurements (reported per trial)
+
+    def __call__(self, *_: Any) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        import ray
+
+        self.paused_s += float(ray.get(self._broker.wait_quiet.remote()))
+        self._next = time.monotonic() + self._every_s
+
+
+def _quiet_lease(broker: Any, token: str) -> None:
+    """Take the measurement lease and give the neighbours time to reach their pause point."""
+    import ray
+
+    ray.get(broker.acquire.remote(token))
+    time.sleep(QUIET_GRACE_S)
+
+
 def measurement_lease(broker: Any) -> Any:
     """A context-manager factory holding the broker's measurement lease (the one latency measurements take).
 
@@ -107,7 +157,7 @@ def measurement_lease(broker: Any) -> Any:
         import ray
 
         token = uuid.uuid4().hex
-        ray.get(broker.acquire.remote(token))
+        _quiet_lease(broker, token)
         try:
             yield
         finally:
@@ -137,7 +187,7 @@ def isolated_latency_fn(
         table = ray.get(broker.lookup.remote(keys))
         if len(table) < len(keys):
             token = uuid.uuid4().hex
-            ray.get(broker.acquire.remote(token))
+            _quiet_lease(broker, token)
             measured: dict[str, float] = {}
             try:
                 table = ray.get(broker.lookup.remote(keys))  # a neighbour may have measured them meanwhile

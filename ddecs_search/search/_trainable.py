@@ -107,10 +107,11 @@ def _evaluate(ctx: TrialContext, candidate: Any, workdir: Path, on_epoch: Any) -
 
     ``expected_latency_ms`` (what the search compares trials on) comes from the table, which every
     trial shares and which was measured one module at a time; ``latency_ms`` stays what it is
-    everywhere: this trial's end-to-end measurement, labelled in-trial by ``latency_source``.
+    everywhere: this trial's end-to-end measurement, labelled in-trial by ``latency_source``. Its
+    training pauses while a neighbour measures (``measurement_pause_s``: how long).
     """
     from ddecs_search.evaluation import evaluate_candidate
-    from ddecs_search.search._latency_broker import isolated_latency_fn, measurement_lease
+    from ddecs_search.search._latency_broker import PausePoint, isolated_latency_fn, measurement_lease
 
     m = ctx.space.measurement
     table_fn = isolated_latency_fn(
@@ -121,16 +122,20 @@ def _evaluate(ctx: TrialContext, candidate: Any, workdir: Path, on_epoch: Any) -
         runtime=m.runtime,
         threads=m.threads,
     )
-    return evaluate_candidate(
+    pause = PausePoint(ctx.broker)  # a neighbour measuring latency gets the CPUs to itself
+    metrics = evaluate_candidate(
         ctx.space,
         candidate,
         workdir=workdir,
         baseline_dir=ctx.baseline.materialise(trial_cache_dir(ctx.exp_uid)),
         quiet=True,
         on_epoch=on_epoch,
+        on_batch=pause,
         latency_fn=table_fn,
         energy_lease=measurement_lease(ctx.broker),
     )
+    metrics["measurement_pause_s"] = pause.paused_s
+    return metrics
 
 
 def _epoch_reporter(ctx: TrialContext, candidate: Any) -> Any:

@@ -225,12 +225,12 @@ def _stack_inputs(dataset: Any, n: int) -> torch.Tensor:
 
 
 def _energy(
-    space: SearchSpace, prepared: PreparedCandidate, backend: Any, batch: torch.Tensor, lease: Any
+    space: SearchSpace, prepared: PreparedCandidate, backend: Any, batch: torch.Tensor, leased: bool
 ) -> dict:
     """Energy per sample of early-exit and static inference over the same samples, or None with the reason.
 
-    ``lease`` (a context-manager factory, the search's measurement lease) is held while the meter reads, so
-    no other measurement of the search runs meanwhile; without one, an in-trial value says it is contended.
+    ``leased``: the caller holds the search's measurement lease while the meter reads (no other
+    measurement of the search runs meanwhile); without it, an in-trial value says it is contended.
     """
     from ddecs_search.profiling import create_energy_meter, energy_per_sample
 
@@ -240,15 +240,14 @@ def _energy(
     static_fn, early_fn = backend.energy_fns()  # the measurement runtime's static and early-exit calls
     try:
         kwargs = {"min_seconds": m.energy_min_seconds, "warmup": min(m.warmup, 2)}
-        with lease() if lease is not None and available else contextlib.nullcontext():
-            static = energy_per_sample(meter, static_fn, batch, prepared.device, **kwargs)
-            dynamic = energy_per_sample(meter, early_fn, batch, prepared.device, **kwargs)
+        static = energy_per_sample(meter, static_fn, batch, prepared.device, **kwargs)
+        dynamic = energy_per_sample(meter, early_fn, batch, prepared.device, **kwargs)
     finally:
         meter.close()
     source = dynamic.source
     if available and dynamic.energy_mj is not None:
-        if lease is not None:
-            source += " (measurement lease held: no other measurement meanwhile; trials may train)"
+        if leased:
+            source += " (measurement lease held: no other measurement meanwhile, neighbours' training paused)"
         elif os.environ.get("DDECS_IN_TRIAL"):
             source += " (contended: measured in-trial while other trials may run on the device)"
     return {
@@ -287,13 +286,17 @@ def with_decisions(costs: ExitCosts, decision_ms: np.ndarray) -> ExitCosts:
 
 
 def measure_candidate(
-    space: SearchSpace, prepared: PreparedCandidate, policy: ExitPolicy, *, energy_lease: Any = None
+    space: SearchSpace, prepared: PreparedCandidate, policy: ExitPolicy, *, lease: Any = None
 ) -> CandidateMeasurement:
     """Score ``policy`` (selection part of validation, test) and time real early-exit inference.
 
     Choosing metrics (``val_*``, ``expected_*``, ``macs``) come from the selection part of validation;
     test metrics only score; ``latency_ms``/``speedup`` are end-to-end measurements of real inference
     against the static network in the same run (see ``latency_source``).
+
+    ``lease``: a context-manager factory (a search's measurement lease) held around every timing — the
+    decision costs that enter ``expected_latency_ms``, the end-to-end comparison, throughput and energy —
+    so no neighbour measures or trains meanwhile; the passes that only predict run outside it.
     """
     from ddecs_search.data import make_loader
     from ddecs_search.profiling import device_name, latency_source
@@ -303,7 +306,9 @@ def measure_candidate(
     device = prepared.device
     samples = _stack_inputs(prepared.splits.test, m.latency_samples)
     backend = inference_backend(m, prepared.model, policy, device)  # measurement.runtime
-    decisions = backend.decision_costs(samples[:1], warmup=m.warmup, repeats=m.repeats)
+    hold = lease if lease is not None else contextlib.nullcontext
+    with hold():
+        decisions = backend.decision_costs(samples[:1], warmup=m.warmup, repeats=m.repeats)
     latency = with_decisions(prepared.latency, decisions)
     lat_path, mac_path = latency.path(), prepared.macs.path()
     norm_path = prepared.latency.normalised_path()
@@ -337,15 +342,22 @@ def measure_candidate(
     table_preds = test.predictions[np.arange(test.num_samples), exits]
     agreement = float(((preds_np == table_preds) & (real_exits_np == exits)).mean())
 
-    timing = backend.compare(samples, warmup=m.warmup)
-    batch1_agree = float((np.asarray(timing["exit_indices"]) == exits[: len(samples)]).mean())
-    tput = backend.throughput(_stack_inputs(prepared.splits.test, 4 * m.batch_size), batch_size=m.batch_size)
+    tput_batch = _stack_inputs(prepared.splits.test, 4 * m.batch_size)
     energy_batch = _stack_inputs(prepared.splits.test, m.batch_size)
-    energy = _energy(space, prepared, backend, energy_batch, energy_lease)
+    with hold():
+        timing = backend.compare(samples, warmup=m.warmup)
+        tput = backend.throughput(tput_batch, batch_size=m.batch_size)
+        energy = _energy(space, prepared, backend, energy_batch, leased=lease is not None)
+    batch1_agree = float((np.asarray(timing["exit_indices"]) == exits[: len(samples)]).mean())
     static_lat, ee_lat = timing["static"], timing["early_exit"]
     dev = device_name(device)
     in_trial = bool(os.environ.get("DDECS_IN_TRIAL"))
-    where = "in-trial (other trials may share the machine)" if in_trial else "isolated"
+    if not in_trial:
+        where = "isolated"
+    elif lease is not None:
+        where = "in-trial under the measurement lease (neighbours' training paused, their other work not)"
+    else:
+        where = "in-trial (other trials may share the machine)"
     metrics = {
         # chosen on: selection part of validation, and cost tables weighted by its exits
         "val_accuracy": val.accuracy,
@@ -400,11 +412,11 @@ def evaluate_candidate(
     on_epoch: EpochCallback | None = None,
     on_batch: BatchCallback | None = None,
     latency_fn: Callable[[MultiExitNet, torch.device], ExitCosts] | None = None,
-    energy_lease: Any = None,
+    lease: Any = None,
 ) -> dict[str, Any]:
     """Train, fit the policy, measure, and return the flat metrics dict (see :mod:`ddecs_search.metrics`).
 
-    ``energy_lease``: a context-manager factory held while energy is metered (the search's measurement lease).
+    ``lease``: a context-manager factory held around every timing (the search's measurement lease).
     ``on_batch``: called after every branch-training step (a search's pause point, see prepare_candidate).
 
     Artefacts (model state dict + spec, policy, test exits) are written to ``workdir`` for export.
@@ -431,7 +443,7 @@ def evaluate_candidate(
         )
         policy, policy_time = fit_policy(prepared)
         with measurement_threads(space, prepared.device):
-            measured = measure_candidate(space, prepared, policy, energy_lease=energy_lease)
+            measured = measure_candidate(space, prepared, policy, lease=lease)
         names = backbone_info(candidate.backbone).exit_point_names
         metrics = {
             **measured.metrics,

@@ -91,6 +91,50 @@ def test_evaluate_writes_the_metrics_contract(tmp_path: Path, capsys: pytest.Cap
     assert not undocumented, undocumented
 
 
+@pytest.mark.skipif(not FMNIST.exists(), reason="Debian package dataset-fashion-mnist not installed")
+def test_every_timing_runs_under_the_measurement_lease(tmp_path: Path, monkeypatch) -> None:
+    """Decision costs (part of expected_latency_ms), the end-to-end comparison and throughput are timed
+    while the search's lease is held, and the batched prediction pass (no timing) is not."""
+    from ddecs_search import runtime
+    from ddecs_search.evaluation import evaluate_candidate
+    from ddecs_search.spaces import candidate_from_dict, load_space
+
+    held, calls = [False], []
+
+    class Lease:
+        def __enter__(self) -> None:
+            held[0] = True
+
+        def __exit__(self, *exc: object) -> None:
+            held[0] = False
+
+    real_backend = runtime.inference_backend
+
+    class Spy:  # the runtime backend, recording whether the lease was held at each call
+        def __init__(self, backend) -> None:
+            self._backend = backend
+
+        def __getattr__(self, name: str):
+            attr = getattr(self._backend, name)
+            if not callable(attr):
+                return attr
+
+            def call(*args, **kwargs):
+                calls.append((name, held[0]))
+                return attr(*args, **kwargs)
+
+            return call
+
+    monkeypatch.setattr(runtime, "inference_backend", lambda *a, **k: Spy(real_backend(*a, **k)))
+    space = load_space(SPACE)
+    candidate = candidate_from_dict(space, {}, path="--candidate")  # the space's default candidate
+    metrics = evaluate_candidate(space, candidate, workdir=tmp_path / "work", quiet=True, lease=Lease)
+    timed = {name: lease for name, lease in calls if name in ("decision_costs", "compare", "throughput")}
+    assert timed == {"decision_costs": True, "compare": True, "throughput": True}, calls
+    assert ("predict", False) in calls  # the test-set pass only predicts: outside the lease
+    assert "under the measurement lease" not in metrics["latency_source"]  # not in a trial: "isolated"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -9,13 +9,14 @@ Candidates are compared on the same numbers, and the final picks are re-measured
 nothing else running (``_verify``).
 
 The lease alone does not make a measurement quiet: on a 2-core machine running two trials, the other
-trial's training took the CPU while the table was measured, and the default job's tables came out up
-to 45 % slower than the same modules re-measured after the search (1.00-1.45x over three picks). So while a trial holds the lease, the
-other trials of the search pause at their next *pause point* (after a training step; see
-:func:`pause_point`), and the holder waits ``QUIET_GRACE_S`` before it starts timing. What does not
-pause: RL policy fitting and the exit-table passes of a neighbour (minutes of work without a step
-boundary we own), and any process outside the search; verify's re-measurement says when the search-time
-table was measured under another load.
+trial's work took the CPU while the table was measured, and the default job's tables came out up to
+45 % slower than the same modules re-measured after the search (1.00-1.45x over three picks). So every
+timing of a trial is taken under the lease (the module table here; the decision costs, end-to-end
+comparison, throughput and energy in ``evaluation.measure_candidate``), and while a trial holds it the
+other trials pause at their next *pause point* (after a training step: :class:`PausePoint`); the holder
+waits ``QUIET_GRACE_S`` before it starts timing. What does not pause: a neighbour's exit-table passes and
+RL policy fitting (minutes of work without a step boundary we own) and any process outside the search;
+verify's re-measurement says when the search-time table was measured under another load.
 """
 
 from __future__ import annotations

@@ -132,7 +132,7 @@ def _evaluate(ctx: TrialContext, candidate: Any, workdir: Path, on_epoch: Any) -
         on_epoch=on_epoch,
         on_batch=pause,
         latency_fn=table_fn,
-        energy_lease=measurement_lease(ctx.broker),
+        lease=measurement_lease(ctx.broker),
     )
     metrics["measurement_pause_s"] = pause.paused_s
     return metrics

@@ -18,7 +18,7 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,8 +106,9 @@ def prepare_candidate(
 ) -> PreparedCandidate:
     """Train ``candidate`` (baseline from cache) and compute its exit and cost tables.
 
-    ``on_batch`` runs after every branch-training step: a search passes its pause point there, so that a
-    neighbour's latency measurement is not slowed by this trial's training (search/_latency_broker.py).
+    ``on_batch`` runs after every branch-training step and before every batch of the prediction passes
+    (exit tables, static predictions): a search passes its pause point there, so that a neighbour's
+    latency measurement is not slowed by this trial's work (search/_latency_broker.py).
     """
     from ddecs_search.data import load_splits, make_loader
     from ddecs_search.profiling import mac_costs, resolve_device
@@ -128,8 +129,8 @@ def prepare_candidate(
         quiet=quiet,
     )
 
-    def eval_loader(ds):
-        return make_loader(
+    def eval_loader(ds):  # prediction passes pause too: they are the CPU work beside a neighbour's timing
+        loader = make_loader(
             ds,
             batch_size=512,
             shuffle=False,
@@ -137,6 +138,7 @@ def prepare_candidate(
             num_workers=space.dataset.num_workers,
             device=device,
         )
+        return _pausing(loader, on_batch)
 
     # the static network with the candidate's total training: the baseline (frozen) or the baseline
     # continued for the branch epochs with the candidate's recipe (joint), shared by all trials
@@ -190,6 +192,14 @@ def prepare_candidate(
         info_train["train_time_s"],
         base.train_time_s,
     )
+
+
+def _pausing(batches: Iterable[Any], pause: BatchCallback | None) -> Iterator[Any]:
+    """``batches`` with the search's pause point before each one (a no-op without a search)."""
+    for step, batch in enumerate(batches):
+        if pause is not None:
+            pause(-1, step, float("nan"))  # epoch -1: not a training step
+        yield batch
 
 
 @torch.no_grad()
@@ -286,7 +296,12 @@ def with_decisions(costs: ExitCosts, decision_ms: np.ndarray) -> ExitCosts:
 
 
 def measure_candidate(
-    space: SearchSpace, prepared: PreparedCandidate, policy: ExitPolicy, *, lease: Any = None
+    space: SearchSpace,
+    prepared: PreparedCandidate,
+    policy: ExitPolicy,
+    *,
+    lease: Any = None,
+    on_batch: BatchCallback | None = None,
 ) -> CandidateMeasurement:
     """Score ``policy`` (selection part of validation, test) and time real early-exit inference.
 
@@ -296,7 +311,8 @@ def measure_candidate(
 
     ``lease``: a context-manager factory (a search's measurement lease) held around every timing — the
     decision costs that enter ``expected_latency_ms``, the end-to-end comparison, throughput and energy —
-    so no neighbour measures or trains meanwhile; the passes that only predict run outside it.
+    so no neighbour measures or trains meanwhile; the passes that only predict run outside it, pausing
+    at ``on_batch`` while a neighbour holds the lease.
     """
     from ddecs_search.data import make_loader
     from ddecs_search.profiling import device_name, latency_source
@@ -336,7 +352,7 @@ def measure_candidate(
         device=device,
     )
     # in the runtime: with onnxruntime, `inference_table_agreement` is its agreement with the torch path
-    outs = [backend.predict(x) for x, _ in loader]
+    outs = [backend.predict(x) for x, _ in _pausing(loader, on_batch)]
     preds_np, real_exits_np = np.concatenate([p for p, _ in outs]), np.concatenate([e for _, e in outs])
     real_acc = float((preds_np == test.labels).mean())
     table_preds = test.predictions[np.arange(test.num_samples), exits]
@@ -443,7 +459,7 @@ def evaluate_candidate(
         )
         policy, policy_time = fit_policy(prepared)
         with measurement_threads(space, prepared.device):
-            measured = measure_candidate(space, prepared, policy, lease=lease)
+            measured = measure_candidate(space, prepared, policy, lease=lease, on_batch=on_batch)
         names = backbone_info(candidate.backbone).exit_point_names
         metrics = {
             **measured.metrics,

@@ -94,7 +94,8 @@ def test_evaluate_writes_the_metrics_contract(tmp_path: Path, capsys: pytest.Cap
 @pytest.mark.skipif(not FMNIST.exists(), reason="Debian package dataset-fashion-mnist not installed")
 def test_every_timing_runs_under_the_measurement_lease(tmp_path: Path, monkeypatch) -> None:
     """Decision costs (part of expected_latency_ms), the end-to-end comparison and throughput are timed
-    while the search's lease is held, and the batched prediction pass (no timing) is not."""
+    while the search's lease is held, the batched prediction pass (no timing) is not, and training steps
+    and prediction passes reach the pause point a neighbour's measurement waits on."""
     from ddecs_search import runtime
     from ddecs_search.evaluation import evaluate_candidate
     from ddecs_search.spaces import candidate_from_dict, load_space
@@ -128,10 +129,20 @@ def test_every_timing_runs_under_the_measurement_lease(tmp_path: Path, monkeypat
     monkeypatch.setattr(runtime, "inference_backend", lambda *a, **k: Spy(real_backend(*a, **k)))
     space = load_space(SPACE)
     candidate = candidate_from_dict(space, {}, path="--candidate")  # the space's default candidate
-    metrics = evaluate_candidate(space, candidate, workdir=tmp_path / "work", quiet=True, lease=Lease)
+    pauses: list[int] = []  # the epoch of each pause point reached (-1: a prediction pass)
+    metrics = evaluate_candidate(
+        space,
+        candidate,
+        workdir=tmp_path / "work",
+        quiet=True,
+        lease=Lease,
+        on_batch=lambda epoch, step, loss: pauses.append(epoch),
+    )
     timed = {name: lease for name, lease in calls if name in ("decision_costs", "compare", "throughput")}
     assert timed == {"decision_costs": True, "compare": True, "throughput": True}, calls
     assert ("predict", False) in calls  # the test-set pass only predicts: outside the lease
+    # the work beside a neighbour's timing reaches pause points: training steps and prediction batches
+    assert 0 in pauses and -1 in pauses, sorted(set(pauses))
     assert "under the measurement lease" not in metrics["latency_source"]  # not in a trial: "isolated"
 
 

@@ -163,6 +163,53 @@ def test_training_pauses_while_a_neighbour_measures_latency(local_ray):
         ray.kill(broker)
 
 
+def test_table_measurements_are_scaled_to_the_conditions_of_the_first(local_ray, monkeypatch):
+    """A module timed while the machine runs twice as slow (the static network, timed in the same rounds,
+    shows it) enters the table at half its raw time; the first measurement sets the reference."""
+    import uuid
+
+    import numpy as np
+    import ray
+    import torch
+
+    from ddecs_search import runtime
+    from ddecs_search.config import BranchSpec
+    from ddecs_search.models import MultiExitNet, create_backbone
+    from ddecs_search.profiling import ExitCosts
+    from ddecs_search.search._latency_broker import isolated_latency_fn, start_broker
+
+    raw = {"static": 4.0}  # what the (synthetic) runtime measures: mechanics only, no timing here
+
+    class Backend:
+        def __init__(self, model, *_: object) -> None:
+            self.num_exits = model.num_exits
+
+        def latency_costs(self, **_: object) -> ExitCosts:
+            stage = np.arange(1.0, self.num_exits + 1)
+            branch = np.full(self.num_exits - 1, 0.5)
+            return ExitCosts(stage=stage, branch=branch, static=raw["static"], unit="ms", source="synthetic")
+
+    monkeypatch.setattr(runtime, "inference_backend", lambda m, model, policy, device: Backend(model))
+    broker = start_broker(f"scale-test-{uuid.uuid4().hex[:8]}")
+    try:
+        fn = isolated_latency_fn(broker, "lenet", warmup=1, repeats=1, runtime="torch")
+        cpu = torch.device("cpu")
+
+        def net(points: list[int]) -> MultiExitNet:
+            specs = [BranchSpec(conv_layers=0)] * len(points)
+            return MultiExitNet(create_backbone("lenet", num_classes=10), points, specs)
+
+        first = fn(net([0]), cpu)  # the reference: taken as measured
+        assert first.static == 4.0 and list(first.stage) == [1.0, 2.0] and list(first.branch) == [0.5]
+        raw["static"] = 8.0  # the next measurement runs twice as slow
+        second = fn(net([1]), cpu)
+        assert second.static == 4.0  # the static network's entry is the first measurement's
+        assert list(second.stage) == [0.5, 1.0] and list(second.branch) == [0.25]
+        assert "load-normalised" in second.source
+    finally:
+        ray.kill(broker)
+
+
 def test_verify_says_whether_the_table_method_or_the_search_load_misses_end_to_end_time():
     """The three outcomes of comparing a pick's latency table with its end-to-end time.
 

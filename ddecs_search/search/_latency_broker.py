@@ -167,13 +167,29 @@ def measurement_lease(broker: Any) -> Any:
     return lease
 
 
+def _load_scale(static_ref: float | None, static_now: float) -> float:
+    """Factor that brings a measurement to the conditions of the table's first one.
+
+    Every table measurement times the static network in the same interleaved rounds as the candidate's
+    modules; what a neighbour's load (or a clock change) adds to those rounds shows in the static
+    network's time. Scaling the new modules by ``static_ref / static_now`` keeps every module of the
+    table in one set of conditions (those of the first measurement, which records ``static_ref``), the
+    side-by-side ratio rule applied to the table. Without a reference (the first measurement) or a
+    usable time: 1.
+    """
+    if static_ref is None or not np.isfinite(static_now) or static_now <= 0 or static_ref <= 0:
+        return 1.0
+    return float(static_ref) / float(static_now)
+
+
 def isolated_latency_fn(
     broker: Any, backbone: str, *, warmup: int, repeats: int, runtime: str = "auto", threads: int = 1
 ) -> Any:
     """A ``latency_fn(model, device) -> ExitCosts`` for ``evaluate_candidate`` backed by the broker.
 
     Modules are measured in ``runtime`` (``measurement.runtime``) with ``threads`` threads, and the cache
-    keys name runtime, version, device and threads: a table never mixes runtimes.
+    keys name runtime, version, device and threads: a table never mixes runtimes. Each measurement is
+    scaled to the conditions of the first (:func:`_load_scale`).
     """
 
     def latency_fn(model: MultiExitNet, device: torch.device) -> ExitCosts:
@@ -197,7 +213,10 @@ def isolated_latency_fn(
                     backend = inference_backend(measurement, model, None, device)
                     costs = backend.latency_costs(warmup=warmup, repeats=repeats)
                     values = [*costs.stage, *costs.branch, costs.static]
-                    measured = {k: float(v) for k, v in zip(keys, values, strict=False) if k not in table}
+                    scale = _load_scale(table.get(keys[-1]), costs.static)
+                    measured = {
+                        k: float(v) * scale for k, v in zip(keys, values, strict=False) if k not in table
+                    }
             finally:
                 ray.get(broker.release.remote(token, measured))
             table = ray.get(broker.lookup.remote(keys))
@@ -208,7 +227,7 @@ def isolated_latency_fn(
             branch=values[e:-1],
             static=float(values[-1]),
             unit="ms",
-            source=f"isolated_table:{label}",
+            source=f"isolated_table:{label} (load-normalised by the static network timed alongside)",
         )
 
     return latency_fn

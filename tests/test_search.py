@@ -114,7 +114,12 @@ def test_tiny_search_records_trials_metrics_failures_and_verification(local_ray,
         again = verified["verified_table_latency_ms"] / verified["verified_latency_ms"]
         assert (verified["verified_table_latency_ms"] > 0).all()
         assert np.allclose(verified["table_over_verified"], again)
-        assert verified["verified_latency_source"].str.contains("isolated after the search, load ").all()
+        assert verified["verified_latency_source"].str.contains("isolated after the search, median of").all()
+        # medians of verify's rounds, with the end-to-end range beside them
+        assert (verified["verified_rounds"] == 3).all()
+        lo, hi = verified["verified_latency_min_ms"], verified["verified_latency_max_ms"]
+        assert ((lo <= verified["verified_latency_ms"]) & (verified["verified_latency_ms"] <= hi)).all()
+        assert (verified["verified_speedup_min"] <= verified["verified_speedup_max"]).all()
         assert "table re-measured now" in out
         assert trials.set_index("trial_id").loc[verified["trial_id"], "verified_latency_ms"].notna().all()
         assert "front:" in out and "verify:" in out
@@ -226,6 +231,11 @@ def test_verify_says_whether_the_table_method_or_the_search_load_misses_end_to_e
     assert method is not None and "do not predict this runtime" in method and "-18 %" in method
     lucky = _table_drift(1.027, 0.861)
     assert lucky is not None and "-14 %" in lucky and "quiet machine" in lucky
+    # the end-to-end time's own spread over verify's rounds: above the tolerance, the verdict says so
+    assert "does not repeat its timings" not in _table_drift(1.40, 1.02, 0.05)
+    noisy = _table_drift(1.40, 1.02, 0.52)
+    assert noisy.startswith(load) and "moved 52 %" in noisy and "does not repeat its timings" in noisy
+    assert _table_drift(1.03, 0.97, 0.52) is None  # agreement needs no excuse
 
 
 def test_run_refuses_an_existing_experiment_and_bad_resources(local_ray, tmp_path, capsys):

@@ -197,8 +197,7 @@ def test_table_measurements_are_scaled_to_the_conditions_of_the_first(local_ray,
     monkeypatch.setattr(runtime, "inference_backend", lambda m, model, policy, device: Backend(model))
     broker = start_broker(f"scale-test-{uuid.uuid4().hex[:8]}")
     try:
-        # in this process, where the synthetic runtime is patched in (a search times in a Ray task)
-        fn = isolated_latency_fn(broker, "lenet", warmup=1, repeats=1, runtime="torch", fresh_process=False)
+        fn = isolated_latency_fn(broker, "lenet", warmup=1, repeats=1, runtime="torch")
         cpu = torch.device("cpu")
 
         def net(points: list[int]) -> MultiExitNet:

@@ -182,35 +182,8 @@ def _load_scale(static_ref: float | None, static_now: float) -> float:
     return float(static_ref) / float(static_now)
 
 
-def _module_costs(
-    measurement: Any, model: MultiExitNet, warmup: int, repeats: int, device: Any = None
-) -> ExitCosts:
-    """The candidate's latency table in ``measurement``'s runtime, in a process that trains nothing.
-
-    In the default job a trial's own process timed the same network 25-35 % slower than verify's fresh
-    process (static network 0.217 vs 0.164 ms) even with its neighbours paused, so on a CPU the table is
-    timed in a task's worker process, as verify times its picks.
-    """
-    import torch
-
-    from ddecs_search.runtime import inference_backend
-
-    device = device if device is not None else torch.device("cpu")
-    if device.type == "cpu":
-        torch.set_num_threads(measurement.threads)
-    backend = inference_backend(measurement, model.to(device).eval(), None, device)
-    return backend.latency_costs(warmup=warmup, repeats=repeats)
-
-
 def isolated_latency_fn(
-    broker: Any,
-    backbone: str,
-    *,
-    warmup: int,
-    repeats: int,
-    runtime: str = "auto",
-    threads: int = 1,
-    fresh_process: bool = True,
+    broker: Any, backbone: str, *, warmup: int, repeats: int, runtime: str = "auto", threads: int = 1
 ) -> Any:
     """A ``latency_fn(model, device) -> ExitCosts`` for ``evaluate_candidate`` backed by the broker.
 
@@ -224,7 +197,7 @@ def isolated_latency_fn(
 
         from ddecs_search.config import MeasurementConfig
         from ddecs_search.profiling import ExitCosts
-        from ddecs_search.runtime import resolve_runtime, runtime_label
+        from ddecs_search.runtime import inference_backend, resolve_runtime, runtime_label
 
         label = runtime_label(resolve_runtime(runtime, device), device, threads)
         keys = module_keys(model, backbone, label)
@@ -237,11 +210,8 @@ def isolated_latency_fn(
                 table = ray.get(broker.lookup.remote(keys))  # a neighbour may have measured them meanwhile
                 if len(table) < len(keys):
                     measurement = MeasurementConfig(runtime=runtime, threads=threads)  # type: ignore[arg-type]
-                    if fresh_process and device.type == "cpu":
-                        task = ray.remote(num_cpus=0)(_module_costs)
-                        costs = ray.get(task.remote(measurement, model.cpu(), warmup, repeats))
-                    else:  # (a CUDA device is visible only to the trial's own process)
-                        costs = _module_costs(measurement, model, warmup, repeats, device)
+                    backend = inference_backend(measurement, model, None, device)
+                    costs = backend.latency_costs(warmup=warmup, repeats=repeats)
                     values = [*costs.stage, *costs.branch, costs.static]
                     scale = _load_scale(table.get(keys[-1]), costs.static)
                     measured = {

@@ -131,6 +131,13 @@ def test_tiny_search_records_trials_metrics_failures_and_verification(local_ray,
     assert status["driver"] == "finished"
 
 
+def _wait_until(condition, timeout_s: float = 30.0) -> None:
+    """Poll ``condition`` until it holds or ``timeout_s`` passes (a loaded CI machine is slow, not wrong)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def test_training_pauses_while_a_neighbour_measures_latency(local_ray):
     """A trial's pause point blocks while another holds the measurement lease, and only then."""
     import threading
@@ -141,6 +148,7 @@ def test_training_pauses_while_a_neighbour_measures_latency(local_ray):
     from ddecs_search.search._latency_broker import PausePoint, measurement_lease, start_broker
 
     broker = start_broker(f"pause-test-{uuid.uuid4().hex[:8]}")
+    ray.get(broker.snapshot.remote())  # the actor is up (its worker can take seconds to start)
     pause = PausePoint(broker, every_s=0.0)  # ask on every step: the test needs no timing margin
     steps, stop = [0], threading.Event()
 
@@ -153,13 +161,13 @@ def test_training_pauses_while_a_neighbour_measures_latency(local_ray):
     worker = threading.Thread(target=train, daemon=True)
     worker.start()
     try:
-        time.sleep(0.3)
+        _wait_until(lambda: steps[0] > 0)
         assert steps[0] > 0, "training does not run while nobody measures"
         with measurement_lease(broker)():  # what a measuring trial holds (after its grace period)
             held = steps[0]
             time.sleep(0.6)
             assert steps[0] == held, "training went on during the measurement"
-        time.sleep(0.3)
+        _wait_until(lambda: steps[0] > held)
         assert steps[0] > held, "training did not resume after the measurement"
         assert pause.paused_s >= 0.5
     finally:

@@ -223,6 +223,77 @@ def test_table_measurements_are_scaled_to_the_conditions_of_the_first(local_ray,
         ray.kill(broker)
 
 
+def test_the_reference_table_is_the_default_candidate_and_seeds_a_new_table_only(local_ray, monkeypatch):
+    """The baseline task's reference (timed before training) holds the default candidate's modules and the
+    static network under the keys trials use; it seeds the broker unless the table has a static entry
+    already, and trials' measurements are scaled to it."""
+    import uuid
+
+    import torch
+
+    from ddecs_search import runtime
+    from ddecs_search.models import MultiExitNet, create_backbone
+    from ddecs_search.profiling import ExitCosts
+    from ddecs_search.runtime import resolve_runtime, runtime_label
+    from ddecs_search.search._latency_broker import (
+        isolated_latency_fn,
+        module_keys,
+        reference_table,
+        seeded_table,
+        start_broker,
+    )
+    from ddecs_search.spaces import candidate_from_dict
+
+    space = load_space(TINY)
+    cpu = torch.device("cpu")
+    reference = reference_table(space, 10, cpu)  # real timing in the space's runtime
+    default = candidate_from_dict(space, {})
+    model = MultiExitNet(create_backbone("lenet", num_classes=10), default.exit_points, default.branches)
+    label = runtime_label(resolve_runtime(space.measurement.runtime, cpu), cpu, space.measurement.threads)
+    assert list(reference) == module_keys(model, "lenet", label)
+    assert all(np.isfinite(v) and v > 0 for v in reference.values())
+
+    static_key = module_keys(model, "lenet", label)[-1]
+    resumed = {static_key: 9.0, "other": 1.0}
+    assert seeded_table(resumed, reference) == resumed  # a table with its own reference keeps it
+    assert seeded_table({"other": 1.0}, reference) == {**reference, "other": 1.0}
+    assert seeded_table({"other": 1.0}, None) == {"other": 1.0}  # a baseline stored before references
+
+    # a trial measuring another candidate at twice the reference's static time is scaled to the reference
+    ref_static = reference[static_key]
+
+    class Backend:
+        def __init__(self, model, *_: object) -> None:
+            self.num_exits = model.num_exits
+
+        def latency_costs(self, **_: object) -> ExitCosts:
+            stage = np.arange(1.0, self.num_exits + 1)
+            branch = np.full(self.num_exits - 1, 0.5)
+            return ExitCosts(stage=stage, branch=branch, static=2 * ref_static, unit="ms", source="synthetic")
+
+    monkeypatch.setattr(runtime, "inference_backend", lambda m, model, policy, device: Backend(model))
+    broker = start_broker(f"ref-test-{uuid.uuid4().hex[:8]}", seeded_table({}, reference))
+    try:
+        fn = isolated_latency_fn(
+            broker,
+            "lenet",
+            warmup=1,
+            repeats=1,
+            runtime=space.measurement.runtime,
+            threads=space.measurement.threads,
+        )
+        other = candidate_from_dict(space, {"exit_points": [2]})
+        costs = fn(
+            MultiExitNet(create_backbone("lenet", num_classes=10), other.exit_points, other.branches), cpu
+        )
+        assert costs.static == pytest.approx(ref_static)  # the reference's entry, not the trial's
+        assert list(costs.stage) == [0.5, 1.0] and list(costs.branch) == [0.25]
+    finally:
+        import ray
+
+        ray.kill(broker)
+
+
 def test_verify_says_whether_the_table_method_or_the_search_load_misses_end_to_end_time():
     """The three outcomes of comparing a pick's latency table with its end-to-end time.
 

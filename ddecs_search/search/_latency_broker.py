@@ -168,18 +168,67 @@ def measurement_lease(broker: Any) -> Any:
 
 
 def _load_scale(static_ref: float | None, static_now: float) -> float:
-    """Factor that brings a measurement to the conditions of the table's first one.
+    """Factor that brings a measurement to the conditions of the table's reference one.
 
     Every table measurement times the static network in the same interleaved rounds as the candidate's
-    modules; what a neighbour's load (or a clock change) adds to those rounds shows in the static
-    network's time. Scaling the new modules by ``static_ref / static_now`` keeps every module of the
-    table in one set of conditions (those of the first measurement, which records ``static_ref``), the
-    side-by-side ratio rule applied to the table. Without a reference (the first measurement) or a
-    usable time: 1.
+    modules; what a neighbour's load (or a clock change, or the trial process itself) adds to those
+    rounds shows in the static network's time. Scaling the new modules by ``static_ref / static_now``
+    keeps every module of the table in one set of conditions (those of the reference measurement,
+    :func:`reference_table`, which records ``static_ref``), the side-by-side ratio rule applied to the
+    table. Without a reference (an experiment whose baseline predates it: then the first trial's
+    measurement is the reference) or a usable time: 1.
     """
     if static_ref is None or not np.isfinite(static_now) or static_now <= 0 or static_ref <= 0:
         return 1.0
     return float(static_ref) / float(static_now)
+
+
+REFERENCE_ROUNDS = 3  # rounds of the reference table; the median per module (verify takes 3 as well)
+
+
+def reference_table(space: Any, num_classes: int, device: torch.device) -> dict[str, float]:
+    """The table's reference: the default candidate's modules and the static network, timed before any
+    trial runs, in a process that has trained nothing (the baseline task, before it trains).
+
+    Why: the default job's first table measurement, taken in a trial's process after its training, timed
+    the static network at 0.217 ms where verify's fresh process, after the search, timed 0.164 ms; every
+    later module was scaled to that first measurement (:func:`_load_scale`), so the whole table came out
+    1.32-1.46x verify's end-to-end times. Timed here, on the idle machine before the search starts, the
+    reference is taken in the conditions verify measures in, and trials scale their modules to it.
+    Weights do not matter for timing (shapes do): the backbone is untrained. The median of
+    ``REFERENCE_ROUNDS`` rounds per module.
+    """
+    from ddecs_search.evaluation import measurement_threads
+    from ddecs_search.models import MultiExitNet, create_backbone
+    from ddecs_search.runtime import inference_backend, resolve_runtime, runtime_label
+    from ddecs_search.spaces import candidate_from_dict
+
+    m = space.measurement
+    candidate = candidate_from_dict(space, {}, "default_candidate")
+    backbone = create_backbone(space.backbone.name, num_classes=num_classes)
+    model = MultiExitNet(backbone, candidate.exit_points, candidate.branches).to(device).eval()
+    with measurement_threads(space, device):
+        backend = inference_backend(m, model, None, device)
+        rounds = [backend.latency_costs(warmup=m.warmup, repeats=m.repeats) for _ in range(REFERENCE_ROUNDS)]
+    values = np.median(np.array([[*c.stage, *c.branch, c.static] for c in rounds], dtype=np.float64), axis=0)
+    label = runtime_label(resolve_runtime(m.runtime, device), device, m.threads)
+    keys = module_keys(model, space.backbone.name, label)
+    return {k: float(v) for k, v in zip(keys, values, strict=True)}
+
+
+def seeded_table(table: dict[str, float], reference: dict[str, float] | None) -> dict[str, float]:
+    """The broker's starting table: ``table`` (a resumed search's) plus the reference measurement.
+
+    The reference enters only where the table has no static network of its runtime yet: a table that
+    has one was scaled to it already, and mixing two references would put its modules in two sets of
+    conditions.
+    """
+    if not reference:
+        return dict(table)
+    statics = [k for k in reference if k.endswith("|static")]
+    if any(k in table for k in statics):
+        return dict(table)
+    return {**reference, **table}
 
 
 def isolated_latency_fn(
@@ -189,7 +238,7 @@ def isolated_latency_fn(
 
     Modules are measured in ``runtime`` (``measurement.runtime``) with ``threads`` threads, and the cache
     keys name runtime, version, device and threads: a table never mixes runtimes. Each measurement is
-    scaled to the conditions of the first (:func:`_load_scale`).
+    scaled to the conditions of the table's reference (:func:`reference_table`, :func:`_load_scale`).
     """
 
     def latency_fn(model: MultiExitNet, device: torch.device) -> ExitCosts:

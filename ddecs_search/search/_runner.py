@@ -410,7 +410,7 @@ def _make_tuner(
     from ray import tune
 
     from ddecs_search.search._callbacks import ProgressCallback, TrialsTableCallback
-    from ddecs_search.search._latency_broker import start_broker
+    from ddecs_search.search._latency_broker import seeded_table, start_broker
     from ddecs_search.search._scheduler import active_rungs, final_rung_active, make_rung_scheduler
     from ddecs_search.search._searcher import make_scheduler, make_search_alg
     from ddecs_search.search._space_fn import ConditionalSpace
@@ -420,7 +420,7 @@ def _make_tuner(
 
     broker = start_broker(
         f"ddecs-latency-{exp_uid}-{uuid.uuid4().hex[:6]}",
-        _load_latency_table(exp),
+        seeded_table(_load_latency_table(exp), blob.probe.get("latency_reference")),
         exp.path("latency_table.json"),
     )
     ctx = TrialContext(

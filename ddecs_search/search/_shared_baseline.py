@@ -1,10 +1,12 @@
 """The baseline backbone, trained once per search and shipped to every trial through the object store.
 
 It is trained by one Ray task with a trial's resources (so on a GPU node when trials use GPUs), which
-also probes the target device's energy meter. The trained weights travel to the trials as bytes inside
-``tune.with_parameters`` (works across nodes without shared disk); each trial writes them into a local
-cache folder under the same content-hash name :func:`ddecs_search.training.train_baseline` looks up, so
-``evaluate_candidate`` finds the pre-trained backbone and never trains it again.
+also probes the target device's energy meter and, before it trains, times the latency table's
+reference (``_latency_broker.reference_table``: a fresh process on the idle machine). The trained
+weights travel to the trials as bytes inside ``tune.with_parameters`` (works across nodes without
+shared disk); each trial writes them into a local cache folder under the same content-hash name
+:func:`ddecs_search.training.train_baseline` looks up, so ``evaluate_candidate`` finds the pre-trained
+backbone and never trains it again.
 """
 
 from __future__ import annotations
@@ -107,11 +109,14 @@ def _train(
     from ddecs_search.models import backbone_info
     from ddecs_search.profiling import create_energy_meter, device_name, resolve_device
     from ddecs_search.ray_setup import node_id
+    from ddecs_search.search._latency_broker import reference_table
     from ddecs_search.training import train_baseline
 
     torch.set_num_threads(max(1, threads))
     device = resolve_device(space.measurement.device)
     splits = load_splits(space.dataset, backbone_info(space.backbone.name).input_shape)
+    # before training, in this fresh process on the still idle machine: the latency table's reference
+    reference = reference_table(space, splits.num_classes, device)
     with tempfile.TemporaryDirectory(prefix="ddecs-baseline-") as tmp:
         cache = Path(work_dir) if work_dir else Path(tmp)
         dropped = _usable_checkpoints(cache)
@@ -146,6 +151,7 @@ def _train(
         "energy_source": meter.source,
         "node_id": node_id(),
         "host": os.uname().nodename,
+        "latency_reference": reference,
     }
     meter.close()
     return BaselineBlob(folder.name, weights, meta, probe)

@@ -198,6 +198,8 @@ def reference_table(space: Any, num_classes: int, device: torch.device) -> dict[
     Weights do not matter for timing (shapes do): the backbone is untrained. The median of
     ``REFERENCE_ROUNDS`` rounds per module.
     """
+    import torch
+
     from ddecs_search.evaluation import measurement_threads
     from ddecs_search.models import MultiExitNet, create_backbone
     from ddecs_search.runtime import inference_backend, resolve_runtime, runtime_label
@@ -205,8 +207,9 @@ def reference_table(space: Any, num_classes: int, device: torch.device) -> dict[
 
     m = space.measurement
     candidate = candidate_from_dict(space, {}, "default_candidate")
-    backbone = create_backbone(space.backbone.name, num_classes=num_classes)
-    model = MultiExitNet(backbone, candidate.exit_points, candidate.branches).to(device).eval()
+    with torch.random.fork_rng(devices=[]):  # initialising weights must not move the caller's RNG
+        backbone = create_backbone(space.backbone.name, num_classes=num_classes)
+        model = MultiExitNet(backbone, candidate.exit_points, candidate.branches).to(device).eval()
     with measurement_threads(space, device):
         backend = inference_backend(m, model, None, device)
         rounds = [backend.latency_costs(warmup=m.warmup, repeats=m.repeats) for _ in range(REFERENCE_ROUNDS)]
@@ -214,6 +217,26 @@ def reference_table(space: Any, num_classes: int, device: torch.device) -> dict[
     label = runtime_label(resolve_runtime(m.runtime, device), device, m.threads)
     keys = module_keys(model, space.backbone.name, label)
     return {k: float(v) for k, v in zip(keys, values, strict=True)}
+
+
+def quieter_reference(*references: dict[str, float]) -> dict[str, float]:
+    """The reference whose static network timed fastest (the quieter machine state), of several taken
+    apart in time.
+
+    One reference is not enough on a shared VM: in one default job the baseline task timed the static
+    network at 0.200 ms before training (every module 10-50 % slower than usual) while every in-trial and
+    verify timing of it was 0.163-0.170 ms. Slowdowns on this machine last seconds to minutes and only
+    ever add time, so the baseline task times the reference before and after training and keeps the
+    faster one.
+    """
+    usable = [r for r in references if r]
+    if not usable:
+        return {}
+
+    def static(ref: dict[str, float]) -> float:
+        return min(v for k, v in ref.items() if k.endswith("|static"))
+
+    return min(usable, key=static)
 
 
 def seeded_table(table: dict[str, float], reference: dict[str, float] | None) -> dict[str, float]:
@@ -229,6 +252,32 @@ def seeded_table(table: dict[str, float], reference: dict[str, float] | None) ->
     if any(k in table for k in statics):
         return dict(table)
     return {**reference, **table}
+
+
+SLOW_STATE = 1.10  # a measurement whose static network is this much slower than the reference's is retried
+RETRY_WAIT_S = 2.0
+RETRY_ATTEMPTS = 3  # further attempts, at most (the fastest of all is kept)
+
+
+def _calmest(measure: Any, static_ref: float | None, wait_s: float = RETRY_WAIT_S) -> ExitCosts:
+    """``measure()`` once, or again up to ``RETRY_ATTEMPTS`` times while its static network runs more
+    than ``SLOW_STATE`` times slower than the reference: the attempt with the fastest static network.
+
+    Scaling (:func:`_load_scale`) corrects a slow state only in part: in the slow reference above, small
+    modules were slowed more than the static network (a branch 0.154 vs 0.193 of it). Waiting out the
+    state is better where it passes within seconds; where it does not, the scaling is what remains.
+    """
+    costs = measure()
+    if static_ref is None or not np.isfinite(static_ref) or static_ref <= 0:
+        return costs
+    for _ in range(RETRY_ATTEMPTS):
+        if costs.static <= SLOW_STATE * static_ref:
+            break
+        time.sleep(wait_s)
+        again = measure()
+        if again.static < costs.static:
+            costs = again
+    return costs
 
 
 def isolated_latency_fn(
@@ -260,7 +309,9 @@ def isolated_latency_fn(
                 if len(table) < len(keys):
                     measurement = MeasurementConfig(runtime=runtime, threads=threads)  # type: ignore[arg-type]
                     backend = inference_backend(measurement, model, None, device)
-                    costs = backend.latency_costs(warmup=warmup, repeats=repeats)
+                    costs = _calmest(
+                        lambda: backend.latency_costs(warmup=warmup, repeats=repeats), table.get(keys[-1])
+                    )
                     values = [*costs.stage, *costs.branch, costs.static]
                     scale = _load_scale(table.get(keys[-1]), costs.static)
                     measured = {

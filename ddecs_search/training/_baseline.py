@@ -127,6 +127,7 @@ def train_baseline(
     """
     from ddecs_search.data import make_loader, validation_parts
 
+    torch.manual_seed(seed)  # the initial weights: the same whatever ran before in this process
     model = create_backbone(backbone_name, num_classes=splits.num_classes)
     key = baseline_key(backbone_name, splits.num_classes, data_cfg, cfg, seed, arch=str(model))
     folder = Path(cache_dir) / f"{backbone_name}-{key}"

@@ -265,7 +265,29 @@ _CATALOGUE: tuple[Metric, ...] = (
     ),
     _m("verified_speedup_min", None, "x", "info", "lowest verified speedup over verify's rounds"),
     _m("verified_speedup_max", None, "x", "info", "highest verified speedup over verify's rounds"),
-    _m("verified_rounds", None, "", "info", "rounds of table and end-to-end timing verify took per pick"),
+    _m(
+        "verified_rounds",
+        None,
+        "",
+        "info",
+        "rounds of table and end-to-end timing verify's medians come from",
+    ),
+    _m(
+        "verified_slow_rounds",
+        None,
+        "",
+        "info",
+        "verify rounds whose static network ran over 1.1x the table's (a slow spell of the machine): set "
+        "aside and retried, or all used when no round was calm",
+    ),
+    _m(
+        "verified_static_over_reference",
+        None,
+        "x",
+        "info",
+        "verify's static network over the latency table's (its reference conditions): above 1.1, verify "
+        "timed a slow spell and expected_over_verified cannot judge the table",
+    ),
     _m(
         "expected_over_verified",
         None,

@@ -186,7 +186,9 @@ def _load_scale(static_ref: float | None, static_now: float) -> float:
 REFERENCE_ROUNDS = 3  # rounds of the reference table; the median per module (verify takes 3 as well)
 
 
-def reference_table(space: Any, num_classes: int, device: torch.device) -> dict[str, float]:
+def reference_table(
+    space: Any, num_classes: int, device: torch.device, rounds: int = REFERENCE_ROUNDS
+) -> dict[str, float]:
     """The table's reference: the default candidate's modules and the static network, timed before any
     trial runs, in a process that has trained nothing (the baseline task, before it trains).
 
@@ -195,8 +197,8 @@ def reference_table(space: Any, num_classes: int, device: torch.device) -> dict[
     later module was scaled to that first measurement (:func:`_load_scale`), so the whole table came out
     1.32-1.46x verify's end-to-end times. Timed here, on the idle machine before the search starts, the
     reference is taken in the conditions verify measures in, and trials scale their modules to it.
-    Weights do not matter for timing (shapes do): the backbone is untrained. The median of
-    ``REFERENCE_ROUNDS`` rounds per module.
+    Weights do not matter for timing (shapes do): the backbone is untrained. The median of ``rounds``
+    rounds per module.
     """
     import torch
 
@@ -212,8 +214,8 @@ def reference_table(space: Any, num_classes: int, device: torch.device) -> dict[
         model = MultiExitNet(backbone, candidate.exit_points, candidate.branches).to(device).eval()
     with measurement_threads(space, device):
         backend = inference_backend(m, model, None, device)
-        rounds = [backend.latency_costs(warmup=m.warmup, repeats=m.repeats) for _ in range(REFERENCE_ROUNDS)]
-    values = np.median(np.array([[*c.stage, *c.branch, c.static] for c in rounds], dtype=np.float64), axis=0)
+        timed = [backend.latency_costs(warmup=m.warmup, repeats=m.repeats) for _ in range(rounds)]
+    values = np.median(np.array([[*c.stage, *c.branch, c.static] for c in timed], dtype=np.float64), axis=0)
     label = runtime_label(resolve_runtime(m.runtime, device), device, m.threads)
     keys = module_keys(model, space.backbone.name, label)
     return {k: float(v) for k, v in zip(keys, values, strict=True)}
@@ -225,9 +227,9 @@ def quieter_reference(*references: dict[str, float]) -> dict[str, float]:
 
     One reference is not enough on a shared VM: in one default job the baseline task timed the static
     network at 0.200 ms before training (every module 10-50 % slower than usual) while every in-trial and
-    verify timing of it was 0.163-0.170 ms. Slowdowns on this machine last seconds to minutes and only
-    ever add time, so the baseline task times the reference before and after training and keeps the
-    faster one.
+    verify timing of it was 0.163-0.170 ms; in another, 0.238 before and 0.186 after training. Slow
+    spells on this machine last seconds to minutes and only ever add time, so the baseline task times the
+    reference before training, after each epoch and after training, and the fastest is kept.
     """
     usable = [r for r in references if r]
     if not usable:

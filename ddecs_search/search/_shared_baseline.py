@@ -1,8 +1,9 @@
 """The baseline backbone, trained once per search and shipped to every trial through the object store.
 
 It is trained by one Ray task with a trial's resources (so on a GPU node when trials use GPUs), which
-also probes the target device's energy meter and times the latency table's reference before and after
-it trains (``_latency_broker.reference_table``: a process on the otherwise idle machine). The trained
+also probes the target device's energy meter and times the latency table's reference before, during
+(after each epoch) and after its training (``_latency_broker.reference_table``: a process on the
+otherwise idle machine; the fastest is kept). The trained
 weights travel to the trials as bytes inside ``tune.with_parameters`` (works across nodes without
 shared disk); each trial writes them into a local cache folder under the same content-hash name
 :func:`ddecs_search.training.train_baseline` looks up, so ``evaluate_candidate`` finds the pre-trained
@@ -115,15 +116,16 @@ def _train(
     torch.set_num_threads(max(1, threads))
     device = resolve_device(space.measurement.device)
     splits = load_splits(space.dataset, backbone_info(space.backbone.name).input_shape)
-    # before training, in this fresh process on the still idle machine: the latency table's reference
-    # (and again after training: the faster of the two, see quieter_reference)
-    reference_before = reference_table(space, splits.num_classes, device)
+    # the latency table's reference, timed in this process on the otherwise idle machine before training,
+    # after every epoch and after training: the fastest is kept (see quieter_reference)
+    references = [reference_table(space, splits.num_classes, device)]
     with tempfile.TemporaryDirectory(prefix="ddecs-baseline-") as tmp:
         cache = Path(work_dir) if work_dir else Path(tmp)
         dropped = _usable_checkpoints(cache)
         resumed = any(cache.glob("*/checkpoint.pt"))  # an interrupted baseline training continues
 
         def on_epoch(epoch: int, stats: dict[str, float], checkpoint: Path) -> None:
+            references.append(reference_table(space, splits.num_classes, device, rounds=1))
             if epochs_queue is not None:
                 epochs_queue.put((epoch + 1, stats.get("loss")))
 
@@ -145,8 +147,8 @@ def _train(
             meta["restarted_after_corrupt_checkpoint"] = dropped
         if resumed:
             meta["resumed_from_checkpoint"] = True
-    reference_after = reference_table(space, splits.num_classes, device)
-    reference = quieter_reference(reference_before, reference_after)
+    references.append(reference_table(space, splits.num_classes, device))
+    reference = quieter_reference(*references)
     meter = create_energy_meter(space.measurement.energy, device)
     probe = {
         "device": device_name(device),
@@ -155,7 +157,7 @@ def _train(
         "node_id": node_id(),
         "host": os.uname().nodename,
         "latency_reference": reference,
-        "latency_reference_static_ms": [_static_ms(reference_before), _static_ms(reference_after)],
+        "latency_reference_static_ms": [_static_ms(r) for r in references],  # before, epochs, after
     }
     meter.close()
     return BaselineBlob(folder.name, weights, meta, probe)

@@ -176,33 +176,38 @@ def test_training_pauses_while_a_neighbour_measures_latency(local_ray):
         ray.kill(broker)
 
 
+def _synthetic_backend(static_ms):
+    """An ``inference_backend`` stand-in whose latency table is stages 1, 2, ... ms, branches 0.5 ms and
+    the static network ``static_ms()`` (mechanics of the table's scaling only, no timing)."""
+    from ddecs_search.profiling import ExitCosts
+
+    class Backend:
+        def __init__(self, model) -> None:
+            self.num_exits = model.num_exits
+
+        def latency_costs(self, **_: object) -> ExitCosts:
+            stage = np.arange(1.0, self.num_exits + 1)
+            branch = np.full(self.num_exits - 1, 0.5)
+            return ExitCosts(stage=stage, branch=branch, static=static_ms(), unit="ms", source="synthetic")
+
+    return lambda m, model, policy, device: Backend(model)
+
+
 def test_table_measurements_are_scaled_to_the_conditions_of_the_first(local_ray, monkeypatch):
     """A module timed while the machine runs twice as slow (the static network, timed in the same rounds,
     shows it) enters the table at half its raw time; the first measurement sets the reference."""
     import uuid
 
-    import numpy as np
     import ray
     import torch
 
     from ddecs_search import runtime
     from ddecs_search.config import BranchSpec
     from ddecs_search.models import MultiExitNet, create_backbone
-    from ddecs_search.profiling import ExitCosts
     from ddecs_search.search._latency_broker import isolated_latency_fn, start_broker
 
     raw = {"static": 4.0}  # what the (synthetic) runtime measures: mechanics only, no timing here
-
-    class Backend:
-        def __init__(self, model, *_: object) -> None:
-            self.num_exits = model.num_exits
-
-        def latency_costs(self, **_: object) -> ExitCosts:
-            stage = np.arange(1.0, self.num_exits + 1)
-            branch = np.full(self.num_exits - 1, 0.5)
-            return ExitCosts(stage=stage, branch=branch, static=raw["static"], unit="ms", source="synthetic")
-
-    monkeypatch.setattr(runtime, "inference_backend", lambda m, model, policy, device: Backend(model))
+    monkeypatch.setattr(runtime, "inference_backend", _synthetic_backend(lambda: raw["static"]))
     broker = start_broker(f"scale-test-{uuid.uuid4().hex[:8]}")
     try:
         fn = isolated_latency_fn(broker, "lenet", warmup=1, repeats=1, runtime="torch")
@@ -233,7 +238,6 @@ def test_the_reference_table_is_the_default_candidate_and_seeds_a_new_table_only
 
     from ddecs_search import runtime
     from ddecs_search.models import MultiExitNet, create_backbone
-    from ddecs_search.profiling import ExitCosts
     from ddecs_search.runtime import resolve_runtime, runtime_label
     from ddecs_search.search._latency_broker import (
         isolated_latency_fn,
@@ -263,17 +267,7 @@ def test_the_reference_table_is_the_default_candidate_and_seeds_a_new_table_only
 
     # a trial measuring another candidate at twice the reference's static time is scaled to the reference
     ref_static = reference[static_key]
-
-    class Backend:
-        def __init__(self, model, *_: object) -> None:
-            self.num_exits = model.num_exits
-
-        def latency_costs(self, **_: object) -> ExitCosts:
-            stage = np.arange(1.0, self.num_exits + 1)
-            branch = np.full(self.num_exits - 1, 0.5)
-            return ExitCosts(stage=stage, branch=branch, static=2 * ref_static, unit="ms", source="synthetic")
-
-    monkeypatch.setattr(runtime, "inference_backend", lambda m, model, policy, device: Backend(model))
+    monkeypatch.setattr(runtime, "inference_backend", _synthetic_backend(lambda: 2 * ref_static))
     broker = start_broker(f"ref-test-{uuid.uuid4().hex[:8]}", seeded_table({}, reference))
     try:
         fn = isolated_latency_fn(

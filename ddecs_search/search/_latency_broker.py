@@ -25,6 +25,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from ddecs_search.models import MultiExitNet
     from ddecs_search.profiling import ExitCosts
 
+STATIC_SUFFIX = "|static"  # the static backbone's cache key ends so (module_keys)
 LEASE_SECONDS = 600.0  # a trial that dies holding the lease blocks others at most this long
 PAUSE_CHECK_S = 0.25  # how often a training trial asks the broker whether a measurement is running
 QUIET_GRACE_S = 0.5  # what the lease holder waits for its neighbours to reach their pause point
@@ -110,7 +112,7 @@ def module_keys(model: MultiExitNet, backbone: str, device_label: str) -> list[s
     keys[-1] += "+head"
     for point, spec in zip(model.exit_points, model.branch_specs, strict=False):
         keys.append(f"{base}|branch|{point}|{json.dumps(to_dict(spec), sort_keys=True)}")
-    keys.append(f"{base}|static")
+    keys.append(f"{base}{STATIC_SUFFIX}")
     return keys
 
 
@@ -186,19 +188,18 @@ def _load_scale(static_ref: float | None, static_now: float) -> float:
 REFERENCE_ROUNDS = 3  # rounds of the reference table; the median per module (verify takes 3 as well)
 
 
-def reference_table(
-    space: Any, num_classes: int, device: torch.device, rounds: int = REFERENCE_ROUNDS
-) -> dict[str, float]:
-    """The table's reference: the default candidate's modules and the static network, timed before any
-    trial runs, in a process that has trained nothing (the baseline task, before it trains).
+def reference_timer(space: Any, num_classes: int, device: torch.device) -> Callable[[int], dict[str, float]]:
+    """``time(rounds)`` -> the table's reference: the default candidate's modules and the static network,
+    timed by the baseline task before any trial runs (before it trains, after each epoch, after training).
+    The model and its runtime backend (for ONNX Runtime, an export) are built once, here.
 
     Why: the default job's first table measurement, taken in a trial's process after its training, timed
     the static network at 0.217 ms where verify's fresh process, after the search, timed 0.164 ms; every
     later module was scaled to that first measurement (:func:`_load_scale`), so the whole table came out
     1.32-1.46x verify's end-to-end times. Timed here, on the idle machine before the search starts, the
     reference is taken in the conditions verify measures in, and trials scale their modules to it.
-    Weights do not matter for timing (shapes do): the backbone is untrained. The median of ``rounds``
-    rounds per module.
+    Weights do not matter for timing (shapes do): the backbone is untrained. Each call returns the median
+    of ``rounds`` rounds per module.
     """
     import torch
 
@@ -214,11 +215,28 @@ def reference_table(
         model = MultiExitNet(backbone, candidate.exit_points, candidate.branches).to(device).eval()
     with measurement_threads(space, device):
         backend = inference_backend(m, model, None, device)
-        timed = [backend.latency_costs(warmup=m.warmup, repeats=m.repeats) for _ in range(rounds)]
-    values = np.median(np.array([[*c.stage, *c.branch, c.static] for c in timed], dtype=np.float64), axis=0)
     label = runtime_label(resolve_runtime(m.runtime, device), device, m.threads)
     keys = module_keys(model, space.backbone.name, label)
-    return {k: float(v) for k, v in zip(keys, values, strict=True)}
+
+    def time_rounds(rounds: int = REFERENCE_ROUNDS) -> dict[str, float]:
+        with measurement_threads(space, device):
+            timed = [backend.latency_costs(warmup=m.warmup, repeats=m.repeats) for _ in range(rounds)]
+        rows = np.array([[*c.stage, *c.branch, c.static] for c in timed], dtype=np.float64)
+        return {k: float(v) for k, v in zip(keys, np.median(rows, axis=0), strict=True)}
+
+    return time_rounds
+
+
+def reference_table(
+    space: Any, num_classes: int, device: torch.device, rounds: int = REFERENCE_ROUNDS
+) -> dict[str, float]:
+    """One reference, timed now (:func:`reference_timer` for several in one process)."""
+    return reference_timer(space, num_classes, device)(rounds)
+
+
+def reference_static_ms(table: dict[str, float]) -> float:
+    """The static network's time in a reference (or a table of one runtime)."""
+    return min(v for k, v in table.items() if k.endswith(STATIC_SUFFIX))
 
 
 def quieter_reference(*references: dict[str, float]) -> dict[str, float]:
@@ -232,13 +250,7 @@ def quieter_reference(*references: dict[str, float]) -> dict[str, float]:
     reference before training, after each epoch and after training, and the fastest is kept.
     """
     usable = [r for r in references if r]
-    if not usable:
-        return {}
-
-    def static(ref: dict[str, float]) -> float:
-        return min(v for k, v in ref.items() if k.endswith("|static"))
-
-    return min(usable, key=static)
+    return min(usable, key=reference_static_ms) if usable else {}
 
 
 def seeded_table(table: dict[str, float], reference: dict[str, float] | None) -> dict[str, float]:
@@ -250,7 +262,7 @@ def seeded_table(table: dict[str, float], reference: dict[str, float] | None) ->
     """
     if not reference:
         return dict(table)
-    statics = [k for k in reference if k.endswith("|static")]
+    statics = [k for k in reference if k.endswith(STATIC_SUFFIX)]
     if any(k in table for k in statics):
         return dict(table)
     return {**reference, **table}
@@ -259,6 +271,22 @@ def seeded_table(table: dict[str, float], reference: dict[str, float] | None) ->
 SLOW_STATE = 1.10  # a measurement whose static network is this much slower than the reference's is retried
 RETRY_WAIT_S = 2.0
 RETRY_ATTEMPTS = 3  # further attempts, at most (the fastest of all is kept)
+
+
+def usable_time(value: Any) -> float | None:
+    """``value`` as a positive finite time in ms, else None (a missing or failed measurement)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) and number > 0 else None
+
+
+def slow_spell(static_now: float, static_ref: Any) -> bool:
+    """Whether the static network timed now runs more than ``SLOW_STATE`` times slower than in the
+    table's reference (False without a usable reference): the one rule the search and verify share."""
+    ref = usable_time(static_ref)
+    return ref is not None and static_now > SLOW_STATE * ref
 
 
 def _calmest(measure: Any, static_ref: float | None, wait_s: float = RETRY_WAIT_S) -> ExitCosts:
@@ -270,10 +298,8 @@ def _calmest(measure: Any, static_ref: float | None, wait_s: float = RETRY_WAIT_
     state is better where it passes within seconds; where it does not, the scaling is what remains.
     """
     costs = measure()
-    if static_ref is None or not np.isfinite(static_ref) or static_ref <= 0:
-        return costs
     for _ in range(RETRY_ATTEMPTS):
-        if costs.static <= SLOW_STATE * static_ref:
+        if not slow_spell(costs.static, static_ref):
             break
         time.sleep(wait_s)
         again = measure()

@@ -110,7 +110,7 @@ def _train(
     from ddecs_search.models import backbone_info
     from ddecs_search.profiling import create_energy_meter, device_name, resolve_device
     from ddecs_search.ray_setup import node_id
-    from ddecs_search.search._latency_broker import quieter_reference, reference_table
+    from ddecs_search.search._latency_broker import quieter_reference, reference_static_ms, reference_timer
     from ddecs_search.training import train_baseline
 
     torch.set_num_threads(max(1, threads))
@@ -118,14 +118,15 @@ def _train(
     splits = load_splits(space.dataset, backbone_info(space.backbone.name).input_shape)
     # the latency table's reference, timed in this process on the otherwise idle machine before training,
     # after every epoch and after training: the fastest is kept (see quieter_reference)
-    references = [reference_table(space, splits.num_classes, device)]
+    time_reference = reference_timer(space, splits.num_classes, device)
+    references = [time_reference()]
     with tempfile.TemporaryDirectory(prefix="ddecs-baseline-") as tmp:
         cache = Path(work_dir) if work_dir else Path(tmp)
         dropped = _usable_checkpoints(cache)
         resumed = any(cache.glob("*/checkpoint.pt"))  # an interrupted baseline training continues
 
         def on_epoch(epoch: int, stats: dict[str, float], checkpoint: Path) -> None:
-            references.append(reference_table(space, splits.num_classes, device, rounds=1))
+            references.append(time_reference(1))
             if epochs_queue is not None:
                 epochs_queue.put((epoch + 1, stats.get("loss")))
 
@@ -147,7 +148,7 @@ def _train(
             meta["restarted_after_corrupt_checkpoint"] = dropped
         if resumed:
             meta["resumed_from_checkpoint"] = True
-    references.append(reference_table(space, splits.num_classes, device))
+    references.append(time_reference())
     reference = quieter_reference(*references)
     meter = create_energy_meter(space.measurement.energy, device)
     probe = {
@@ -157,14 +158,10 @@ def _train(
         "node_id": node_id(),
         "host": os.uname().nodename,
         "latency_reference": reference,
-        "latency_reference_static_ms": [_static_ms(r) for r in references],  # before, epochs, after
+        "latency_reference_static_ms": [reference_static_ms(r) for r in references],  # before, epochs, after
     }
     meter.close()
     return BaselineBlob(folder.name, weights, meta, probe)
-
-
-def _static_ms(reference: dict[str, float]) -> float:
-    return next(v for k, v in reference.items() if k.endswith("|static"))
 
 
 def train_shared_baseline(

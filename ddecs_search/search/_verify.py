@@ -18,7 +18,7 @@ from ddecs_search import _faults, storage
 from ddecs_search.config import Objective, SearchSpace
 from ddecs_search.experiment import Experiment
 from ddecs_search.metrics import STATIC_VALUES
-from ddecs_search.search._latency_broker import RETRY_WAIT_S, SLOW_STATE
+from ddecs_search.search._latency_broker import RETRY_WAIT_S, SLOW_STATE, slow_spell, usable_time
 
 VERIFIED_COLUMNS = (
     "verified_latency_ms",
@@ -155,7 +155,7 @@ def _measure(space: SearchSpace, files: dict[str, bytes], static_ref: float | No
         early, static = timing["early_exit"], timing["static"]
         table_ms = float(table.path()[np.asarray(timing["exit_indices"], dtype=int)].mean())
         rounds.append((early.mean_ms, early.p95_ms, static.mean_ms, timing["speedup"], table_ms))
-        calm.append(not static_ref or static.mean_ms <= SLOW_STATE * static_ref)
+        calm.append(not slow_spell(static.mean_ms, static_ref))
     load_after = os.getloadavg()[0]
     per_round = np.asarray(rounds, dtype=np.float64)
     if any(calm):
@@ -164,10 +164,11 @@ def _measure(space: SearchSpace, files: dict[str, bytes], static_ref: float | No
     threads = m.threads if device.type == "cpu" else None
     load = f"load {load_before:.1f}-{load_after:.1f} on {os.cpu_count()} CPUs"
     slow = len(calm) - sum(calm)
-    spells = f" ({slow} round(s) in a slow spell set aside)" if slow and any(calm) else ""
-    spells = spells or (
-        f" (every round in a slow spell: static network over {SLOW_STATE:g}x the table's)" if slow else ""
-    )
+    spells = ""
+    if slow and any(calm):
+        spells = f" ({slow} round(s) in a slow spell set aside)"
+    elif slow:
+        spells = f" (every round in a slow spell: static network over {SLOW_STATE:g}x the table's)"
     how = f"end-to-end batch 1, isolated after the search, median of {len(per_round)} rounds{spells}, {load}"
     source = latency_source(backend.runtime_name, device_name(device), threads, how)
     return {
@@ -217,7 +218,7 @@ def verify_front(
             continue
         files = {n: storage.read_bytes(storage.join(folder, n)) for n in names}
         row = trials[trials["trial_id"].astype(str) == trial_id].iloc[0]
-        static_ref = _finite(row.get("baseline_expected_latency_ms"))  # the table's reference conditions
+        static_ref = usable_time(row.get("baseline_expected_latency_ms"))  # the table's reference conditions
         try:
             measured = ray.get(task.remote(space, files, static_ref))  # one at a time: nothing else runs
         except Exception as exc:  # (a corrupt artefact must not lose the finished search)
@@ -272,14 +273,6 @@ def verify_front(
     merged = merged.merge(frame[keep].astype({"trial_id": str}), how="left", on="trial_id")
     exp.write_frame(merged)
     return rows
-
-
-def _finite(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if np.isfinite(number) and number > 0 else None
 
 
 def _table_drift(

@@ -115,8 +115,16 @@ def test_tiny_search_records_trials_metrics_failures_and_verification(local_ray,
         assert (verified["verified_table_latency_ms"] > 0).all()
         assert np.allclose(verified["table_over_verified"], again)
         assert verified["verified_latency_source"].str.contains("isolated after the search, median of").all()
-        # medians of verify's rounds, with the end-to-end range beside them
-        assert (verified["verified_rounds"] == 3).all()
+        # medians of verify's rounds, with the end-to-end range beside them; rounds in a slow spell of the
+        # machine (static network > 1.1x the table's) are set aside and retried, 3 extra at most, and all
+        # 6 are used when none was calm (this test once met such a spell: 6 of 6 rounds, static 1.24x)
+        rounds, slow = verified["verified_rounds"], verified["verified_slow_rounds"]
+        all_slow = (slow == 6) & (rounds == 6)
+        retried = (slow > 0) & (rounds >= 1) & ((rounds == 3) | (rounds + slow == 6)) & (rounds + slow <= 6)
+        assert (((slow == 0) & (rounds == 3)) | retried | all_slow).all(), verified[
+            ["verified_rounds", "verified_slow_rounds"]
+        ]
+        assert ((verified["verified_static_over_reference"] > 1.1) == all_slow).all()
         lo, hi = verified["verified_latency_min_ms"], verified["verified_latency_max_ms"]
         assert ((lo <= verified["verified_latency_ms"]) & (verified["verified_latency_ms"] <= hi)).all()
         assert (verified["verified_speedup_min"] <= verified["verified_speedup_max"]).all()

@@ -396,7 +396,9 @@ def test_json_format_keeps_trials_table_names(tmp_path) -> None:
     assert {"training", "policy"} <= set(trial["config"]) and trial["summary"].startswith(trial["exits"])
     assert trial["search_params"]["policy/kind"] == trial["config"]["policy"]["kind"]
     static = next(r for r in records if r["trial_id"] == "static")
-    assert static["config"] == {"static": True} and static["summary"] == "static lenet (no early exit)"
+    assert static["config"] == {"static": True}
+    # the fixture mixes frozen and joint trials with equal static accuracies: the baseline is named
+    assert static["summary"] == "static lenet (no early exit), baseline"
     assert isinstance(trial["exit_fractions"], list) and isinstance(trial["exit_accuracies"], list)
     assert trial["energy_mj"] is None  # NaN → null
     for key in (
@@ -467,3 +469,30 @@ def test_the_static_network_is_always_shown_beside_the_front(tmp_path, capsys) -
     assert len(statics) == 1 and statics[0]["config"] == {"static": True}
     ranked = rank_trials(load_trials(tmp_path / "e"))
     assert statics[0]["rank"] == int(ranked.loc[ranked["trial_id"] == "static", "rank"].iloc[0])
+
+
+def test_the_static_contender_is_the_static_network_best_on_validation(tmp_path) -> None:
+    """Frozen trials compare with the baseline, joint ones with the baseline trained further: the
+    static row is the variant with the best validation accuracy, its own test accuracy beside it."""
+    df = load_trials(make_experiment(tmp_path / "e", n=16, seed=3))
+    modes = df["candidate"].map(lambda c: json.loads(c)["training"]["mode"] if isinstance(c, str) else c)
+    joint = (modes == "joint") & (df["state"] == "TERMINATED")
+    assert 0 < joint.sum() < (df["state"] == "TERMINATED").sum()  # the fixture mixes both modes
+    df.loc[joint, "baseline_val_accuracy"] = 0.97  # the further-trained static network validates better
+    df.loc[joint, "baseline_accuracy"] = 0.91  # ... and its own test accuracy, reported beside
+    static = compute_front(df).with_static().set_index("trial_id").loc["static"]
+    assert static["val_accuracy"] == static["baseline_val_accuracy"] == 0.97
+    assert static["accuracy"] == 0.91 and static["static_variant"] == "baseline +2 ep"
+    assert static["summary"].endswith("(no early exit), baseline +2 ep")
+
+    # the baseline validating better wins instead (test accuracy never chooses)
+    df.loc[joint, "baseline_val_accuracy"] = 0.5
+    df.loc[joint, "baseline_accuracy"] = 0.99
+    static = compute_front(df).with_static().set_index("trial_id").loc["static"]
+    assert static["static_variant"] == "baseline" and static["accuracy"] < 0.99
+
+    # one static network for all trials: nothing named, as before
+    frozen_only = df[~joint & (df["state"] == "TERMINATED")]
+    static = compute_front(frozen_only).with_static().set_index("trial_id").loc["static"]
+    assert "static_variant" not in static.index or pd.isna(static["static_variant"])
+    assert static["summary"].endswith("(no early exit)")

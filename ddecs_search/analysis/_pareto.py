@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -168,6 +169,12 @@ def static_rows(done: pd.DataFrame, group_by: str | None) -> pd.DataFrame:
     device, samples and method as its own numbers); the static row takes, per metric, the median over
     the group's trials, and the fixed values of a network without exits (``val_accuracy_drop`` 0,
     ``speedup`` 1). Its ``trial_id`` is ``static``.
+
+    A space with ``joint`` candidates has several static networks of the same architecture: the
+    baseline and the baseline trained further for each joint epoch count (:func:`static_variant`). The
+    accuracies come from the variant with the best validation accuracy (choosing on validation, like
+    everything else), so no configuration is recommended that a better-trained static network
+    dominates; timings and MACs, the same network's, use every trial.
     """
     pd = require("pandas")
     from ddecs_search.config import describe_static
@@ -192,9 +199,19 @@ def static_rows(done: pd.DataFrame, group_by: str | None) -> pd.DataFrame:
                     row[metric] = float(pd.to_numeric(sub[source], errors="coerce").median())
             elif metric in sub.columns or STATIC_VALUES.get(metric) is not None:
                 row[metric] = float(source)
+        best, variant = _best_static_variant(sub)
+        for metric in ("val_accuracy", "accuracy"):  # the chosen variant's accuracies, not a mix
+            source = STATIC_VALUES.get(metric)
+            if isinstance(source, str) and source in best.columns:
+                values = pd.to_numeric(best[source], errors="coerce")
+                if values.notna().any():
+                    row[metric] = float(values.median())
+        for col in ("baseline_val_accuracy", "baseline_accuracy"):
+            if col in best.columns:
+                row[col] = pd.to_numeric(best[col], errors="coerce").median()
+        if variant:
+            row["static_variant"] = variant
         for col in (
-            "baseline_val_accuracy",
-            "baseline_accuracy",
             "baseline_latency_ms",
             "baseline_expected_latency_ms",
             "baseline_macs",
@@ -209,8 +226,52 @@ def static_rows(done: pd.DataFrame, group_by: str | None) -> pd.DataFrame:
             row["experiment"] = sub["experiment"].iloc[0]
         backbones = sub["backbone"].dropna() if "backbone" in sub.columns else []
         row["summary"] = describe_static(str(backbones.iloc[0]) if len(backbones) else "network")
+        if variant:
+            row["summary"] += f", {variant}"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def static_variant(candidate: object) -> str | None:
+    """Which static network a trial was compared with: the baseline, or the baseline trained further.
+
+    ``frozen`` candidates (and joint ones with 0 epochs) compare with the baseline itself; ``joint``
+    ones with the baseline continued for their branch epochs (``training.static_reference``).
+    ``candidate`` is the trials table's ``candidate`` cell (a dict or its JSON); ``None`` if unreadable.
+    """
+    if isinstance(candidate, str):
+        try:
+            candidate = json.loads(candidate)
+        except ValueError:
+            return None
+    training = candidate.get("training") if isinstance(candidate, dict) else None
+    if not isinstance(training, dict):
+        return None
+    try:
+        extra = int(training.get("epochs") or 0)
+    except (TypeError, ValueError):
+        return None
+    return f"baseline +{extra} ep" if training.get("mode") == "joint" and extra > 0 else "baseline"
+
+
+def _best_static_variant(sub: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """The group's rows whose static network had the best validation accuracy, and its name.
+
+    The name is ``None`` (and every row is used) when the table does not say which static network a
+    trial used, or when all rows share one: then the static row reads as before.
+    """
+    pd = require("pandas")
+    if "candidate" not in sub.columns or "baseline_val_accuracy" not in sub.columns:
+        return sub, None
+    names = pd.Series([static_variant(c) for c in sub["candidate"]], index=sub.index)
+    if names.isna().any() or names.nunique() < 2:
+        return sub, None
+    val = pd.to_numeric(sub["baseline_val_accuracy"], errors="coerce")
+    medians = val.groupby(names).median().dropna()
+    if medians.empty:
+        return sub, None
+    name = str(medians.sort_values(ascending=False, kind="stable").index[0])
+    return sub[names == name], name
 
 
 def compute_front(

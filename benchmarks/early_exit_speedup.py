@@ -1,7 +1,7 @@
 """Static vs early-exit inference, in eager PyTorch and in ONNX Runtime, measured side by side in one run.
 
-One candidate (the space's default: a 2-exit LeNet-style network on Fashion-MNIST, frozen branches,
-threshold policy) is trained and evaluated as a search trial would be (in the space's
+One candidate (the space's default: a LeNet-style network on Fashion-MNIST with one exit after conv1,
+trained jointly with it, threshold policy) is trained and evaluated as a search trial would be (in the space's
 ``measurement.runtime``; the top-level figures are those). The policy's cost weight (lambda) is chosen as a
 search would, never on test: for each lambda of ``--cost-weights`` the policy is fitted on the *fit* part
 of validation and scored on the disjoint *selection* part; the chosen lambda is the one with the lowest
@@ -144,7 +144,11 @@ def main() -> None:
         )
 
 
-DEFAULT_COST_WEIGHTS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5)
+# dense around 0.1-0.3, where the default candidate's exit fraction moves fastest with lambda
+DEFAULT_COST_WEIGHTS = (
+    *(0.005, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.12, 0.15, 0.17),
+    *(0.2, 0.22, 0.25, 0.27, 0.3, 0.35, 0.4, 0.5),
+)
 
 
 def _parse_grid(p: Any, text: str) -> list[float] | None:
@@ -361,7 +365,12 @@ def compare_runtimes(space: Any, workdir: Path, m: dict[str, Any], rounds: int) 
     goals = {
         "ort_batch1_speedup": ort["speedup"],
         "ort_batch1_speedup_goal": 2.5,
-        "ort_accuracy_drop_pt": 100 * ort["accuracy_drop"],
+        # the stricter of two static networks (equal for frozen candidates): the product's (the static
+        # network trained as long as the candidate, m["baseline_accuracy"]) and this network without its
+        # exits (a joint candidate's own backbone, which joint training may have improved)
+        "ort_accuracy_drop_pt": 100 * max(ort["accuracy_drop"], m["baseline_accuracy"] - ort["accuracy"]),
+        "ort_accuracy_drop_vs_static_pt": 100 * (m["baseline_accuracy"] - ort["accuracy"]),
+        "ort_accuracy_drop_vs_own_backbone_pt": 100 * ort["accuracy_drop"],
         "ort_accuracy_drop_goal_pt": 1.0,
         "ort_early_exit_vs_torch_static": tor["baseline_latency_ms"] / ort["latency_ms"],
         "ort_early_exit_vs_torch_static_spread": [float(ort_vs_eager.min()), float(ort_vs_eager.max())],
@@ -410,6 +419,11 @@ def print_runtimes(res: dict[str, Any]) -> None:
     for name, r in res["runtimes"].items():
         print(f"  {name}: {r['source']}; exits {[round(f, 3) for f in r['exit_fractions']]}")
     g = res["goals"]
+    print(
+        "static_acc: this network without its exits; the static network trained as long (top-level "
+        f"baseline_accuracy) scored {g['ort_accuracy_drop_vs_static_pt']:+.2f} pt over the early exit, its "
+        f"backbone alone {g['ort_accuracy_drop_vs_own_backbone_pt']:+.2f} pt; the goal takes the larger drop"
+    )
     print(
         f"goal: ONNX Runtime batch-1 speedup {g['ort_batch1_speedup']:.2f}x (>= 2.5) at "
         f"{g['ort_accuracy_drop_pt']:.2f} pt drop (<= 1); early exit in ORT vs static eager torch "

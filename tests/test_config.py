@@ -63,7 +63,7 @@ BAD = [
     ("exits.count", [2, 1], "'exits.count'"),
     ("exits.count", [1, 5], "'exits.count'"),
     ("default_candidate.exit_points", [1, 0], "'candidate.exit_points'"),
-    ("default_candidate.exit_points", [0, 9], "'candidate.exit_points'"),
+    ("default_candidate.exit_points", [9], "'candidate.exit_points'"),
     ("dataset.name", "imagenet-21k", "'dataset.name': unknown dataset"),
     ("backbone.name", "resnet1000", "'backbone.name'"),
     ("objectives", [{"name": "acuracy", "mode": "max"}], "'objectives[0].name'"),

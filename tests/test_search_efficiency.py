@@ -185,14 +185,14 @@ def test_rungs_are_on_for_multi_objective_spaces_only():
         Objective("macs", "min"),
     )
     assert space.search.early_stopping.enabled  # default on
-    assert active_rungs(space, objectives) == ((1,), None)  # epochs [2]: a rung after the first
+    assert active_rungs(space, objectives) == ((1, 2), None)  # epochs [2, 3]: rungs before the last
     assert rung_dimensions(objectives) == (("rung_val_accuracy", "max"), ("rung_expected_macs", "min"))
     assert active_rungs(space, objectives[:1]) == ((), None)  # single objective: ASHA's job
     assert final_rung_active(space, objectives) and not final_rung_active(space, objectives[:1])
     off = _with(space, early_stopping=EarlyStoppingConfig(enabled=False))
     assert active_rungs(off, objectives) == ((), None) and not final_rung_active(off, objectives)
     no_final = _with(space, early_stopping=EarlyStoppingConfig(final_rung=False))
-    assert not final_rung_active(no_final, objectives) and active_rungs(no_final, objectives)[0] == (1,)
+    assert not final_rung_active(no_final, objectives) and active_rungs(no_final, objectives)[0] == (1, 2)
     rungs, notice = active_rungs(space, (Objective("val_accuracy", "max"), Objective("train_time_s", "min")))
     assert rungs == () and "train_time_s" in notice
     long = dataclasses.replace(space, training=dataclasses.replace(space.training, epochs=(2, 5)))
@@ -233,7 +233,7 @@ def test_warm_start_maps_candidates_onto_the_define_by_run_space():
     space = _with(space, warm_start=entries)
     fn = ConditionalSpace.from_space(space)
     points = warm_start_points(space, fn)
-    assert points[0]["exit_points/n2"] == "0,1" and points[1]["exit_points/n1"] == "2"
+    assert points[0]["exit_points/n1"] == "0" and points[1]["exit_points/n1"] == "2"
     for entry, params in zip(entries, points, strict=True):
         want = candidate_from_dict(space, entry)
         got = build_candidate(space, fn, unflatten_dict(params))
@@ -242,10 +242,10 @@ def test_warm_start_maps_candidates_onto_the_define_by_run_space():
             got.policy.cost_weight == want.policy.cost_weight and got.training.epochs == want.training.epochs
         )
     for bad, where in (
-        ({"branches": [{"channels": 8}, {}]}, r"warm_start\[0\]\.branches\[0\]\.channels"),
+        ({"branches": [{"channels": 8}]}, r"warm_start\[0\]\.branches\[0\]\.channels"),
         ({"policy": {"cost_weight": 0.9}}, r"warm_start\[0\]\.policy\.cost_weight"),
         ({"exit_points": [0, 1, 2], "branches": [{}, {}, {}]}, r"warm_start\[0\]\.exit_points"),
-        ({"training": {"epochs": 3}}, r"warm_start\[0\]\.training\.epochs"),
+        ({"training": {"epochs": 4}}, r"warm_start\[0\]\.training\.epochs"),
     ):
         with pytest.raises(ConfigError, match=where):
             check_warm_start(_with(space, warm_start=(bad,)), "space.yaml")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -18,6 +17,7 @@ from ddecs_search.analysis._trials import (
     completed_trials,
     experiment_dirs,
     load_trials,
+    parse_json_cell,
     read_constraints,
     read_objectives,
 )
@@ -193,32 +193,26 @@ def static_rows(done: pd.DataFrame, group_by: str | None) -> pd.DataFrame:
         }
         if group_by:
             row[group_by] = group
+        best, variant = _best_static_variant(sub)
         for metric, source in STATIC_VALUES.items():
             if isinstance(source, str):
-                if source in sub.columns and pd.to_numeric(sub[source], errors="coerce").notna().any():
-                    row[metric] = float(pd.to_numeric(sub[source], errors="coerce").median())
+                frame = best if source in _VARIANT_COLUMNS else sub
+                if source in frame.columns and pd.to_numeric(frame[source], errors="coerce").notna().any():
+                    row[metric] = float(pd.to_numeric(frame[source], errors="coerce").median())
             elif metric in sub.columns or STATIC_VALUES.get(metric) is not None:
                 row[metric] = float(source)
-        best, variant = _best_static_variant(sub)
-        for metric in ("val_accuracy", "accuracy"):  # the chosen variant's accuracies, not a mix
-            source = STATIC_VALUES.get(metric)
-            if isinstance(source, str) and source in best.columns:
-                values = pd.to_numeric(best[source], errors="coerce")
-                if values.notna().any():
-                    row[metric] = float(values.median())
-        for col in ("baseline_val_accuracy", "baseline_accuracy"):
-            if col in best.columns:
-                row[col] = pd.to_numeric(best[col], errors="coerce").median()
         if variant:
             row["static_variant"] = variant
         for col in (
+            *_VARIANT_COLUMNS,
             "baseline_latency_ms",
             "baseline_expected_latency_ms",
             "baseline_macs",
             "baseline_energy_mj",
         ):
-            if col in sub.columns:
-                row[col] = pd.to_numeric(sub[col], errors="coerce").median()
+            frame = best if col in _VARIANT_COLUMNS else sub
+            if col in frame.columns:
+                row[col] = pd.to_numeric(frame[col], errors="coerce").median()
         for col in ("latency_source", "expected_latency_source", "device", "runtime"):
             if col in sub.columns and sub[col].notna().any():
                 row[col] = sub[col].dropna().iloc[0]
@@ -232,6 +226,11 @@ def static_rows(done: pd.DataFrame, group_by: str | None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# what differs between the static networks of one space (the baseline, the baseline trained further):
+# taken from the variant that validates best; timings and MACs, the same architecture's, from every trial
+_VARIANT_COLUMNS = ("baseline_val_accuracy", "baseline_accuracy")
+
+
 def static_variant(candidate: object) -> str | None:
     """Which static network a trial was compared with: the baseline, or the baseline trained further.
 
@@ -239,11 +238,7 @@ def static_variant(candidate: object) -> str | None:
     ones with the baseline continued for their branch epochs (``training.static_reference``).
     ``candidate`` is the trials table's ``candidate`` cell (a dict or its JSON); ``None`` if unreadable.
     """
-    if isinstance(candidate, str):
-        try:
-            candidate = json.loads(candidate)
-        except ValueError:
-            return None
+    candidate = parse_json_cell(candidate)
     training = candidate.get("training") if isinstance(candidate, dict) else None
     if not isinstance(training, dict):
         return None
@@ -270,7 +265,7 @@ def _best_static_variant(sub: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
     medians = val.groupby(names).median().dropna()
     if medians.empty:
         return sub, None
-    name = str(medians.sort_values(ascending=False, kind="stable").index[0])
+    name = str(medians.idxmax())  # ties: the first name in sorted order ("baseline" before "+N ep")
     return sub[names == name], name
 
 

@@ -225,10 +225,12 @@ def forced_path_table(
 def _primed(timer: Timer) -> Timer:
     """``timer`` that first runs the call once untimed, so the timed call finds its weights in cache.
 
-    Real batch-1 inference runs the same graph sample after sample; the round robin runs a different
-    job before every call, which evicts the small graphs' weights. Timed cold, the default candidate's
-    exit-1 path (ONNX Runtime, ~0.055 ms) took 0.078-0.096 ms and the table over-estimated its real
-    early exit by 19-35 %; primed, the paths agree with the real per-sample times within ~5 %.
+    Real batch-1 inference runs the same early-exit call sample after sample; the round robin runs a
+    different job before every call, which evicts a small graph's weights. On the default candidate
+    (ONNX Runtime, exit-1 path ≈ 0.04 ms; 4 alternating repetitions, 2026-12-02) the exit-1 path came
+    out 0.052-0.070 ms cold and 0.044-0.067 ms primed, and the table over its real early exit 1.05-1.23
+    cold against 1.01-1.10 primed (one outlier 1.29). Only this table is primed: a module-by-module
+    runner itself calls a different graph each time (``module_table`` times it so).
     """
 
     def timed(fn: Callable[[Any], Any], inp: Any) -> float:

@@ -59,6 +59,27 @@ def test_adaptive_bins_match_torch_rule() -> None:
     assert adaptive_bins(1, 3) == [(0, 1), (0, 1), (0, 1)]  # up-sampling repeats the pixel
 
 
+@pytest.mark.parametrize(
+    ("mode", "allowed"), [("avg", {"Reshape", "MatMul"}), ("max", {"MaxPool", "Gather"})]
+)
+def test_non_dividing_pools_export_as_a_few_graph_nodes(mode: str, allowed: set[str]) -> None:
+    """14x14 -> 4x4 (a conv1 exit of the default job): at batch 1 every graph node is a ~1-2 us kernel call,
+    so the pool must not become shape arithmetic or 2 * (4 + 4) slices; ONNX Runtime still equals torch."""
+    import onnx
+    import onnxruntime as ort
+
+    from ddecs_search.runtime._export import export_module
+
+    pool = ExportableAdaptivePool2d(4, mode)
+    x = torch.randn(2, 32, 14, 14, generator=torch.Generator().manual_seed(0))
+    blob = export_module(pool, x, "x", ["y"])
+    ops = {n.op_type for n in onnx.load_from_string(blob).graph.node} - {"Constant"}
+    assert ops <= allowed, ops
+    got = ort.InferenceSession(blob, providers=["CPUExecutionProvider"]).run(None, {"x": x[:1].numpy()})[0]
+    ref = nn.functional.adaptive_avg_pool2d if mode == "avg" else nn.functional.adaptive_max_pool2d
+    np.testing.assert_allclose(got, ref(x[:1], 4).numpy(), rtol=0, atol=1e-6)
+
+
 def test_exportable_copy_replaces_pools_and_leaves_the_original() -> None:
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(4), nn.AdaptiveMaxPool2d((2, 2)))
     copy = exportable_copy(net)

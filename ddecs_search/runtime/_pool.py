@@ -11,6 +11,7 @@ dynamic, ``H`` and ``W`` are plain integers at export time, so the bins become c
 from __future__ import annotations
 
 import copy
+import itertools
 
 import torch
 from torch import nn
@@ -30,6 +31,37 @@ def _pool_axis(x: torch.Tensor, dim: int, size_out: int, mode: str) -> torch.Ten
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=dim)
 
 
+def _uniform_windows(size_in: int, size_out: int) -> tuple[int, int, list[int] | None] | None:
+    """``(kernel, stride, starts)`` when every adaptive bin along an axis has the same length, else ``None``.
+
+    ``starts`` is ``None`` when the starts are evenly spaced (``stride``), so a strided pool gives the bins
+    directly; otherwise the pool runs with stride 1 and ``starts`` picks the bins' windows (14 -> 4: bins of
+    4 starting at 0, 3, 7, 10).
+    """
+    bins = adaptive_bins(size_in, size_out)
+    lengths = {e - s for s, e in bins}
+    if len(lengths) != 1:
+        return None
+    starts = [s for s, _ in bins]
+    steps = {b - a for a, b in itertools.pairwise(starts)}
+    if len(steps) <= 1 and (not steps or min(steps) > 0):
+        return lengths.pop(), (steps.pop() if steps else 1), None
+    return lengths.pop(), 1, starts
+
+
+def _windowed_max(
+    x: torch.Tensor, rows: tuple[int, int, list[int] | None], cols: tuple[int, int, list[int] | None]
+) -> torch.Tensor:
+    """Adaptive max pooling as one ``max_pool2d`` over the bins' common window, then the bins' windows
+    picked by ``index_select`` where their starts are not evenly spaced: 3 graph nodes instead of
+    ``2 * (oh + ow)`` slices and reductions (each a ~1-2 us kernel call at batch 1)."""
+    out = nn.functional.max_pool2d(x, (rows[0], cols[0]), (rows[1], cols[1]))
+    for dim, starts in ((-2, rows[2]), (-1, cols[2])):
+        if starts is not None:
+            out = out.index_select(dim, torch.tensor(starts, device=x.device))
+    return out
+
+
 def _mean_weights(h: int, w: int, oh: int, ow: int) -> torch.Tensor:
     """``(h * w, oh * ow)``: column ``a * ow + b`` averages the rectangle of bins ``a`` (rows) x ``b`` (cols).
 
@@ -46,9 +78,11 @@ class ExportableAdaptivePool2d(nn.Module):
     """Drop-in for ``nn.AdaptiveAvgPool2d`` / ``nn.AdaptiveMaxPool2d`` built from slices, means and maxes.
 
     Where the output divides the input it is a plain ``avg_pool2d``/``max_pool2d`` (kernel = stride); else
-    a separable pooling over PyTorch's adaptive bins: for max, slices and maxes (exact); for average, one
-    constant bin-averaging matrix over the flattened map (a single GEMM), equal to the adaptive pool up to
-    float rounding (the summation order differs), which the tests bound.
+    for average, one constant bin-averaging matrix over the flattened map (a single GEMM between two
+    constant-shape reshapes), equal to the adaptive pool up to float rounding (the summation order
+    differs), which the tests bound; for max, one ``max_pool2d`` over the bins' common window when all
+    bins along each axis have one length (14 -> 4: four bins of 4), else a separable pooling by slices and
+    maxes; both exact. Few graph nodes matter: at batch 1 each is a kernel call of ~1-2 us in ONNX Runtime.
     """
 
     def __init__(self, output_size: int | tuple[int, int], mode: str) -> None:
@@ -71,7 +105,12 @@ class ExportableAdaptivePool2d(nn.Module):
             return nn.functional.max_pool2d(x, kernel, kernel)
         if self.mode == "avg":  # 1 GEMM instead of 2 * (oh + ow) slices
             weights = _mean_weights(h, w, oh, ow).to(dtype=x.dtype, device=x.device)  # (h * w, oh * ow)
-            return torch.matmul(x.flatten(-2), weights).unflatten(-1, (oh, ow))  # (B, C, oh, ow)
+            c = int(x.shape[-3])  # constant shapes: one Reshape each, not Shape/Slice/Concat chains
+            flat = torch.matmul(x.reshape(-1, c, h * w), weights)  # (B, C, oh * ow)
+            return flat.reshape(-1, c, oh, ow)
+        window = _uniform_windows(h, oh), _uniform_windows(w, ow)
+        if window[0] is not None and window[1] is not None:  # max over equal windows: one MaxPool (+ Gathers)
+            return _windowed_max(x, window[0], window[1])
         return _pool_axis(_pool_axis(x, -2, oh, self.mode), -1, ow, self.mode)
 
     def extra_repr(self) -> str:

@@ -379,6 +379,8 @@ def measure_candidate(
         "val_accuracy": val.accuracy,
         "baseline_val_accuracy": prepared.baseline_val_accuracy,
         "val_accuracy_drop": prepared.baseline_val_accuracy - val.accuracy,
+        # this network with its exits switched off: a static network of the same budget (static_contender)
+        "backbone_val_accuracy": float(select.correct[:, -1].mean()),
         "expected_latency_ms": expected_ms,
         "baseline_expected_latency_ms": float(latency.static),
         "expected_speedup": float(latency.static / expected_ms),
@@ -404,6 +406,7 @@ def measure_candidate(
         "accuracy": real_acc,
         "baseline_accuracy": prepared.baseline_accuracy,
         "accuracy_drop": prepared.baseline_accuracy - real_acc,
+        "backbone_accuracy": float(test.correct[:, -1].mean()),
         "exit_fractions": list(stats.exit_fractions),
         "exit_accuracies": list(stats.exit_accuracies),
         "table_accuracy": stats.accuracy,

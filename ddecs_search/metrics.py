@@ -87,6 +87,14 @@ _CATALOGUE: tuple[Metric, ...] = (
         "selection",
         "baseline_val_accuracy - val_accuracy (negative: the exits helped)",
     ),
+    _m(
+        "backbone_val_accuracy",
+        "max",
+        "fraction",
+        "selection",
+        "this network with its early exits switched off (its final exit alone; a joint candidate's own "
+        "backbone, a static network of the same budget) on the selection part of validation",
+    ),
     # accuracy on test: reported only
     _m(
         "accuracy",
@@ -99,6 +107,13 @@ _CATALOGUE: tuple[Metric, ...] = (
     ),
     _m("baseline_accuracy", "max", "fraction", "test", "the static network's accuracy on the test split"),
     _m("accuracy_drop", "min", "fraction", "test", "baseline_accuracy - accuracy on the test split"),
+    _m(
+        "backbone_accuracy",
+        "max",
+        "fraction",
+        "test",
+        "this network with its early exits switched off, on the test split",
+    ),
     _m("table_accuracy", "max", "fraction", "test", "test accuracy simulated from the exit table"),
     _m(
         "oracle_accuracy",
@@ -374,6 +389,7 @@ SELECTION_PARTNER: dict[str, str] = {
     "accuracy": "val_accuracy",
     "accuracy_drop": "val_accuracy_drop",
     "baseline_accuracy": "baseline_val_accuracy",
+    "backbone_accuracy": "backbone_val_accuracy",
     "table_accuracy": "val_accuracy",
     "exit_accuracies": "val_accuracy",
     "exit_fractions": "expected_latency_ms",

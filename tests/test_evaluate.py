@@ -21,6 +21,7 @@ CONTRACT_KEYS = {
     "device", "wall_time_s", "train_time_s", "policy_train_time_s",
     "baseline_val_accuracy", "val_accuracy_drop", "baseline_expected_latency_ms", "expected_speedup",
     "expected_latency_source", "latency_source", "runtime", "exits", "summary",
+    "backbone_val_accuracy", "backbone_accuracy",
 }  # fmt: skip
 
 
@@ -67,6 +68,9 @@ def test_evaluate_writes_the_metrics_contract(tmp_path: Path, capsys: pytest.Cap
     assert metrics["val_accuracy_drop"] == pytest.approx(
         metrics["baseline_val_accuracy"] - metrics["val_accuracy"]
     )
+    # a frozen candidate's network with its exits off is the baseline itself (static_contender)
+    assert metrics["backbone_val_accuracy"] == metrics["baseline_val_accuracy"]
+    assert metrics["backbone_accuracy"] == metrics["baseline_accuracy"]
     assert metrics["expected_speedup"] == pytest.approx(
         metrics["baseline_expected_latency_ms"] / metrics["expected_latency_ms"]
     )

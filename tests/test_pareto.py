@@ -491,8 +491,47 @@ def test_the_static_contender_is_the_static_network_best_on_validation(tmp_path)
     static = compute_front(df).with_static().set_index("trial_id").loc["static"]
     assert static["static_variant"] == "baseline" and static["accuracy"] < 0.99
 
+    # a joint trial's own backbone (its exits switched off) validating best is the contender, named
+    first = df.index[joint][0]
+    df.loc[first, "backbone_val_accuracy"] = 0.98
+    df.loc[first, "backbone_accuracy"] = 0.93
+    static = compute_front(df).with_static().set_index("trial_id").loc["static"]
+    tid = df.loc[first, "trial_id"]
+    assert static["val_accuracy"] == 0.98 and static["accuracy"] == 0.93
+    assert static["static_variant"] == f"backbone of trial {tid} without its exits"
+    assert static["summary"].endswith(f"(no early exit), backbone of trial {tid} without its exits")
+    df.loc[first, "backbone_val_accuracy"] = 0.5  # ... and only when it validates best
+    assert compute_front(df).with_static().set_index("trial_id").loc["static", "static_variant"] == "baseline"
+
     # one static network for all trials: nothing named, as before
     frozen_only = df[~joint & (df["state"] == "TERMINATED")]
     static = compute_front(frozen_only).with_static().set_index("trial_id").loc["static"]
     assert "static_variant" not in static.index or pd.isna(static["static_variant"])
     assert static["summary"].endswith("(no early exit)")
+
+
+def test_verify_picks_and_the_front_rank_against_the_same_static_contender(tmp_path) -> None:
+    """A trial that only a joint trial's own backbone (exits off) dominates is on neither the front nor
+    the search's verify picks: both take the contender from ``static_contender.choose_static``."""
+    from ddecs_search.config import Objective
+    from ddecs_search.search._verify import pick_front
+
+    df = load_trials(make_experiment(tmp_path / "e", n=16, seed=3))
+    modes = df["candidate"].map(lambda c: json.loads(c)["training"]["mode"] if isinstance(c, str) else c)
+    done = (df["state"] == "TERMINATED") & (df["feasible"] == True)  # noqa: E712
+    joint = df.index[(modes == "joint") & done]
+    slow = df.index[done & (df.index != joint[0])][0]
+    # the most accurate trial on validation, but slower than the static network
+    df.loc[slow, "val_accuracy"] = 0.99
+    df.loc[slow, "latency_ms"] = 10 * float(pd.to_numeric(df["baseline_latency_ms"]).max())
+    objectives = [Objective("val_accuracy", "max"), Objective("latency_ms", "min")]
+    names = [(o.name, o.mode) for o in objectives]
+    tid = df.loc[slow, "trial_id"]
+    assert tid in set(compute_front(df, names).front["trial_id"])
+    assert tid in pick_front(df, objectives, top=100)
+
+    df.loc[joint[0], "backbone_val_accuracy"] = 0.999  # that trial's backbone alone validates better
+    front = set(compute_front(df, names).front["trial_id"])
+    picks = pick_front(df, objectives, top=100)
+    assert tid not in front and tid not in picks
+    assert set(picks) == front - {"static"}

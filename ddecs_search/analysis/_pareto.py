@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -17,7 +18,6 @@ from ddecs_search.analysis._trials import (
     completed_trials,
     experiment_dirs,
     load_trials,
-    parse_json_cell,
     read_constraints,
     read_objectives,
 )
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from ddecs_search.metrics import DEVICE_BOUND_METRICS, STATIC_TRIAL_ID, STATIC_VALUES, selection_error
+from ddecs_search.static_contender import REFERENCE_COLUMNS, choose_static
 
 ENERGY_METRIC, ENERGY_PROXY = "energy_mj", "macs"
 ALL_GROUP = "all"  # the ``group`` of every row when the front is not split by device
@@ -162,6 +163,15 @@ def _empty_result(
     return FrontResult(empty, empty, objectives, ["no trial has reported yet."], None, constraints)
 
 
+# the static network's own measurements, the same architecture's whichever static network is the contender
+_TIMING_COLUMNS = (
+    "baseline_latency_ms",
+    "baseline_expected_latency_ms",
+    "baseline_macs",
+    "baseline_energy_mj",
+)
+
+
 def static_rows(done: pd.DataFrame, group_by: str | None) -> pd.DataFrame:
     """The static network as a contender, one row per group, from the columns every trial reports.
 
@@ -170,15 +180,16 @@ def static_rows(done: pd.DataFrame, group_by: str | None) -> pd.DataFrame:
     the group's trials, and the fixed values of a network without exits (``val_accuracy_drop`` 0,
     ``speedup`` 1). Its ``trial_id`` is ``static``.
 
-    A space with ``joint`` candidates has several static networks of the same architecture: the
-    baseline and the baseline trained further for each joint epoch count (:func:`static_variant`). The
-    accuracies come from the variant with the best validation accuracy (choosing on validation, like
-    everything else), so no configuration is recommended that a better-trained static network
-    dominates; timings and MACs, the same network's, use every trial.
+    Its accuracies are those of the static network that validates best among the ones the group's
+    trials can be compared with (:func:`ddecs_search.static_contender.choose_static`: the baseline, the
+    baseline trained further, a joint trial's own backbone with its exits off), named in
+    ``static_variant``: no configuration is recommended that a better static network of the same budget
+    dominates. Timings and MACs, the same architecture's, use every trial.
     """
     pd = require("pandas")
     from ddecs_search.config import describe_static
 
+    val_col, test_col = REFERENCE_COLUMNS
     rows = []
     keys = ["group", "experiment"] if "experiment" in done.columns else ["group"]
     for key, sub in done.groupby(keys, sort=True):
@@ -193,26 +204,25 @@ def static_rows(done: pd.DataFrame, group_by: str | None) -> pd.DataFrame:
         }
         if group_by:
             row[group_by] = group
-        best, variant = _best_static_variant(sub)
+        choice = choose_static(sub)
+        chosen = {val_col: choice.val_accuracy, test_col: choice.accuracy}
         for metric, source in STATIC_VALUES.items():
             if isinstance(source, str):
-                frame = best if source in _VARIANT_COLUMNS else sub
-                if source in frame.columns and pd.to_numeric(frame[source], errors="coerce").notna().any():
-                    row[metric] = float(pd.to_numeric(frame[source], errors="coerce").median())
+                if source in chosen:
+                    if math.isfinite(chosen[source]):
+                        row[metric] = chosen[source]
+                elif source in sub.columns and pd.to_numeric(sub[source], errors="coerce").notna().any():
+                    row[metric] = float(pd.to_numeric(sub[source], errors="coerce").median())
             elif metric in sub.columns or STATIC_VALUES.get(metric) is not None:
                 row[metric] = float(source)
-        if variant:
-            row["static_variant"] = variant
-        for col in (
-            *_VARIANT_COLUMNS,
-            "baseline_latency_ms",
-            "baseline_expected_latency_ms",
-            "baseline_macs",
-            "baseline_energy_mj",
-        ):
-            frame = best if col in _VARIANT_COLUMNS else sub
-            if col in frame.columns:
-                row[col] = pd.to_numeric(frame[col], errors="coerce").median()
+        for col, value in chosen.items():
+            if col in sub.columns:
+                row[col] = value
+        if choice.name:
+            row["static_variant"] = choice.name
+        for col in _TIMING_COLUMNS:
+            if col in sub.columns:
+                row[col] = pd.to_numeric(sub[col], errors="coerce").median()
         for col in ("latency_source", "expected_latency_source", "device", "runtime"):
             if col in sub.columns and sub[col].notna().any():
                 row[col] = sub[col].dropna().iloc[0]
@@ -220,53 +230,10 @@ def static_rows(done: pd.DataFrame, group_by: str | None) -> pd.DataFrame:
             row["experiment"] = sub["experiment"].iloc[0]
         backbones = sub["backbone"].dropna() if "backbone" in sub.columns else []
         row["summary"] = describe_static(str(backbones.iloc[0]) if len(backbones) else "network")
-        if variant:
-            row["summary"] += f", {variant}"
+        if choice.name:
+            row["summary"] += f", {choice.name}"
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-# what differs between the static networks of one space (the baseline, the baseline trained further):
-# taken from the variant that validates best; timings and MACs, the same architecture's, from every trial
-_VARIANT_COLUMNS = ("baseline_val_accuracy", "baseline_accuracy")
-
-
-def static_variant(candidate: object) -> str | None:
-    """Which static network a trial was compared with: the baseline, or the baseline trained further.
-
-    ``frozen`` candidates (and joint ones with 0 epochs) compare with the baseline itself; ``joint``
-    ones with the baseline continued for their branch epochs (``training.static_reference``).
-    ``candidate`` is the trials table's ``candidate`` cell (a dict or its JSON); ``None`` if unreadable.
-    """
-    candidate = parse_json_cell(candidate)
-    training = candidate.get("training") if isinstance(candidate, dict) else None
-    if not isinstance(training, dict):
-        return None
-    try:
-        extra = int(training.get("epochs") or 0)
-    except (TypeError, ValueError):
-        return None
-    return f"baseline +{extra} ep" if training.get("mode") == "joint" and extra > 0 else "baseline"
-
-
-def _best_static_variant(sub: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
-    """The group's rows whose static network had the best validation accuracy, and its name.
-
-    The name is ``None`` (and every row is used) when the table does not say which static network a
-    trial used, or when all rows share one: then the static row reads as before.
-    """
-    pd = require("pandas")
-    if "candidate" not in sub.columns or "baseline_val_accuracy" not in sub.columns:
-        return sub, None
-    names = pd.Series([static_variant(c) for c in sub["candidate"]], index=sub.index)
-    if names.isna().any() or names.nunique() < 2:
-        return sub, None
-    val = pd.to_numeric(sub["baseline_val_accuracy"], errors="coerce")
-    medians = val.groupby(names).median().dropna()
-    if medians.empty:
-        return sub, None
-    name = str(medians.idxmax())  # ties: the first name in sorted order ("baseline" before "+N ep")
-    return sub[names == name], name
 
 
 def compute_front(

@@ -19,6 +19,7 @@ from ddecs_search.config import Objective, SearchSpace
 from ddecs_search.experiment import Experiment
 from ddecs_search.metrics import STATIC_VALUES
 from ddecs_search.search._latency_broker import RETRY_WAIT_S, SLOW_STATE, slow_spell, usable_time
+from ddecs_search.static_contender import REFERENCE_COLUMNS, choose_static
 
 VERIFIED_COLUMNS = (
     "verified_latency_ms",
@@ -53,7 +54,10 @@ def pick_front(trials: Any, objectives: Sequence[Objective], top: int) -> list[s
         return []
     values = ok[names].to_numpy(dtype=float)
     directions = [o.mode for o in objectives]
-    static = _static_point(ok, names)
+    # the contender is chosen among every fully evaluated trial's static networks, feasible or not (as
+    # the front's static row is): an infeasible joint trial's backbone is still a static network
+    done = trials[trials["full_fidelity"] == True].dropna(subset=list(names))  # noqa: E712
+    static = _static_point(done, names)
     with_static = values if static is None else np.vstack([values, static])
     ranks = non_dominated_sort(with_static, directions)[: len(values)]
     front = ok[ranks == 0]
@@ -87,13 +91,19 @@ def _why_no_picks(trials: Any, objectives: Sequence[Objective]) -> str:
 
 
 def _static_point(trials: Any, names: Sequence[str]) -> np.ndarray | None:
-    """The static network's objective vector from the ``baseline_*`` columns trials report (or None)."""
+    """The static contender's objective vector (or None), by the front's own rule: accuracies of the
+    static network that validates best (:func:`~ddecs_search.static_contender.choose_static`), the rest
+    from the ``baseline_*`` columns trials report (medians)."""
     import pandas as pd
 
+    choice = choose_static(trials)
+    chosen = dict(zip(REFERENCE_COLUMNS, (choice.val_accuracy, choice.accuracy), strict=True))
     point = []
     for name in names:
         source = STATIC_VALUES.get(name)
-        if isinstance(source, str) and source in trials.columns:
+        if isinstance(source, str) and source in chosen:
+            point.append(chosen[source])
+        elif isinstance(source, str) and source in trials.columns:
             point.append(float(pd.to_numeric(trials[source], errors="coerce").median()))
         elif isinstance(source, float):
             point.append(source)

@@ -103,6 +103,7 @@ BAD = [
     ("resources.gpu", 1.5, "'resources.gpu': must be a fraction of one GPU"),
     ("policy.cost_weight", [0.1, float("inf")], "'policy.cost_weight[1]': must be a finite number"),
     ("policy.options", {"threshold": {"bogus": 1}}, "'policy.options.threshold'"),
+    ("policy.options", {"threshold": {"max_drop": 2}}, "'policy.options.threshold.max_drop': must be a"),
     ("constraints", [{"metric": "accuracy_drop", "max": float("nan")}], "'constraints[0].max': must be a"),
     ("constraints", [{"metric": "accuracy", "min": 0.9, "max": 0.5}], "'constraints[0].min'"),
     ("default_candidate.training", {"lr": 0}, "'candidate.training.lr': must be > 0"),

@@ -105,6 +105,49 @@ def test_threshold_fit_beats_static_and_extremes(metric: str) -> None:
     assert best >= objective(np.zeros(table.num_samples, dtype=np.int64)) - 1e-12
 
 
+def _cliff_table() -> tuple[ExitTable, np.ndarray]:
+    """One early exit whose accuracy-cost curve bends the wrong way: the most confident 60 % are right,
+    the next 30 % right 2 times in 5, the least confident 10 % right again; the final exit always right.
+    Leaving 60 % and leaving everyone are on the convex hull; everything in between lies below it."""
+    n = 1000
+    conf = np.linspace(1.0, 0.0, n, endpoint=False)  # sorted, most confident first
+    right0 = np.ones(n, dtype=bool)
+    right0[600:900] = np.arange(300) % 5 < 2
+    labels = np.zeros(n, dtype=np.int64)
+    preds = np.stack([np.where(right0, 0, 1), labels], axis=1)
+    feats = np.zeros((n, 2, 4), dtype=np.float32)
+    feats[:, :, 0] = conf[:, None]  # max-prob at exit 0 (and an unused one at the final exit)
+    return ExitTable(feats, preds, labels), np.array([0.2, 1.0])
+
+
+def test_max_drop_reaches_the_points_a_cost_weight_jumps_over() -> None:
+    """A weighted sum finds only the convex hull: λ jumps from 60 % to 100 % leaving early. With
+    ``max_drop`` a large λ leaves as many as the bound allows, and the fit-part drop stays within it."""
+    table, path = _cliff_table()
+    fractions = {
+        round(float((ThresholdPolicy().fit(table, path, w).decide_table(table) == 0).mean()), 3)
+        for w in np.linspace(0.01, 2.0, 200)
+    }
+    assert not any(0.61 < f < 0.99 for f in fractions), sorted(fractions)  # the hull skips the middle
+    for max_drop, most in [(0.0, 0.6), (0.05, 0.683), (0.1, 0.767), (0.15, 0.85)]:
+        pol = ThresholdPolicy(max_drop=max_drop).fit(table, path, 2.0)
+        exits = pol.decide_table(table)
+        assert score_decisions(table, exits, path).accuracy >= 1.0 - max_drop - 1e-9
+        assert (exits == 0).mean() == pytest.approx(most, abs=0.03), max_drop  # near the bound (grid)
+    # a small λ still trades inside the bound: never more exits than without it
+    free = ThresholdPolicy().fit(table, path, 0.01).decide_table(table)
+    bounded = ThresholdPolicy(max_drop=0.1).fit(table, path, 0.01).decide_table(table)
+    assert (bounded == 0).mean() <= (free == 0).mean()
+
+
+def test_max_drop_option_is_validated_by_the_factory() -> None:
+    pol = create_policy(PolicyConfig(kind="threshold", options={"max_drop": 0.01}))
+    assert isinstance(pol, ThresholdPolicy) and pol.max_drop == 0.01
+    for bad in (-0.1, 1.5, "1pt", True):
+        with pytest.raises(ConfigError, match="max_drop"):
+            create_policy(PolicyConfig(kind="threshold", options={"max_drop": bad}))
+
+
 def test_oracle_bounds_every_policy() -> None:
     table, path = _table(), _costs().normalised_path()
     oracle_exits = OraclePolicy().decide_table(table)

@@ -3,11 +3,14 @@
 One candidate (the space's default: a LeNet-style network on Fashion-MNIST with one exit after conv1,
 trained jointly with it, threshold policy) is trained and evaluated as a search trial would be (in the space's
 ``measurement.runtime``; the top-level figures are those). The policy's cost weight (lambda) is chosen as a
-search would, never on test: for each lambda of ``--cost-weights`` the policy is fitted on the *fit* part
-of validation and scored on the disjoint *selection* part; the chosen lambda is the one with the lowest
-expected latency (the runtime's latency table weighted by the selection part's exits) among those whose
-selection-part accuracy drop against the static network is <= ``--max-val-drop`` (default 0.01 = 1 pt);
-if none qualifies, the smallest drop. ``--cost-weights candidate`` keeps the candidate's own lambda. Then
+search would, never on test: for each lambda of ``--cost-weights`` (and, for a threshold policy, each
+``max_drop`` bound of ``--max-drops``: the fit-part accuracy bound that reaches the exit fractions a lambda
+jumps over) the policy is fitted on the *fit* part of validation and scored on the disjoint *selection*
+part; the chosen pair is the one with the lowest expected latency (the runtime's latency table weighted by
+the selection part's exits) among those whose selection-part accuracy drop is <= ``--max-val-drop``
+(default 0.01 = 1 pt), the drop taken against the better of the static network trained as long and the
+candidate's own backbone (exits off), as the goal line does on test; if none qualifies, the smallest
+drop. ``--cost-weights candidate`` keeps the candidate's own lambda and bound. Then
 four contenders are timed over the same test samples, interleaved round by round with a rotating order,
 >= 5 rounds: the static network and early-exit inference in eager PyTorch and in ONNX Runtime (CPU, same
 thread count; ONNX Runtime runs batch-1 early exit as one graph with If nodes): batch-1 latency (decision
@@ -17,7 +20,7 @@ each runtime. ``table/meas``: each runtime's latency table (decisions included),
 samples' own exits, over their measured batch-1 early-exit latency (1.0 = the table predicts the runner).
 
     python benchmarks/early_exit_speedup.py [--quick] [--json] [--space FILE] [--candidate JSON] [--rounds N]
-        [--cost-weights LIST|candidate] [--max-val-drop FRACTION]"""
+        [--cost-weights LIST|candidate] [--max-drops LIST] [--max-val-drop FRACTION]"""
 
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,15 +51,23 @@ def main() -> None:
         "'candidate' to keep the candidate's own; default %(default)s",
     )
     p.add_argument(
+        "--max-drops",
+        default=",".join("none" if v is None else str(v) for v in DEFAULT_MAX_DROPS),
+        help="comma-separated values of the threshold policy's max_drop option (fit-part accuracy bound; "
+        "'none': unbounded) tried with every lambda; threshold candidates only; default %(default)s",
+    )
+    p.add_argument(
         "--max-val-drop",
         type=float,
         default=0.01,
-        help="largest selection-part accuracy drop vs the static network a lambda may have (default 0.01)",
+        help="largest selection-part accuracy drop a (lambda, max_drop) may have, against the better of "
+        "the static network trained as long and the candidate's own backbone (default 0.01)",
     )
     args = p.parse_args()
     if args.rounds < 5:
         p.error(f"--rounds must be >= 5, got {args.rounds}")
     grid = _parse_grid(p, args.cost_weights)
+    bounds = _parse_bounds(p, args.max_drops)
     if not 0.0 <= args.max_val_drop < 1.0:
         p.error(f"--max-val-drop must be in [0, 1), got {args.max_val_drop}")
     banner("early_exit_speedup", args.quick)
@@ -75,7 +87,7 @@ def main() -> None:
     candidate = candidate_from_dict(space, json.loads(args.candidate))
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ddecs-bench-") as work:
-        m, choice = evaluate_with_chosen_lambda(space, candidate, Path(work), grid, args.max_val_drop)
+        m, choice = evaluate_with_chosen_lambda(space, candidate, Path(work), grid, args.max_val_drop, bounds)
         runtimes = compare_runtimes(space, Path(work), m, args.rounds)
     rows = [
         {
@@ -136,6 +148,7 @@ def main() -> None:
                 "goals": runtimes["goals"],
                 "timing": runtimes["timing"],
                 "cost_weight": choice["cost_weight"],
+                "max_drop": choice["max_drop"],
                 "policy_choice": choice,
                 "expected_latency_ms": m["expected_latency_ms"],
                 "baseline_expected_latency_ms": m["baseline_expected_latency_ms"],
@@ -149,6 +162,24 @@ DEFAULT_COST_WEIGHTS = (
     *(0.005, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.12, 0.15, 0.17),
     *(0.2, 0.22, 0.25, 0.27, 0.3, 0.35, 0.4, 0.5),
 )
+
+
+# the threshold policy's fit-part bound (None: unbounded): reaches the exit fractions between the lambdas'
+# jumps (docs/search_space.md, "the lambda cliff")
+DEFAULT_MAX_DROPS = (None, 0.005, 0.01, 0.0125, 0.015, 0.0175, 0.02, 0.025)
+
+
+def _parse_bounds(p: Any, text: str) -> list[float | None]:
+    """``--max-drops``: each value in [0, 1] or 'none'."""
+    out: list[float | None] = []
+    for v in (v.strip() for v in text.split(",") if v.strip()):
+        try:
+            out.append(None if v == "none" else float(v))
+        except ValueError:
+            p.error(f"--max-drops must be comma-separated numbers or 'none', got {text!r}")
+    if not out or any(v is not None and not 0 <= v <= 1 for v in out):
+        p.error(f"--max-drops needs at least one value, each 'none' or in [0, 1], got {text!r}")
+    return out
 
 
 def _parse_grid(p: Any, text: str) -> list[float] | None:
@@ -165,13 +196,22 @@ def _parse_grid(p: Any, text: str) -> list[float] | None:
 
 
 def evaluate_with_chosen_lambda(
-    space: Any, candidate: Any, workdir: Path, grid: list[float] | None, max_val_drop: float
+    space: Any,
+    candidate: Any,
+    workdir: Path,
+    grid: list[float] | None,
+    max_val_drop: float,
+    bounds: Sequence[float | None] = (None,),
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Train once, choose lambda on the selection part of validation, then measure as a trial does.
+    """Train once, choose the policy's lambda (and, for a threshold policy, its ``max_drop`` bound) on
+    the selection part of validation, then measure as a trial does.
 
     The same steps as ``evaluate_candidate`` (prepare, fit, measure, save the artefacts the runtime
-    comparison loads), with the lambda choice between prepare and fit. Returns the trial metrics and the
-    choice: every lambda's selection-part accuracy drop and expected latency, the chosen one, the rule.
+    comparison loads), with the choice between prepare and fit. The rule takes the larger of two
+    selection-part drops, as the goal line does on test: against the static network trained as long
+    (``baseline_val_accuracy``) and against this network with its exits off (its own backbone, which
+    joint training can make better). Returns the trial metrics and the choice: every pair's drops and
+    expected latency, the chosen pair, the rule.
     """
     import dataclasses
 
@@ -186,44 +226,64 @@ def evaluate_with_chosen_lambda(
 
     prepared = prepare_candidate(space, candidate, workdir=workdir, quiet=True)
     own = candidate.policy.cost_weight
+    own_bound = candidate.policy.options.get("max_drop")
     rows = []
     select = prepared.select_table
+    own_backbone = float(select.correct[:, -1].mean())
     costs = prepared.latency if candidate.policy.cost == "latency" else prepared.macs
-    for lam in grid if grid is not None else [own]:
-        cand = dataclasses.replace(candidate, policy=dataclasses.replace(candidate.policy, cost_weight=lam))
-        policy, _ = fit_policy(dataclasses.replace(prepared, candidate=cand))
-        exits = policy.decide_table(select)
-        val = score_decisions(select, exits, costs.normalised_path())
-        rows.append(
-            {
-                "cost_weight": lam,
-                "val_accuracy_drop": prepared.baseline_val_accuracy - val.accuracy,
-                "expected_latency_ms": float(prepared.latency.path()[exits].mean()),
-                "val_exit_fractions": [float(f) for f in val.exit_fractions],
-            }
-        )
-    feasible = [r for r in rows if r["val_accuracy_drop"] <= max_val_drop + 1e-12]
+    if candidate.policy.kind != "threshold" or grid is None:
+        bounds = [own_bound]
+
+    def with_policy(lam: float, bound: float | None) -> Any:
+        options = {k: v for k, v in candidate.policy.options.items() if k != "max_drop"}
+        if bound is not None:
+            options["max_drop"] = bound
+        policy = dataclasses.replace(candidate.policy, cost_weight=lam, options=options)
+        return dataclasses.replace(candidate, policy=policy)
+
+    for bound in bounds:
+        for lam in grid if grid is not None else [own]:
+            policy, _ = fit_policy(dataclasses.replace(prepared, candidate=with_policy(lam, bound)))
+            exits = policy.decide_table(select)
+            val = score_decisions(select, exits, costs.normalised_path())
+            vs_static = prepared.baseline_val_accuracy - val.accuracy
+            vs_own = own_backbone - val.accuracy
+            rows.append(
+                {
+                    "cost_weight": lam,
+                    "max_drop": bound,
+                    "val_accuracy_drop": vs_static,
+                    "val_accuracy_drop_vs_own_backbone": vs_own,
+                    "val_drop_for_rule": max(vs_static, vs_own),
+                    "expected_latency_ms": float(prepared.latency.path()[exits].mean()),
+                    "val_exit_fractions": [float(f) for f in val.exit_fractions],
+                }
+            )
+    feasible = [r for r in rows if r["val_drop_for_rule"] <= max_val_drop + 1e-12]
     if feasible:
-        best = min(feasible, key=lambda r: (r["expected_latency_ms"], r["val_accuracy_drop"]))
-        rule = f"lowest expected latency with selection-part accuracy drop <= {max_val_drop}"
+        best = min(feasible, key=lambda r: (r["expected_latency_ms"], r["val_drop_for_rule"]))
+        rule = (
+            f"lowest expected latency with selection-part accuracy drop <= {max_val_drop} against the "
+            "better of the static network trained as long and its own backbone"
+        )
     else:
-        best = min(rows, key=lambda r: (r["val_accuracy_drop"], r["expected_latency_ms"]))
-        rule = f"no lambda met the <= {max_val_drop} drop: the smallest selection-part drop"
-    chosen = dataclasses.replace(
-        candidate, policy=dataclasses.replace(candidate.policy, cost_weight=best["cost_weight"])
-    )
-    prepared = dataclasses.replace(prepared, candidate=chosen)
+        best = min(rows, key=lambda r: (r["val_drop_for_rule"], r["expected_latency_ms"]))
+        rule = f"no pair met the <= {max_val_drop} drop: the smallest selection-part drop"
+    prepared = dataclasses.replace(prepared, candidate=with_policy(best["cost_weight"], best["max_drop"]))
     policy, _ = fit_policy(prepared)
     with measurement_threads(space, prepared.device):
         measured = measure_candidate(space, prepared, policy)
     save_artifacts(workdir, space, prepared, policy, measured)
     choice = {
         "cost_weight": best["cost_weight"],
+        "max_drop": best["max_drop"],
         "candidate_cost_weight": own,
+        "candidate_max_drop": own_bound,
         "chosen_on": "selection part of validation (policy fitted on the disjoint fit part); test never",
         "rule": rule,
         "max_val_drop": max_val_drop,
         "static_val_accuracy": prepared.baseline_val_accuracy,
+        "own_backbone_val_accuracy": own_backbone,
         "grid": rows,
         "table": "expected latency from the runtime's latency table (" + prepared.latency.source + ")",
     }
@@ -232,17 +292,30 @@ def evaluate_with_chosen_lambda(
 
 def print_choice(choice: dict[str, Any]) -> None:
     print(
-        f"lambda chosen on the selection part of validation: {choice['cost_weight']} ({choice['rule']}; "
-        f"static val acc {choice['static_val_accuracy']:.4f})"
+        f"policy chosen on the selection part of validation: lambda {choice['cost_weight']}, max_drop "
+        f"{choice['max_drop']} ({choice['rule']}; static val acc {choice['static_val_accuracy']:.4f}, own "
+        f"backbone {choice['own_backbone_val_accuracy']:.4f})"
     )
+    # every lambda without a bound, then per bound the fastest pair within the rule (the grid is in JSON)
+    unbounded = [r for r in choice["grid"] if r["max_drop"] is None]
+    by_bound: dict[Any, dict[str, Any]] = {}
+    for r in choice["grid"]:
+        if r["max_drop"] is not None and r["val_drop_for_rule"] <= choice["max_val_drop"] + 1e-12:
+            if (
+                r["max_drop"] not in by_bound
+                or r["expected_latency_ms"] < by_bound[r["max_drop"]]["expected_latency_ms"]
+            ):
+                by_bound[r["max_drop"]] = r
     rows = [
         {
             "lambda": r["cost_weight"],
-            "val_drop_pt": 100 * r["val_accuracy_drop"],
+            "max_drop": "none" if r["max_drop"] is None else r["max_drop"],
+            "drop_static_pt": 100 * r["val_accuracy_drop"],
+            "drop_own_pt": 100 * r["val_accuracy_drop_vs_own_backbone"],
             "expected_ms": r["expected_latency_ms"],
             "val_exits": " ".join(f"{f:.2f}" for f in r["val_exit_fractions"]),
         }
-        for r in choice["grid"]
+        for r in [*unbounded, *by_bound.values()]
     ]
     print_table(rows, list(rows[0]))
 

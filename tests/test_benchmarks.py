@@ -247,6 +247,10 @@ def test_early_exit_speedup_quick_json() -> None:
     out = _last_json(proc.stdout)
     assert {"speedup", "accuracy", "baseline_accuracy", "energy_source", "device"} <= set(out)
     assert out["speedup"] > 0 and 0.0 <= out["accuracy"] <= 1.0
+    # the policy is chosen on validation over lambdas and the threshold's max_drop bounds, by the larger drop
+    grid = out["policy_choice"]["grid"]
+    assert "max_drop" in out and {r["max_drop"] for r in grid} > {None}
+    assert all(r["val_drop_for_rule"] >= r["val_accuracy_drop"] for r in grid)
 
 
 def test_timing_rounds_give_each_row_a_median_and_spread_and_the_statics_their_epochs(

@@ -104,6 +104,8 @@ BAD = [
     ("policy.cost_weight", [0.1, float("inf")], "'policy.cost_weight[1]': must be a finite number"),
     ("policy.options", {"threshold": {"bogus": 1}}, "'policy.options.threshold'"),
     ("policy.options", {"threshold": {"max_drop": 2}}, "'policy.options.threshold.max_drop': must be a"),
+    ("training.distill", 1.5, "'training.distill': must be in [0, 1]"),
+    ("training.distill_temperature", 0, "'training.distill_temperature': must be > 0"),
     ("constraints", [{"metric": "accuracy_drop", "max": float("nan")}], "'constraints[0].max': must be a"),
     ("constraints", [{"metric": "accuracy", "min": 0.9, "max": 0.5}], "'constraints[0].min'"),
     ("default_candidate.training", {"lr": 0}, "'candidate.training.lr': must be > 0"),

@@ -71,3 +71,42 @@ def test_joint_mode_trains_the_backbone(tmp_path: Path) -> None:
     after = _train("joint", 1, tmp_path / "j.pt", model=_model())
     w = "segments.0.0.weight"
     assert not torch.equal(before.backbone.state_dict()[w], after.backbone.state_dict()[w])
+
+
+def test_exit_losses_add_self_distillation_to_early_exits_only() -> None:
+    """``distill`` 0 is the plain weighted cross-entropy; > 0 mixes each early exit's CE with T² · KL to
+    the final exit's softened output, which teaches without being taught (detached)."""
+    import torch.nn.functional as F
+
+    from ddecs_search.training import exit_losses
+
+    g = torch.Generator().manual_seed(0)
+    early = torch.randn(8, 10, generator=g, requires_grad=True)
+    final = torch.randn(8, 10, generator=g, requires_grad=True)
+    y = torch.randint(0, 10, (8,), generator=g)
+    plain = exit_losses([early, final], y, TrainingConfig(), [1.0, 0.5])
+    torch.testing.assert_close(plain, F.cross_entropy(early, y) + 0.5 * F.cross_entropy(final, y))
+
+    cfg = TrainingConfig(distill=0.25, distill_temperature=3.0)
+    kl = F.kl_div(F.log_softmax(early / 3, 1), F.softmax(final.detach() / 3, 1), reduction="batchmean")
+    want = 0.75 * F.cross_entropy(early, y) + 0.25 * 9 * kl + 0.5 * F.cross_entropy(final, y)
+    got = exit_losses([early, final], y, cfg, [1.0, 0.5])
+    torch.testing.assert_close(got, want)
+    # the teacher's gradient is its own cross-entropy only
+    (g_final,) = torch.autograd.grad(got, final)
+    (g_plain,) = torch.autograd.grad(0.5 * F.cross_entropy(final, y), final)
+    torch.testing.assert_close(g_final, g_plain)
+
+
+def test_distillation_trains_in_both_modes_and_frozen_keeps_the_backbone(tmp_path: Path) -> None:
+    for mode in ("frozen", "joint"):
+        before, model = _model(), _model()
+        cfg = TrainingConfig(mode=mode, epochs=1, batch_size=32, distill=0.5)
+        info = train_branches(
+            model, _Images(), cfg, device=torch.device("cpu"), checkpoint_path=tmp_path / f"{mode}.pt",
+            quiet=True,
+        )  # fmt: skip
+        assert info["epochs_run"] == 1
+        w = "segments.0.0.weight"
+        moved = not torch.equal(before.backbone.state_dict()[w], model.backbone.state_dict()[w])
+        assert moved == (mode == "joint"), mode

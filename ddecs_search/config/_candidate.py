@@ -73,6 +73,11 @@ class TrainingConfig:
     ``frozen``: the trained baseline backbone is fixed and only branches learn (fast; the final exit's
     accuracy equals the baseline's). ``joint``: BranchyNet's weighted sum of all exits' losses,
     ``loss_weights`` one per exit including the final one (default: equal weights).
+
+    ``distill`` (0 = off): each early exit's loss becomes ``(1 - distill) * CE + distill * T² *
+    KL(final exit's softened distribution || the exit's)`` with ``T = distill_temperature``, the final
+    exit's output detached (self-distillation: the exit learns which classes the full network confuses,
+    not only the label). Either mode: in ``frozen`` the teacher is the baseline itself.
     """
 
     mode: Literal["frozen", "joint"] = "frozen"
@@ -83,6 +88,8 @@ class TrainingConfig:
     optimizer: Literal["adam", "sgd"] = "adam"
     loss_weights: tuple[float, ...] | None = None
     label_smoothing: float = 0.0
+    distill: float = 0.0
+    distill_temperature: float = 2.0
 
     def __post_init__(self) -> None:
         if self.epochs < 0:
@@ -90,6 +97,10 @@ class TrainingConfig:
         _check_recipe(self)
         if self.loss_weights is not None and any(w < 0 for w in self.loss_weights):
             fail("loss_weights", f"must be non-negative, got {list(self.loss_weights)}")
+        if not 0.0 <= self.distill <= 1.0:
+            fail("distill", f"must be in [0, 1] (0 = off), got {self.distill}")
+        if not self.distill_temperature > 0:
+            fail("distill_temperature", f"must be > 0, got {self.distill_temperature}")
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,9 @@ def describe_candidate(candidate: Candidate, exit_point_names: Sequence[str]) ->
     """``"conv1+conv2 | avg4 fc; 1xconv32 avg2 fc | frozen 2ep | threshold λ=0.1"``."""
     branches = "; ".join(describe_branch(b) for b in candidate.branches)
     t, p = candidate.training, candidate.policy
+    distill = f" kd{t.distill:g}" if t.distill else ""
     return (
-        f"{exit_names(candidate, exit_point_names)} | {branches} | {t.mode} {t.epochs}ep | "
+        f"{exit_names(candidate, exit_point_names)} | {branches} | {t.mode} {t.epochs}ep{distill} | "
         f"{p.kind} λ={p.cost_weight:.3g}"
     )
 

@@ -92,6 +92,8 @@ class TrainingSpace:
     optimizer: Literal["adam", "sgd"] = "adam"
     loss_weights: tuple[float, ...] | None = None
     label_smoothing: float = 0.0
+    distill: float = 0.0
+    distill_temperature: float = 2.0
 
     def __post_init__(self) -> None:
         if not self.mode:
@@ -106,6 +108,8 @@ class TrainingSpace:
             "optimizer": self.optimizer,
             "label_smoothing": self.label_smoothing,
             "loss_weights": self.loss_weights,
+            "distill": self.distill,
+            "distill_temperature": self.distill_temperature,
         }
         TrainingConfig(**fixed)
         _each_choice(TrainingConfig, "epochs", self.epochs, **fixed)

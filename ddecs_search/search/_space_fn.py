@@ -115,6 +115,8 @@ class ConditionalSpace:
                 "optimizer": t.optimizer,
                 "loss_weights": weights,
                 "label_smoothing": t.label_smoothing,
+                "distill": t.distill,
+                "distill_temperature": t.distill_temperature,
             },
             "policy": {
                 "kind": policy.get("kind", self.policy.kind[0]),

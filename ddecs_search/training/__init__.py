@@ -2,7 +2,7 @@
 reference of joint candidates, and exit branches (frozen or joint)."""
 
 from ddecs_search.training._baseline import BaselineResult, baseline_key, train_baseline
-from ddecs_search.training._branches import train_branches
+from ddecs_search.training._branches import exit_losses, train_branches
 from ddecs_search.training._checkpoint import load_checkpoint, save_atomic
 from ddecs_search.training._loop import (
     BatchCallback,
@@ -23,6 +23,7 @@ __all__ = [
     "StaticReference",
     "accuracy",
     "baseline_key",
+    "exit_losses",
     "load_checkpoint",
     "run_epochs",
     "save_atomic",

@@ -26,6 +26,30 @@ def _loss_weights(cfg: TrainingConfig, num_exits: int) -> list[float]:
     return [1.0] * num_exits
 
 
+def exit_losses(
+    outs: list[torch.Tensor], y: torch.Tensor, cfg: TrainingConfig, weights: list[float]
+) -> torch.Tensor:
+    """The branch-training loss over the exits' logits ``outs`` (the final exit last).
+
+    ``sum_k w_k * loss_k``: cross-entropy with the labels, and for early exits with ``cfg.distill`` > 0
+    ``(1 - a) * CE + a * T^2 * KL(softmax(final / T) || softmax(exit / T))``, the final exit detached
+    (it teaches; its own loss stays plain CE). ``T^2`` keeps the soft term's gradient scale independent
+    of ``T`` (Hinton et al., 2015). ``outs`` may lack the final exit's weight in frozen mode
+    (``weights`` then has one entry per early exit and the final logits only teach).
+    """
+    a, temp = cfg.distill, cfg.distill_temperature
+    teacher = F.softmax(outs[-1].detach().float() / temp, dim=1) if a > 0 else None
+    total = outs[0].new_zeros(())
+    for k, (w, logits) in enumerate(zip(weights, outs, strict=False)):
+        ce = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        if teacher is not None and k < len(outs) - 1:
+            log_student = F.log_softmax(logits.float() / temp, dim=1)
+            kl = F.kl_div(log_student, teacher, reduction="batchmean") * temp**2
+            ce = (1 - a) * ce + a * kl
+        total = total + w * ce
+    return total
+
+
 def train_branches(
     model: MultiExitNet,
     train_set: Any,
@@ -64,18 +88,18 @@ def train_branches(
 
     def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if frozen:
-            loss = x.new_zeros(())
-            h = x
+            outs, h = [], x
             for k in range(model.num_exits - 1):
                 with torch.no_grad():
                     h = model.run_stage(k, h)
-                loss = loss + weights[k] * F.cross_entropy(
-                    model.exit_logits(k, h), y, label_smoothing=cfg.label_smoothing
-                )
-            return loss
-        outs = model(x)
-        pairs = zip(weights, outs, strict=False)  # weights: one per exit (validated with the candidate)
-        return sum(w * F.cross_entropy(o, y, label_smoothing=cfg.label_smoothing) for w, o in pairs)
+                outs.append(model.exit_logits(k, h))
+            if cfg.distill > 0:  # the frozen backbone's own output teaches (no gradient reaches it)
+                with torch.no_grad():
+                    outs.append(model.run_stage(model.num_exits - 1, h))
+            else:
+                outs.append(outs[-1].detach())  # unused: only the early exits' weights apply
+            return exit_losses(outs, y, cfg, weights[: model.num_exits - 1])
+        return exit_losses(model(x), y, cfg, weights)  # weights: one per exit (validated)
 
     def batches(epoch: int) -> Any:
         return make_loader(

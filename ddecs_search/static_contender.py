@@ -12,8 +12,9 @@ latency, one MAC count), trained differently:
   the static network "trained as long", each joint trial's ``baseline_*`` columns;
 - a ``joint`` candidate's own backbone with its exits switched off (``backbone_val_accuracy``,
   ``backbone_accuracy``): trained with its exits for the same budget, it is a static network a user can
-  deploy, and it can validate better than both (the default job's default candidate: test 0.899 against
-  0.891 for the baseline and 0.885 for the baseline trained 3 epochs further, 2026-12-02).
+  deploy, and it can validate better than both (the default job, 2026-12-02: a joint trial's backbone
+  0.9112 on validation against 0.9056 for the baseline and 0.9048 for the baseline trained 3 epochs
+  further).
 
 The contender is the one with the best accuracy on the selection part of validation; its test accuracy
 is reported beside it, never used to choose (ties: the baseline, then the further-trained baselines,

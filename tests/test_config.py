@@ -78,7 +78,7 @@ BAD = [
     ("constraints", [{"metric": "drop", "max": 1}], "'constraints[0].metric'"),
     ("search.asha", True, "'search.asha'"),
     ("training.loss_weights", [1.0, 1.0], "'training.loss_weights'"),
-    ("policy.kind", ["telepathy"], "'policy.kind[0]'"),
+    ("policy", {"kind": ["telepathy"]}, "'policy.kind[0]'"),  # the whole mapping: its options are threshold's
     ("policy.options", {"ppo": {"iterations": 3}}, "'policy.options.ppo'"),
     ("policy.cost_weight", [0.5, 0.1], "'policy.cost_weight'"),
     ("measurement.device", "tpu", "'measurement.device'"),

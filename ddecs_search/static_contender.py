@@ -76,6 +76,36 @@ def own_backbone_name(trial_id: object) -> str:
     return f"backbone of trial {trial_id} without its exits"
 
 
+def _median(frame: pd.DataFrame, col: str) -> float:
+    """The column's median as a float (NaN when absent or empty)."""
+    import pandas as pd
+
+    if col not in frame.columns:
+        return math.nan
+    values = pd.to_numeric(frame[col], errors="coerce").dropna()
+    return float(values.median()) if len(values) else math.nan
+
+
+def static_values(trials: pd.DataFrame) -> tuple[StaticChoice, dict[str, float]]:
+    """The contender (:func:`choose_static`) and its value of each ``STATIC_VALUES`` metric the table can
+    give: the chosen network's accuracies, the other ``baseline_*`` columns' medians (same architecture,
+    so every trial's), the fixed values of a network without exits. NaN where a column has no value; a
+    metric whose column is absent is left out."""
+    from ddecs_search.metrics import STATIC_VALUES
+
+    choice = choose_static(trials)
+    chosen = dict(zip(REFERENCE_COLUMNS, (choice.val_accuracy, choice.accuracy), strict=True))
+    values: dict[str, float] = {}
+    for metric, source in STATIC_VALUES.items():
+        if not isinstance(source, str):
+            values[metric] = float(source)
+        elif source in chosen:
+            values[metric] = chosen[source]
+        elif source in trials.columns:
+            values[metric] = _median(trials, source)
+    return choice, values
+
+
 def choose_static(trials: pd.DataFrame) -> StaticChoice:
     """The static network ``trials`` (one group: same backbone, device) are ranked against.
 
@@ -84,12 +114,7 @@ def choose_static(trials: pd.DataFrame) -> StaticChoice:
     """
     import pandas as pd
 
-    def median(frame: pd.DataFrame, col: str) -> float:
-        if col not in frame.columns:
-            return math.nan
-        values = pd.to_numeric(frame[col], errors="coerce").dropna()
-        return float(values.median()) if len(values) else math.nan
-
+    median = _median
     val_col, test_col = REFERENCE_COLUMNS
     if "candidate" not in trials.columns or val_col not in trials.columns:
         return StaticChoice(None, median(trials, val_col), median(trials, test_col))

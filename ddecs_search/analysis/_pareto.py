@@ -27,8 +27,8 @@ from ddecs_search.errors import ConfigError
 if TYPE_CHECKING:
     import pandas as pd
 
-from ddecs_search.metrics import DEVICE_BOUND_METRICS, STATIC_TRIAL_ID, STATIC_VALUES, selection_error
-from ddecs_search.static_contender import REFERENCE_COLUMNS, choose_static
+from ddecs_search.metrics import DEVICE_BOUND_METRICS, STATIC_TRIAL_ID, selection_error
+from ddecs_search.static_contender import REFERENCE_COLUMNS, static_values
 
 ENERGY_METRIC, ENERGY_PROXY = "energy_mj", "macs"
 ALL_GROUP = "all"  # the ``group`` of every row when the front is not split by device
@@ -189,7 +189,6 @@ def static_rows(done: pd.DataFrame, group_by: str | None) -> pd.DataFrame:
     pd = require("pandas")
     from ddecs_search.config import describe_static
 
-    val_col, test_col = REFERENCE_COLUMNS
     rows = []
     keys = ["group", "experiment"] if "experiment" in done.columns else ["group"]
     for key, sub in done.groupby(keys, sort=True):
@@ -204,18 +203,9 @@ def static_rows(done: pd.DataFrame, group_by: str | None) -> pd.DataFrame:
         }
         if group_by:
             row[group_by] = group
-        choice = choose_static(sub)
-        chosen = {val_col: choice.val_accuracy, test_col: choice.accuracy}
-        for metric, source in STATIC_VALUES.items():
-            if isinstance(source, str):
-                if source in chosen:
-                    if math.isfinite(chosen[source]):
-                        row[metric] = chosen[source]
-                elif source in sub.columns and pd.to_numeric(sub[source], errors="coerce").notna().any():
-                    row[metric] = float(pd.to_numeric(sub[source], errors="coerce").median())
-            elif metric in sub.columns or STATIC_VALUES.get(metric) is not None:
-                row[metric] = float(source)
-        for col, value in chosen.items():
+        choice, values = static_values(sub)
+        row.update({metric: v for metric, v in values.items() if math.isfinite(v)})
+        for col, value in zip(REFERENCE_COLUMNS, (choice.val_accuracy, choice.accuracy), strict=True):
             if col in sub.columns:
                 row[col] = value
         if choice.name:

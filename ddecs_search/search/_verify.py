@@ -17,9 +17,8 @@ import numpy as np
 from ddecs_search import _faults, storage
 from ddecs_search.config import Objective, SearchSpace
 from ddecs_search.experiment import Experiment
-from ddecs_search.metrics import STATIC_VALUES
 from ddecs_search.search._latency_broker import RETRY_WAIT_S, SLOW_STATE, slow_spell, usable_time
-from ddecs_search.static_contender import REFERENCE_COLUMNS, choose_static
+from ddecs_search.static_contender import static_values
 
 VERIFIED_COLUMNS = (
     "verified_latency_ms",
@@ -91,25 +90,13 @@ def _why_no_picks(trials: Any, objectives: Sequence[Objective]) -> str:
 
 
 def _static_point(trials: Any, names: Sequence[str]) -> np.ndarray | None:
-    """The static contender's objective vector (or None), by the front's own rule: accuracies of the
-    static network that validates best (:func:`~ddecs_search.static_contender.choose_static`), the rest
-    from the ``baseline_*`` columns trials report (medians)."""
-    import pandas as pd
-
-    choice = choose_static(trials)
-    chosen = dict(zip(REFERENCE_COLUMNS, (choice.val_accuracy, choice.accuracy), strict=True))
-    point = []
-    for name in names:
-        source = STATIC_VALUES.get(name)
-        if isinstance(source, str) and source in chosen:
-            point.append(chosen[source])
-        elif isinstance(source, str) and source in trials.columns:
-            point.append(float(pd.to_numeric(trials[source], errors="coerce").median()))
-        elif isinstance(source, float):
-            point.append(source)
-        else:
-            return None
-    return np.array(point) if np.all(np.isfinite(point)) else None
+    """The static contender's objective vector (or None), by the front's own rule
+    (:func:`~ddecs_search.static_contender.static_values`)."""
+    _, values = static_values(trials)
+    if any(name not in values for name in names):
+        return None
+    point = np.array([values[name] for name in names])
+    return point if np.all(np.isfinite(point)) else None
 
 
 def _measure(space: SearchSpace, files: dict[str, bytes], static_ref: float | None = None) -> dict[str, Any]:

@@ -34,8 +34,8 @@ def exit_losses(
     ``sum_k w_k * loss_k``: cross-entropy with the labels, and for early exits with ``cfg.distill`` > 0
     ``(1 - a) * CE + a * T^2 * KL(softmax(final / T) || softmax(exit / T))``, the final exit detached
     (it teaches; its own loss stays plain CE). ``T^2`` keeps the soft term's gradient scale independent
-    of ``T`` (Hinton et al., 2015). ``outs`` may lack the final exit's weight in frozen mode
-    (``weights`` then has one entry per early exit and the final logits only teach).
+    of ``T`` (Hinton et al., 2015). In frozen mode ``weights`` has one entry per early exit: ``outs`` is
+    the early exits, plus the final logits (which then only teach) when ``distill`` is on.
     """
     a, temp = cfg.distill, cfg.distill_temperature
     teacher = F.softmax(outs[-1].detach().float() / temp, dim=1) if a > 0 else None
@@ -96,8 +96,6 @@ def train_branches(
             if cfg.distill > 0:  # the frozen backbone's own output teaches (no gradient reaches it)
                 with torch.no_grad():
                     outs.append(model.run_stage(model.num_exits - 1, h))
-            else:
-                outs.append(outs[-1].detach())  # unused: only the early exits' weights apply
             return exit_losses(outs, y, cfg, weights[: model.num_exits - 1])
         return exit_losses(model(x), y, cfg, weights)  # weights: one per exit (validated)
 

@@ -22,8 +22,10 @@ from ddecs_search.training import (
     accuracy,
     baseline_key,
     load_checkpoint,
+    reference_folder,
     run_epochs,
     static_reference,
+    static_references,
     train_baseline,
 )
 
@@ -171,3 +173,34 @@ def test_static_reference_frozen_is_the_baseline_joint_has_the_same_total_epochs
     longer = static_reference(base, TrainingConfig(mode="joint", epochs=2, lr=1e-3, batch_size=64), splits,
                               device=CPU, quiet=True)  # fmt: skip
     assert not longer.cached and longer.epochs == 3 and longer.path != joint.path
+
+
+@needs_fmnist
+def test_static_references_of_several_epoch_counts_in_one_run_equal_each_trained_alone(
+    splits, tmp_path: Path
+) -> None:
+    """The recipe has no epoch-count-dependent schedule, so the 1- and 3-epoch references are prefixes of
+    one 3-epoch run: what the search trains with its baseline is what a trial would have trained."""
+    cfg = BaselineConfig(epochs=1, lr=2e-3, batch_size=64, patience=None)
+    base = train_baseline("lenet", splits, DATA, cfg, device=CPU, cache_dir=tmp_path / "one", quiet=True)
+    recipes = [TrainingConfig(mode="joint", epochs=e, lr=1e-3, batch_size=64) for e in (3, 1)]
+    frozen = TrainingConfig(mode="frozen", epochs=2)
+    together = static_references(base, [*recipes, frozen], splits, device=CPU, quiet=True)
+    assert [r.continued_epochs for r in together] == [1, 3] and not any(r.cached for r in together)
+    for ref, recipe in zip(together, sorted(recipes, key=lambda t: t.epochs), strict=True):
+        assert ref.path.parent == reference_folder(base, recipe)
+        meta = json.loads((ref.path.parent / "meta.json").read_text())
+        assert meta["continued_in_one_run_to"] == 3 and meta["continued_epochs"] == recipe.epochs
+        assert not (ref.path.parent / "checkpoint.pt").exists()
+
+    alone_base = train_baseline(
+        "lenet", splits, DATA, cfg, device=CPU, cache_dir=tmp_path / "two", quiet=True
+    )
+    for ref, recipe in zip(together, sorted(recipes, key=lambda t: t.epochs), strict=True):
+        alone = static_reference(alone_base, recipe, splits, device=CPU, quiet=True)
+        assert not alone.cached and _equal(alone.backbone.state_dict(), ref.backbone.state_dict())
+        # what a trial later finds next to the baseline: the same weights, loaded, not trained
+        found = static_reference(base, recipe, splits, device=CPU)
+        assert found.cached and _equal(found.backbone.state_dict(), ref.backbone.state_dict())
+    again = static_references(base, recipes, splits, device=CPU)
+    assert all(r.cached for r in again)

@@ -355,7 +355,7 @@ def _prepare(
 ) -> tuple[Any, list[str], tuple]:
     """The shared baseline (trained now, or the one a previous run stored) and the effective objectives."""
     from ddecs_search.search._objectives import effective_objectives
-    from ddecs_search.search._shared_baseline import BaselineBlob, train_shared_baseline
+    from ddecs_search.search._shared_baseline import BaselineBlob, reference_trainings, train_shared_baseline
 
     blob = BaselineBlob.load(exp)
     if blob is not None and not storage_io.is_uri(exp.root):  # stored; a kill may have left its checkpoints
@@ -365,10 +365,12 @@ def _prepare(
         cpus = max(space.resources.cpu, resources.get("CPU", 1)) if local else space.resources.cpu
         b = space.backbone.baseline
         budget = f"{b.epochs}" if b.patience is None else f"until val stops improving, <= {b.epochs}"
+        joint = [t.epochs for t in reference_trainings(space)]
+        refs = f", then {max(joint)} more for joint candidates' static references" if joint else ""
         _say(
             quiet,
             f"training the baseline {space.backbone.name} once for all trials "
-            f"({budget} epochs, {cpus:g} CPU)...",
+            f"({budget} epochs{refs}, {cpus:g} CPU)...",
         )
         t0 = time.time()
         # epoch checkpoints inside the experiment (local or shared folder): a kill resumes the baseline

@@ -8,6 +8,12 @@ weights travel to the trials as bytes inside ``tune.with_parameters`` (works acr
 shared disk); each trial writes them into a local cache folder under the same content-hash name
 :func:`ddecs_search.training.train_baseline` looks up, so ``evaluate_candidate`` finds the pre-trained
 backbone and never trains it again.
+
+The same task continues the baseline for every ``training.epochs`` a joint candidate of the space can have
+(the static reference it is compared with, ``training.static_reference``): in one run to the longest, on
+the otherwise idle machine, instead of in the first joint trial of each epoch count while the others wait
+on its lock. They travel and are stored with the baseline (``continued/<epochs>ep-<hash>/``); an experiment
+stored before they did gets them trained by its trials, as before.
 """
 
 from __future__ import annotations
@@ -15,12 +21,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ddecs_search import storage
-from ddecs_search.config import SearchSpace
+from ddecs_search.config import SearchSpace, TrainingConfig
 from ddecs_search.errors import UserError
 from ddecs_search.experiment import Experiment
 
@@ -33,20 +39,31 @@ class BaselineBlob:
     weights: bytes  # backbone.pt
     meta: dict[str, Any]  # meta.json (val_accuracy, train_time_s, ...)
     probe: dict[str, Any]  # device, energy_available, energy_source, node_id
+    #: static references of joint candidates: "<epochs>ep-<hash>" -> (backbone.pt bytes, meta.json dict)
+    continued: dict[str, tuple[bytes, dict[str, Any]]] = field(default_factory=dict)
 
     def materialise(self, cache_dir: Path) -> Path:
-        """Write the baseline into ``cache_dir/<folder>/`` unless it is there; returns ``cache_dir``."""
+        """Write the baseline (and its static references) into ``cache_dir/<folder>/`` unless they are
+        there; returns ``cache_dir``."""
         folder = Path(cache_dir) / self.folder
-        if not (folder / "backbone.pt").is_file() or not (folder / "meta.json").is_file():
-            storage.write_bytes(str(folder / "backbone.pt"), self.weights)
-            storage.write_text(str(folder / "meta.json"), json.dumps(self.meta))  # last: marks it complete
+        parts = [(folder, self.weights, self.meta)]
+        parts += [(folder / CONTINUED / name, w, m) for name, (w, m) in sorted(self.continued.items())]
+        for where, weights, meta in parts:
+            if not (where / "backbone.pt").is_file() or not (where / "meta.json").is_file():
+                storage.write_bytes(str(where / "backbone.pt"), weights)
+                storage.write_text(str(where / "meta.json"), json.dumps(meta))  # last: marks it complete
         return Path(cache_dir)
 
     def store(self, exp: Experiment) -> None:
         """Keep the baseline in the experiment (for resume, export and the record)."""
         storage.write_bytes(exp.path("baseline", self.folder, "backbone.pt"), self.weights)
         storage.write_text(exp.path("baseline", self.folder, "meta.json"), json.dumps(self.meta, indent=2))
-        probe = json.dumps({"folder": self.folder, **self.probe})
+        for name, (weights, meta) in sorted(self.continued.items()):
+            storage.write_bytes(exp.path("baseline", self.folder, CONTINUED, name, "backbone.pt"), weights)
+            storage.write_text(
+                exp.path("baseline", self.folder, CONTINUED, name, "meta.json"), json.dumps(meta, indent=2)
+            )
+        probe = json.dumps({"folder": self.folder, **self.probe})  # last: marks the whole baseline stored
         storage.write_text(exp.path("baseline", "probe.json"), probe)
 
     @classmethod
@@ -71,7 +88,42 @@ class BaselineBlob:
             torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
         except Exception as exc:  # (missing, truncated, not a checkpoint)
             raise StateFileError(weights_path, f"missing or corrupt ({type(exc).__name__})", fix) from None
-        return cls(folder, weights, meta, probe)
+        continued = {}
+        for name in storage.list_names(exp.path("baseline", folder, CONTINUED)):
+            where = exp.path("baseline", folder, CONTINUED, name)
+            try:  # a damaged reference is trained again by the trial that needs it, like a missing one
+                ref_meta = json.loads(storage.read_text(storage.join(where, "meta.json")))
+                ref_weights = storage.read_bytes(storage.join(where, "backbone.pt"))
+                torch.load(io.BytesIO(ref_weights), map_location="cpu", weights_only=True)
+            except Exception:  # (missing, truncated, not JSON, not a checkpoint)
+                continue
+            continued[name] = (ref_weights, ref_meta)
+        return cls(folder, weights, meta, probe, continued)
+
+
+def reference_trainings(space: SearchSpace) -> list[TrainingConfig]:
+    """The recipes a joint trial of ``space`` can be compared under: one per ``training.epochs`` choice
+    (the trials' recipe is the space's fixed training settings plus the sampled mode and epochs)."""
+    t = space.training
+    if "joint" not in t.mode:
+        return []
+    return [
+        TrainingConfig(
+            mode="joint",
+            epochs=e,
+            lr=t.lr,
+            batch_size=t.batch_size,
+            weight_decay=t.weight_decay,
+            optimizer=t.optimizer,
+            label_smoothing=t.label_smoothing,
+        )
+        for e in sorted(set(t.epochs))
+        if e > 0
+    ]
+
+
+#: sub-folder of a baseline's folder holding its static references (``training.reference_folder``)
+CONTINUED = "continued"
 
 
 def trial_cache_dir(exp_uid: str) -> Path:
@@ -111,7 +163,7 @@ def _train(
     from ddecs_search.profiling import create_energy_meter, device_name, resolve_device
     from ddecs_search.ray_setup import node_id
     from ddecs_search.search._latency_broker import quieter_reference, reference_static_ms, reference_timer
-    from ddecs_search.training import train_baseline
+    from ddecs_search.training import static_references, train_baseline
 
     torch.set_num_threads(max(1, threads))
     device = resolve_device(space.measurement.device)
@@ -142,6 +194,10 @@ def _train(
             on_epoch=on_epoch,
         )
         folder = result.path.parent
+        continued = {}
+        for ref in static_references(result, reference_trainings(space), splits, device=device, quiet=True):
+            where = ref.path.parent
+            continued[where.name] = (ref.path.read_bytes(), json.loads((where / "meta.json").read_text()))
         weights = (folder / "backbone.pt").read_bytes()
         meta = json.loads((folder / "meta.json").read_text())
         if dropped:
@@ -161,7 +217,7 @@ def _train(
         "latency_reference_static_ms": [reference_static_ms(r) for r in references],  # before, epochs, after
     }
     meter.close()
-    return BaselineBlob(folder.name, weights, meta, probe)
+    return BaselineBlob(folder.name, weights, meta, probe, continued)
 
 
 def train_shared_baseline(

@@ -12,7 +12,12 @@ from ddecs_search.training._loop import (
     accuracy,
     run_epochs,
 )
-from ddecs_search.training._reference import StaticReference, static_reference
+from ddecs_search.training._reference import (
+    StaticReference,
+    reference_folder,
+    static_reference,
+    static_references,
+)
 
 __all__ = [
     "BaselineResult",
@@ -25,9 +30,11 @@ __all__ = [
     "baseline_key",
     "exit_losses",
     "load_checkpoint",
+    "reference_folder",
     "run_epochs",
     "save_atomic",
     "static_reference",
+    "static_references",
     "train_baseline",
     "train_branches",
 ]

@@ -9,14 +9,21 @@ smoothing) and no branches: plain static training, for the same total epochs as 
 The continued network depends only on the baseline and that recipe (seed 0, not the candidate's seed), so
 it is trained once per epoch count and recipe and shared by every trial: cached next to the baseline
 (``<baseline folder>/continued/<epochs>ep-<hash>/``) behind a file lock, like the baseline itself.
+
+The recipe has no schedule that depends on the epoch count (constant learning rate, batches and seeds
+chosen per epoch), so the network continued for ``e`` epochs is exactly the first ``e`` epochs of a longer
+continuation: :func:`static_references` trains every epoch count a search can ask for in one run to the
+longest, writing each shorter one as it passes (a search does it with its baseline, before any trial).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,55 +88,147 @@ def static_reference(
     """
     if training.mode == "frozen" or training.epochs == 0:
         return StaticReference(baseline.backbone, baseline.epochs, 0, baseline.path, 0.0, True)
+    return _continue(baseline, [training], splits, device, num_workers, quiet)[-1]
+
+
+def reference_folder(baseline: BaselineResult, training: TrainingConfig) -> Path:
+    """Where the reference of ``training`` (joint, > 0 epochs) is cached, next to the baseline."""
+    return baseline.path.parent / "continued" / f"{training.epochs}ep-{reference_key(baseline, training)}"
+
+
+def static_references(
+    baseline: BaselineResult,
+    trainings: Sequence[TrainingConfig],
+    splits: Any,
+    *,
+    device: torch.device,
+    num_workers: int = 0,
+    quiet: bool = False,
+) -> list[StaticReference]:
+    """The references of every ``joint`` recipe in ``trainings``, with one training run per recipe.
+
+    Recipes that differ only in ``epochs`` share a run to the longest: each shorter count is written when
+    the run passes it (the same weights :func:`static_reference` would train for it alone). Frozen and
+    0-epoch recipes need none. Returns the references in order of recipe, then epochs.
+    """
+    groups: dict[str, list[TrainingConfig]] = {}
+    for t in trainings:
+        if t.mode == "joint" and t.epochs > 0:
+            recipe = {k: getattr(t, k) for k in RECIPE_KEYS if k != "epochs"}
+            groups.setdefault(json.dumps(recipe, sort_keys=True), []).append(t)
+    out: list[StaticReference] = []
+    for group in groups.values():
+        by_epochs = {t.epochs: t for t in group}
+        out += _continue(
+            baseline, [by_epochs[e] for e in sorted(by_epochs)], splits, device, num_workers, quiet
+        )
+    return out
+
+
+def _continue(
+    baseline: BaselineResult,
+    trainings: list[TrainingConfig],
+    splits: Any,
+    device: torch.device,
+    num_workers: int,
+    quiet: bool,
+) -> list[StaticReference]:
+    """Continue the baseline once to the last recipe's epochs (``trainings`` differ only in epochs,
+    ascending), caching a reference at each recipe's epoch count; cached ones are loaded, not trained."""
+    folders = [reference_folder(baseline, t) for t in trainings]
+    with contextlib.ExitStack() as locks:
+        for folder in sorted(folders):  # one order for every process: no lock-order deadlock
+            locks.enter_context(_file_lock(folder.with_suffix(".lock")))
+        refs = [_load(baseline, t, f, device) for t, f in zip(trainings, folders, strict=True)]
+        todo = {t.epochs: (t, f) for t, f, ref in zip(trainings, folders, refs, strict=True) if ref is None}
+        if todo:
+            written = _train_continued(baseline, todo, splits, device, num_workers, quiet)
+            refs = [ref or written.get(t.epochs) for t, ref in zip(trainings, refs, strict=True)]
+    # a run resumed from a checkpoint past an epoch whose snapshot a kill lost: train that one alone
+    return [
+        ref if ref is not None else _continue(baseline, [t], splits, device, num_workers, quiet)[0]
+        for t, ref in zip(trainings, refs, strict=True)
+    ]
+
+
+def _train_continued(
+    baseline: BaselineResult,
+    todo: dict[int, tuple[TrainingConfig, Path]],
+    splits: Any,
+    device: torch.device,
+    num_workers: int,
+    quiet: bool,
+) -> dict[int, StaticReference]:
+    """One run of the baseline to the largest epoch count of ``todo``, written at each of its counts."""
     from ddecs_search.data import make_loader
 
-    key = reference_key(baseline, training)
-    folder = baseline.path.parent / "continued" / f"{training.epochs}ep-{key}"
-    weights, meta_path = folder / "backbone.pt", folder / "meta.json"
+    longest, last_folder = todo[max(todo)]
     model = copy.deepcopy(baseline.backbone).to(device)
-    total = baseline.epochs + training.epochs
-    with _file_lock(folder.with_suffix(".lock")):
-        if weights.is_file() and meta_path.is_file():
-            model.load_state_dict(load_checkpoint(weights))
-            meta = json.loads(meta_path.read_text())
-            return StaticReference(model.eval(), total, training.epochs, weights, meta["train_time_s"], True)
+    for _, folder in todo.values():
         folder.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
+    val = make_loader(
+        splits.val, batch_size=512, shuffle=False, seed=0, num_workers=num_workers, device=device
+    )
+    start = time.perf_counter()
+    written: dict[int, StaticReference] = {}
 
-        def batches(epoch: int) -> Any:
-            return make_loader(
-                splits.train,
-                batch_size=training.batch_size,
-                shuffle=True,
-                seed=epoch,  # seed 0: shared by every trial, whatever its own seed
-                num_workers=num_workers,
-                device=device,
-                drop_last=len(splits.train) > training.batch_size,
-            )
-
-        def loss_fn(m: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(m(x), y, label_smoothing=training.label_smoothing)
-
-        settings = LoopSettings.from_config(training, seed=0, quiet=quiet, desc="static reference")
-        run_epochs(
-            model, list(model.parameters()), batches, loss_fn, settings, device, folder / "checkpoint.pt"
+    def batches(epoch: int) -> Any:
+        return make_loader(
+            splits.train,
+            batch_size=longest.batch_size,
+            shuffle=True,
+            seed=epoch,  # seed 0: shared by every trial, whatever its own seed
+            num_workers=num_workers,
+            device=device,
+            drop_last=len(splits.train) > longest.batch_size,
         )
-        model.eval()
-        val = make_loader(
-            splits.val, batch_size=512, shuffle=False, seed=0, num_workers=num_workers, device=device
-        )
+
+    def loss_fn(m: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(m(x), y, label_smoothing=longest.label_smoothing)
+
+    def snapshot(epoch: int, stats: dict[str, float], checkpoint: Path) -> None:
+        if epoch + 1 not in todo:
+            return
+        training, folder = todo[epoch + 1]
         elapsed = time.perf_counter() - start
+        weights = folder / "backbone.pt"
         save_atomic(model.state_dict(), weights)
+        model.eval()  # scored as evaluated (batch-norm statistics frozen); the next epoch sets train mode
         meta = {
             "baseline_key": baseline.key,
-            "key": key,
+            "key": reference_key(baseline, training),
             "baseline_epochs": baseline.epochs,
             "continued_epochs": training.epochs,
-            "epochs": total,
+            "epochs": baseline.epochs + training.epochs,
             "recipe": {k: v for k, v in to_dict(training).items() if k in RECIPE_KEYS},
             "val_accuracy": accuracy(model, val, device),
             "train_time_s": elapsed,
+            "continued_in_one_run_to": longest.epochs,
         }
-        write_text_atomic(json.dumps(meta, indent=2), meta_path)
-        (folder / "checkpoint.pt").unlink(missing_ok=True)
-        return StaticReference(model, total, training.epochs, weights, elapsed, False)
+        write_text_atomic(json.dumps(meta, indent=2), folder / "meta.json")
+        snap = copy.deepcopy(model).eval()
+        written[training.epochs] = StaticReference(
+            snap, meta["epochs"], training.epochs, weights, elapsed, False
+        )
+
+    settings = LoopSettings.from_config(longest, seed=0, quiet=quiet, desc="static reference")
+    checkpoint = last_folder / "checkpoint.pt"
+    run_epochs(
+        model, list(model.parameters()), batches, loss_fn, settings, device, checkpoint, on_epoch=snapshot
+    )
+    checkpoint.unlink(missing_ok=True)
+    return written
+
+
+def _load(
+    baseline: BaselineResult, training: TrainingConfig, folder: Path, device: torch.device
+) -> StaticReference | None:
+    """The cached reference in ``folder``, or None when it is not (completely) there."""
+    weights, meta_path = folder / "backbone.pt", folder / "meta.json"
+    if not (weights.is_file() and meta_path.is_file()):
+        return None
+    model = copy.deepcopy(baseline.backbone).to(device)
+    model.load_state_dict(load_checkpoint(weights))
+    meta = json.loads(meta_path.read_text())
+    total = baseline.epochs + training.epochs
+    return StaticReference(model.eval(), total, training.epochs, weights, meta["train_time_s"], True)

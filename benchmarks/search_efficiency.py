@@ -68,10 +68,10 @@ sys.path.insert(0, str(ROOT))
 
 from ddecs_search.analysis import default_reference_point, hypervolume  # noqa: E402
 from ddecs_search.dominance import to_minimization  # noqa: E402
-from ddecs_search.metrics import STATIC_VALUES  # noqa: E402
 from ddecs_search.ray_setup import init_ray  # noqa: E402
 from ddecs_search.search import Experiment, run_search  # noqa: E402
 from ddecs_search.spaces import parse_space  # noqa: E402
+from ddecs_search.static_contender import static_values  # noqa: E402
 
 ALGORITHMS = ("nsga2", "tpe", "random")
 DEFAULT_SPACE = ROOT / "search_spaces" / "fashion_mnist_quick.yaml"
@@ -148,7 +148,8 @@ def collect(exp_dir: Path, algorithm: str, seed: int, early_stopping: bool, wall
         float((first - fit_started).clip(lower=0).sum()) if fit_started and first is not None else None
     )
     names = [n for n, _ in objectives]
-    static = [_static_value(full, n) for n in names]  # the static network, a member of every front
+    _, static_of = static_values(full)  # the product's static contender, a member of every front
+    static = [v if v is not None and np.isfinite(v) else None for v in map(static_of.get, names)]
     rung_stops: dict[str, int] = {}
     state_file = exp_dir / "early_stopping.json"
     if state_file.is_file():
@@ -180,15 +181,6 @@ def collect(exp_dir: Path, algorithm: str, seed: int, early_stopping: bool, wall
         "workers": int(full["worker_pid"].nunique()) if "worker_pid" in full else 0,
         "reused_start_s": [float(x) for x in reused["worker_idle_s"].dropna()] if len(reused) else [],
     }
-
-
-def _static_value(full, name: str) -> float | None:
-    """The static network's value of objective ``name`` in one search (as ``analysis.static_rows``)."""
-    source = STATIC_VALUES.get(name)
-    if isinstance(source, str):
-        values = full[source].astype(float).dropna() if source in full else []
-        return float(np.median(values)) if len(values) else None
-    return None if source is None else float(source)
 
 
 def _front_points(run: dict, with_static: bool) -> np.ndarray:

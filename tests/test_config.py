@@ -113,7 +113,13 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("key", "value", "message"), BAD, ids=[f"{k}={v!r}"[:40] for k, v, _ in BAD])
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    BAD,
+    ids=[
+        (f"{k} deleted" if v is _DELETE else f"{k}={v!r}")[:40] for k, v, _ in BAD
+    ],  # same ids in every process
+)
 @pytest.mark.parametrize("verb", ["run", "evaluate"])
 def test_bad_space_exits_2_naming_the_key(tmp_path, capsys, verb, key, value, message) -> None:
     data = _edit(yaml.safe_load(QUICK.read_text()), key, value)

@@ -7,6 +7,7 @@ scripted score sequence, where the expected epoch is known exactly.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -204,3 +205,34 @@ def test_static_references_of_several_epoch_counts_in_one_run_equal_each_trained
         assert found.cached and _equal(found.backbone.state_dict(), ref.backbone.state_dict())
     again = static_references(base, recipes, splits, device=CPU)
     assert all(r.cached for r in again)
+
+
+@needs_fmnist
+def test_a_reference_killed_after_its_last_epoch_is_written_from_that_checkpoint(
+    splits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed between the last epoch's checkpoint and the reference's meta.json: the next call resumes
+    from that checkpoint (no epoch left to run) and writes the same weights, instead of looping."""
+    import ddecs_search.training._reference as reference
+
+    cfg = BaselineConfig(epochs=1, lr=2e-3, batch_size=64, patience=None)
+    base = train_baseline("lenet", splits, DATA, cfg, device=CPU, cache_dir=tmp_path, quiet=True)
+    recipe = TrainingConfig(mode="joint", epochs=2, lr=1e-3, batch_size=64)
+    clean = static_reference(base, recipe, splits, device=CPU, quiet=True)
+    clean_state = {k: v.clone() for k, v in clean.backbone.state_dict().items()}
+    shutil.rmtree(reference_folder(base, recipe))
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed")
+
+    with monkeypatch.context() as m:
+        m.setattr(reference, "write_text_atomic", killed)
+        with pytest.raises(KeyboardInterrupt):
+            static_reference(base, recipe, splits, device=CPU, quiet=True)
+    folder = reference_folder(base, recipe)
+    assert (folder / "checkpoint.pt").is_file() and not (folder / "meta.json").exists()
+    assert load_checkpoint(folder / "checkpoint.pt")["epoch"] == 1  # the last epoch, complete
+
+    resumed = static_reference(base, recipe, splits, device=CPU, quiet=True)
+    assert not resumed.cached and _equal(clean_state, resumed.backbone.state_dict())
+    assert (folder / "meta.json").is_file() and not (folder / "checkpoint.pt").exists()

@@ -213,9 +213,13 @@ def _train_continued(
 
     settings = LoopSettings.from_config(longest, seed=0, quiet=quiet, desc="static reference")
     checkpoint = last_folder / "checkpoint.pt"
-    run_epochs(
+    info = run_epochs(
         model, list(model.parameters()), batches, loss_fn, settings, device, checkpoint, on_epoch=snapshot
     )
+    if info["epochs_trained"] == longest.epochs and longest.epochs not in written:
+        # resumed from the last epoch's checkpoint (a kill before its snapshot): no epoch ran, and the
+        # model holds that checkpoint's weights
+        snapshot(longest.epochs - 1, {}, checkpoint)
     checkpoint.unlink(missing_ok=True)
     return written
 

@@ -19,9 +19,11 @@ import yaml
 from ddecs_search.data import load_splits
 from ddecs_search.experiment import Experiment
 from ddecs_search.models import backbone_info
+from ddecs_search.search import ConditionalSpace, build_candidate
 from ddecs_search.search._shared_baseline import BaselineBlob, _train, reference_trainings
 from ddecs_search.spaces import parse_space
 from ddecs_search.training import reference_folder, static_reference, train_baseline
+from ddecs_search.training._reference import RECIPE_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
@@ -45,8 +47,14 @@ def test_reference_trainings_are_the_trials_recipes_one_per_joint_epoch_count() 
     assert reference_trainings(_space(["frozen"], [2, 3])) == []
     got = reference_trainings(_space(["frozen", "joint"], [3, 1, 3]))
     assert [t.epochs for t in got] == [1, 3] and {t.mode for t in got} == {"joint"}
-    space = _space(["joint"], [2])
-    assert (got[0].lr, got[0].batch_size) == (space.training.lr, space.training.batch_size)
+    # the recipe of each is exactly what a sampled joint trial of that epoch count trains with (one
+    # mapping from space to trial lives in ConditionalSpace; this keeps the two from drifting apart)
+    space = _space(["frozen", "joint"], [1, 3])
+    fn = ConditionalSpace.from_space(space)
+    for recipe in reference_trainings(space):
+        config = {"num_early_exits": 1, "training": {"mode": "joint", "epochs": recipe.epochs}}
+        trial = build_candidate(space, fn, config).training
+        assert {k: getattr(trial, k) for k in RECIPE_KEYS} == {k: getattr(recipe, k) for k in RECIPE_KEYS}
 
 
 def test_baseline_task_ships_the_static_references_and_the_experiment_keeps_them(tmp_path: Path) -> None:

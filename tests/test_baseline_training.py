@@ -212,7 +212,7 @@ def test_a_reference_killed_after_its_last_epoch_is_written_from_that_checkpoint
     splits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Killed between the last epoch's checkpoint and the reference's meta.json: the next call resumes
-    from that checkpoint (no epoch left to run) and writes the same weights, instead of looping."""
+    from that checkpoint (no epoch left to run) and writes the same weights without training again."""
     import ddecs_search.training._reference as reference
 
     cfg = BaselineConfig(epochs=1, lr=2e-3, batch_size=64, patience=None)
@@ -233,6 +233,15 @@ def test_a_reference_killed_after_its_last_epoch_is_written_from_that_checkpoint
     assert (folder / "checkpoint.pt").is_file() and not (folder / "meta.json").exists()
     assert load_checkpoint(folder / "checkpoint.pt")["epoch"] == 1  # the last epoch, complete
 
+    epochs_run = []
+
+    def counting(*args, **kwargs):
+        info = run_epochs(*args, **kwargs)
+        epochs_run.append(info["epochs_run"])
+        return info
+
+    monkeypatch.setattr(reference, "run_epochs", counting)
     resumed = static_reference(base, recipe, splits, device=CPU, quiet=True)
+    assert epochs_run == [0]  # nothing trained again
     assert not resumed.cached and _equal(clean_state, resumed.backbone.state_dict())
     assert (folder / "meta.json").is_file() and not (folder / "checkpoint.pt").exists()

@@ -114,15 +114,14 @@ def choose_static(trials: pd.DataFrame) -> StaticChoice:
     """
     import pandas as pd
 
-    median = _median
     val_col, test_col = REFERENCE_COLUMNS
     if "candidate" not in trials.columns or val_col not in trials.columns:
-        return StaticChoice(None, median(trials, val_col), median(trials, test_col))
+        return StaticChoice(None, _median(trials, val_col), _median(trials, test_col))
     names = pd.Series([static_variant(c) for c in trials["candidate"]], index=trials.index, dtype=object)
     if names.isna().any():
-        return StaticChoice(None, median(trials, val_col), median(trials, test_col))
+        return StaticChoice(None, _median(trials, val_col), _median(trials, test_col))
     options: list[StaticChoice] = [
-        StaticChoice(str(name), median(rows, val_col), median(rows, test_col))
+        StaticChoice(str(name), _median(rows, val_col), _median(rows, test_col))
         for name, rows in sorted(trials.groupby(names), key=lambda kv: (kv[0] != BASELINE, kv[0]))
     ]
     bb_val, bb_test = BACKBONE_COLUMNS
@@ -131,10 +130,10 @@ def choose_static(trials: pd.DataFrame) -> StaticChoice:
         ids = trained["trial_id"] if "trial_id" in trained.columns else trained.index.to_series()
         for index, tid in ids.items():
             row = trained.loc[[index]]
-            options.append(StaticChoice(own_backbone_name(tid), median(row, bb_val), median(row, bb_test)))
+            options.append(StaticChoice(own_backbone_name(tid), _median(row, bb_val), _median(row, bb_test)))
     valid = [o for o in options if math.isfinite(o.val_accuracy)]
     if not valid:
-        return StaticChoice(None, median(trials, val_col), median(trials, test_col))
+        return StaticChoice(None, _median(trials, val_col), _median(trials, test_col))
     best = max(valid, key=lambda o: o.val_accuracy)  # max keeps the first of equal values
     if len(options) == 1:
         return StaticChoice(None, best.val_accuracy, best.accuracy)

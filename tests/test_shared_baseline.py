@@ -37,9 +37,9 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DDECS_OFFLINE", "1")
 
 
-def _space(mode: list[str], epochs: list[int]):
+def _space(mode: list[str], epochs: list[int], **training):
     data = yaml.safe_load((ROOT / "tests" / "spaces" / "tiny.yaml").read_text())
-    data["training"] = {**data["training"], "mode": mode, "epochs": epochs}
+    data["training"] = {**data["training"], "mode": mode, "epochs": epochs, **training}
     return parse_space(data, "tiny.yaml")
 
 
@@ -47,12 +47,16 @@ def test_reference_trainings_are_the_trials_recipes_one_per_joint_epoch_count() 
     assert reference_trainings(_space(["frozen"], [2, 3])) == []
     got = reference_trainings(_space(["frozen", "joint"], [3, 1, 3]))
     assert [t.epochs for t in got] == [1, 3] and {t.mode for t in got} == {"joint"}
-    # the recipe of each is exactly what a sampled joint trial of that epoch count trains with (one
-    # mapping from space to trial lives in ConditionalSpace; this keeps the two from drifting apart)
-    space = _space(["frozen", "joint"], [1, 3])
+    # each recipe is the space's fixed settings with that epoch count, as a sampled joint trial (any exit
+    # count) trains with: the reference a trial looks up is the one the baseline task trained
+    space = _space(
+        ["frozen", "joint"], [1, 3], lr=0.003, batch_size=64, weight_decay=1e-4, label_smoothing=0.1
+    )
+    fixed = {"lr": 0.003, "batch_size": 64, "weight_decay": 1e-4, "optimizer": "adam", "label_smoothing": 0.1}
     fn = ConditionalSpace.from_space(space)
     for recipe in reference_trainings(space):
-        config = {"num_early_exits": 1, "training": {"mode": "joint", "epochs": recipe.epochs}}
+        assert {k: getattr(recipe, k) for k in RECIPE_KEYS} == {**fixed, "epochs": recipe.epochs}
+        config = {"num_early_exits": 2, "training": {"mode": "joint", "epochs": recipe.epochs}}
         trial = build_candidate(space, fn, config).training
         assert {k: getattr(trial, k) for k in RECIPE_KEYS} == {k: getattr(recipe, k) for k in RECIPE_KEYS}
 

@@ -102,22 +102,17 @@ class BaselineBlob:
 
 
 def reference_trainings(space: SearchSpace) -> list[TrainingConfig]:
-    """The recipes a joint trial of ``space`` can be compared under: one per ``training.epochs`` choice
-    (the trials' recipe is the space's fixed training settings plus the sampled mode and epochs)."""
-    t = space.training
-    if "joint" not in t.mode:
+    """The recipes a joint trial of ``space`` can be compared under: one per ``training.epochs`` choice,
+    each the training config a sampled joint trial with that epoch count gets (built by the search
+    space's own decoding, so the references' keys match the trials')."""
+    from ddecs_search.search._space_fn import ConditionalSpace, build_candidate
+
+    if "joint" not in space.training.mode:
         return []
+    fn = ConditionalSpace.from_space(space)
     return [
-        TrainingConfig(
-            mode="joint",
-            epochs=e,
-            lr=t.lr,
-            batch_size=t.batch_size,
-            weight_decay=t.weight_decay,
-            optimizer=t.optimizer,
-            label_smoothing=t.label_smoothing,
-        )
-        for e in sorted(set(t.epochs))
+        build_candidate(space, fn, {"training": {"mode": "joint", "epochs": e}}).training
+        for e in sorted(set(space.training.epochs))
         if e > 0
     ]
 

@@ -251,6 +251,12 @@ def test_early_exit_speedup_quick_json() -> None:
     grid = out["policy_choice"]["grid"]
     assert "max_drop" in out and {r["max_drop"] for r in grid} > {None}
     assert all(r["val_drop_for_rule"] >= r["val_accuracy_drop"] for r in grid)
+    # the test-split drop comes with its paired standard error (> 0 unless the exits never change a
+    # prediction's correctness; far below 5 pt on the quick test subset)
+    ort = out["runtimes"]["onnxruntime"]
+    assert 0.0 <= ort["accuracy_drop_se"] < 0.05
+    se_pt = out["goals"]["ort_accuracy_drop_vs_own_backbone_se_pt"]
+    assert se_pt == pytest.approx(100 * ort["accuracy_drop_se"])
 
 
 def test_timing_rounds_give_each_row_a_median_and_spread_and_the_statics_their_epochs(

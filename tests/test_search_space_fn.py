@@ -196,3 +196,34 @@ def test_asha_needs_one_accuracy_objective() -> None:
     space = parse_space(data)
     scheduler = make_scheduler(space, space.objectives)
     assert scheduler is not None and scheduler.metric == "epoch_val_accuracy"
+
+
+@pytest.mark.parametrize("algorithm", ["nsga2", "tpe", "random"])
+def test_search_algorithm_pickles_with_a_lock_in_its_sampler(algorithm: str) -> None:
+    """``tune.Tuner`` pickles the search algorithm, and Tune checkpoints it for a resume. Optuna 5.1's
+    NSGA-II holds a ``threading.Lock`` that plain pickling refuses (a fresh install could not start the
+    default job); the product's samplers pickle any lock as a new one and the rest as Optuna would."""
+    import pickle
+    import threading
+
+    from ddecs_search.search._searcher import make_search_alg
+
+    data = yaml.safe_load(TINY.read_text())
+    data["search"]["algorithm"] = algorithm
+    space = parse_space(data)
+    limiter = make_search_alg(space, space.objectives)
+    sampler = limiter.searcher._sampler
+    sampler._test_lock, sampler._test_rlock = threading.Lock(), threading.RLock()  # as Optuna 5.1's GA has
+    sampler._test_lock.acquire()  # a held lock comes back free: it guarded the threads of this process
+    back = pickle.loads(pickle.dumps(limiter))
+    copy = back.searcher._sampler
+    assert type(copy) is type(sampler)
+    assert isinstance(copy._test_lock, type(threading.Lock())) and not copy._test_lock.locked()
+    assert isinstance(copy._test_rlock, type(threading.RLock()))
+    assert "__ddecs_locks__" not in vars(copy)
+    assert back.suggest("t0") is not None
+    # everything else as Optuna pickles it: a copy taken before sampling samples what the original does
+    fn = ConditionalSpace.from_space(space)
+    fresh = make_sampler(space)
+    twin = pickle.loads(pickle.dumps(fresh))
+    assert _sample(fn, 4, fresh) == _sample(fn, 4, twin)

@@ -21,18 +21,20 @@ def make_sampler(space: SearchSpace) -> Any:
     """
     optuna = require("optuna")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from ddecs_search.search import _samplers  # Optuna's classes, picklable (Tune pickles its searcher)
+
     cfg = space.search
     if cfg.algorithm == "random":
-        return optuna.samplers.RandomSampler(seed=cfg.seed)
+        return _samplers.RandomSampler(seed=cfg.seed)
     with warnings.catch_warnings():  # multivariate/group/constant_liar are flagged experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if cfg.algorithm == "tpe":
             startup = min(10, max(2, cfg.num_samples // 4))
-            return optuna.samplers.TPESampler(
+            return _samplers.TPESampler(
                 seed=cfg.seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=startup
             )
         population = cfg.population_size or min(50, max(4, cfg.num_samples // 3))
-        return optuna.samplers.NSGAIISampler(seed=cfg.seed, population_size=population)
+        return _samplers.NSGAIISampler(seed=cfg.seed, population_size=population)
 
 
 def make_search_alg(space: SearchSpace, objectives: Sequence[Objective]) -> Any:

@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_node_caches_of_tests(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the session, remove the node caches (``<tmp>/ddecs-search/<uid>``) of its searches.
+
+    A finished local search removes its own; the searches a test interrupts on purpose (kill and resume
+    tests) keep theirs for a resume that never comes, ~200 MB each, and a CI machine's ``/tmp`` filled up
+    with them. Only the uids read from the ``run.json`` files under this session's base temp are removed,
+    so a search running beside the tests (``make demo``) keeps its cache.
+    """
+    yield
+    root = Path(tempfile.gettempdir()) / "ddecs-search"
+    if not root.is_dir():
+        return
+    for record in tmp_path_factory.getbasetemp().rglob("run.json"):
+        try:
+            uid = json.loads(record.read_text()).get("exp_uid")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(uid, str) and uid and "/" not in uid and uid not in (".", ".."):
+            shutil.rmtree(root / uid, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

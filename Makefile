@@ -19,6 +19,9 @@ HAVE_BROWSER := command -v chromium || command -v chromium-browser || command -v
 # and driver start-up, so two overlap (19 -> 15 min here); each test file stays in one process, which
 # keeps a module's Ray fixture to one cluster. Every Ray a test starts picks free loopback ports.
 TEST_WORKERS ?= 2
+# pip constraints: the package versions the suite last passed with (see the file); empty for the newest
+CONSTRAINTS ?= constraints.txt
+PIP_C := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 
 .PHONY: setup data browser system-deps demo test test-fast lint clean
 
@@ -26,9 +29,9 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[dev,png]'
+$(VENV)/.installed: $(BIN)/python pyproject.toml $(CONSTRAINTS)
+	$(BIN)/pip install -q $(PIP_C) torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q $(PIP_C) -e '.[dev,png]'
 	touch $@
 
 # The offline data the demo and the tests need (a failure here stops: nothing works without it).

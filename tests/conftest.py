@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -21,17 +19,16 @@ def _remove_node_caches_of_tests(tmp_path_factory: pytest.TempPathFactory) -> It
     with them. Only the uids read from the ``run.json`` files under this session's base temp are removed,
     so a search running beside the tests (``make demo``) keeps its cache.
     """
+    from ddecs_search.search._worker import node_cache_dir
+
     yield
-    root = Path(tempfile.gettempdir()) / "ddecs-search"
-    if not root.is_dir():
-        return
     for record in tmp_path_factory.getbasetemp().rglob("run.json"):
         try:
             uid = json.loads(record.read_text()).get("exp_uid")
         except (OSError, ValueError, AttributeError):
             continue
         if isinstance(uid, str) and uid and "/" not in uid and uid not in (".", ".."):
-            shutil.rmtree(root / uid, ignore_errors=True)
+            shutil.rmtree(node_cache_dir(uid), ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -229,9 +229,9 @@ def _execute_inner(
     _faults.point("search-finished")  # crash tests: every trial done, latency table and record not written
     _save_latency_table(exp, broker)
     if finished and address is None:  # trials materialised the baseline here; nothing needs it any more
-        from ddecs_search.search._shared_baseline import trial_cache_dir
+        from ddecs_search.search._worker import node_cache_dir
 
-        shutil.rmtree(trial_cache_dir(record["exp_uid"]).parent, ignore_errors=True)
+        shutil.rmtree(node_cache_dir(record["exp_uid"]), ignore_errors=True)
     errors = [
         f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
         for e in results.errors

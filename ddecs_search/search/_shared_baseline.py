@@ -29,6 +29,7 @@ from ddecs_search import storage
 from ddecs_search.config import SearchSpace, TrainingConfig
 from ddecs_search.errors import UserError
 from ddecs_search.experiment import Experiment
+from ddecs_search.search._worker import node_cache_dir
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ CONTINUED = "continued"
 
 def trial_cache_dir(exp_uid: str) -> Path:
     """Node-local folder where trials of one experiment materialise the shared baseline."""
-    return Path(tempfile.gettempdir()) / "ddecs-search" / exp_uid / "baselines"
+    return node_cache_dir(exp_uid) / "baselines"
 
 
 def _usable_checkpoints(work_dir: Path) -> list[str]:

@@ -27,9 +27,15 @@ from typing import Any
 _STATE: dict[str, Any] = {"trials": 0, "last_finished_at": None}
 
 
+def node_cache_dir(exp_uid: str) -> Path:
+    """Node-local folder of one experiment's caches (``data``, ``baselines``): the one place its path is
+    made; a search that finishes locally removes it, and so do the tests for the searches they interrupt."""
+    return Path(tempfile.gettempdir()) / "ddecs-search" / exp_uid
+
+
 def node_data_dir(exp_uid: str) -> Path:
-    """Node-local folder of the experiment's shared data cache (removed with the baselines' folder)."""
-    return Path(tempfile.gettempdir()) / "ddecs-search" / exp_uid / "data"
+    """Node-local folder of the experiment's shared data cache (removed with ``node_cache_dir``)."""
+    return node_cache_dir(exp_uid) / "data"
 
 
 def use_shared_data(exp_uid: str) -> None:

@@ -242,7 +242,8 @@ def test_reference_alexnet_smoke_run_ends_with_the_json_contract(tmp_path: Path)
 @pytest.mark.slow
 @pytest.mark.skipif(not FMNIST.exists(), reason="Debian package dataset-fashion-mnist not installed")
 def test_early_exit_speedup_quick_json() -> None:
-    proc = _run([str(BENCH / "early_exit_speedup.py"), "--quick", "--json", "--device", "cpu"], timeout=600)
+    args = ["--quick", "--json", "--device", "cpu", "--seeds", "1"]  # not the candidate's own seed (0)
+    proc = _run([str(BENCH / "early_exit_speedup.py"), *args], timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = _last_json(proc.stdout)
     assert {"speedup", "accuracy", "baseline_accuracy", "energy_source", "device"} <= set(out)
@@ -257,6 +258,19 @@ def test_early_exit_speedup_quick_json() -> None:
     assert 0.0 <= ort["accuracy_drop_se"] < 0.05
     se_pt = out["goals"]["ort_accuracy_drop_vs_own_backbone_se_pt"]
     assert se_pt == pytest.approx(100 * ort["accuracy_drop_se"])
+    # the training seed asked for is the one trained, and its goal line is the seeds summary's
+    (seed,) = out["seeds"]
+    assert out["seed"] == seed["seed"] == 1 and out["goals_over_seeds"]["seeds"] == [1]
+    assert seed["ort_batch1_speedup"] == out["goals"]["ort_batch1_speedup"]
+    assert out["goals_over_seeds"]["ort_accuracy_drop_pt_median"] == out["goals"]["ort_accuracy_drop_pt"]
+    assert out["goals_over_seeds"]["met_seeds"] == int(out["goals"]["met"])
+
+
+@pytest.mark.parametrize("seeds", [["1", "1"], ["-1"]])
+def test_early_exit_speedup_rejects_bad_seeds_before_any_work(seeds: list[str]) -> None:
+    proc = _run([str(BENCH / "early_exit_speedup.py"), "--seeds", *seeds], timeout=120)
+    assert proc.returncode == 2 and "--seeds must be distinct integers >= 0" in proc.stderr
+    assert "early_exit_speedup" not in proc.stdout  # the banner: no work started
 
 
 def test_timing_rounds_give_each_row_a_median_and_spread_and_the_statics_their_epochs(

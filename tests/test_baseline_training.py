@@ -208,6 +208,31 @@ def test_static_references_of_several_epoch_counts_in_one_run_equal_each_trained
 
 
 @needs_fmnist
+def test_cosine_references_are_one_run_per_epoch_count_keyed_apart_from_the_constant_rate(
+    splits, tmp_path: Path
+) -> None:
+    """A cosine schedule decays over the whole run, so the 1-epoch reference is not the first epoch of the
+    2-epoch one: each epoch count is its own run, keyed apart from the constant-rate recipe."""
+    cfg = BaselineConfig(epochs=1, lr=2e-3, batch_size=64, patience=None)
+    base = train_baseline("lenet", splits, DATA, cfg, device=CPU, cache_dir=tmp_path, quiet=True)
+    cosine = [
+        TrainingConfig(mode="joint", epochs=e, lr=1e-3, batch_size=64, lr_schedule="cosine") for e in (2, 1)
+    ]
+    constant = TrainingConfig(mode="joint", epochs=1, lr=1e-3, batch_size=64)
+    together = static_references(base, cosine, splits, device=CPU, quiet=True)
+    assert [r.continued_epochs for r in together] == [2, 1] and not any(r.cached for r in together)
+    for ref in together:
+        meta = json.loads((ref.path.parent / "meta.json").read_text())
+        assert meta["continued_in_one_run_to"] == ref.continued_epochs
+        assert meta["recipe"]["lr_schedule"] == "cosine"
+    assert reference_folder(base, cosine[1]) != reference_folder(base, constant)
+    flat = static_reference(base, constant, splits, device=CPU, quiet=True)
+    assert not flat.cached and not _equal(flat.backbone.state_dict(), together[1].backbone.state_dict())
+    alone = static_reference(base, cosine[1], splits, device=CPU)
+    assert alone.cached and _equal(alone.backbone.state_dict(), together[1].backbone.state_dict())
+
+
+@needs_fmnist
 def test_a_reference_killed_after_its_last_epoch_is_written_from_that_checkpoint(
     splits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

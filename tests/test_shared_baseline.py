@@ -52,7 +52,8 @@ def test_reference_trainings_are_the_trials_recipes_one_per_joint_epoch_count() 
     space = _space(
         ["frozen", "joint"], [1, 3], lr=0.003, batch_size=64, weight_decay=1e-4, label_smoothing=0.1
     )
-    fixed = {"lr": 0.003, "batch_size": 64, "weight_decay": 1e-4, "optimizer": "adam", "label_smoothing": 0.1}
+    fixed = {"lr": 0.003, "batch_size": 64, "weight_decay": 1e-4, "optimizer": "adam", "label_smoothing": 0.1,
+             "lr_schedule": "constant"}  # fmt: skip
     fn = ConditionalSpace.from_space(space)
     for recipe in reference_trainings(space):
         assert {k: getattr(recipe, k) for k in RECIPE_KEYS} == {**fixed, "epochs": recipe.epochs}

@@ -33,11 +33,13 @@ def _model() -> MultiExitNet:
     )
 
 
-def _train(mode: str, epochs: int, ckpt: Path, model: MultiExitNet | None = None) -> MultiExitNet:
+def _train(
+    mode: str, epochs: int, ckpt: Path, model: MultiExitNet | None = None, schedule: str = "constant", **kw
+) -> MultiExitNet:
     model = model or _model()
-    cfg = TrainingConfig(mode=mode, epochs=epochs, batch_size=32)
+    cfg = TrainingConfig(mode=mode, epochs=epochs, batch_size=32, lr_schedule=schedule)
     train_branches(
-        model, _Images(), cfg, device=torch.device("cpu"), checkpoint_path=ckpt, seed=3, quiet=True
+        model, _Images(), cfg, device=torch.device("cpu"), checkpoint_path=ckpt, seed=3, quiet=True, **kw
     )
     return model
 
@@ -110,3 +112,39 @@ def test_distillation_trains_in_both_modes_and_frozen_keeps_the_backbone(tmp_pat
         w = "segments.0.0.weight"
         moved = not torch.equal(before.backbone.state_dict()[w], model.backbone.state_dict()[w])
         assert moved == (mode == "joint"), mode
+
+
+def test_cosine_schedule_decays_per_step_to_zero_and_a_resumed_run_continues_it(tmp_path: Path) -> None:
+    """The rate of every step is a function of the step alone: a run killed after epoch 1 and resumed
+    ends with the weights of an uninterrupted one (the kill cannot be an ``epochs=1`` run here: its
+    schedule would decay over one epoch)."""
+    import math
+
+    import pytest
+
+    from ddecs_search.training import LoopSettings, scheduled_lr
+
+    cos = LoopSettings(epochs=3, lr=0.01, lr_schedule="cosine")
+    assert scheduled_lr(cos, 0, 9) == 0.01 and scheduled_lr(cos, 9, 9) == pytest.approx(0.0, abs=1e-12)
+    assert scheduled_lr(cos, 3, 9) == pytest.approx(0.005 * (1 + math.cos(math.pi / 3)))
+    assert scheduled_lr(LoopSettings(epochs=3, lr=0.01), 8, 9) == 0.01
+
+    straight = _train("joint", 3, tmp_path / "a.pt", schedule="cosine")
+    steps, lr = 3 * (len(_Images()) // 32), TrainingConfig().lr  # drop_last: 3 batches per epoch
+    last = load_checkpoint(tmp_path / "a.pt")["optimizer"]["param_groups"][0]["lr"]
+    want = scheduled_lr(LoopSettings(epochs=3, lr=lr, lr_schedule="cosine"), steps - 1, steps)
+    assert last == pytest.approx(want) and 0 < last < 0.05 * lr
+
+    class Kill(Exception):
+        pass
+
+    def kill(epoch: int, stats: dict, ckpt: Path) -> None:
+        if epoch == 0:
+            raise Kill
+
+    with pytest.raises(Kill):
+        _train("joint", 3, tmp_path / "b.pt", schedule="cosine", on_epoch=kill)
+    assert load_checkpoint(tmp_path / "b.pt")["epoch"] == 0
+    resumed = _train("joint", 3, tmp_path / "b.pt", schedule="cosine")
+    assert _same(straight, resumed)
+    assert not _same(straight, _train("joint", 3, tmp_path / "c.pt"))  # the constant rate differs

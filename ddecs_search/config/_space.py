@@ -90,6 +90,7 @@ class TrainingSpace:
     batch_size: int = 128
     weight_decay: float = 0.0
     optimizer: Literal["adam", "sgd"] = "adam"
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     loss_weights: tuple[float, ...] | None = None
     label_smoothing: float = 0.0
     distill: float = 0.0
@@ -106,6 +107,7 @@ class TrainingSpace:
             "batch_size": self.batch_size,
             "weight_decay": self.weight_decay,
             "optimizer": self.optimizer,
+            "lr_schedule": self.lr_schedule,
             "label_smoothing": self.label_smoothing,
             "loss_weights": self.loss_weights,
             "distill": self.distill,

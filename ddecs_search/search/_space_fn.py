@@ -113,6 +113,7 @@ class ConditionalSpace:
                 "batch_size": t.batch_size,
                 "weight_decay": t.weight_decay,
                 "optimizer": t.optimizer,
+                "lr_schedule": t.lr_schedule,
                 "loss_weights": weights,
                 "label_smoothing": t.label_smoothing,
                 "distill": t.distill,

@@ -11,6 +11,7 @@ from ddecs_search.training._loop import (
     LoopSettings,
     accuracy,
     run_epochs,
+    scheduled_lr,
 )
 from ddecs_search.training._reference import (
     StaticReference,
@@ -33,6 +34,7 @@ __all__ = [
     "reference_folder",
     "run_epochs",
     "save_atomic",
+    "scheduled_lr",
     "static_reference",
     "static_references",
     "train_baseline",

@@ -9,6 +9,7 @@ weights.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,15 +78,31 @@ class LoopSettings:
     lr: float
     weight_decay: float = 0.0
     optimizer: str = "adam"
+    lr_schedule: str = "constant"  # or "cosine": per step from lr to 0 over all epochs
     seed: int = 0
     quiet: bool = False
     desc: str = "train"
 
     @classmethod
     def from_config(cls, cfg: Any, *, seed: int, quiet: bool, desc: str) -> LoopSettings:
-        """From a BaselineConfig or TrainingConfig (both carry epochs, lr, weight_decay, optimizer)."""
+        """From a BaselineConfig or TrainingConfig (both carry epochs, lr, weight_decay, optimizer; a
+        TrainingConfig also its ``lr_schedule``, a baseline trains at a constant rate)."""
         return cls(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,
-                   seed=seed, quiet=quiet, desc=desc)  # fmt: skip
+                   lr_schedule=getattr(cfg, "lr_schedule", "constant"), seed=seed, quiet=quiet,
+                   desc=desc)  # fmt: skip
+
+
+def scheduled_lr(settings: LoopSettings, step: int, total_steps: int) -> float:
+    """The learning rate of optimiser step ``step`` (0-based) of ``total_steps``.
+
+    A pure function of the step, so a run resumed at an epoch boundary continues the schedule exactly
+    (nothing but the epoch is stored). ``cosine`` reaches 0 only after the last step.
+    """
+    if settings.lr_schedule == "constant":
+        return settings.lr
+    if settings.lr_schedule == "cosine":
+        return settings.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+    raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {settings.lr_schedule!r}")
 
 
 def make_optimizer(params: Iterable[nn.Parameter], settings: LoopSettings) -> torch.optim.Optimizer:
@@ -148,8 +165,10 @@ def run_epochs(
         torch.manual_seed(settings.seed * 1000 + epoch)
         (train_mode or (lambda m: m.train()))(model)
         total, count = 0.0, 0
+        batches = make_batches(epoch)
+        per_epoch = _steps_per_epoch(batches, settings)
         bar = tqdm(
-            make_batches(epoch),
+            batches,
             desc=f"{settings.desc} {epoch + 1}/{settings.epochs}",
             leave=False,
             disable=settings.quiet,
@@ -158,6 +177,10 @@ def run_epochs(
         for step, (x, y) in enumerate(bar):
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
+            if per_epoch is not None:
+                lr = scheduled_lr(settings, epoch * per_epoch + step, settings.epochs * per_epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
             with torch.autocast(device_type=device.type, enabled=use_amp):
                 loss = loss_fn(model, x, y)
             optimizer.zero_grad(set_to_none=True)
@@ -193,6 +216,18 @@ def run_epochs(
         info.update(best_epoch=early_stopping.best_epoch, best_score=early_stopping.best_score,
                     history=list(early_stopping.history), stopped_early=early_stopping.stopped)  # fmt: skip
     return info
+
+
+def _steps_per_epoch(batches: Iterable[Any], settings: LoopSettings) -> int | None:
+    """Optimiser steps in one epoch where the schedule needs them (``None`` at a constant rate)."""
+    if settings.lr_schedule == "constant":
+        return None
+    try:
+        return len(batches)  # type: ignore[arg-type]
+    except TypeError:
+        raise ValueError(
+            f"lr_schedule {settings.lr_schedule!r} needs batches with a length (steps per epoch)"
+        ) from None
 
 
 @torch.no_grad()

@@ -10,10 +10,11 @@ The continued network depends only on the baseline and that recipe (seed 0, not 
 it is trained once per epoch count and recipe and shared by every trial: cached next to the baseline
 (``<baseline folder>/continued/<epochs>ep-<hash>/``) behind a file lock, like the baseline itself.
 
-The recipe has no schedule that depends on the epoch count (constant learning rate, batches and seeds
-chosen per epoch), so the network continued for ``e`` epochs is exactly the first ``e`` epochs of a longer
-continuation: :func:`static_references` trains every epoch count a search can ask for in one run to the
-longest, writing each shorter one as it passes (a search does it with its baseline, before any trial).
+At a constant learning rate (``lr_schedule: constant``) nothing depends on the epoch count (batches and
+seeds are chosen per epoch), so the network continued for ``e`` epochs is exactly the first ``e`` epochs of
+a longer continuation: :func:`static_references` trains every epoch count a search can ask for in one run
+to the longest, writing each shorter one as it passes (a search does it with its baseline, before any
+trial). A ``cosine`` schedule decays over the whole run, so there each epoch count is its own run.
 """
 
 from __future__ import annotations
@@ -39,7 +40,16 @@ from ddecs_search.training._checkpoint import load_checkpoint, save_atomic
 from ddecs_search.training._loop import LoopSettings, accuracy, run_epochs
 
 #: The parts of a TrainingConfig that change plain static training (mode and loss weights do not).
-RECIPE_KEYS = ("epochs", "lr", "batch_size", "weight_decay", "optimizer", "label_smoothing")
+RECIPE_KEYS = ("epochs", "lr", "batch_size", "weight_decay", "optimizer", "label_smoothing", "lr_schedule")
+
+
+def _recipe(training: TrainingConfig) -> dict[str, Any]:
+    """The recipe keys of ``training``; a constant schedule is left out, so the cache keys (and the
+    references cached) from before the schedule existed stay valid."""
+    recipe = {k: getattr(training, k) for k in RECIPE_KEYS}
+    if recipe["lr_schedule"] == "constant":
+        del recipe["lr_schedule"]
+    return recipe
 
 
 @dataclass(frozen=True)
@@ -62,8 +72,7 @@ class StaticReference:
 
 def reference_key(baseline: BaselineResult, training: TrainingConfig) -> str:
     """Content hash of the baseline and the continued recipe."""
-    recipe = {k: getattr(training, k) for k in RECIPE_KEYS}
-    payload = {"baseline": baseline.key, "recipe": recipe, "seed": 0, "version": 1}
+    payload = {"baseline": baseline.key, "recipe": _recipe(training), "seed": 0, "version": 1}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -107,14 +116,16 @@ def static_references(
 ) -> list[StaticReference]:
     """The references of every ``joint`` recipe in ``trainings``, with one training run per recipe.
 
-    Recipes that differ only in ``epochs`` share a run to the longest: each shorter count is written when
-    the run passes it (the same weights :func:`static_reference` would train for it alone). Frozen and
-    0-epoch recipes need none. Returns the references in order of recipe, then epochs.
+    Recipes that differ only in ``epochs`` share a run to the longest at a constant learning rate: each
+    shorter count is written when the run passes it (the same weights :func:`static_reference` would
+    train for it alone); with a ``cosine`` schedule every epoch count is its own run. Frozen and 0-epoch
+    recipes need none. Returns the references in order of recipe, then epochs.
     """
     groups: dict[str, list[TrainingConfig]] = {}
     for t in trainings:
         if t.mode == "joint" and t.epochs > 0:
-            recipe = {k: getattr(t, k) for k in RECIPE_KEYS if k != "epochs"}
+            shared = t.lr_schedule == "constant"  # a decaying schedule depends on the epoch count
+            recipe = {k: getattr(t, k) for k in RECIPE_KEYS if k != "epochs" or not shared}
             groups.setdefault(json.dumps(recipe, sort_keys=True), []).append(t)
     out: list[StaticReference] = []
     for group in groups.values():

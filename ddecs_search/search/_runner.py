@@ -366,7 +366,9 @@ def _prepare(
         b = space.backbone.baseline
         budget = f"{b.epochs}" if b.patience is None else f"until val stops improving, <= {b.epochs}"
         joint = [t.epochs for t in reference_trainings(space)]
-        refs = f", then {max(joint)} more for joint candidates' static references" if joint else ""
+        # a constant rate trains every epoch count in one run to the longest; a decaying schedule one each
+        more = max(joint) if joint and space.training.lr_schedule == "constant" else sum(joint)
+        refs = f", then {more} more for joint candidates' static references" if joint else ""
         _say(
             quiet,
             f"training the baseline {space.backbone.name} once for all trials "

@@ -3,8 +3,9 @@
 In ``frozen`` mode a candidate's backbone *is* the baseline, so the baseline is its reference. In
 ``joint`` mode the backbone trains ``training.epochs`` more epochs (with the branches); comparing it with
 the baseline would flatter it with extra training. Its reference is the baseline continued for the same
-``training.epochs`` with the candidate's recipe (optimizer, lr, batch size, weight decay, label
-smoothing) and no branches: plain static training, for the same total epochs as the candidate's backbone.
+``training.epochs`` with the candidate's recipe (optimizer, lr and its schedule, batch size, weight decay,
+label smoothing) and no branches: plain static training, for the same total epochs as the candidate's
+backbone.
 
 The continued network depends only on the baseline and that recipe (seed 0, not the candidate's seed), so
 it is trained once per epoch count and recipe and shared by every trial: cached next to the baseline

@@ -340,11 +340,20 @@ def main(argv: list[str] | None = None) -> int:
         help="every search measures its own module latency table (default: each starts from the last one's)",
     )
     parser.add_argument(
+        "--continue-from",
+        type=Path,
+        metavar="EXP_DIR",
+        help="start from this finished search's baseline and latency table, so that seeds added in a later "
+        "run are measured against the same ones (summarise them all with --from-storage)",
+    )
+    parser.add_argument(
         "--from-storage",
         action="store_true",
         help="run nothing: summarise the finished searches already in --storage",
     )
     args = parser.parse_args(argv)
+    if args.continue_from is not None and not (args.continue_from / "baseline").is_dir():
+        parser.error(f"--continue-from {args.continue_from}: no baseline/ in it (not a finished search)")
     trials = args.trials or (8 if args.quick else 24)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     storage = args.storage or Path(tempfile.mkdtemp(prefix="ddecs-bench-"))
@@ -355,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     if not args.from_storage:
         init_ray()
-    runs, first = [], None
+    runs: list[dict] = []
+    first = args.continue_from
     plan = [(a, s, True) for s in seeds for a in args.algorithms]
     plan += [(a, s, False) for s in seeds for a in args.es_algorithms]
     for algorithm, seed, es in plan:
@@ -364,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
             wall = Experiment.at(str(exp_dir)).read_record().get("wall_s", float("nan"))
             run = collect(exp_dir, algorithm, seed, es, wall)
         else:
-            latency_from = None if args.separate_latency_tables or not runs else Path(runs[-1]["exp"])
+            last = Path(runs[-1]["exp"]) if runs else first
+            latency_from = None if args.separate_latency_tables else last
             run = run_one(data, str(args.space), algorithm, seed, trials, es, storage, first, latency_from)
         first = first or Path(run["exp"])
         runs.append(run)

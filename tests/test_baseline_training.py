@@ -132,6 +132,43 @@ def test_patience_is_part_of_the_cache_key() -> None:
     assert len(keys) == 3
 
 
+def test_the_schedule_is_keyed_apart_and_constant_keeps_the_key_from_before_it_existed() -> None:
+    """Baselines cached before ``lr_schedule`` existed stay valid: the keys are those the code wrote
+    before the key was added (computed with that code, ``b004b78``)."""
+    assert baseline_key("lenet", 10, DATA, BaselineConfig(), 0) == "de3ddf01b6b1f45a"
+    fixed = BaselineConfig(epochs=6, patience=None, lr=0.002)
+    assert baseline_key("lenet", 10, DATA, fixed, 0) == "179208a5eb73181e"
+    cosine = BaselineConfig(epochs=6, patience=None, lr=0.002, lr_schedule="cosine")
+    assert baseline_key("lenet", 10, DATA, cosine, 0) != "179208a5eb73181e"
+
+
+@needs_fmnist
+def test_a_cosine_baseline_decays_to_zero_at_the_cap(splits, tmp_path: Path) -> None:
+    """The rate of every step follows the schedule over ``epochs`` (the cap), epoch by epoch."""
+    from ddecs_search.training import scheduled_lr
+
+    cfg = BaselineConfig(epochs=2, lr=2e-3, batch_size=64, patience=None, lr_schedule="cosine")
+    rates: list[float] = []
+
+    def on_epoch(epoch: int, stats: dict, ckpt: Path) -> None:
+        rates.append(load_checkpoint(ckpt)["optimizer"]["param_groups"][0]["lr"])
+
+    base = train_baseline("lenet", splits, DATA, cfg, device=CPU, cache_dir=tmp_path, quiet=True,
+                          on_epoch=on_epoch)  # fmt: skip
+    per_epoch = len(splits.train) // cfg.batch_size  # drop_last
+    settings = LoopSettings.from_config(cfg, seed=0, quiet=True, desc="")
+    want = [scheduled_lr(settings, (e + 1) * per_epoch - 1, 2 * per_epoch) for e in range(2)]
+    assert rates == pytest.approx(want) and 0.4 * cfg.lr < rates[0] < 0.6 * cfg.lr  # mid-decay
+    assert 0 < rates[1] < 0.01 * cfg.lr
+    meta = json.loads((base.path.parent / "meta.json").read_text())
+    assert meta["baseline"]["lr_schedule"] == "cosine" and base.epochs == 2
+    constant = train_baseline("lenet", splits, DATA, BaselineConfig(epochs=2, lr=2e-3, batch_size=64,
+                              patience=None), device=CPU, cache_dir=tmp_path, quiet=True)  # fmt: skip
+    assert not constant.cached and constant.key != base.key
+    theirs = base.backbone.state_dict()
+    assert any(not torch.equal(v, theirs[k]) for k, v in constant.backbone.state_dict().items())
+
+
 def test_validation_parts_are_the_rows_split_selection_uses(splits) -> None:
     fit, select = validation_parts(splits, 0.3, 7)
     labels = torch.tensor([int(y) for _, y in splits.val]).numpy()

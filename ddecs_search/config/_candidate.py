@@ -117,6 +117,10 @@ class BaselineConfig:
     The static network trains until its validation accuracy (on the *fit* part of validation, see
     ``DataConfig.selection_fraction``) has not improved for ``patience`` epochs, ``epochs`` being the
     cap, and keeps the best epoch's weights; ``patience: null`` trains exactly ``epochs`` epochs.
+
+    ``lr_schedule`` as in ``TrainingConfig``, over ``epochs``: ``cosine`` decays the rate to 0 at the
+    cap, so it pays with ``patience: null`` (a fixed horizon); with early stopping the run may stop
+    mid-decay. Frozen candidates deploy this network unchanged, so its recipe sets how good they can be.
     """
 
     epochs: int = 20
@@ -127,6 +131,7 @@ class BaselineConfig:
     label_smoothing: float = 0.0
     pretrained: str | None = None
     patience: int | None = 2
+    lr_schedule: Literal["constant", "cosine"] = "constant"
 
     def __post_init__(self) -> None:
         if self.epochs < 0:

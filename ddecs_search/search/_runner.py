@@ -365,6 +365,7 @@ def _prepare(
         cpus = max(space.resources.cpu, resources.get("CPU", 1)) if local else space.resources.cpu
         b = space.backbone.baseline
         budget = f"{b.epochs}" if b.patience is None else f"until val stops improving, <= {b.epochs}"
+        budget += " epochs" + (" decaying the rate (cosine)" if b.lr_schedule == "cosine" else "")
         joint = [t.epochs for t in reference_trainings(space)]
         # a constant rate trains every epoch count in one run to the longest; a decaying schedule one each
         more = max(joint) if joint and space.training.lr_schedule == "constant" else sum(joint)
@@ -372,7 +373,7 @@ def _prepare(
         _say(
             quiet,
             f"training the baseline {space.backbone.name} once for all trials "
-            f"({budget} epochs{refs}, {cpus:g} CPU)...",
+            f"({budget}{refs}, {cpus:g} CPU)...",
         )
         t0 = time.time()
         # epoch checkpoints inside the experiment (local or shared folder): a kill resumes the baseline

@@ -76,11 +76,14 @@ def baseline_key(
     same name never loads stale weights.
     """
     data_part = {k: v for k, v in to_dict(data).items() if k not in ("root", "num_workers", "test_subset")}
+    recipe = to_dict(cfg)
+    if recipe.get("lr_schedule") == "constant":  # the key predates the schedule: cached baselines stay valid
+        del recipe["lr_schedule"]
     payload = {
         "backbone": backbone,
         "num_classes": num_classes,
         "data": data_part,
-        "baseline": to_dict(cfg),
+        "baseline": recipe,
         "seed": seed,
         "arch": hashlib.sha256(arch.encode()).hexdigest(),
         "version": 3,  # 3: early stopping on the fit part of validation

@@ -85,11 +85,10 @@ class LoopSettings:
 
     @classmethod
     def from_config(cls, cfg: Any, *, seed: int, quiet: bool, desc: str) -> LoopSettings:
-        """From a BaselineConfig or TrainingConfig (both carry epochs, lr, weight_decay, optimizer; a
-        TrainingConfig also its ``lr_schedule``, a baseline trains at a constant rate)."""
+        """From a BaselineConfig or TrainingConfig (both carry epochs, lr, weight_decay, optimizer and
+        lr_schedule; the schedule's horizon is ``epochs``, a baseline's cap)."""
         return cls(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,
-                   lr_schedule=getattr(cfg, "lr_schedule", "constant"), seed=seed, quiet=quiet,
-                   desc=desc)  # fmt: skip
+                   lr_schedule=cfg.lr_schedule, seed=seed, quiet=quiet, desc=desc)  # fmt: skip
 
 
 def scheduled_lr(settings: LoopSettings, step: int, total_steps: int) -> float:

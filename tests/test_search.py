@@ -137,6 +137,8 @@ def test_tiny_search_records_trials_metrics_failures_and_verification(local_ray,
     assert status["total"] == 4 and status["by_state"]["TERMINATED"] == len(terminated)
     assert status["by_state"]["ERROR"] == len(failed) and "val_accuracy" in status["best"]
     assert status["driver"] == "finished"
+    # 4 trials are one NSGA-II generation (population 4): a random search, and the record says so
+    assert any("NSGA-II sampled every trial at random" in n for n in status["notices"]), status["notices"]
 
 
 def _wait_until(condition, timeout_s: float = 30.0) -> None:

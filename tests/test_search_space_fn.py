@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -227,3 +228,49 @@ def test_search_algorithm_pickles_with_a_lock_in_its_sampler(algorithm: str) -> 
     fresh = make_sampler(space)
     twin = pickle.loads(pickle.dumps(fresh))
     assert _sample(fn, 4, fresh) == _sample(fn, 4, twin)
+
+
+def _sample_pruning(space_fn: ConditionalSpace, n: int, sampler: Any, complete: set[int]) -> list[dict]:
+    """As :func:`_sample`, but only trials in ``complete`` are told complete; the others are pruned
+    (how the product tells Optuna about a trial stopped early)."""
+    from ray.tune.utils.util import unflatten_dict
+
+    study = optuna.create_study(sampler=sampler, directions=["maximize", "minimize"])
+    configs = []
+    for i in range(n):
+        trial = study.ask()
+        space_fn(trial)
+        configs.append(unflatten_dict(dict(trial.params)))
+        if i in complete:
+            study.tell(trial, [float(i % 3), float(i % 5)])
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    return configs
+
+
+def test_nsga2_is_random_sampling_until_its_population_completes_and_says_so() -> None:
+    """The fact behind the sampler notice, checked on Optuna itself: pruned trials do not fill NSGA-II's
+    first generation, which draws the random sampler's stream; once ``population`` trials complete, its
+    offspring differ from that stream."""
+    from ddecs_search.search._searcher import nsga2_population, sampler_notice
+
+    data = yaml.safe_load(TINY.read_text())
+    data["search"].update(algorithm="nsga2", num_samples=12, population_size=4, seed=3)
+    space = parse_space(data)
+    fn = ConditionalSpace.from_space(space)
+    random_stream = _sample(fn, 12, optuna.samplers.RandomSampler(seed=3))
+    starved = _sample_pruning(fn, 12, make_sampler(space), complete={0, 5, 9})  # 3 < population 4
+    assert starved == random_stream
+    fed = _sample_pruning(fn, 12, make_sampler(space), complete={0, 1, 2, 3})
+    assert fed[:4] == random_stream[:4] and fed[4:] != random_stream[4:]
+
+    assert nsga2_population(space) == 4
+    notice = sampler_notice(space, full_fidelity=3)
+    assert notice is not None and "at random" in notice and "only 3 of 12" in notice and "needs 4" in notice
+    assert sampler_notice(space, full_fidelity=4) is None
+    data["search"]["population_size"] = None  # auto: a third of 12 -> 4
+    assert "auto" in (sampler_notice(parse_space(data), 2) or "")
+    data["search"]["num_samples"] = 4  # one generation is the whole budget, however many complete
+    assert "whole budget of 4" in (sampler_notice(parse_space(data), 4) or "")
+    data["search"]["algorithm"] = "tpe"
+    assert sampler_notice(parse_space(data), 0) is None

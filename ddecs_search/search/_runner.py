@@ -228,6 +228,8 @@ def _execute_inner(
         counts = _mark_interrupted(exp, space.search.num_samples)
     _faults.point("search-finished")  # crash tests: every trial done, latency table and record not written
     _save_latency_table(exp, broker)
+    if finished:
+        notices = _sampler_notices(exp, space, notices)
     if finished and address is None:  # trials materialised the baseline here; nothing needs it any more
         from ddecs_search.search._worker import node_cache_dir
 
@@ -484,6 +486,21 @@ def _make_tuner(
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     ), broker
+
+
+def _sampler_notices(exp: Experiment, space: SearchSpace, notices: list[str]) -> list[str]:
+    """``notices`` plus what the finished search's trials say about its sampler, recorded in run.json."""
+    from ddecs_search.search._searcher import sampler_notice
+
+    trials = exp.read_trials()
+    full = int((trials["full_fidelity"] == True).sum()) if "full_fidelity" in trials else 0  # noqa: E712
+    notice = sampler_notice(space, full)
+    if notice is None:
+        return notices
+    print(f"notice: {notice}", file=sys.stderr)
+    notices = [*notices, notice]
+    exp.update_record(notices=notices)
+    return notices
 
 
 def _counts(results: Any, num_samples: int) -> dict[str, int]:

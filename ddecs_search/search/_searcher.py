@@ -33,8 +33,42 @@ def make_sampler(space: SearchSpace) -> Any:
             return _samplers.TPESampler(
                 seed=cfg.seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=startup
             )
-        population = cfg.population_size or min(50, max(4, cfg.num_samples // 3))
-        return _samplers.NSGAIISampler(seed=cfg.seed, population_size=population)
+        return _samplers.NSGAIISampler(seed=cfg.seed, population_size=nsga2_population(space))
+
+
+def nsga2_population(space: SearchSpace) -> int:
+    """``search.population_size``, else a third of ``num_samples`` clamped to 4..50."""
+    cfg = space.search
+    return cfg.population_size or min(50, max(4, cfg.num_samples // 3))
+
+
+def sampler_notice(space: SearchSpace, full_fidelity: int) -> str | None:
+    """A notice when NSGA-II cannot have left its first generation, else None (a budget of one
+    generation or less, or fewer full-fidelity trials than the population).
+
+    Optuna's NSGA-II fills a generation with *complete* trials only, and a trial stopped early reaches
+    it as pruned. Its first generation is random sampling (the stream ``algorithm: random`` draws with
+    the same seed), so with fewer full-fidelity trials than its population every trial was sampled at
+    random: a search labelled NSGA-II that was a random search must say so (docs/search_space.md,
+    "NSGA-II and early stopping": 5-10 of 24 trials complete on the default space).
+    """
+    cfg = space.search
+    if cfg.algorithm != "nsga2":
+        return None
+    population = nsga2_population(space)
+    size = "search.population_size" if cfg.population_size else "auto: a third of num_samples, at least 4"
+    if cfg.num_samples <= population:
+        return (
+            f"NSGA-II sampled every trial at random: its first generation ({population} trials, {size}) "
+            f"is the whole budget of {cfg.num_samples}"
+        )
+    if full_fidelity >= population:
+        return None
+    return (
+        f"NSGA-II sampled every trial at random: only {full_fidelity} of {cfg.num_samples} trials "
+        f"reached full fidelity and its first generation needs {population} ({size}); trials stopped "
+        "early do not count. With early stopping on, algorithm: tpe learns from stopped trials too"
+    )
 
 
 def make_search_alg(space: SearchSpace, objectives: Sequence[Objective]) -> Any:

@@ -439,7 +439,9 @@ def selection_error(name: str) -> str | None:
         return None
     partner = SELECTION_PARTNER.get(name)
     use = f"; use {partner!r} (computed on the selection part of validation)" if partner else ""
-    return (
-        f"{name!r} is computed on the {entry.computed_on} split and may only be reported, never used "
-        f"to choose (choose on validation, report on test){use}"
-    )
+    what = {
+        "test": "is computed on the test split",
+        "bound": "is a bound (an oracle that reads the labels)",
+    }.get(entry.computed_on, "describes the run, not the candidate")
+    rule = "choose on validation, report on test"
+    return f"{name!r} {what} and may only be reported, never used to choose ({rule}){use}"

@@ -229,9 +229,9 @@ def test_best_under_budget_and_accuracy_floor() -> None:
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("accuracy_drop<=0.01", Constraint("accuracy_drop", "<=", 0.01)),
+        ("val_accuracy_drop<=0.01", Constraint("val_accuracy_drop", "<=", 0.01)),
         ("  latency_ms < 2 ", Constraint("latency_ms", "<", 2.0)),
-        ("accuracy>=0.9", Constraint("accuracy", ">=", 0.9)),
+        ("val_accuracy>=0.9", Constraint("val_accuracy", ">=", 0.9)),
         ("speedup>1e0", Constraint("speedup", ">", 1.0)),
         ("config/cost_weight<=-0.5", Constraint("config/cost_weight", "<=", -0.5)),
     ],
@@ -241,7 +241,7 @@ def test_parse_constraint(text: str, expected: Constraint) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["accuracy=0.9", "accuracy<=abc", "", "<=0.1", "accuracy<=0.1<=2", "acc<=nan"]
+    "text", ["val_accuracy=0.9", "val_accuracy<=abc", "", "<=0.1", "val_accuracy<=0.1<=2", "acc<=nan"]
 )
 def test_parse_constraint_errors_name_the_constraint_and_the_form(text: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -255,6 +255,35 @@ def test_parse_objective() -> None:
     for bad in ("latency_ms", "latency_ms:fast", ":min"):
         with pytest.raises(ConfigError, match="METRIC:min or METRIC:max"):
             parse_objective(bad)
+
+
+@pytest.mark.parametrize(
+    "text, partner",
+    [
+        ("accuracy_drop<=0.01", "val_accuracy_drop"),
+        ("accuracy>=0.9", "val_accuracy"),
+        ("oracle_macs<1", "macs"),
+        ("wall_time_s<10", None),
+    ],
+)
+def test_a_constraint_on_a_test_metric_is_refused_with_its_validation_partner(text, partner) -> None:
+    """A constraint decides what may be on the front and be picked: test labels may not (rule 1)."""
+    with pytest.raises(ConfigError) as info:
+        parse_constraint(text)
+    message = str(info.value)
+    assert repr(text) in message and "choose on validation, report on test" in message
+    assert (f"; use {partner!r}" in message) if partner else ("; use " not in message)
+
+
+def test_pareto_refuses_a_test_constraint_before_ranking(tmp_path, capsys) -> None:
+    from ddecs_search.cli import main
+
+    exp = make_experiment(tmp_path / "e", n=10)
+    assert main(["pareto", str(exp), "--constraint", "accuracy_drop<=0.01"]) == 2
+    err = capsys.readouterr().err
+    assert "'accuracy_drop<=0.01'" in err and "val_accuracy_drop" in err and "Traceback" not in err
+    assert main(["report", str(exp), "--constraint", "accuracy<0.99", "--out", str(tmp_path / "r.html")]) == 2
+    assert "val_accuracy" in capsys.readouterr().err and not (tmp_path / "r.html").exists()
 
 
 def test_experiment_front_reads_the_space_defaults(tmp_path) -> None:

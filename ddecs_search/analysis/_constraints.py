@@ -1,4 +1,4 @@
-"""Feasibility constraints on trial metrics: ``accuracy_drop<=0.01``, ``latency_ms<2``."""
+"""Feasibility constraints on trial metrics: ``val_accuracy_drop<=0.01``, ``latency_ms<2``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from ddecs_search.errors import ConfigError
+from ddecs_search.metrics import selection_error
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -21,7 +22,7 @@ _OPS: dict[str, Callable[[Any, Any], Any]] = {
     ">": operator.gt,
 }
 _PATTERN = re.compile(r"^\s*([A-Za-z_][\w./-]*)\s*(<=|>=|<|>)\s*(\S+)\s*$")
-_FORM = "METRIC OP VALUE with OP one of <=, >=, <, > (e.g. 'accuracy_drop<=0.01')"
+_FORM = "METRIC OP VALUE with OP one of <=, >=, <, > (e.g. 'val_accuracy_drop<=0.01')"
 
 
 class Constraint(NamedTuple):
@@ -43,10 +44,14 @@ class Constraint(NamedTuple):
 
 
 def parse_constraint(text: str | Constraint) -> Constraint:
-    """Parse ``"accuracy_drop<=0.01"`` into a :class:`Constraint`.
+    """Parse ``"val_accuracy_drop<=0.01"`` into a :class:`Constraint`.
+
+    A constraint chooses (it decides which trials may be on the front and be picked), so a metric
+    computed with test labels (``accuracy_drop``, ``accuracy``, ...) is refused with its selection-part
+    partner named, as objectives are: choose on validation, report on test.
 
     Raises:
-        ConfigError: naming the constraint and the valid form.
+        ConfigError: naming the constraint and the valid form, or why its metric may not choose.
     """
     if isinstance(text, Constraint):
         return text
@@ -60,6 +65,9 @@ def parse_constraint(text: str | Constraint) -> Constraint:
         raise ConfigError(f"constraint {text!r}: value {raw!r} is not a number; expected {_FORM}") from None
     if not np.isfinite(value):
         raise ConfigError(f"constraint {text!r}: value must be finite; expected {_FORM}")
+    why = selection_error(metric)
+    if why:
+        raise ConfigError(f"constraint {text!r}: {why}")
     return Constraint(metric, op, value)
 
 

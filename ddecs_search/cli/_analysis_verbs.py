@@ -20,7 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="EXPR",
-        help="feasibility bound, e.g. 'accuracy_drop<=0.01' (repeatable)",
+        help="feasibility bound on a metric computed without test labels, e.g. 'val_accuracy_drop<=0.01' "
+        "(repeatable)",
     )
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.set_defaults(func=_pareto)
@@ -29,7 +30,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("experiments", nargs="+", help="experiment directories")
     r.add_argument("--out", help="HTML file (default: EXPERIMENT/report.html)")
     r.add_argument("--png", metavar="DIR", help="also export every figure as PNG (needs Chromium)")
-    r.add_argument("--constraint", action="append", default=[], metavar="EXPR")
+    r.add_argument(
+        "--constraint",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="feasibility bound as for pareto, e.g. 'val_accuracy_drop<=0.01' (repeatable)",
+    )
     r.add_argument("--budget", type=float, help="latency budget (ms) for 'best under budget'")
     r.set_defaults(func=_report)
 

@@ -392,6 +392,7 @@ def measure_candidate(
         "latency_ms": ee_lat.mean_ms,
         "latency_p95_ms": ee_lat.p95_ms,
         "baseline_latency_ms": static_lat.mean_ms,
+        "baseline_latency_p95_ms": static_lat.p95_ms,
         "speedup": timing["speedup"],
         "batched_throughput_speedup": tput["throughput_speedup"],
         "latency_source": latency_source(

@@ -142,6 +142,15 @@ _CATALOGUE: tuple[Metric, ...] = (
         "measured",
         "95th percentile of the batch-1 early-exit time",
         device_bound=True,
+        baseline="baseline_latency_p95_ms",
+    ),
+    _m(
+        "baseline_latency_p95_ms",
+        "min",
+        "ms",
+        "measured",
+        "95th percentile of the static network's batch-1 time, measured in the same run as latency_p95_ms",
+        device_bound=True,
     ),
     _m(
         "baseline_latency_ms",
@@ -405,6 +414,7 @@ STATIC_VALUES: dict[str, str | float] = {
     "val_accuracy": "baseline_val_accuracy",
     "accuracy": "baseline_accuracy",
     "latency_ms": "baseline_latency_ms",
+    "latency_p95_ms": "baseline_latency_p95_ms",
     "expected_latency_ms": "baseline_expected_latency_ms",
     "energy_mj": "baseline_energy_mj",
     "macs": "baseline_macs",
@@ -430,6 +440,19 @@ def metric(name: str) -> Metric:
         return METRICS[name]
     except KeyError:
         raise KeyError(f"unknown metric {name!r}; valid: {', '.join(NUMERIC_METRICS)}") from None
+
+
+def static_value_error(name: str) -> str | None:
+    """Why ``name`` may not be an objective because the static network has no value of it; None if it
+    has one. The static network is always a contender: a front ranked without it could recommend a
+    configuration it dominates, and verify could not check its picks against it."""
+    if name in STATIC_VALUES:
+        return None
+    known = ", ".join(n for n in STATIC_VALUES if METRICS[n].selectable)
+    return (
+        f"the static network has no value of {name!r}, so it could not be ranked as the contender it "
+        f"always is; objectives it has a value of: {known}"
+    )
 
 
 def selection_error(name: str) -> str | None:

@@ -98,6 +98,7 @@ def _trial(
         "latency_ms": latency,
         "latency_p95_ms": latency * 1.3,
         "baseline_latency_ms": base_latency * float(rng.uniform(0.98, 1.02)),
+        "baseline_latency_p95_ms": base_latency * 1.1,
         "speedup": base_latency / latency,
         "latency_source": f"torch 2.14.1 {device}, 1 thread, end-to-end batch 1, in-trial",
         "runtime": "torch",

@@ -74,6 +74,13 @@ BAD = [
     ("objectives", [{"name": "exit_accuracies", "mode": "max"}], "'objectives[0].name'"),
     ("objectives", [{"name": "oracle_accuracy", "mode": "max"}], "may only be reported"),
     ("constraints", [{"metric": "accuracy_drop", "max": 0.02}], "use 'val_accuracy_drop'"),
+    # the static network is always a contender: an objective it has no value of could not rank it
+    (
+        "objectives",
+        [{"name": "val_accuracy", "mode": "max"}, {"name": "rl_return", "mode": "max"}],
+        "'objectives[1].name': the static network has no value of 'rl_return'",
+    ),
+    ("objectives", [{"name": "backbone_val_accuracy", "mode": "max"}], "objectives it has a value of: val_"),
     ("dataset.selection_fraction", 1.0, "'dataset.selection_fraction'"),
     ("constraints", [{"metric": "drop", "max": 1}], "'constraints[0].metric'"),
     ("search.asha", True, "'search.asha'"),
@@ -96,6 +103,7 @@ BAD = [
     ("exits.dropout", [float("inf")], "'exits.dropout[0]': must be a finite number, got inf"),
     ("backbone.baseline.lr", float("-inf"), "'backbone.baseline.lr': must be a finite number"),
     ("backbone.baseline.weight_decay", -1.0, "'backbone.baseline.weight_decay': must be >= 0"),
+    ("backbone.baseline.lr_schedule", "linear", "'backbone.baseline.lr_schedule': expected one of"),
     ("measurement.energy_min_seconds", float("inf"), "'measurement.energy_min_seconds': must be a finite"),
     ("measurement.energy_min_seconds", 0, "'measurement.energy_min_seconds': must be > 0"),
     ("resources.cpu", float("inf"), "'resources.cpu': must be a finite number"),

@@ -15,7 +15,8 @@ FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 
 CONTRACT_KEYS = {
     "accuracy", "baseline_accuracy", "accuracy_drop", "latency_ms", "latency_p95_ms", "expected_latency_ms",
-    "baseline_latency_ms", "speedup", "batched_throughput_speedup", "energy_mj", "baseline_energy_mj",
+    "baseline_latency_ms", "baseline_latency_p95_ms", "speedup", "batched_throughput_speedup", "energy_mj",
+    "baseline_energy_mj",
     "energy_source", "macs", "baseline_macs", "exit_fractions", "exit_accuracies", "oracle_accuracy",
     "oracle_expected_latency_ms", "oracle_macs", "val_accuracy", "policy_kind", "cost_weight", "num_exits",
     "device", "wall_time_s", "train_time_s", "policy_train_time_s",
@@ -52,6 +53,8 @@ def test_evaluate_writes_the_metrics_contract(tmp_path: Path, capsys: pytest.Cap
     for key in (
         "latency_ms",
         "baseline_latency_ms",
+        "latency_p95_ms",
+        "baseline_latency_p95_ms",
         "expected_latency_ms",
         "speedup",
         "macs",

@@ -286,6 +286,21 @@ def test_pareto_refuses_a_test_constraint_before_ranking(tmp_path, capsys) -> No
     assert "val_accuracy" in capsys.readouterr().err and not (tmp_path / "r.html").exists()
 
 
+def test_the_static_network_is_ranked_on_p95_latency_and_an_objective_it_lacks_is_refused(tmp_path) -> None:
+    """``latency_p95_ms`` has the static network's own p95 (measured in the same run); an objective the
+    static network has no value of is refused rather than ranked without it (rule 2)."""
+    df = load_trials(make_experiment(tmp_path / "e", n=30))
+    result = compute_front(df, [("val_accuracy", "max"), ("latency_p95_ms", "min")])
+    static = result.ranked[result.ranked["static"] == True]  # noqa: E712
+    assert len(static) == 1 and not any("static network is not ranked" in n for n in result.notices)
+    want = pd.to_numeric(df["baseline_latency_p95_ms"]).median()
+    assert static["latency_p95_ms"].iloc[0] == pytest.approx(want)
+    with pytest.raises(ConfigError, match="objective 'cost_weight': the static network has no value"):
+        compute_front(df, [("val_accuracy", "max"), ("cost_weight", "min")])
+    alone = compute_front(df, [("val_accuracy", "max"), ("cost_weight", "min")], include_static=False)
+    assert not alone.ranked["static"].any()
+
+
 def test_experiment_front_reads_the_space_defaults(tmp_path) -> None:
     exp = make_experiment(
         tmp_path / "e",

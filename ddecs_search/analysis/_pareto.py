@@ -27,7 +27,7 @@ from ddecs_search.errors import ConfigError
 if TYPE_CHECKING:
     import pandas as pd
 
-from ddecs_search.metrics import DEVICE_BOUND_METRICS, STATIC_TRIAL_ID, selection_error
+from ddecs_search.metrics import DEVICE_BOUND_METRICS, STATIC_TRIAL_ID, selection_error, static_value_error
 from ddecs_search.static_contender import REFERENCE_COLUMNS, static_values
 
 ENERGY_METRIC, ENERGY_PROXY = "energy_mj", "macs"
@@ -166,6 +166,7 @@ def _empty_result(
 # the static network's own measurements, the same architecture's whichever static network is the contender
 _TIMING_COLUMNS = (
     "baseline_latency_ms",
+    "baseline_latency_p95_ms",
     "baseline_expected_latency_ms",
     "baseline_macs",
     "baseline_energy_mj",
@@ -245,7 +246,8 @@ def compute_front(
             trials it dominates.
 
     Raises:
-        ConfigError: unknown objective/constraint metric, bad direction or constraint text.
+        ConfigError: unknown objective/constraint metric, bad direction or constraint text, or (with
+            ``include_static``) an objective the static network has no value of.
     """
     pd = require("pandas")
     constraints = [parse_constraint(c) for c in constraints]
@@ -256,6 +258,10 @@ def compute_front(
         return empty._replace(notices=_left_out_notice(df, completed_trials(df)) or empty.notices)
     objs, notices = resolve_objectives(df, objectives)
     names, directions = [n for n, _ in objs], [d for _, d in objs]
+    for name in names if include_static else ():
+        why = static_value_error(name)
+        if why:
+            raise ConfigError(f"objective {name!r}: {why}")
     done = completed_trials(df, names).copy()
     notices += _left_out_notice(df, done)
     for name in names:

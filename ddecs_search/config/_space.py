@@ -20,7 +20,7 @@ from ddecs_search.config._candidate import (
 )
 from ddecs_search.config._parse import fail
 from ddecs_search.errors import ConfigError
-from ddecs_search.metrics import NUMERIC_METRICS, SELECTABLE_METRICS, selection_error
+from ddecs_search.metrics import NUMERIC_METRICS, SELECTABLE_METRICS, selection_error, static_value_error
 
 
 def _each_choice(cls: type, name: str, choices: tuple[Any, ...], **fixed: Any) -> None:
@@ -275,6 +275,9 @@ class SearchSpace:
             fail("objectives", f"names must be distinct, got {names}")
         for i, name in enumerate(names):
             _check_selectable(f"objectives[{i}].name", name)
+            why = static_value_error(name)
+            if why:
+                fail(f"objectives[{i}].name", why)
         for i, c in enumerate(self.constraints):
             _check_selectable(f"constraints[{i}].metric", c.metric)
         if self.search.asha and (len(names) != 1 or names[0] not in ASHA_OBJECTIVES):

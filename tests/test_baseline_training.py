@@ -122,9 +122,24 @@ def test_baseline_early_stops_on_real_data_and_records_it(splits, tmp_path: Path
     fit_val, _ = validation_parts(splits, DATA.selection_fraction, DATA.split_seed)
     loader = make_loader(fit_val, batch_size=512, shuffle=False, seed=0)
     assert accuracy(result.backbone, loader, CPU) == pytest.approx(meta["best_val_accuracy"])
+    # its validation accuracy is named by the split it is on: the selection part (what every trial's
+    # baseline_val_accuracy uses) and the whole validation split, never one key for either
+    _, select_val = validation_parts(splits, DATA.selection_fraction, DATA.split_seed)
+    on_select = accuracy(result.backbone, make_loader(select_val, batch_size=512, shuffle=False, seed=0), CPU)
+    on_all = accuracy(result.backbone, make_loader(splits.val, batch_size=512, shuffle=False, seed=0), CPU)
+    assert meta["selection_val_accuracy"] == result.selection_val_accuracy == pytest.approx(on_select)
+    assert meta["all_val_accuracy"] == pytest.approx(on_all) and "val_accuracy" not in meta
     # a second call loads the cache with the same record
     again = train_baseline("lenet", splits, DATA, cfg, device=CPU, cache_dir=tmp_path, quiet=True)
     assert again.cached and (again.epochs, again.epochs_trained) == (result.epochs, result.epochs_trained)
+    # a baseline cached before the split was named (one "val_accuracy", the whole split's) is measured
+    # and recorded under the new names when it is loaded
+    meta_path = result.path.parent / "meta.json"
+    old = {k: v for k, v in meta.items() if k not in ("selection_val_accuracy", "all_val_accuracy")}
+    meta_path.write_text(json.dumps({**old, "val_accuracy": meta["all_val_accuracy"]}))
+    migrated = train_baseline("lenet", splits, DATA, cfg, device=CPU, cache_dir=tmp_path, quiet=True)
+    assert migrated.cached and migrated.selection_val_accuracy == pytest.approx(on_select)
+    assert json.loads(meta_path.read_text()) == meta
 
 
 def test_patience_is_part_of_the_cache_key() -> None:

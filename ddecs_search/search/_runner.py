@@ -389,8 +389,9 @@ def _prepare(
             shutil.rmtree(work_dir, ignore_errors=True)
         _say(
             quiet,
-            f"baseline: val accuracy {blob.meta.get('val_accuracy', float('nan')):.4f} "
-            f"(best epoch {blob.meta.get('epochs')} of {blob.meta.get('epochs_trained')}) "
+            f"baseline: val accuracy {blob.meta.get('selection_val_accuracy', float('nan')):.4f} on the "
+            f"selection part, {blob.meta.get('all_val_accuracy', float('nan')):.4f} on all of validation; "
+            f"best epoch {blob.meta.get('epochs')} of {blob.meta.get('epochs_trained')}, "
             f"in {time.time() - t0:.0f} s on {blob.probe.get('device')}",
         )
     objectives, notices = effective_objectives(space, bool(blob.probe.get("energy_available")))

@@ -148,7 +148,10 @@ def _epoch_reporter(ctx: TrialContext, candidate: Any) -> Any:
         from ddecs_search.search._searcher import proxy_key
 
         (objective,) = ctx.objectives
-        baseline_val = ctx.baseline.meta.get("val_accuracy", float("nan"))
+        # the selection part, as the proxy's own accuracy (an experiment stored before the key existed has
+        # the whole validation split's: a constant shift for every trial, so ASHA ranks them the same)
+        meta = ctx.baseline.meta
+        baseline_val = meta.get("selection_val_accuracy", meta.get("val_accuracy", float("nan")))
         proxy = EpochProxy(ctx.space, candidate, objective, baseline_val)
         key = proxy_key(objective)
 

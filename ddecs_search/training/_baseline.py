@@ -46,7 +46,9 @@ class BaselineResult:
     backbone: Backbone
     key: str
     path: Path
-    val_accuracy: float
+    #: accuracy on the selection part of validation: the split every trial's ``baseline_val_accuracy``
+    #: and ``val_accuracy`` use (``all_val_accuracy`` in meta.json: the whole validation split)
+    selection_val_accuracy: float
     train_time_s: float
     cached: bool
     #: epochs the returned weights trained (the best epoch with early stopping)
@@ -57,10 +59,26 @@ class BaselineResult:
     best_val_accuracy: float | None = None
 
 
+def _val_accuracies(
+    model: Backbone, splits: Any, data_cfg: DataConfig, device: torch.device
+) -> dict[str, float]:
+    """The trained baseline on the selection part of validation (what trials compare with) and on the
+    whole validation split, under names that say which."""
+    from ddecs_search.data import make_loader, validation_parts
+
+    def score(ds: Any) -> float:
+        loader = make_loader(ds, batch_size=512, shuffle=False, seed=0, num_workers=data_cfg.num_workers,
+                             device=device)  # fmt: skip
+        return accuracy(model, loader, device)
+
+    _, select = validation_parts(splits, data_cfg.selection_fraction, data_cfg.split_seed)
+    return {"selection_val_accuracy": score(select), "all_val_accuracy": score(splits.val)}
+
+
 def _result_from_meta(model: Backbone, weights: Path, meta: dict[str, Any], cfg: BaselineConfig,
                       cached: bool) -> BaselineResult:  # fmt: skip
     return BaselineResult(
-        model, meta["key"], weights, meta["val_accuracy"], meta["train_time_s"], cached,
+        model, meta["key"], weights, meta["selection_val_accuracy"], meta["train_time_s"], cached,
         epochs=int(meta.get("epochs", cfg.epochs)),
         epochs_trained=int(meta.get("epochs_trained", cfg.epochs)),
         best_val_accuracy=meta.get("best_val_accuracy"),
@@ -138,8 +156,13 @@ def train_baseline(
     with _file_lock(folder.with_suffix(".lock")):
         if weights.is_file() and meta_path.is_file():
             model.load_state_dict(load_checkpoint(weights))
+            model.to(device).eval()
             meta = {"key": key, **json.loads(meta_path.read_text())}
-            return _result_from_meta(model.to(device).eval(), weights, meta, cfg, cached=True)
+            if "selection_val_accuracy" not in meta:  # cached before the key existed: measure, record
+                meta.pop("val_accuracy", None)  # it was the whole validation split's: named apart now
+                meta.update(_val_accuracies(model, splits, data_cfg, device))
+                write_text_atomic(json.dumps(meta, indent=2), meta_path)
+            return _result_from_meta(model, weights, meta, cfg, cached=True)
         folder.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         if cfg.pretrained:
@@ -188,13 +211,12 @@ def train_baseline(
             on_epoch=on_epoch,
         )
         model.eval()
-        val_acc = accuracy(model, loader(splits.val), device)
         elapsed = time.perf_counter() - start
         save_atomic(model.state_dict(), weights)
         meta = {
             "backbone": backbone_name,
             "key": key,
-            "val_accuracy": val_acc,
+            **_val_accuracies(model, splits, data_cfg, device),
             "train_time_s": elapsed,
             "epochs": info.get("best_epoch", info["epochs_trained"]),
             "epochs_trained": info["epochs_trained"],

@@ -351,7 +351,14 @@ _CATALOGUE: tuple[Metric, ...] = (
     ),
     _m("cost_weight", None, "", "config", "λ of the exit policy"),
     _m("num_exits", None, "", "config", "exits including the final classifier"),
-    _m("rl_return", "max", "", "selection", "final greedy return of an RL policy on validation"),
+    _m(
+        "rl_return",
+        "max",
+        "",
+        "info",
+        "final greedy return of an RL or gate policy on the fit part of validation, where it trained "
+        "(a training diagnostic, not for choosing)",
+    ),
     _m("train_time_s", "min", "s", "info", "branch training time"),
     _m("policy_train_time_s", "min", "s", "info", "exit-policy fitting time"),
     _m("wall_time_s", "min", "s", "info", "whole candidate evaluation time"),

@@ -74,11 +74,12 @@ BAD = [
     ("objectives", [{"name": "exit_accuracies", "mode": "max"}], "'objectives[0].name'"),
     ("objectives", [{"name": "oracle_accuracy", "mode": "max"}], "may only be reported"),
     ("constraints", [{"metric": "accuracy_drop", "max": 0.02}], "use 'val_accuracy_drop'"),
+    ("objectives", [{"name": "rl_return", "mode": "max"}], "'rl_return' describes the run"),  # fit part
     # the static network is always a contender: an objective it has no value of could not rank it
     (
         "objectives",
-        [{"name": "val_accuracy", "mode": "max"}, {"name": "rl_return", "mode": "max"}],
-        "'objectives[1].name': the static network has no value of 'rl_return'",
+        [{"name": "val_accuracy", "mode": "max"}, {"name": "baseline_val_accuracy", "mode": "max"}],
+        "'objectives[1].name': the static network has no value of 'baseline_val_accuracy'",
     ),
     ("objectives", [{"name": "backbone_val_accuracy", "mode": "max"}], "objectives it has a value of: val_"),
     ("dataset.selection_fraction", 1.0, "'dataset.selection_fraction'"),

@@ -243,7 +243,8 @@ ASHA_OBJECTIVES = ("val_accuracy", "val_accuracy_drop")
 def _check_selectable(path: str, name: str) -> None:
     """Objectives and constraints choose, so they must be known metrics computed without test labels."""
     if name not in NUMERIC_METRICS:
-        fail(path, f"unknown metric {name!r}; valid: {', '.join(SELECTABLE_METRICS)}")
+        valid = ", ".join(n for n in SELECTABLE_METRICS if n in NUMERIC_METRICS)
+        fail(path, f"unknown metric {name!r}; valid: {valid}")
     why = selection_error(name)
     if why:
         fail(path, why)

@@ -171,6 +171,7 @@ def make_experiment(
     with_exits: bool = False,
     parquet: bool = False,
     val_test_disagree: bool = False,
+    runtime: str = "torch",
 ) -> Path:
     """An experiment folder written by the product's own writers (:mod:`ddecs_search.experiment`).
 
@@ -181,7 +182,8 @@ def make_experiment(
     ``i + 1`` times faster. ``energy=False`` leaves ``energy_mj`` empty with an "unavailable: ..."
     source, as on a machine without NVML or RAPL. ``with_exits`` writes ``trials/<id>/test_exits.npz``.
     ``parquet`` is accepted for compatibility (the writer always writes both tables).
-    ``val_test_disagree`` makes validation rank the trials in the opposite order of test.
+    ``val_test_disagree`` makes validation rank the trials in the opposite order of test. ``runtime``:
+    the inference runtime the timings name (``measurement.runtime``).
     """
     out = Path(dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -200,6 +202,9 @@ def make_experiment(
     for i in range(n + n_error + n_running):
         d = i % len(devices)
         config, metrics = _trial(rng, i, d, devices[d], seed, val_test_disagree)
+        if runtime != "torch":
+            metrics["runtime"] = runtime
+            metrics["latency_source"] = metrics["latency_source"].replace("torch 2.14.1", f"{runtime} 1.32.0")
         trial_id = f"{seed:03x}f_{i:05d}"
         if energy:
             metrics["energy_mj"] = metrics["latency_ms"] * (15.0 if devices[d].startswith("cuda") else 9.0)

@@ -399,6 +399,28 @@ def test_mixed_devices_get_one_front_each(tmp_path) -> None:
     assert macs.group_by is None and set(macs.front["group"]) == {"all"}
 
 
+def test_experiments_timed_in_different_runtimes_get_one_front_each(tmp_path) -> None:
+    """Two experiments on one device, one timed in eager torch and one in ONNX Runtime: their latencies
+    are not comparable (rule 3), so each runtime gets its own front and its own static contender."""
+    eager = make_experiment(tmp_path / "eager", n=20, seed=1)
+    ort = make_experiment(tmp_path / "ort", n=20, seed=2, runtime="onnxruntime")
+    _, result = experiment_front([eager, ort])
+    assert result.group_by == "device_runtime"
+    assert set(result.front["group"]) == {"cpu:test torch", "cpu:test onnxruntime"}
+    split = "one front per device and runtime"
+    assert any("2 device/runtime pairs" in n and split in n for n in result.notices)
+    statics = result.ranked[result.ranked["static"] == True]  # noqa: E712
+    assert sorted(statics["group"]) == ["cpu:test onnxruntime", "cpu:test torch"]
+    for name, group in (("eager", "cpu:test torch"), ("ort", "cpu:test onnxruntime")):
+        _, alone = experiment_front(tmp_path / name)
+        assert alone.group_by is None
+        mine = result.front[result.front["group"] == group]
+        assert sorted(mine["trial_id"]) == sorted(alone.front["trial_id"])
+    # MACs do not depend on the runtime: one front
+    macs = compute_front(load_trials([eager, ort]), [("val_accuracy", "max"), ("macs", "min")])
+    assert macs.group_by is None
+
+
 def test_energy_objective_falls_back_to_macs(tmp_path) -> None:
     objectives = [("val_accuracy", "max"), ("energy_mj", "min")]
     exp = make_experiment(tmp_path / "e", n=20, objectives=objectives)

@@ -40,10 +40,12 @@ class FrontResult(NamedTuple):
     Attributes:
         front: the rank-0 feasible rows, sorted by group then by the first objective (best first).
         ranked: every completed row with ``rank`` (0 = first front, -1 = infeasible), ``crowding``
-            (within its rank), ``feasible`` and ``group`` (the device when the front is split, else "all").
+            (within its rank), ``feasible`` and ``group`` (the device, or device and runtime, when the
+            front is split, else "all").
         objectives: the objectives actually ranked on (after the energy → MACs fallback).
         notices: sentences for the user (device split, energy fallback, rows left out).
-        group_by: "device" when one front per device was computed, else None.
+        group_by: "device" when one front per device was computed, ``device_runtime`` when one per
+            device and runtime (experiments measured in different runtimes), else None.
         constraints: the constraints applied, parsed.
     """
 
@@ -126,17 +128,33 @@ def resolve_objectives(
     return objs, notices
 
 
+#: the group column when trials timed on one device ran in more than one runtime (torch, onnxruntime)
+DEVICE_RUNTIME = "device_runtime"
+
+
 def _device_groups(done: pd.DataFrame, objectives: Sequence[Objective]) -> tuple[str | None, list[str]]:
+    """The column to compute one front per group by (None: one front), and a notice saying why.
+
+    Timings and energy are comparable only on one device in one runtime: experiments compared together
+    may differ in either (``measurement.runtime``), so the groups are devices, or device and runtime
+    when more than one runtime appears (the column ``device_runtime`` is then added to ``done``).
+    """
     bound = [n for n, _ in objectives if n in DEVICE_BOUND_METRICS]
     if not bound or "device" not in done.columns:
         return None, []
-    devices = sorted(map(str, done["device"].dropna().unique()))
-    if len(devices) <= 1:
+    column, what = "device", "devices"
+    if "runtime" in done.columns and done["runtime"].dropna().nunique() > 1:
+        column, what = DEVICE_RUNTIME, "device/runtime pairs"
+        runtime = done["runtime"].fillna("unknown runtime").astype(str)
+        done[column] = done["device"].astype(str) + " " + runtime
+        done.loc[done["device"].isna(), column] = None
+    groups = sorted(map(str, done[column].dropna().unique()))
+    if len(groups) <= 1:
         return None, []
-    return "device", [
-        f"trials ran on {len(devices)} devices ({', '.join(devices)}); {', '.join(bound)} "
-        f"{'is' if len(bound) == 1 else 'are'} device-specific, so one front per device is computed "
-        f"(column 'group')."
+    return column, [
+        f"trials ran on {len(groups)} {what} ({', '.join(groups)}); {', '.join(bound)} "
+        f"{'is' if len(bound) == 1 else 'are'} specific to the device and runtime, so one front per "
+        f"{'device' if column == 'device' else 'device and runtime'} is computed (column 'group')."
     ]
 
 

@@ -37,7 +37,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="EXPR",
         help="feasibility bound as for pareto, e.g. 'val_accuracy_drop<=0.01' (repeatable)",
     )
-    r.add_argument("--budget", type=float, help="latency budget (ms) for 'best under budget'")
+    r.add_argument(
+        "--budget",
+        type=float,
+        help="bound for 'best under budget' on the first minimised latency/energy objective (ms, mJ), "
+        "else on the first minimised one, in its unit (default: the front's median)",
+    )
     r.set_defaults(func=_report)
 
     e = sub.add_parser("export", help="export a trial's trained model, exit policy and a predict example")

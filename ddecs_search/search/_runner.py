@@ -494,8 +494,10 @@ def _sampler_notices(exp: Experiment, space: SearchSpace, notices: list[str]) ->
     from ddecs_search.search._searcher import sampler_notice
 
     trials = exp.read_trials()
-    full = int((trials["full_fidelity"] == True).sum()) if "full_fidelity" in trials else 0  # noqa: E712
-    notice = sampler_notice(space, full)
+    complete = trials["full_fidelity"] == True if "full_fidelity" in trials else trials.index < 0  # noqa: E712
+    if "objectives_ok" in trials:  # Optuna is told COMPLETE only with every objective value
+        complete &= trials["objectives_ok"] == True  # noqa: E712
+    notice = sampler_notice(space, int(complete.sum()))
     if notice is None:
         return notices
     print(f"notice: {notice}", file=sys.stderr)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import optuna
 import pytest
@@ -21,8 +20,12 @@ SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
 TINY = ROOT / "tests" / "spaces" / "tiny.yaml"
 
 
-def _sample(space_fn: ConditionalSpace, n: int, sampler: optuna.samplers.BaseSampler) -> list[dict]:
-    """Run the define-by-run function ``n`` times; returns Tune-style nested configs."""
+def _sample(
+    space_fn: ConditionalSpace, n: int, sampler: optuna.samplers.BaseSampler, complete: set[int] | None = None
+) -> list[dict]:
+    """Run the define-by-run function ``n`` times; returns Tune-style nested configs. With ``complete``,
+    only those trials are told complete and the others pruned (how the product tells Optuna about a
+    trial stopped early)."""
     from ray.tune.utils.util import unflatten_dict
 
     study = optuna.create_study(sampler=sampler, directions=["maximize", "minimize"])
@@ -31,7 +34,10 @@ def _sample(space_fn: ConditionalSpace, n: int, sampler: optuna.samplers.BaseSam
         trial = study.ask()
         space_fn(trial)
         configs.append(unflatten_dict(dict(trial.params)))
-        study.tell(trial, [float(i % 3), float(i % 5)])
+        if complete is None or i in complete:
+            study.tell(trial, [float(i % 3), float(i % 5)])
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     return configs
 
 
@@ -230,24 +236,6 @@ def test_search_algorithm_pickles_with_a_lock_in_its_sampler(algorithm: str) -> 
     assert _sample(fn, 4, fresh) == _sample(fn, 4, twin)
 
 
-def _sample_pruning(space_fn: ConditionalSpace, n: int, sampler: Any, complete: set[int]) -> list[dict]:
-    """As :func:`_sample`, but only trials in ``complete`` are told complete; the others are pruned
-    (how the product tells Optuna about a trial stopped early)."""
-    from ray.tune.utils.util import unflatten_dict
-
-    study = optuna.create_study(sampler=sampler, directions=["maximize", "minimize"])
-    configs = []
-    for i in range(n):
-        trial = study.ask()
-        space_fn(trial)
-        configs.append(unflatten_dict(dict(trial.params)))
-        if i in complete:
-            study.tell(trial, [float(i % 3), float(i % 5)])
-        else:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-    return configs
-
-
 def test_nsga2_is_random_sampling_until_its_population_completes_and_says_so() -> None:
     """The fact behind the sampler notice, checked on Optuna itself: pruned trials do not fill NSGA-II's
     first generation, which draws the random sampler's stream; once ``population`` trials complete, its
@@ -259,9 +247,9 @@ def test_nsga2_is_random_sampling_until_its_population_completes_and_says_so() -
     space = parse_space(data)
     fn = ConditionalSpace.from_space(space)
     random_stream = _sample(fn, 12, optuna.samplers.RandomSampler(seed=3))
-    starved = _sample_pruning(fn, 12, make_sampler(space), complete={0, 5, 9})  # 3 < population 4
+    starved = _sample(fn, 12, make_sampler(space), complete={0, 5, 9})  # 3 < population 4
     assert starved == random_stream
-    fed = _sample_pruning(fn, 12, make_sampler(space), complete={0, 1, 2, 3})
+    fed = _sample(fn, 12, make_sampler(space), complete={0, 1, 2, 3})
     assert fed[:4] == random_stream[:4] and fed[4:] != random_stream[4:]
 
     assert nsga2_population(space) == 4

@@ -601,3 +601,29 @@ def test_verify_picks_and_the_front_rank_against_the_same_static_contender(tmp_p
     picks = pick_front(df, objectives, top=100)
     assert tid not in front and tid not in picks
     assert set(picks) == front - {"static"}
+
+
+def test_the_live_front_ranks_the_static_network_as_pareto_does(tmp_path) -> None:
+    """The front the search prints while it runs is the one ``pareto`` computes afterwards: the static
+    network ranked with the trials, nothing it dominates shown."""
+    from types import SimpleNamespace
+
+    from ddecs_search.config import Constraint as SpaceConstraint
+    from ddecs_search.config import Objective
+    from ddecs_search.experiment import EVALUATED_KEY
+    from ddecs_search.search._callbacks import front_points
+
+    exp = make_experiment(tmp_path / "e", n=30, constraints=[{"metric": "val_accuracy_drop", "max": 0.1}])
+    trials, result = experiment_front(exp)
+    done = trials[trials["state"] == "TERMINATED"]
+    live = [
+        SimpleNamespace(trial_id=row["trial_id"], last_result={**row.to_dict(), EVALUATED_KEY: True})
+        for _, row in done.iterrows()
+    ]
+    objectives = tuple(Objective(n, m) for n, m in result.objectives)
+    constraints = (SpaceConstraint("val_accuracy_drop", max=0.1),)
+    points = front_points(live, objectives, constraints)
+    assert sorted(t for t, _ in points) == sorted(result.front["trial_id"])
+    assert "static" in [t for t, _ in points]
+    dominated = result.ranked[(result.ranked["rank"] > 0) & (result.ranked["static"] != True)]  # noqa: E712
+    assert len(dominated) and not set(dominated["trial_id"]) & {t for t, _ in points}

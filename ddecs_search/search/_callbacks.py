@@ -17,6 +17,7 @@ from ray.tune import Callback
 from ddecs_search import _faults
 from ddecs_search.config import Constraint, Objective
 from ddecs_search.experiment import EVALUATED_KEY, Experiment, trial_row
+from ddecs_search.metrics import STATIC_TRIAL_ID
 from ddecs_search.search._objectives import objective_values
 
 RUNTIME: dict[str, Any] = {"exp_root": None, "quiet": None, "started": None, "verbosity": None}
@@ -206,25 +207,52 @@ class ProgressCallback(Callback):
 def front_points(
     trials: list, objectives: tuple[Objective, ...], constraints: tuple[Constraint, ...]
 ) -> list[tuple[str, list[float]]]:
-    """The feasible non-dominated trials so far as ``(trial_id, objective values)``, best first."""
+    """The feasible non-dominated trials so far as ``(trial_id, objective values)``, best first.
+
+    The static network is ranked with them (``trial_id`` ``static``, by the front's own rule:
+    :func:`~ddecs_search.static_contender.static_values` over the evaluated results), so the live front
+    never shows a trial it dominates, as ``pareto`` would not.
+    """
     import numpy as np
 
     from ddecs_search.dominance import non_dominated_sort
     from ddecs_search.search._objectives import violations
 
-    ids, values = [], []
+    ids, values, evaluated = [], [], []
     for t in trials:
         result = t.last_result or {}
-        vec = objective_values(result, objectives) if result.get(EVALUATED_KEY) else None
+        if not result.get(EVALUATED_KEY):
+            continue
+        evaluated.append({**result, "trial_id": t.trial_id})
+        vec = objective_values(result, objectives)
         if vec is not None and not violations(result, constraints):
             ids.append(t.trial_id)
             values.append(vec)
     if not values:
         return []
+    static = _static_point(evaluated, objectives, constraints)
+    if static is not None:
+        ids.append(STATIC_TRIAL_ID)
+        values.append(static)
     ranks = non_dominated_sort(np.asarray(values), [o.mode for o in objectives])
     front = [i for i in range(len(ids)) if ranks[i] == 0]
     front.sort(key=lambda i: values[i][0], reverse=objectives[0].mode == "max")
     return [(ids[i], values[i]) for i in front]
+
+
+def _static_point(
+    results: list[dict[str, Any]], objectives: tuple[Objective, ...], constraints: tuple[Constraint, ...]
+) -> list[float] | None:
+    """The static contender's objective vector from the evaluated results, or None (a value missing, or
+    a constraint it violates)."""
+    import pandas as pd
+
+    from ddecs_search.search._objectives import violations
+    from ddecs_search.static_contender import static_values
+
+    _, static = static_values(pd.DataFrame(results))
+    vec = objective_values(static, objectives)
+    return None if vec is None or violations(static, constraints) else vec
 
 
 def format_front(

@@ -243,14 +243,18 @@ def front_points(
 def _static_point(
     results: list[dict[str, Any]], objectives: tuple[Objective, ...], constraints: tuple[Constraint, ...]
 ) -> list[float] | None:
-    """The static contender's objective vector from the evaluated results, or None (a value missing, or
-    a constraint it violates)."""
+    """The static contender's objective vector from the evaluated results, or None (a value missing, a
+    constraint it violates, or results it cannot be read from: a progress line must not stop a search;
+    ``pareto`` reads the same rows from trials.csv and says what is wrong there)."""
     import pandas as pd
 
     from ddecs_search.search._objectives import violations
     from ddecs_search.static_contender import static_values
 
-    _, static = static_values(pd.DataFrame(results))
+    try:
+        _, static = static_values(pd.DataFrame(results))
+    except (KeyError, TypeError, ValueError):
+        return None
     vec = objective_values(static, objectives)
     return None if vec is None or violations(static, constraints) else vec
 

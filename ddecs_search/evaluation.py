@@ -46,6 +46,9 @@ from ddecs_search.training import (
     train_branches,
 )
 
+#: ``(trained model, feature spec) -> its validation ExitTable or None`` (see prepare_candidate)
+ValTableLookup = Callable[[MultiExitNet, Any], "ExitTable | None"]
+
 
 def default_cache() -> Path:
     """Where baselines are cached outside a search: ``$DDECS_CACHE`` or ``~/.cache/ddecs_search``."""
@@ -103,12 +106,17 @@ def prepare_candidate(
     on_epoch: EpochCallback | None = None,
     on_batch: BatchCallback | None = None,
     latency_fn: Callable[[MultiExitNet, torch.device], ExitCosts] | None = None,
+    known_val_table: ValTableLookup | None = None,
 ) -> PreparedCandidate:
     """Train ``candidate`` (baseline from cache) and compute its exit and cost tables.
 
     ``on_batch`` runs after every branch-training step and before every batch of the prediction passes
     (exit tables, static predictions): a search passes its pause point there, so that a neighbour's
     latency measurement is not slowed by this trial's work (search/_latency_broker.py).
+
+    ``known_val_table(model, feature_spec)``: the validation exit table of exactly these trained weights
+    if one was already computed (the search's final rung point computes it from the last epoch's
+    checkpoint, with the same loader), else None; the pass over validation is then not repeated.
     """
     from ddecs_search.data import load_splits, make_loader
     from ddecs_search.profiling import mac_costs, resolve_device
@@ -138,7 +146,7 @@ def prepare_candidate(
             num_workers=space.dataset.num_workers,
             device=device,
         )
-        return _pausing(loader, on_batch)
+        return pausing(loader, on_batch)
 
     # the static network with the candidate's total training: the baseline (frozen) or the baseline
     # continued for the branch epochs with the candidate's recipe (joint), shared by all trials
@@ -162,7 +170,9 @@ def prepare_candidate(
     )
     model.eval()
     spec = create_policy(candidate.policy).feature_spec  # the rich observation needs more columns
-    val_table = ExitTable.from_model(model, eval_loader(splits.val), device, spec)
+    val_table = known_val_table(model, spec) if known_val_table is not None else None
+    if val_table is None:
+        val_table = ExitTable.from_model(model, eval_loader(splits.val), device, spec)
     test_table = ExitTable.from_model(model, eval_loader(splits.test), device, spec)
     data = space.dataset
     fit_idx, select_idx = selection_split(val_table.num_samples, data.selection_fraction, data.split_seed)
@@ -194,8 +204,12 @@ def prepare_candidate(
     )
 
 
-def _pausing(batches: Iterable[Any], pause: BatchCallback | None) -> Iterator[Any]:
-    """``batches`` with the search's pause point before each one (a no-op without a search)."""
+def pausing(batches: Iterable[Any], pause: BatchCallback | None) -> Iterator[Any]:
+    """``batches`` with the search's pause point before each one (a no-op without a search).
+
+    Every prediction pass a trial makes beside a neighbour goes through it (exit tables, static
+    predictions, the early-stopping rung points): otherwise that pass runs while the neighbour times.
+    """
     for step, batch in enumerate(batches):
         if pause is not None:
             pause(-1, step, float("nan"))  # epoch -1: not a training step
@@ -352,7 +366,7 @@ def measure_candidate(
         device=device,
     )
     # in the runtime: with onnxruntime, `inference_table_agreement` is its agreement with the torch path
-    outs = [backend.predict(x) for x, _ in _pausing(loader, on_batch)]
+    outs = [backend.predict(x) for x, _ in pausing(loader, on_batch)]
     preds_np, real_exits_np = np.concatenate([p for p, _ in outs]), np.concatenate([e for _, e in outs])
     real_acc = float((preds_np == test.labels).mean())
     table_preds = test.predictions[np.arange(test.num_samples), exits]
@@ -433,11 +447,14 @@ def evaluate_candidate(
     on_batch: BatchCallback | None = None,
     latency_fn: Callable[[MultiExitNet, torch.device], ExitCosts] | None = None,
     lease: Any = None,
+    known_val_table: ValTableLookup | None = None,
 ) -> dict[str, Any]:
     """Train, fit the policy, measure, and return the flat metrics dict (see :mod:`ddecs_search.metrics`).
 
     ``lease``: a context-manager factory held around every timing (the search's measurement lease).
     ``on_batch``: called after every branch-training step (a search's pause point, see prepare_candidate).
+    ``known_val_table``: a validation exit table already computed for the trained weights (see
+    prepare_candidate).
 
     Artefacts (model state dict + spec, policy, test exits) are written to ``workdir`` for export.
     """
@@ -460,6 +477,7 @@ def evaluate_candidate(
             on_epoch=on_epoch,
             on_batch=on_batch,
             latency_fn=latency_fn,
+            known_val_table=known_val_table,
         )
         policy, policy_time = fit_policy(prepared)
         with measurement_threads(space, prepared.device):

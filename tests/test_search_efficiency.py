@@ -201,6 +201,67 @@ def test_rungs_are_on_for_multi_objective_spaces_only():
     assert active_rungs(explicit, objectives)[0] == (2,)  # no rung at or after the last epoch
 
 
+def test_a_rung_pass_waits_at_the_trials_pause_point_and_scores_the_same(tmp_path):
+    """A rung point is a pass over validation: it must pause while a neighbour times, like training."""
+    import torch
+
+    from ddecs_search.artifacts import build_model
+    from ddecs_search.search._scheduler import RUNG_ACCURACY, RUNG_COST, RungProxy
+    from ddecs_search.spaces import candidate_from_dict
+
+    space = load_space(TINY)  # real Fashion-MNIST
+    space = dataclasses.replace(space, dataset=dataclasses.replace(space.dataset, val_subset=1100))
+    candidate = candidate_from_dict(space, {"training": {"epochs": 2}})
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "branches_checkpoint.pt"
+    torch.save({"model": build_model(candidate, 10).state_dict()}, checkpoint)
+    calls: list[tuple] = []
+    paused = RungProxy(space, candidate, (1,), final=True, on_batch=lambda *a: calls.append(a))
+    plain = RungProxy(space, candidate, (1,), final=True)
+    assert paused(1, checkpoint) and len(calls) == 3  # 1100 images in batches of 512: before each one
+    assert all(epoch == -1 for epoch, *_ in calls)  # not a training step
+    for epoch in (1, 2):  # an intermediate rung and the final one: the same point with or without pauses
+        a, b = paused(epoch, checkpoint), plain(epoch, checkpoint)
+        assert (a[RUNG_ACCURACY], a[RUNG_COST]) == (b[RUNG_ACCURACY], b[RUNG_COST])
+    assert paused(3, checkpoint) == {} and len(calls) == 9  # off a rung: no pass at all
+
+
+def test_the_evaluation_reuses_the_final_rungs_validation_table_only_for_the_same_weights(tmp_path):
+    """The final rung scores the last epoch's checkpoint on validation; the evaluation reuses that table.
+
+    Same weights and same loader give the same table, so a search with the final rung gets exactly the
+    validation figures of a plain evaluation (and one pass over validation less per trial).
+    """
+    from ddecs_search.artifacts import build_model
+    from ddecs_search.evaluation import evaluate_candidate
+    from ddecs_search.search._scheduler import RungProxy
+    from ddecs_search.spaces import candidate_from_dict
+
+    space = load_space(TINY)
+    candidate = candidate_from_dict(space, {"training": {"epochs": 2}})
+    rung = RungProxy(space, candidate, (), final=True)
+    lookups: list = []
+
+    def on_epoch(epoch: int, stats: dict, checkpoint: Path) -> None:
+        rung(epoch + 1, checkpoint)
+
+    def known(model, spec):
+        lookups.append(rung.val_table(model, spec))
+        return lookups[-1]
+
+    cache = tmp_path / "baselines"
+    reused = evaluate_candidate(
+        space, candidate, baseline_dir=cache, quiet=True, on_epoch=on_epoch, known_val_table=known
+    )
+    plain = evaluate_candidate(space, candidate, baseline_dir=cache, quiet=True)
+    assert len(lookups) == 1 and lookups[0] is not None  # reused, not recomputed
+    for key in ("val_accuracy", "val_accuracy_drop", "baseline_val_accuracy", "accuracy", "exit_fractions"):
+        assert reused[key] == plain[key], key
+    other = build_model(candidate, 10)  # different (random) weights: never the table of another model
+    assert rung.val_table(other) is None
+    assert RungProxy(space, candidate, (), final=True).val_table(other) is None  # nothing scored yet
+
+
 def test_early_stopping_keys_are_validated():
     data = yaml.safe_load(TINY.read_text())
     for bad, key in (

@@ -9,9 +9,12 @@ fidelity. Only full evaluations ever reach Optuna or the Pareto front.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ddecs_search.config import Candidate, Objective, PolicyConfig, SearchSpace
+
+if TYPE_CHECKING:  # the trial imports torch; the driver never needs it for this module's names
+    from ddecs_search.training import BatchCallback
 
 
 class CheckpointScorer:
@@ -27,14 +30,19 @@ class CheckpointScorer:
     untouched), so it is the static network's point (cost 1.0) at the same rung, on the same samples.
     """
 
-    def __init__(self, space: SearchSpace, candidate: Candidate) -> None:
+    def __init__(
+        self, space: SearchSpace, candidate: Candidate, on_batch: BatchCallback | None = None
+    ) -> None:
         self.space, self.candidate = space, candidate
+        self._on_batch = on_batch  # the trial's pause point: a rung's pass waits while a neighbour times
         self._loader: Any = None
         self._num_classes = 0
         self.final_exit_accuracy = float("nan")
+        self._last: tuple[str, Any] | None = None  # (weights digest, validation ExitTable) of the last call
 
     def __call__(self, checkpoint_path: Path) -> tuple[float, float]:
         from ddecs_search.artifacts import build_model
+        from ddecs_search.evaluation import pausing
         from ddecs_search.models import backbone_info
         from ddecs_search.policies import ExitTable, create_policy, score_decisions
         from ddecs_search.profiling import mac_costs, resolve_device
@@ -58,7 +66,8 @@ class CheckpointScorer:
         model = build_model(c, self._num_classes)
         model.load_state_dict(load_checkpoint(checkpoint_path)["model"])
         model.to(device).eval()
-        table = ExitTable.from_model(model, self._loader, device)
+        table = ExitTable.from_model(model, pausing(self._loader, self._on_batch), device)
+        self._last = (weights_digest(model), table)
         data = self.space.dataset
         fit, select = table.split_selection(data.selection_fraction, data.split_seed)
         cfg = PolicyConfig(
@@ -71,16 +80,48 @@ class CheckpointScorer:
         self.final_exit_accuracy = float(select.correct[:, -1].mean())
         return float(stats.accuracy), float(stats.cost)
 
+    def table_for(self, model: Any, feature_spec: Any = None) -> Any:
+        """The last call's validation ExitTable if ``model`` has exactly its weights, else None.
+
+        The evaluation after training asks (``known_val_table``): the final rung scored the last epoch's
+        checkpoint, which holds the weights the evaluation scores, with the same loader (validation,
+        batches of 512, in order) in the same process, so the table is the one it would compute. Only
+        for the four confidence features (a policy with rich features needs other columns).
+        """
+        if self._last is None or feature_spec is not None:
+            return None
+        digest, table = self._last
+        return table if weights_digest(model) == digest else None
+
+
+def weights_digest(model: Any) -> str:
+    """SHA-256 of a model's state (every parameter and buffer, by name): equal digests, equal weights."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # the bytes: any dtype, 0-d too
+    return h.hexdigest()
+
 
 class EpochProxy:
     """Callable ``(checkpoint_path) -> proxy value`` of one trial's single accuracy-type objective."""
 
     def __init__(
-        self, space: SearchSpace, candidate: Candidate, objective: Objective, baseline_val_accuracy: float
+        self,
+        space: SearchSpace,
+        candidate: Candidate,
+        objective: Objective,
+        baseline_val_accuracy: float,
+        on_batch: BatchCallback | None = None,
     ) -> None:
         self.objective = objective
         self.baseline_val_accuracy = baseline_val_accuracy
-        self._score = CheckpointScorer(space, candidate)
+        self._score = CheckpointScorer(space, candidate, on_batch)
 
     def __call__(self, checkpoint_path: Path) -> float:
         accuracy, _ = self._score(checkpoint_path)

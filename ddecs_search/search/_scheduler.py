@@ -143,7 +143,12 @@ class RungProxy:
     """``(epoch, checkpoint_path) -> rung metrics`` of one trial ({} off a rung); loads val data once."""
 
     def __init__(
-        self, space: SearchSpace, candidate: Candidate, rungs: Sequence[int], final: bool = False
+        self,
+        space: SearchSpace,
+        candidate: Candidate,
+        rungs: Sequence[int],
+        final: bool = False,
+        on_batch: Any = None,
     ) -> None:
         from ddecs_search.search._fidelity import CheckpointScorer
 
@@ -152,7 +157,7 @@ class RungProxy:
         self.rungs = {r for r in rungs if r < self.last}
         self.final = final
         self.frozen = candidate.training.mode == "frozen"
-        self._score = CheckpointScorer(space, candidate)
+        self._score = CheckpointScorer(space, candidate, on_batch)  # on_batch: the trial's pause point
 
     def __call__(self, epoch: int, checkpoint_path: Path) -> dict[str, Any]:
         final = self.final and epoch == self.last
@@ -167,6 +172,14 @@ class RungProxy:
             if self.frozen:  # the last exit is the static network: its exact point at this rung
                 point[RUNG_STATIC_ACCURACY] = self._score.final_exit_accuracy
         return {**point, **current_trial()}
+
+    def val_table(self, model: Any, feature_spec: Any = None) -> Any:
+        """The validation ExitTable of the last rung point if ``model`` has its weights, else None.
+
+        After the final rung this is the trained model's table: the evaluation uses it instead of a
+        second pass over validation (``known_val_table`` of ``evaluate_candidate``).
+        """
+        return self._score.table_for(model, feature_spec)
 
 
 # ----------------------------------------------------------------------------------- driver side

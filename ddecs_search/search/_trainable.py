@@ -69,7 +69,7 @@ def search_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     workdir = Path(tempfile.mkdtemp(prefix=f"ddecs-trial-{trial_id}-"))
     try:
         resumed_epoch = _restore_checkpoint(tune.get_checkpoint(), workdir)
-        metrics = _evaluate(ctx, candidate, workdir, _epoch_reporter(ctx, candidate))
+        metrics = _evaluate(ctx, candidate, workdir)
         metrics.update(
             {
                 EVALUATED_KEY: True,
@@ -102,7 +102,7 @@ def trial_dirname(trial: Any) -> str:
     return f"tune_trial_{trial.trial_id}"
 
 
-def _evaluate(ctx: TrialContext, candidate: Any, workdir: Path, on_epoch: Any) -> dict[str, Any]:
+def _evaluate(ctx: TrialContext, candidate: Any, workdir: Path) -> dict[str, Any]:
     """The candidate's evaluation with the experiment's isolated latency table.
 
     ``expected_latency_ms`` (what the search compares trials on) comes from the table, which every
@@ -123,6 +123,7 @@ def _evaluate(ctx: TrialContext, candidate: Any, workdir: Path, on_epoch: Any) -
         threads=m.threads,
     )
     pause = PausePoint(ctx.broker)  # a neighbour measuring latency gets the CPUs to itself
+    on_epoch, known_val_table = _epoch_reporter(ctx, candidate, pause)  # rung passes pause there too
     metrics = evaluate_candidate(
         ctx.space,
         candidate,
@@ -133,13 +134,20 @@ def _evaluate(ctx: TrialContext, candidate: Any, workdir: Path, on_epoch: Any) -
         on_batch=pause,
         latency_fn=table_fn,
         lease=measurement_lease(ctx.broker),
+        known_val_table=known_val_table,
     )
     metrics["measurement_pause_s"] = pause.paused_s
     return metrics
 
 
-def _epoch_reporter(ctx: TrialContext, candidate: Any) -> Any:
-    """``on_epoch`` callback: report the epoch with its checkpoint (and ASHA's proxy value)."""
+def _epoch_reporter(ctx: TrialContext, candidate: Any, pause: Any = None) -> tuple[Any, Any]:
+    """``on_epoch`` callback: report the epoch with its checkpoint (and ASHA's proxy value).
+
+    ``pause``: the trial's pause point, passed to the proxy's and rung's prediction passes (a pass over
+    validation at every rung is seconds of CPU, which would otherwise run while a neighbour times).
+    Also returns the evaluation's ``known_val_table`` (None without rungs): the final rung's validation
+    exit table, so that the evaluation does not compute the same table again.
+    """
     from ray import tune
 
     proxy = None
@@ -152,14 +160,14 @@ def _epoch_reporter(ctx: TrialContext, candidate: Any) -> Any:
         # the whole validation split's: a constant shift for every trial, so ASHA ranks them the same)
         meta = ctx.baseline.meta
         baseline_val = meta.get("selection_val_accuracy", meta.get("val_accuracy", float("nan")))
-        proxy = EpochProxy(ctx.space, candidate, objective, baseline_val)
+        proxy = EpochProxy(ctx.space, candidate, objective, baseline_val, on_batch=pause)
         key = proxy_key(objective)
 
     rung = None
     if ctx.rungs or ctx.final_rung:
         from ddecs_search.search._scheduler import RungProxy
 
-        rung = RungProxy(ctx.space, candidate, ctx.rungs, final=ctx.final_rung)
+        rung = RungProxy(ctx.space, candidate, ctx.rungs, final=ctx.final_rung, on_batch=pause)
 
     def on_epoch(epoch: int, stats: dict[str, float], checkpoint_path: Path) -> None:
         result: dict[str, Any] = {"epoch": epoch + 1, "train_loss": stats.get("loss"), EVALUATED_KEY: False}
@@ -178,7 +186,7 @@ def _epoch_reporter(ctx: TrialContext, candidate: Any) -> Any:
         shutil.copy2(checkpoint_path, previous / CHECKPOINT_FILE)
         (previous / "epoch.json").write_text(json.dumps({"epoch": epoch}))
 
-    return on_epoch
+    return on_epoch, (rung.val_table if rung is not None else None)
 
 
 def _restore_checkpoint(checkpoint: Any, workdir: Path) -> int | None:

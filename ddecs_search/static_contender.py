@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 BASELINE = "baseline"
+#: the group column when trials timed on one device ran in more than one runtime (torch, onnxruntime)
+DEVICE_RUNTIME = "device_runtime"
 #: the trials-table columns the contender's accuracies come from: a trial's static reference ...
 REFERENCE_COLUMNS = ("baseline_val_accuracy", "baseline_accuracy")
 #: ... and its own backbone with the exits switched off
@@ -138,3 +141,27 @@ def choose_static(trials: pd.DataFrame) -> StaticChoice:
     if len(options) == 1:
         return StaticChoice(None, best.val_accuracy, best.accuracy)
     return best
+
+
+def timing_groups(trials: pd.DataFrame, metric_names: Sequence[str]) -> tuple[str | None, list[str]]:
+    """The column that splits ``trials`` into groups ranked apart (None: one group), and the groups.
+
+    Timings and energy are comparable only on one device in one runtime: when a compared metric is
+    device-bound (``metrics.DEVICE_BOUND_METRICS``) and the trials ran on several devices, or in several
+    runtimes (``measurement.runtime``), each group gets its own front and its own static contender. The
+    groups are devices, or device and runtime when more than one runtime appears (the column
+    ``device_runtime`` is then added to ``trials``, which is modified in place). One owner for the
+    analyzer's fronts (``analysis.compute_front``) and the search's verification picks.
+    """
+    from ddecs_search.metrics import DEVICE_BOUND_METRICS
+
+    if not any(n in DEVICE_BOUND_METRICS for n in metric_names) or "device" not in trials.columns:
+        return None, []
+    column = "device"
+    if "runtime" in trials.columns and trials["runtime"].dropna().nunique() > 1:
+        column = DEVICE_RUNTIME
+        runtime = trials["runtime"].fillna("unknown runtime").astype(str)
+        trials[column] = trials["device"].astype(str) + " " + runtime
+        trials.loc[trials["device"].isna(), column] = None
+    groups = sorted(map(str, trials[column].dropna().unique()))
+    return (column, groups) if len(groups) > 1 else (None, [])

@@ -603,6 +603,34 @@ def test_verify_picks_and_the_front_rank_against_the_same_static_contender(tmp_p
     assert set(picks) == front - {"static"}
 
 
+def test_verify_picks_are_chosen_per_device_and_runtime_as_the_fronts_are(tmp_path) -> None:
+    """Trials timed on different devices (or runtimes) are not comparable: the search's verify picks come
+    from each group's own front, against each group's own static network, as ``pareto`` computes them."""
+    from ddecs_search.config import Objective
+    from ddecs_search.search._verify import _on_node, pick_front
+
+    df = load_trials(make_experiment(tmp_path / "e", n=40, devices=("cpu:slow", "cuda:fast")))
+    objectives = [Objective("val_accuracy", "max"), Objective("latency_ms", "min")]
+    names = [(o.name, o.mode) for o in objectives]
+    result = compute_front(df, names)
+    assert result.group_by == "device"
+    picks = pick_front(df, objectives, top=100)
+    assert set(picks) == set(result.front["trial_id"]) - {"static"}
+    by_device = dict(zip(df["trial_id"], df["device"], strict=True))
+    assert {by_device[t] for t in picks} == {"cpu:slow", "cuda:fast"}  # each device has its own picks
+    # ranked together, the fast device's trials would dominate the slow one's: no pick there at all
+    pooled = df.assign(device="one device")
+    assert {by_device[t] for t in pick_front(pooled, objectives, top=100)} == {"cuda:fast"}
+    # at most `top` per group
+    one = pick_front(df, objectives, top=1)
+    assert len(one) == 2 and {by_device[t] for t in one} == {"cpu:slow", "cuda:fast"}
+    # verify runs a pick on the node it was timed on while that node lives (soft), else anywhere
+    node = "ab" * 28  # a Ray node id: 28 bytes in hex
+    strategy = _on_node(node)
+    assert (strategy.node_id, strategy.soft) == (node, True)
+    assert _on_node(float("nan")) == _on_node(None) == _on_node("not-a-node-id") == "DEFAULT"
+
+
 def test_the_live_front_ranks_the_static_network_as_pareto_does(tmp_path) -> None:
     """The front the search prints while it runs is the one ``pareto`` computes afterwards: the static
     network ranked with the trials, nothing it dominates shown."""

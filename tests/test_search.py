@@ -130,6 +130,10 @@ def test_tiny_search_records_trials_metrics_failures_and_verification(local_ray,
         assert (verified["verified_speedup_min"] <= verified["verified_speedup_max"]).all()
         assert "table re-measured now" in out
         assert trials.set_index("trial_id").loc[verified["trial_id"], "verified_latency_ms"].notna().all()
+        # each pick re-measured on the node (and device) it was timed on in the search
+        timed = trials.set_index("trial_id").loc[verified["trial_id"]]
+        assert (verified["verified_node_id"].to_numpy() == timed["node_id"].to_numpy()).all()
+        assert (verified["verified_device"].to_numpy() == timed["device"].to_numpy()).all()
         assert "front:" in out and "verify:" in out
 
     assert main(["status", str(exp_dir), "--json"]) == 0

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from ddecs_search.metrics import DEVICE_BOUND_METRICS, STATIC_TRIAL_ID, selection_error, static_value_error
-from ddecs_search.static_contender import REFERENCE_COLUMNS, static_values
+from ddecs_search.static_contender import REFERENCE_COLUMNS, static_values, timing_groups
 
 ENERGY_METRIC, ENERGY_PROXY = "energy_mj", "macs"
 ALL_GROUP = "all"  # the ``group`` of every row when the front is not split by device
@@ -128,29 +128,17 @@ def resolve_objectives(
     return objs, notices
 
 
-#: the group column when trials timed on one device ran in more than one runtime (torch, onnxruntime)
-DEVICE_RUNTIME = "device_runtime"
-
-
 def _device_groups(done: pd.DataFrame, objectives: Sequence[Objective]) -> tuple[str | None, list[str]]:
     """The column to compute one front per group by (None: one front), and a notice saying why.
 
-    Timings and energy are comparable only on one device in one runtime: experiments compared together
-    may differ in either (``measurement.runtime``), so the groups are devices, or device and runtime
-    when more than one runtime appears (the column ``device_runtime`` is then added to ``done``).
+    The rule is :func:`~ddecs_search.static_contender.timing_groups` (devices, or device and runtime
+    when more than one runtime appears: the column ``device_runtime`` is then added to ``done``).
     """
+    column, groups = timing_groups(done, [n for n, _ in objectives])
+    if column is None:
+        return None, []
     bound = [n for n, _ in objectives if n in DEVICE_BOUND_METRICS]
-    if not bound or "device" not in done.columns:
-        return None, []
-    column, what = "device", "devices"
-    if "runtime" in done.columns and done["runtime"].dropna().nunique() > 1:
-        column, what = DEVICE_RUNTIME, "device/runtime pairs"
-        runtime = done["runtime"].fillna("unknown runtime").astype(str)
-        done[column] = done["device"].astype(str) + " " + runtime
-        done.loc[done["device"].isna(), column] = None
-    groups = sorted(map(str, done[column].dropna().unique()))
-    if len(groups) <= 1:
-        return None, []
+    what = "devices" if column == "device" else "device/runtime pairs"
     return column, [
         f"trials ran on {len(groups)} {what} ({', '.join(groups)}); {', '.join(bound)} "
         f"{'is' if len(bound) == 1 else 'are'} specific to the device and runtime, so one front per "

@@ -18,7 +18,7 @@ from ddecs_search import _faults, storage
 from ddecs_search.config import Objective, SearchSpace
 from ddecs_search.experiment import Experiment
 from ddecs_search.search._latency_broker import RETRY_WAIT_S, SLOW_STATE, slow_spell, usable_time
-from ddecs_search.static_contender import static_values
+from ddecs_search.static_contender import static_values, timing_groups
 
 VERIFIED_COLUMNS = (
     "verified_latency_ms",
@@ -43,8 +43,21 @@ def pick_front(trials: Any, objectives: Sequence[Objective], top: int) -> list[s
     """Trial ids of the feasible, fully evaluated non-dominated trials; at most ``top``, most spread first.
 
     Chosen on the objectives only (validation accuracy, table costs: never test labels), and with the
-    static network ranked beside them: a trial it dominates is not a pick.
+    static network ranked beside them: a trial it dominates is not a pick. Trials timed on different
+    devices or in different runtimes are not comparable: as the analyzer's fronts, the picks are chosen
+    per group (:func:`~ddecs_search.static_contender.timing_groups`), each against its own static
+    network, at most ``top`` per group.
     """
+    names = [o.name for o in objectives]
+    trials = trials.copy()
+    column, groups = timing_groups(trials, names)
+    if column is None:
+        return _pick_group(trials, objectives, top)
+    return [tid for g in groups for tid in _pick_group(trials[trials[column] == g], objectives, top)]
+
+
+def _pick_group(trials: Any, objectives: Sequence[Objective], top: int) -> list[str]:
+    """:func:`pick_front` within one group of comparable trials."""
     from ddecs_search.dominance import crowding_distance, non_dominated_sort
 
     names = [o.name for o in objectives]
@@ -216,8 +229,9 @@ def verify_front(
         files = {n: storage.read_bytes(storage.join(folder, n)) for n in names}
         row = trials[trials["trial_id"].astype(str) == trial_id].iloc[0]
         static_ref = usable_time(row.get("baseline_expected_latency_ms"))  # the table's reference conditions
+        where = task.options(scheduling_strategy=_on_node(row.get("node_id")))  # where it was timed
         try:
-            measured = ray.get(task.remote(space, files, static_ref))  # one at a time: nothing else runs
+            measured = ray.get(where.remote(space, files, static_ref))  # one at a time: nothing else runs
         except Exception as exc:  # (a corrupt artefact must not lose the finished search)
             cause = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             _say(
@@ -227,6 +241,14 @@ def verify_front(
                 "evaluates the trial again",
             )
             continue
+        device = row.get("device")
+        if isinstance(device, str) and measured["verified_device"] != device:
+            _say(
+                quiet,
+                f"verify: {trial_id} was timed on {device} in the search but re-measured on "
+                f"{measured['verified_device']} (its node is gone): its verified_* figures are that "
+                "device's, not a check of the search's",
+            )
         out = {
             "trial_id": trial_id,
             "summary": row.get("summary"),
@@ -270,6 +292,23 @@ def verify_front(
     merged = merged.merge(frame[keep].astype({"trial_id": str}), how="left", on="trial_id")
     exp.write_frame(merged)
     return rows
+
+
+def _on_node(node_id: Any) -> Any:
+    """Ray scheduling strategy: the node a pick was timed on while it is alive (soft), else Ray's default.
+
+    On a cluster of mixed devices a pick is verified on the kind of node its search figures came from;
+    ``soft``: after a restart (new node ids) or a lost node the task runs wherever Ray places it, and
+    :func:`verify_front` says when that is another device.
+    """
+    if not isinstance(node_id, str) or not node_id:
+        return "DEFAULT"
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    try:
+        return NodeAffinitySchedulingStrategy(node_id=node_id, soft=True)
+    except ValueError:  # not a Ray node id (a table edited by hand): anywhere, as before
+        return "DEFAULT"
 
 
 def _table_drift(

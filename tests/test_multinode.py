@@ -60,11 +60,11 @@ def _cli(cluster: LoopbackCluster, log: Path, *args: str) -> subprocess.Popen:
 
 
 def _start_search(
-    cluster: LoopbackCluster, tmp_path: Path, name: str, *, uri: bool = False
+    cluster: LoopbackCluster, tmp_path: Path, name: str, *, uri: bool = False, space: Path = SPACE
 ) -> subprocess.Popen:
     """``ddecs-search run tiny_multinode.yaml`` into ``tmp_path/exp/<name>``, given as a path or a URI."""
     storage = (tmp_path / "exp").as_uri() if uri else str(tmp_path / "exp")
-    return _cli(cluster, tmp_path / f"{name}.log", "run", str(SPACE), "--name", name, "--storage", storage)
+    return _cli(cluster, tmp_path / f"{name}.log", "run", str(space), "--name", name, "--storage", storage)
 
 
 def _finish(proc: subprocess.Popen, log: Path, what: str) -> None:
@@ -158,8 +158,13 @@ def test_trials_spread_over_nodes(cluster: LoopbackCluster, tmp_path: Path) -> N
     _workers(cluster, 1)
     nodes = {n["NodeID"] for n in cluster.node_table() if n["Alive"]}
     assert len(nodes) == 2
-    # storage as a URI: the pyarrow-filesystem path that s3:// and gs:// take on a real cluster
-    proc = _start_search(cluster, tmp_path, "spread", uri=True)
+    # storage as a URI: the pyarrow-filesystem path that s3:// and gs:// take on a real cluster; with
+    # verify on (the other tests here leave it off): every pick is re-measured on the node it was timed on
+    space = tmp_path / "verified.yaml"
+    text = SPACE.read_text()
+    assert "verify: false," in text
+    space.write_text(text.replace("verify: false,", "verify: true, verify_top: 4,"))
+    proc = _start_search(cluster, tmp_path, "spread", uri=True, space=space)
     _finish(proc, tmp_path / "spread.log", "the search")
     trials = _assert_complete(tmp_path / "exp" / "spread")
     assert set(trials["node_id"]) <= nodes
@@ -167,6 +172,16 @@ def test_trials_spread_over_nodes(cluster: LoopbackCluster, tmp_path: Path) -> N
     # latency is tagged with the device it was measured on (one CPU type here: one device group)
     assert trials["device"].notna().all() and trials["device"].nunique() == 1
     assert sorted(_evaluations(tmp_path / "exp" / "spread").values()) == [1] * NUM_TRIALS
+    from ddecs_search.experiment import Experiment
+    from ddecs_search.search._verify import pick_front
+
+    exp = tmp_path / "exp" / "spread"
+    picks = pick_front(trials, Experiment.at(str(exp)).read_objectives(), 4)
+    if picks:  # (none when the static network dominates every trial)
+        verified = pd.read_csv(exp / "verified.csv", dtype={"trial_id": str, "verified_node_id": str})
+        assert sorted(verified["trial_id"]) == sorted(picks)
+        timed_on = trials.set_index("trial_id").loc[verified["trial_id"], "node_id"].to_numpy()
+        assert (verified["verified_node_id"].to_numpy() == timed_on).all(), (timed_on, verified)
 
 
 def test_worker_node_lost_mid_search(cluster: LoopbackCluster, tmp_path: Path) -> None:

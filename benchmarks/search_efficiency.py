@@ -25,7 +25,9 @@ off. Reported:
 - **per-trial cost vs the baseline**: mean full-trial body seconds / seconds to train the shared baseline
   once (every search trains it once; here the first search trains it and the others copy it);
 - **early stopping**: ``hv_ratio`` = median over seeds of hv(with) / hv(without), ``time_ratio`` =
-  total trial body time with / without, same algorithm(s) and seeds.
+  total trial body time with / without, same algorithm(s) and seeds; ``full_trial_cost_ratio``: over the
+  configurations that reached full fidelity in both arms, their trial seconds with / without (what the
+  rung points cost a trial that is not stopped; ``full_trial_pairs`` of them).
 
 All searches share one module latency table, as they share the baseline: each starts from the table the
 search before it left (``EXP/latency_table.json``) and adds the modules it meets first. The objective
@@ -180,6 +182,12 @@ def collect(exp_dir: Path, algorithm: str, seed: int, early_stopping: bool, wall
         "mean_full_trial_s": float(full["trial_wall_s"].mean()) if len(full) else float("nan"),
         "workers": int(full["worker_pid"].nunique()) if "worker_pid" in full else 0,
         "reused_start_s": [float(x) for x in reused["worker_idle_s"].dropna()] if len(reused) else [],
+        # full-fidelity trial seconds per configuration (the candidate's JSON): paired across the arms
+        "full_s_by_candidate": dict(
+            zip(full["candidate"].astype(str), full["trial_wall_s"].astype(float), strict=True)
+        )
+        if "candidate" in full and "trial_wall_s" in full
+        else {},
     }
 
 
@@ -214,6 +222,21 @@ def hypervolumes(runs: list[dict]) -> tuple[np.ndarray, list[str]]:
     return reference, directions
 
 
+def paired_full_cost(pairs: list[tuple[dict, dict]]) -> dict[str, float | int | None]:
+    """Trial seconds with / without early stopping of the configurations full in both arms of each pair.
+
+    The time ratio mixes what stops save with what rung points cost; this isolates the cost: the same
+    configuration, trained and evaluated in full in both searches (same seed, same shared table).
+    """
+    on_s = off_s = 0.0
+    n = 0
+    for on, off in pairs:
+        a, b = on.get("full_s_by_candidate", {}), off.get("full_s_by_candidate", {})
+        for cand in a.keys() & b.keys():
+            on_s, off_s, n = on_s + a[cand], off_s + b[cand], n + 1
+    return {"full_trial_cost_ratio": on_s / off_s if off_s > 0 else None, "full_trial_pairs": n}
+
+
 def summarise(runs: list[dict]) -> dict:
     reference, _ = hypervolumes(runs)
     main = [r for r in runs if r["early_stopping"]]
@@ -244,6 +267,7 @@ def summarise(runs: list[dict]) -> dict:
             ],
             "stopped_trials": [on["n_stopped"] for on, _ in pairs],
             "stops_per_rung": [on["rung_stops"] for on, _ in pairs],
+            **paired_full_cost(pairs),
             "pairs": [f"{on['algorithm']}-s{on['seed']}" for on, _ in pairs],
         }
     random_hv = float(np.median(hv["random"])) if "random" in hv else None
@@ -437,6 +461,11 @@ def main(argv: list[str] | None = None) -> int:
             f"fit wall ratio {es['fit_time_ratio']:.2f}); "
             f"stopped {es['stopped_trials']} of {trials} (per rung: {es['stops_per_rung']})"
         )
+        if es["full_trial_pairs"]:
+            print(
+                f"  the {es['full_trial_pairs']} configurations full in both arms took "
+                f"{es['full_trial_cost_ratio']:.2f}x the time with early stopping on (the rung points' cost)"
+            )
     print(f"  total {summary['wall_s']:.0f} s; experiments in {storage}")
     if args.json:
         print(json.dumps(summary))

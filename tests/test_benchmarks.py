@@ -321,3 +321,20 @@ def test_timing_rounds_give_each_row_a_median_and_spread_and_the_statics_their_e
     assert {"epochs", "epochs_trained", "speedup_min", "speedup_max", "timing_rounds"} <= set(
         ref.json_row(row)
     )
+
+
+def test_search_efficiency_pairs_full_trials_by_configuration() -> None:
+    """The rung points' cost: the same configurations, full in both arms, with / without early stopping."""
+    spec = importlib.util.spec_from_file_location("search_efficiency", BENCH / "search_efficiency.py")
+    assert spec is not None and spec.loader is not None
+    se = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(se)
+    on = {"full_s_by_candidate": {"a": 11.0, "b": 24.0, "only-on": 50.0}}
+    off = {"full_s_by_candidate": {"a": 10.0, "b": 20.0, "only-off": 40.0}}
+    other_seed = ({"full_s_by_candidate": {"a": 5.0}}, {"full_s_by_candidate": {"a": 5.0}})
+    got = se.paired_full_cost([(on, off), other_seed])
+    assert got == {"full_trial_cost_ratio": pytest.approx(40.0 / 35.0), "full_trial_pairs": 3}
+    assert se.paired_full_cost([(on, {"full_s_by_candidate": {}})]) == {
+        "full_trial_cost_ratio": None,
+        "full_trial_pairs": 0,
+    }

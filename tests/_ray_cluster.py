@@ -44,6 +44,7 @@ _LAUNCHER = (
     "from ray.scripts.scripts import main; sys.argv = ['ray'] + sys.argv[1:]; sys.exit(main())"
 )
 _READY = "Ray runtime started"
+_NODES = "ddecs-nodes: "  # the node table's line in a short driver's stdout (Ray prints there too)
 
 
 def free_port() -> int:
@@ -218,7 +219,7 @@ class LoopbackCluster:
         code = (
             f"import json, ray; ray.init(address={self.address!r}, log_to_driver=False); "
             "keys = ('NodeID', 'Alive', 'Resources'); "
-            "print(json.dumps([{k: n[k] for k in keys} for n in ray.nodes()]))"
+            f"print({_NODES!r} + json.dumps([{{k: n[k] for k in keys}} for n in ray.nodes()]))"
         )
         out = subprocess.run(
             [sys.executable, "-c", code],
@@ -228,7 +229,9 @@ class LoopbackCluster:
             timeout=timeout,
             check=True,
         ).stdout
-        return json.loads(out.strip().splitlines()[-1])
+        # Ray may print to stdout after it (seen: "raylet has lagging heartbeats" once a node was killed)
+        (line,) = [ln for ln in out.splitlines() if ln.startswith(_NODES)]
+        return json.loads(line[len(_NODES) :])
 
 
 def session_pids(sid: int) -> list[int]:

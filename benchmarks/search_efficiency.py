@@ -27,7 +27,8 @@ off. Reported:
 - **early stopping**: ``hv_ratio`` = median over seeds of hv(with) / hv(without), ``time_ratio`` =
   total trial body time with / without, same algorithm(s) and seeds; ``full_trial_cost_ratio``: over the
   configurations that reached full fidelity in both arms, their trial seconds with / without (what the
-  rung points cost a trial that is not stopped; ``full_trial_pairs`` of them).
+  rung points cost a trial that is not stopped; ``full_trial_pairs`` of them; biased like ``time_ratio``,
+  below).
 
 All searches share one module latency table, as they share the baseline: each starts from the table the
 search before it left (``EXP/latency_table.json``) and adds the modules it meets first. The objective

@@ -10,10 +10,13 @@ Candidates:
     training budget (the output says how much).
 
 Protocol, per candidate (trained once) and per seed ``s`` (>= 3):
-    1. the validation exit table is split by ``ExitTable.split_selection(selection_fraction, s)`` into a
-       *fit* part and a *selection* part; every policy is fitted on the fit part, for every cost weight λ
-       of a sweep, with its seed = ``s`` (RL agents also choose their training iteration on the selection
-       part);
+    1. the validation exit table is split by ``ExitTable.split_selection(selection_fraction, split_seed)``
+       (the space's ``dataset.split_seed``, the same parts in every seed: the baseline's early stopping
+       chose its epoch on that fit part, so a selection part drawn with another seed would score choices
+       on rows a choice was already made on) into a *fit* part and a *selection* part; every policy is
+       fitted on the fit part, for every cost weight λ of a sweep, with its seed = ``s`` (RL agents also
+       choose their training iteration on the selection part); the spread over seeds is the policies'
+       own (initialisation, exploration), not the split's;
     2. per policy, λ is chosen on the *selection* part: the largest cost saving whose selection accuracy
        is within 1 point of the static network's selection accuracy (else the most accurate λ, and
        ``feasible_on_selection`` is false);
@@ -260,8 +263,9 @@ def run_candidate(
 
     runs: dict[str, list[dict[str, Any]]] = {key: [] for key in POLICIES}
     try:
+        # one split for every seed: the one the baseline's early stopping and the product use
+        fit, select = val.split_selection(space.dataset.selection_fraction, space.dataset.split_seed)
         for seed in range(seeds):
-            fit, select = val.split_selection(space.dataset.selection_fraction, seed)
             static_select_acc = float(select.correct[:, -1].mean())
             for key in POLICIES:
                 points = []

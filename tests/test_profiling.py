@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -251,16 +252,31 @@ def test_time_per_sample_times_every_sample() -> None:
     assert len(seen) == 3 + 7 and all(s == (1, 3, 4, 4) for s in seen)
 
 
-def test_early_exit_at_the_tiny_first_stage_beats_the_heavy_static_net() -> None:
+def test_the_timed_early_exit_path_never_runs_the_stage_after_its_exit() -> None:
+    """What makes the early-exit timing faster is that the heavy stage is skipped, not the clock: count the
+    calls (a speed ratio belongs to the benchmarks, which measure it side by side, not to a test)."""
     net = _toy_net(size=24)
     samples = torch.randn(12, 1, 24, 24)
+    calls = {"tiny": 0, "heavy": 0, "branch": 0}
+
+    def counter(name: str) -> Any:
+        def hook(*_: Any) -> None:
+            calls[name] += 1
+
+        return hook
+
+    net.backbone.segments[0].register_forward_hook(counter("tiny"))
+    net.backbone.segments[1].register_forward_hook(counter("heavy"))
+    net.branches[0].register_forward_hook(counter("branch"))
     out = compare_static_vs_early_exit(net, _exit_all_at_first(), samples, CPU, warmup=3, rounds=3)
     assert out["static"].n == 12 and out["early_exit"].n == 12
     assert (out["exit_indices"] == 0).all()
+    # every call enters the tiny stage; only the static ones reach the heavy one, only the early ones the
+    # branch: so the early-exit path ran the branch and never the heavy stage
+    assert calls["heavy"] > 0 and calls["branch"] > 0
+    assert calls["tiny"] == calls["heavy"] + calls["branch"]
     with torch.inference_mode():
         np.testing.assert_array_equal(out["predictions"], net(samples)[0].argmax(1).numpy())
-    # early exit skips ~85M MACs for ~2k; measured ~6x on a 2-core CPU, asserted with a wide margin
-    assert out["speedup"] > 1.5
     assert out["speedup"] == pytest.approx(out["static"].mean_ms / out["early_exit"].mean_ms)
 
 

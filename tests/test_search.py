@@ -190,6 +190,30 @@ def test_training_pauses_while_a_neighbour_measures_latency(local_ray):
         ray.kill(broker)
 
 
+def test_a_lease_its_holder_stops_renewing_frees_the_neighbours() -> None:
+    """A holder that dies (node lost, process killed) stops renewing, so the others wait one short lease,
+    not the whole search; a live holder keeps the lease as long as it renews. (The broker's actor body,
+    driven directly: plain asyncio.)"""
+    import asyncio
+
+    from ddecs_search.search._latency_broker import LatencyBroker
+
+    async def scenario() -> tuple[float, float]:
+        broker = LatencyBroker()
+        await broker.acquire("alive", lease_s=0.3)
+        for _ in range(4):  # renewed past its first expiry: still held
+            await asyncio.sleep(0.1)
+            await broker.renew("alive", lease_s=0.3)
+        held = await broker.wait_quiet(timeout_s=0.2)
+        await broker.renew("someone else", lease_s=60.0)  # only the holder extends its lease
+        dead = await broker.wait_quiet(timeout_s=30.0)  # the holder "dies": no more renewals
+        return held, dead
+
+    held, dead = asyncio.run(scenario())
+    assert held >= 0.2  # waited its whole timeout: the renewed lease was still held
+    assert dead < 5.0  # freed by the lapsed lease (0.3 s), far from the 30 s timeout
+
+
 def _synthetic_backend(static_ms):
     """An ``inference_backend`` stand-in whose latency table is stages 1, 2, ... ms, branches 0.5 ms and
     the static network ``static_ms()`` (mechanics of the table's scaling only, no timing)."""

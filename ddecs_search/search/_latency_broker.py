@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from ddecs_search.profiling import ExitCosts
 
 STATIC_SUFFIX = "|static"  # the static backbone's cache key ends so (module_keys)
-LEASE_SECONDS = 600.0  # a trial that dies holding the lease blocks others at most this long
+LEASE_SECONDS = 30.0  # a trial that dies holding the lease blocks others at most this long
+RENEW_EVERY_S = LEASE_SECONDS / 4  # the holder renews the lease this often while it measures
 PAUSE_CHECK_S = 0.25  # how often a training trial asks the broker whether a measurement is running
 QUIET_GRACE_S = 0.5  # what the lease holder waits for its neighbours to reach their pause point
 
@@ -58,6 +59,14 @@ class LatencyBroker:
         while self._holder is not None and time.monotonic() < self._expires:
             await asyncio.sleep(0.05)
         self._holder, self._expires = token, time.monotonic() + lease_s
+
+    async def renew(self, token: str, lease_s: float = LEASE_SECONDS) -> None:
+        """Extend the holder's lease. A measurement can outlast a short lease; a holder that died (its
+        node lost, its process killed) stops renewing, so the others wait ``lease_s`` at most, not the
+        whole search (seen: a worker node killed while its trial measured; the surviving trial waited at
+        its pause point for the old 600 s lease)."""
+        if self._holder == token:
+            self._expires = time.monotonic() + lease_s
 
     async def wait_quiet(self, timeout_s: float = LEASE_SECONDS) -> float:
         """Return once no measurement lease is held (or after ``timeout_s``); the seconds waited."""
@@ -140,12 +149,23 @@ class PausePoint:
         self._next = time.monotonic() + self._every_s
 
 
-def _quiet_lease(broker: Any, token: str) -> None:
-    """Take the measurement lease and give the neighbours time to reach their pause point."""
+def _quiet_lease(broker: Any, token: str) -> Callable[[], None]:
+    """Take the measurement lease, keep it renewed, and give the neighbours time to reach their pause
+    point. Returns the function that stops the renewal (call it before releasing)."""
+    import threading
+
     import ray
 
     ray.get(broker.acquire.remote(token))
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(RENEW_EVERY_S):
+            ray.get(broker.renew.remote(token))
+
+    threading.Thread(target=renew, name="ddecs-lease-renewal", daemon=True).start()
     time.sleep(QUIET_GRACE_S)
+    return stop.set
 
 
 def measurement_lease(broker: Any) -> Any:
@@ -160,10 +180,11 @@ def measurement_lease(broker: Any) -> Any:
         import ray
 
         token = uuid.uuid4().hex
-        _quiet_lease(broker, token)
+        stop_renewal = _quiet_lease(broker, token)
         try:
             yield
         finally:
+            stop_renewal()
             ray.get(broker.release.remote(token, {}))
 
     return lease
@@ -330,7 +351,7 @@ def isolated_latency_fn(
         table = ray.get(broker.lookup.remote(keys))
         if len(table) < len(keys):
             token = uuid.uuid4().hex
-            _quiet_lease(broker, token)
+            stop_renewal = _quiet_lease(broker, token)
             measured: dict[str, float] = {}
             try:
                 table = ray.get(broker.lookup.remote(keys))  # a neighbour may have measured them meanwhile
@@ -346,6 +367,7 @@ def isolated_latency_fn(
                         k: float(v) * scale for k, v in zip(keys, values, strict=False) if k not in table
                     }
             finally:
+                stop_renewal()
                 ray.get(broker.release.remote(token, measured))
             table = ray.get(broker.lookup.remote(keys))
         values = np.array([table[k] for k in keys], dtype=np.float64)

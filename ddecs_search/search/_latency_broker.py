@@ -22,10 +22,12 @@ verify's re-measurement says when the search-time table was measured under anoth
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -149,13 +151,16 @@ class PausePoint:
         self._next = time.monotonic() + self._every_s
 
 
-def _quiet_lease(broker: Any, token: str) -> Callable[[], None]:
-    """Take the measurement lease, keep it renewed, and give the neighbours time to reach their pause
-    point. Returns the function that stops the renewal (call it before releasing)."""
+@contextlib.contextmanager
+def _held_lease(broker: Any) -> Iterator[dict[str, float]]:
+    """Hold the broker's measurement lease: taken, renewed while held (a holder that dies stops renewing,
+    so its lease lapses within ``LEASE_SECONDS``), the neighbours given ``QUIET_GRACE_S`` to reach their
+    pause point. Yields the dict of module measurements handed to the broker when the lease is released."""
     import threading
 
     import ray
 
+    token = uuid.uuid4().hex
     ray.get(broker.acquire.remote(token))
     stop = threading.Event()
 
@@ -164,30 +169,21 @@ def _quiet_lease(broker: Any, token: str) -> Callable[[], None]:
             ray.get(broker.renew.remote(token))
 
     threading.Thread(target=renew, name="ddecs-lease-renewal", daemon=True).start()
-    time.sleep(QUIET_GRACE_S)
-    return stop.set
+    measured: dict[str, float] = {}
+    try:
+        time.sleep(QUIET_GRACE_S)
+        yield measured
+    finally:
+        stop.set()
+        ray.get(broker.release.remote(token, measured))
 
 
-def measurement_lease(broker: Any) -> Any:
+def measurement_lease(broker: Any) -> Callable[[], contextlib.AbstractContextManager[Any]]:
     """A context-manager factory holding the broker's measurement lease (the one latency measurements take).
 
     Used for energy: while it is held no other trial of the search measures latency or energy.
     """
-    import contextlib
-
-    @contextlib.contextmanager
-    def lease() -> Any:
-        import ray
-
-        token = uuid.uuid4().hex
-        stop_renewal = _quiet_lease(broker, token)
-        try:
-            yield
-        finally:
-            stop_renewal()
-            ray.get(broker.release.remote(token, {}))
-
-    return lease
+    return functools.partial(_held_lease, broker)
 
 
 def _load_scale(static_ref: float | None, static_now: float) -> float:
@@ -350,10 +346,7 @@ def isolated_latency_fn(
         keys = module_keys(model, backbone, label)
         table = ray.get(broker.lookup.remote(keys))
         if len(table) < len(keys):
-            token = uuid.uuid4().hex
-            stop_renewal = _quiet_lease(broker, token)
-            measured: dict[str, float] = {}
-            try:
+            with _held_lease(broker) as measured:
                 table = ray.get(broker.lookup.remote(keys))  # a neighbour may have measured them meanwhile
                 if len(table) < len(keys):
                     measurement = MeasurementConfig(runtime=runtime, threads=threads)  # type: ignore[arg-type]
@@ -363,12 +356,9 @@ def isolated_latency_fn(
                     )
                     values = [*costs.stage, *costs.branch, costs.static]
                     scale = _load_scale(table.get(keys[-1]), costs.static)
-                    measured = {
-                        k: float(v) * scale for k, v in zip(keys, values, strict=False) if k not in table
-                    }
-            finally:
-                stop_renewal()
-                ray.get(broker.release.remote(token, measured))
+                    measured.update(
+                        {k: float(v) * scale for k, v in zip(keys, values, strict=False) if k not in table}
+                    )
             table = ray.get(broker.lookup.remote(keys))
         values = np.array([table[k] for k in keys], dtype=np.float64)
         e = model.num_exits

@@ -11,9 +11,11 @@ no key is rewritten after it is produced.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import dataclasses
+import json
 import os
 import platform
 import tempfile
@@ -27,7 +29,7 @@ import numpy as np
 import torch
 
 from ddecs_search.config import Candidate, SearchSpace, to_dict
-from ddecs_search.models import Backbone, MultiExitNet, backbone_info
+from ddecs_search.models import Backbone, MultiExitNet, backbone_info, weights_digest
 from ddecs_search.policies import (
     ExitCosts,
     ExitPolicy,
@@ -153,7 +155,6 @@ def prepare_candidate(
     static = static_reference(
         base, candidate.training, splits, device=device, num_workers=space.dataset.num_workers, quiet=quiet
     )
-    baseline_acc = accuracy(static.backbone, eval_loader(splits.test), device)
     torch.manual_seed(candidate.seed)
     model = MultiExitNet(copy.deepcopy(base.backbone), candidate.exit_points, candidate.branches).to(device)
     info_train = train_branches(
@@ -176,7 +177,7 @@ def prepare_candidate(
     test_table = ExitTable.from_model(model, eval_loader(splits.test), device, spec)
     data = space.dataset
     fit_idx, select_idx = selection_split(val_table.num_samples, data.selection_fraction, data.split_seed)
-    static_val = _predictions(static.backbone, eval_loader(splits.val), device)  # (N_val,)
+    baseline_acc, static_val = _static_outputs(static.backbone, space, splits, device, eval_loader)
     baseline_val_acc = float((static_val[select_idx] == val_table.labels[select_idx]).mean())
     m = space.measurement
     with measurement_threads(space, device):
@@ -202,6 +203,43 @@ def prepare_candidate(
         info_train["train_time_s"],
         base.train_time_s,
     )
+
+
+#: (static weights digest, dataset, device) -> (test accuracy, validation predictions), newest last
+_STATIC_OUTPUTS: collections.OrderedDict[tuple[str, str, str], tuple[float, np.ndarray]] = (
+    collections.OrderedDict()
+)
+_STATIC_OUTPUTS_KEPT = 8  # a space has a few static networks: the baseline, one per joint epoch count
+
+
+def _static_outputs(
+    static: Backbone,
+    space: SearchSpace,
+    splits: Any,
+    device: torch.device,
+    eval_loader: Callable[[Any], Iterable[Any]],
+) -> tuple[float, np.ndarray]:
+    """The static network's test accuracy and validation predictions, computed once per worker process.
+
+    Why: every trial compares with one of a few static networks (the baseline; the baseline trained as
+    long as a joint candidate), and a pass over test and validation with one is as long as a frozen
+    candidate's training epoch on a CPU: recomputing it cost every trial seconds for the same numbers.
+    Reused workers keep them, keyed by the exact weights (digest), the dataset's configuration (which
+    samples the splits hold) and the device; anything else is computed afresh. Called after training, so
+    a trial stopped at a rung never pays for it. The arrays handed out are read-only.
+    """
+    static.eval()  # scored as deployed (batch-norm statistics frozen), whatever mode it arrived in
+    key = (weights_digest(static), json.dumps(to_dict(space.dataset), sort_keys=True), str(device))
+    if key in _STATIC_OUTPUTS:
+        _STATIC_OUTPUTS.move_to_end(key)
+        return _STATIC_OUTPUTS[key]
+    test_accuracy = accuracy(static, eval_loader(splits.test), device)
+    val_predictions = _predictions(static, eval_loader(splits.val), device)  # (N_val,)
+    val_predictions.setflags(write=False)
+    _STATIC_OUTPUTS[key] = (test_accuracy, val_predictions)
+    while len(_STATIC_OUTPUTS) > _STATIC_OUTPUTS_KEPT:
+        _STATIC_OUTPUTS.popitem(last=False)
+    return test_accuracy, val_predictions
 
 
 def pausing(batches: Iterable[Any], pause: BatchCallback | None) -> Iterator[Any]:

@@ -262,6 +262,62 @@ def test_the_evaluation_reuses_the_final_rungs_validation_table_only_for_the_sam
     assert RungProxy(space, candidate, (), final=True).val_table(other) is None  # nothing scored yet
 
 
+def test_the_static_networks_outputs_are_computed_once_per_worker_for_the_same_weights(tmp_path, monkeypatch):
+    """A reused worker scores a static network on test and validation once, not in every trial.
+
+    The second trial against the same static network (the baseline: both candidates are frozen) makes
+    no pass with it and reports the same numbers as a fresh process would; another static network (the
+    baseline trained as long as a joint candidate) is scored; a trial stopped during training makes no
+    pass at all.
+    """
+    import ddecs_search.evaluation as ev
+    from ddecs_search.spaces import candidate_from_dict
+
+    passes: list[str] = []
+    real_accuracy, real_predictions = ev.accuracy, ev._predictions
+
+    def counted_accuracy(*args, **kwargs):
+        passes.append("test")
+        return real_accuracy(*args, **kwargs)
+
+    def counted_predictions(*args, **kwargs):
+        passes.append("val")
+        return real_predictions(*args, **kwargs)
+
+    monkeypatch.setattr(ev, "accuracy", counted_accuracy)
+    monkeypatch.setattr(ev, "_predictions", counted_predictions)
+    monkeypatch.setattr(ev, "_STATIC_OUTPUTS", type(ev._STATIC_OUTPUTS)())  # a fresh worker
+    space = load_space(TINY)
+    cache = tmp_path / "baselines"
+    keys = ("baseline_accuracy", "baseline_val_accuracy", "accuracy_drop", "val_accuracy_drop")
+
+    class Stop(Exception):
+        pass
+
+    def stop(epoch: int, stats: dict, checkpoint: Path) -> None:
+        raise Stop
+
+    with pytest.raises(Stop):  # stopped at its first epoch: trains the baseline, never scores it
+        ev.evaluate_candidate(
+            space, candidate_from_dict(space, {}), baseline_dir=cache, quiet=True, on_epoch=stop
+        )
+    assert passes == []
+    first = ev.evaluate_candidate(space, candidate_from_dict(space, {}), baseline_dir=cache, quiet=True)
+    assert passes == ["test", "val"]
+    other = candidate_from_dict(space, {"policy": {"cost_weight": 0.4}})
+    second = ev.evaluate_candidate(space, other, baseline_dir=cache, quiet=True)
+    assert passes == ["test", "val"]  # the same baseline: reused
+    monkeypatch.setattr(ev, "_STATIC_OUTPUTS", type(ev._STATIC_OUTPUTS)())  # a fresh worker again
+    fresh = ev.evaluate_candidate(space, other, baseline_dir=cache, quiet=True)
+    assert passes == ["test", "val"] * 2
+    for key in keys:
+        assert second[key] == fresh[key], key
+    assert first["baseline_accuracy"] == second["baseline_accuracy"]
+    joint = candidate_from_dict(space, {"training": {"mode": "joint", "epochs": 1}})
+    ev.evaluate_candidate(space, joint, baseline_dir=cache, quiet=True)
+    assert passes == ["test", "val"] * 3  # another static network: scored
+
+
 def test_early_stopping_keys_are_validated():
     data = yaml.safe_load(TINY.read_text())
     for bad, key in (

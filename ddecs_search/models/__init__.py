@@ -6,6 +6,7 @@ Importing this package registers every built-in backbone (one module per family)
 from ddecs_search.models import lenet as _lenet  # noqa: F401  (registers)
 from ddecs_search.models._backbone import Backbone
 from ddecs_search.models._branch import build_branch
+from ddecs_search.models._digest import weights_digest
 from ddecs_search.models._multi_exit import EarlyExitOutput, MultiExitNet, OnlineExitPolicy
 from ddecs_search.models._pretrained import load_torchvision_weights
 from ddecs_search.models._registry import (
@@ -35,4 +36,5 @@ __all__ = [
     "list_backbones",
     "load_torchvision_weights",
     "register_backbone",
+    "weights_digest",
 ]

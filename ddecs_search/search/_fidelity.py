@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ddecs_search.config import Candidate, Objective, PolicyConfig, SearchSpace
+from ddecs_search.models._digest import weights_digest
 
 if TYPE_CHECKING:  # the trial imports torch; the driver never needs it for this module's names
     from ddecs_search.training import BatchCallback
@@ -92,20 +93,6 @@ class CheckpointScorer:
             return None
         digest, table = self._last
         return table if weights_digest(model) == digest else None
-
-
-def weights_digest(model: Any) -> str:
-    """SHA-256 of a model's state (every parameter and buffer, by name): equal digests, equal weights."""
-    import hashlib
-
-    import torch
-
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # the bytes: any dtype, 0-d too
-    return h.hexdigest()
 
 
 class EpochProxy:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ddecs_search.config import Candidate, Objective, PolicyConfig, SearchSpace
-from ddecs_search.models._digest import weights_digest
+from ddecs_search.models import weights_digest
 
 if TYPE_CHECKING:  # the trial imports torch; the driver never needs it for this module's names
     from ddecs_search.training import BatchCallback

@@ -142,7 +142,10 @@ def candidate_from_dict(space: SearchSpace, override: dict[str, Any], path: str 
     """The space's ``default_candidate`` overlaid with ``override`` (deep merge), validated.
 
     The candidate's backbone defaults to the space's; exit points are checked against the backbone, the
-    policy kind against the registry and its options by the policy itself.
+    policy kind against the registry and its options by the policy itself. An override that changes the
+    policy's kind does not inherit the default's policy options: they belong to the other kind (the
+    default job's threshold ``max_drop`` is no option of a gate), and merging them made every such
+    override an error.
     """
     from ddecs_search.models import backbone_info
     from ddecs_search.policies import list_policies
@@ -150,6 +153,10 @@ def candidate_from_dict(space: SearchSpace, override: dict[str, Any], path: str 
     if not isinstance(override, dict):
         raise ConfigError(f"{path}: expected a JSON object, got {override!r}")
     data = deep_merge({"backbone": space.backbone.name}, space.default_candidate)
+    policy, new_policy = data.get("policy"), override.get("policy")
+    if isinstance(policy, dict) and isinstance(new_policy, dict) and "kind" in new_policy:
+        if new_policy["kind"] != policy.get("kind", "threshold"):
+            data["policy"] = {k: v for k, v in policy.items() if k != "options"}
     data = deep_merge(data, override)
     cand = from_dict(Candidate, data, path)
     info = backbone_info(cand.backbone, path=f"{path}.backbone")

@@ -338,3 +338,21 @@ def test_search_efficiency_pairs_full_trials_by_configuration() -> None:
         "full_trial_cost_ratio": None,
         "full_trial_pairs": 0,
     }
+
+
+@pytest.mark.parametrize("mode", ["quick", "full"])
+def test_policy_comparison_builds_its_candidates(mode: str, tmp_path: Path, monkeypatch) -> None:
+    """Both candidates of ``policy_comparison.py`` build from the shipped spaces, with the rich gate.
+
+    The benchmark died here (session 15) when the default job's threshold ``max_drop`` leaked into the
+    gate's options; its runs take minutes, so this checks the part no run reaches otherwise.
+    """
+    spec = importlib.util.spec_from_file_location("policy_comparison", BENCH / "policy_comparison.py")
+    assert spec is not None and spec.loader is not None
+    pc = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "policy_comparison", pc)  # its dataclasses look their module up
+    spec.loader.exec_module(pc)
+    for name, build in pc.CANDIDATES.items():
+        (space, cand), what = build(pc.MODES[mode], "cpu", tmp_path)
+        assert cand.policy.kind == "gate" and cand.policy.options == pc.RICH, name
+        assert space.measurement.device == "cpu" and what, name

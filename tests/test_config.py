@@ -36,6 +36,23 @@ def test_alexnet_space_mirrors_the_reference() -> None:
     assert space.exits.count == (1, 4)
 
 
+def test_a_candidate_of_another_policy_kind_does_not_inherit_the_defaults_options() -> None:
+    """The default job's threshold ``max_drop`` made every ``{"policy": {"kind": "gate"}}`` an error."""
+    from ddecs_search.spaces import candidate_from_dict
+
+    space = load_space(ROOT / "search_spaces" / "fashion_mnist_quick.yaml")
+    default = candidate_from_dict(space, {})
+    assert default.policy.kind == "threshold" and "max_drop" in default.policy.options
+    gate = candidate_from_dict(space, {"policy": {"kind": "gate"}})
+    assert gate.policy.kind == "gate" and gate.policy.options == {}
+    assert gate.policy.cost_weight == default.policy.cost_weight  # the rest of the policy still merges
+    assert space.default_candidate["policy"]["options"] == {"max_drop": 0.015}  # the space is untouched
+    same = candidate_from_dict(space, {"policy": {"kind": "threshold", "cost_weight": 0.3}})
+    assert same.policy.options == default.policy.options and same.policy.cost_weight == 0.3
+    with pytest.raises(ConfigError, match="max_drop"):  # given explicitly, a foreign option is still an error
+        candidate_from_dict(space, {"policy": {"kind": "gate", "options": {"max_drop": 0.01}}})
+
+
 def _edit(data: dict, dotted: str, value: object) -> dict:
     data = copy.deepcopy(data)
     *parents, last = dotted.split(".")

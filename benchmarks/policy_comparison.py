@@ -152,7 +152,7 @@ def _lenet(mode: Mode, device: str, workdir: Path) -> tuple[Any, str]:
     what = (
         f"fashion_mnist_quick.yaml default candidate (LeNet, exits {list(cand.exit_points)}), Fashion-MNIST "
         f"train/val/test {train}/{val}/{test or 'all'}, baseline {mode.baseline_epochs} ep, "
-        f"branches {mode.branch_epochs} ep (frozen)"
+        f"branches {mode.branch_epochs} ep ({cand.training.mode})"
     )
     return (space, cand), what
 

@@ -154,9 +154,9 @@ def candidate_from_dict(space: SearchSpace, override: dict[str, Any], path: str 
         raise ConfigError(f"{path}: expected a JSON object, got {override!r}")
     data = deep_merge({"backbone": space.backbone.name}, space.default_candidate)
     policy, new_policy = data.get("policy"), override.get("policy")
-    if isinstance(policy, dict) and isinstance(new_policy, dict) and "kind" in new_policy:
-        if new_policy["kind"] != policy.get("kind", "threshold"):
-            data["policy"] = {k: v for k, v in policy.items() if k != "options"}
+    kind = policy.get("kind", PolicyConfig.kind) if isinstance(policy, dict) else None
+    if kind is not None and isinstance(new_policy, dict) and new_policy.get("kind", kind) != kind:
+        data["policy"] = {k: v for k, v in policy.items() if k != "options"}
     data = deep_merge(data, override)
     cand = from_dict(Candidate, data, path)
     info = backbone_info(cand.backbone, path=f"{path}.backbone")

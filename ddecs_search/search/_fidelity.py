@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ddecs_search.config import Candidate, Objective, PolicyConfig, SearchSpace
-from ddecs_search.models import weights_digest
 
 if TYPE_CHECKING:  # the trial imports torch; the driver never needs it for this module's names
     from ddecs_search.training import BatchCallback
@@ -44,7 +43,7 @@ class CheckpointScorer:
     def __call__(self, checkpoint_path: Path) -> tuple[float, float]:
         from ddecs_search.artifacts import build_model
         from ddecs_search.evaluation import pausing
-        from ddecs_search.models import backbone_info
+        from ddecs_search.models import backbone_info, weights_digest
         from ddecs_search.policies import ExitTable, create_policy, score_decisions
         from ddecs_search.profiling import mac_costs, resolve_device
         from ddecs_search.training import load_checkpoint
@@ -89,6 +88,8 @@ class CheckpointScorer:
         batches of 512, in order) in the same process, so the table is the one it would compute. Only
         for the four confidence features (a policy with rich features needs other columns).
         """
+        from ddecs_search.models import weights_digest
+
         if self._last is None or feature_spec is not None:
             return None
         digest, table = self._last

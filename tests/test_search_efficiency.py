@@ -238,7 +238,8 @@ def test_the_evaluation_reuses_the_final_rungs_validation_table_only_for_the_sam
     from ddecs_search.spaces import candidate_from_dict
 
     space = load_space(TINY)
-    candidate = candidate_from_dict(space, {"training": {"epochs": 2}})
+    # MAC costs: the measured latency table moves with the load between the two evaluations compared
+    candidate = candidate_from_dict(space, {"training": {"epochs": 2}, "policy": {"cost": "macs"}})
     rung = RungProxy(space, candidate, (), final=True)
     lookups: list = []
 
@@ -302,9 +303,14 @@ def test_the_static_networks_outputs_are_computed_once_per_worker_for_the_same_w
             space, candidate_from_dict(space, {}), baseline_dir=cache, quiet=True, on_epoch=stop
         )
     assert passes == []
-    first = ev.evaluate_candidate(space, candidate_from_dict(space, {}), baseline_dir=cache, quiet=True)
+    # MAC costs: with the measured latency table the policy's thresholds (and so the candidate's own
+    # accuracy) follow the machine's load between two evaluations; the static network's figures do not
+    macs = {"cost": "macs"}
+    first = ev.evaluate_candidate(
+        space, candidate_from_dict(space, {"policy": macs}), baseline_dir=cache, quiet=True
+    )
     assert passes == ["test", "val"]
-    other = candidate_from_dict(space, {"policy": {"cost_weight": 0.4}})
+    other = candidate_from_dict(space, {"policy": {**macs, "cost_weight": 0.4}})
     second = ev.evaluate_candidate(space, other, baseline_dir=cache, quiet=True)
     assert passes == ["test", "val"]  # the same baseline: reused
     monkeypatch.setattr(ev, "_STATIC_OUTPUTS", type(ev._STATIC_OUTPUTS)())  # a fresh worker again

@@ -266,6 +266,24 @@ def test_early_exit_speedup_quick_json() -> None:
     assert out["goals_over_seeds"]["met_seeds"] == int(out["goals"]["met"])
 
 
+@pytest.mark.skipif(not FMNIST.exists(), reason="Debian package dataset-fashion-mnist not installed")
+def test_compute_layout_measures_both_layouts_side_by_side() -> None:
+    """Both arms train the same seeded epochs on the same images: their losses agree to float rounding
+    (not bit for bit); the benchmark's figures are ratios of the two arms in one run."""
+    args = ["--quick", "--json", "--device", "cpu", "--repeats", "1", "--train", "512"]
+    proc = _run([str(BENCH / "compute_layout.py"), *args], timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = _last_json(proc.stdout)
+    assert out["train_images"] == 512 and out["repeats"] == 1 and out["threads"] == 1
+    rows = {r["row"].split(",")[0]: r for r in out["rows"]}
+    assert len(out["rows"]) == 3 and "rung pass (validation exit table)" in rows
+    for row in out["rows"]:
+        assert row["default_s"] > 0 and row["channels_last_s"] > 0
+        assert row["speedup"] == pytest.approx(row["default_s"] / row["channels_last_s"])
+        if "loss_default" in row:
+            assert row["loss_default"] == pytest.approx(row["loss_channels_last"], rel=1e-2)
+
+
 @pytest.mark.parametrize("seeds", [["1", "1"], ["-1"]])
 def test_early_exit_speedup_rejects_bad_seeds_before_any_work(seeds: list[str]) -> None:
     proc = _run([str(BENCH / "early_exit_speedup.py"), "--seeds", *seeds], timeout=120)

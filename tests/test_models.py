@@ -330,3 +330,77 @@ def test_pretrained_weight_errors(tmp_path: Path, resnet18_file: tuple[str, nn.M
         load_torchvision_weights(create_backbone("vgg16_bn", num_classes=10), path)
     with pytest.raises(ValueError, match="torchvision name"):
         load_torchvision_weights(create_backbone("resnet20", num_classes=10), path)
+
+
+# --- compute layout ---------------------------------------------------------------------------
+
+
+def _four_d_params(model: nn.Module) -> list[torch.Tensor]:
+    # a 1x1 kernel or a single input channel has both layouts at once
+    return [p for p in model.parameters() if p.dim() == 4 and p.shape[-1] > 1 and p.shape[1] > 1]
+
+
+@pytest.mark.parametrize("name", ["lenet", "resnet18_blocks"])
+def test_compute_layout_is_channels_last_inside_and_the_default_after(name: str) -> None:
+    """On a CPU the block computes channels-last; outside it the model is as built (export, timing,
+    checkpoints); outputs agree to float rounding; an optimiser built before still steps the parameters."""
+    from ddecs_search.models import compute_layout
+
+    torch.manual_seed(0)
+    backbone = create_backbone(name, num_classes=NUM_CLASSES).eval()
+    params = _four_d_params(backbone)
+    assert params
+    ids = [id(p) for p in backbone.parameters()]
+    x = _inputs(backbone, 4)
+    with torch.no_grad():
+        expected = backbone(x)
+        with compute_layout(backbone, torch.device("cpu")) as to_layout:
+            cl = torch.channels_last
+            assert all(p.is_contiguous(memory_format=cl) and not p.is_contiguous() for p in params)
+            assert to_layout(x).is_contiguous(memory_format=torch.channels_last)
+            inside = backbone(to_layout(x))
+            with compute_layout(backbone, torch.device("cpu")):  # nested: the outer block keeps the layout
+                pass
+            assert all(not p.is_contiguous() for p in params)
+    assert all(p.is_contiguous() for p in backbone.parameters())
+    assert [id(p) for p in backbone.parameters()] == ids
+    torch.testing.assert_close(inside, expected, rtol=NOISE, atol=NOISE)
+
+    with pytest.raises(RuntimeError, match="boom"), compute_layout(backbone, torch.device("cpu")):
+        raise RuntimeError("boom")
+    assert all(p.is_contiguous() for p in backbone.parameters())
+
+
+def test_compute_layout_leaves_other_devices_callables_and_a_switched_off_layout_alone(monkeypatch) -> None:
+    from ddecs_search.models import compute_layout
+
+    backbone = _backbone("lenet")
+    x = _inputs(backbone, 2)
+    with compute_layout(backbone, torch.device("meta")) as to_layout:
+        assert to_layout(x) is x
+        assert all(p.is_contiguous() for p in backbone.parameters())
+    with compute_layout(lambda t: t, torch.device("cpu")) as to_layout:
+        assert to_layout(x) is x
+    monkeypatch.setenv("DDECS_CHANNELS_LAST", "0")
+    with compute_layout(backbone, torch.device("cpu")) as to_layout:
+        assert to_layout(x) is x
+        assert all(p.is_contiguous() for p in backbone.parameters())
+    assert any(p.is_contiguous() for p in _four_d_params(backbone))
+    monkeypatch.setenv("DDECS_CHANNELS_LAST", "1")
+    with compute_layout(backbone, torch.device("cpu")) as to_layout:
+        assert not any(p.is_contiguous() for p in _four_d_params(backbone))
+
+
+def test_a_channels_last_exit_table_agrees_with_the_exact_one_to_float_rounding() -> None:
+    """The search's per-epoch proxies take the faster table; the evaluation keeps the exact one."""
+    torch.manual_seed(0)
+    backbone = create_backbone("lenet", num_classes=NUM_CLASSES)
+    model = MultiExitNet(backbone, [0, 1], [SMALL_BRANCH] * 2).float()
+    _calibrate_batch_norm(model, _inputs(backbone, 32, seed=1))
+    x = _inputs(backbone, 24, seed=2)
+    loader = DataLoader(TensorDataset(x, torch.zeros(24, dtype=torch.long)), batch_size=8)
+    exact = ExitTable.from_model(model, loader, torch.device("cpu"))
+    fast = ExitTable.from_model(model, loader, torch.device("cpu"), channels_last=True)
+    np.testing.assert_allclose(fast.features, exact.features, rtol=NOISE, atol=NOISE)
+    np.testing.assert_array_equal(fast.predictions, exact.predictions)
+    assert all(p.is_contiguous() for p in model.parameters())

@@ -73,6 +73,8 @@ def test_joint_mode_trains_the_backbone(tmp_path: Path) -> None:
     after = _train("joint", 1, tmp_path / "j.pt", model=_model())
     w = "segments.0.0.weight"
     assert not torch.equal(before.backbone.state_dict()[w], after.backbone.state_dict()[w])
+    # trained channels-last on a CPU (models/_layout.py), handed back in the default layout
+    assert all(p.is_contiguous() for p in after.parameters())
 
 
 def test_exit_losses_add_self_distillation_to_early_exits_only() -> None:

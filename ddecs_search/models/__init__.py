@@ -7,6 +7,7 @@ from ddecs_search.models import lenet as _lenet  # noqa: F401  (registers)
 from ddecs_search.models._backbone import Backbone
 from ddecs_search.models._branch import build_branch
 from ddecs_search.models._digest import weights_digest
+from ddecs_search.models._layout import compute_layout
 from ddecs_search.models._multi_exit import EarlyExitOutput, MultiExitNet, OnlineExitPolicy
 from ddecs_search.models._pretrained import load_torchvision_weights
 from ddecs_search.models._registry import (
@@ -32,6 +33,7 @@ __all__ = [
     "OnlineExitPolicy",
     "backbone_info",
     "build_branch",
+    "compute_layout",
     "create_backbone",
     "list_backbones",
     "load_torchvision_weights",

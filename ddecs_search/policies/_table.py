@@ -6,6 +6,7 @@ are then learned and scored on this table without running the network again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,27 +107,39 @@ class ExitTable:
         loader: DataLoader,
         device: torch.device,
         feature_spec: FeatureSpec | None = None,
+        *,
+        channels_last: bool = False,
     ) -> ExitTable:
         """Run every exit of ``model`` over ``loader`` once and collect the table.
 
         With ``feature_spec`` the table carries the rich columns too (computed from the branches'
         pooled hidden features by :func:`exit_feature_row`, as early-exit inference computes them).
+
+        By default the model runs as early-exit inference runs it, so a table row equals what live
+        inference computes for that sample, bit for bit (policies are fitted on the table and then
+        decide live). ``channels_last=True`` runs it in the CPU's faster layout
+        (:func:`ddecs_search.models.compute_layout`: about 2x on a CPU, values equal to float rounding
+        only): for the search's per-epoch proxies, never for a table the evaluation fits or scores on.
         """
+        from ddecs_search.models import compute_layout
+
         model.eval()
         feats, preds, labels = [], [], []
         e = model.num_exits
-        for x, y in loader:
-            x = x.to(device, non_blocking=True)
-            if feature_spec is None:
-                outs = [(logits, None) for logits in model(x)]
-            else:
-                outs = model.forward_with_hidden(x)
-            logits = [lg for lg, _ in outs]
-            f_k = [exit_feature_row(k, logits[: k + 1], outs[k][1], e, feature_spec) for k in range(e)]
-            p_k = [lg.argmax(dim=1) for lg in logits]
-            feats.append(torch.stack(f_k, dim=1).cpu())
-            preds.append(torch.stack(p_k, dim=1).cpu())
-            labels.append(y.cpu())
+        layout = compute_layout(model, device) if channels_last else contextlib.nullcontext(lambda t: t)
+        with layout as to_layout:
+            for x, y in loader:
+                x = to_layout(x.to(device, non_blocking=True))
+                if feature_spec is None:
+                    outs = [(logits, None) for logits in model(x)]
+                else:
+                    outs = model.forward_with_hidden(x)
+                logits = [lg for lg, _ in outs]
+                f_k = [exit_feature_row(k, logits[: k + 1], outs[k][1], e, feature_spec) for k in range(e)]
+                p_k = [lg.argmax(dim=1) for lg in logits]
+                feats.append(torch.stack(f_k, dim=1).cpu())
+                preds.append(torch.stack(p_k, dim=1).cpu())
+                labels.append(y.cpu())
         return cls(
             torch.cat(feats).numpy().astype(np.float32),
             torch.cat(preds).numpy().astype(np.int64),

@@ -40,7 +40,13 @@ class CheckpointScorer:
         self.final_exit_accuracy = float("nan")
         self._last: tuple[str, Any] | None = None  # (weights digest, validation ExitTable) of the last call
 
-    def __call__(self, checkpoint_path: Path) -> tuple[float, float]:
+    def __call__(self, checkpoint_path: Path, *, reusable: bool = False) -> tuple[float, float]:
+        """Score the checkpoint; ``reusable``: the evaluation may take this call's table (``table_for``).
+
+        A reusable table is computed as the evaluation computes its own (the default layout, equal to
+        live inference bit for bit); any other pass runs channels-last on a CPU, about twice as fast
+        (``models.compute_layout``), since a proxy only needs the values to float rounding.
+        """
         from ddecs_search.artifacts import build_model
         from ddecs_search.evaluation import pausing
         from ddecs_search.models import backbone_info, weights_digest
@@ -66,8 +72,9 @@ class CheckpointScorer:
         model = build_model(c, self._num_classes)
         model.load_state_dict(load_checkpoint(checkpoint_path)["model"])
         model.to(device).eval()
-        table = ExitTable.from_model(model, pausing(self._loader, self._on_batch), device)
-        self._last = (weights_digest(model), table)
+        batches = pausing(self._loader, self._on_batch)
+        table = ExitTable.from_model(model, batches, device, channels_last=not reusable)
+        self._last = (weights_digest(model), table) if reusable else None
         data = self.space.dataset
         fit, select = table.split_selection(data.selection_fraction, data.split_seed)
         cfg = PolicyConfig(
@@ -81,7 +88,8 @@ class CheckpointScorer:
         return float(stats.accuracy), float(stats.cost)
 
     def table_for(self, model: Any, feature_spec: Any = None) -> Any:
-        """The last call's validation ExitTable if ``model`` has exactly its weights, else None.
+        """The last call's validation ExitTable if it was ``reusable`` and ``model`` has exactly its
+        weights, else None.
 
         The evaluation after training asks (``known_val_table``): the final rung scored the last epoch's
         checkpoint, which holds the weights the evaluation scores, with the same loader (validation,

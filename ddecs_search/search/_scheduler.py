@@ -165,7 +165,7 @@ class RungProxy:
             return {}
         from ddecs_search.search._worker import current_trial
 
-        accuracy, cost = self._score(checkpoint_path)
+        accuracy, cost = self._score(checkpoint_path, reusable=final)  # the evaluation reuses the final's
         point: dict[str, Any] = {RUNG_EPOCH: epoch, RUNG_ACCURACY: accuracy, RUNG_COST: cost}
         if final:
             point[RUNG_FINAL] = True

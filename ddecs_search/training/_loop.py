@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ddecs_search.models import compute_layout
 from ddecs_search.training._checkpoint import load_checkpoint, save_atomic
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -158,55 +159,56 @@ def run_epochs(
             early_stopping.load_state_dict(state["early_stopping"])
     last_loss = float("nan")
     done = start
-    for epoch in range(start, settings.epochs):
-        if early_stopping is not None and early_stopping.stopped:
-            break
-        torch.manual_seed(settings.seed * 1000 + epoch)
-        (train_mode or (lambda m: m.train()))(model)
-        total, count = 0.0, 0
-        batches = make_batches(epoch)
-        per_epoch = _steps_per_epoch(batches, settings)
-        bar = tqdm(
-            batches,
-            desc=f"{settings.desc} {epoch + 1}/{settings.epochs}",
-            leave=False,
-            disable=settings.quiet,
-            unit="batch",
-        )
-        for step, (x, y) in enumerate(bar):
-            x = x.to(device, non_blocking=True)
-            y = y.to(device, non_blocking=True)
-            if per_epoch is not None:
-                lr = scheduled_lr(settings, epoch * per_epoch + step, settings.epochs * per_epoch)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-            with torch.autocast(device_type=device.type, enabled=use_amp):
-                loss = loss_fn(model, x, y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            total += float(loss.detach()) * len(y)
-            count += len(y)
-            if on_batch is not None:
-                on_batch(epoch, step, float(loss.detach()))
-            bar.set_postfix(loss=f"{total / max(count, 1):.4f}", refresh=False)
-        last_loss = total / max(count, 1)
-        stop = early_stopping.update(model) if early_stopping is not None else False
-        state = {
-            "epoch": epoch,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(),
-        }
-        if early_stopping is not None:
-            state["early_stopping"] = early_stopping.state_dict()
-        save_atomic(state, checkpoint_path)
-        done = epoch + 1
-        if on_epoch is not None:
-            on_epoch(epoch, {"loss": last_loss}, checkpoint_path)
-        if stop:
-            break
+    with compute_layout(model, device) as to_layout:  # channels-last on a CPU (models/_layout.py)
+        for epoch in range(start, settings.epochs):
+            if early_stopping is not None and early_stopping.stopped:
+                break
+            torch.manual_seed(settings.seed * 1000 + epoch)
+            (train_mode or (lambda m: m.train()))(model)
+            total, count = 0.0, 0
+            batches = make_batches(epoch)
+            per_epoch = _steps_per_epoch(batches, settings)
+            bar = tqdm(
+                batches,
+                desc=f"{settings.desc} {epoch + 1}/{settings.epochs}",
+                leave=False,
+                disable=settings.quiet,
+                unit="batch",
+            )
+            for step, (x, y) in enumerate(bar):
+                x = to_layout(x.to(device, non_blocking=True))
+                y = y.to(device, non_blocking=True)
+                if per_epoch is not None:
+                    lr = scheduled_lr(settings, epoch * per_epoch + step, settings.epochs * per_epoch)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                with torch.autocast(device_type=device.type, enabled=use_amp):
+                    loss = loss_fn(model, x, y)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                total += float(loss.detach()) * len(y)
+                count += len(y)
+                if on_batch is not None:
+                    on_batch(epoch, step, float(loss.detach()))
+                bar.set_postfix(loss=f"{total / max(count, 1):.4f}", refresh=False)
+            last_loss = total / max(count, 1)
+            stop = early_stopping.update(model) if early_stopping is not None else False
+            state = {
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
+            }
+            if early_stopping is not None:
+                state["early_stopping"] = early_stopping.state_dict()
+            save_atomic(state, checkpoint_path)
+            done = epoch + 1
+            if on_epoch is not None:
+                on_epoch(epoch, {"loss": last_loss}, checkpoint_path)
+            if stop:
+                break
     info: dict[str, Any] = {"epochs_run": done - start, "epochs_trained": done, "resumed_from": resumed,
                             "last_loss": last_loss}  # fmt: skip
     if early_stopping is not None:

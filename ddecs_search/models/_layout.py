@@ -11,7 +11,7 @@ Only training and the search's per-epoch proxies use it (``ExitTable.from_model(
 the evaluation's exit tables, the static network's figures, latency and energy run the model as
 deployed (ONNX Runtime, or eager PyTorch in the default layout), bit for bit as before. On CUDA the
 layout stays the default: not measured there. ``DDECS_CHANNELS_LAST=0`` in the environment turns it off
-(read at each block, in the process that trains: Ray workers started by a local ``run`` inherit it).
+(read at each block, in the process that trains; a Ray worker sees it only if its environment has it).
 """
 
 from __future__ import annotations

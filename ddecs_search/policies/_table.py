@@ -118,7 +118,7 @@ class ExitTable:
         By default the model runs as early-exit inference runs it, so a table row equals what live
         inference computes for that sample, bit for bit (policies are fitted on the table and then
         decide live). ``channels_last=True`` runs it in the CPU's faster layout
-        (:func:`ddecs_search.models.compute_layout`: about 2x on a CPU, values equal to float rounding
+        (:func:`ddecs_search.models.compute_layout`: 1.7x a rung pass here, values equal to float rounding
         only): for the search's per-epoch proxies, never for a table the evaluation fits or scores on.
         """
         from ddecs_search.models import compute_layout

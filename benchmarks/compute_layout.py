@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     default = candidate_from_dict(space, {})
     last_point = len(backbone_info(default.backbone).exit_point_names) - 1
     frozen = candidate_from_dict(
-        space, {"exit_points": [last_point], "branches": [default.branches[0].__dict__],
+        space, {"exit_points": [last_point], "branches": [dataclasses.asdict(default.branches[0])],
                 "training": {"mode": "frozen"}},
     )  # fmt: skip
     splits = load_splits(space.dataset, backbone_info(default.backbone).input_shape)

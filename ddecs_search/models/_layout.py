@@ -36,16 +36,19 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def compute_layout(model: Any, device: torch.device) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
+def compute_layout(
+    model: Any, device: torch.device, *, enabled: bool = True
+) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
     """Put ``model`` in the layout its device computes fastest in; yield the matching input converter.
 
     On a CPU the model's 4-D weights become channels-last for the block (parameters keep their identity,
     so an optimiser built before still steps them) and go back to the default layout after it, even on
     an error: checkpoints, ONNX export and latency timing see the usual model. Nested blocks on the same
     model (a training loop's early-stopping check scores the model it trains) leave the layout to the
-    outermost. Anything that is not an ``nn.Module``, and any other device, runs unchanged.
+    outermost. Anything that is not an ``nn.Module``, any other device, and ``enabled=False`` (a caller that
+    needs the default layout's exact values) run unchanged.
     """
-    off = os.environ.get("DDECS_CHANNELS_LAST", "1").strip() == "0"
+    off = not enabled or os.environ.get("DDECS_CHANNELS_LAST", "1").strip() == "0"
     if off or device.type != "cpu" or not isinstance(model, torch.nn.Module):
         yield _identity
         return

@@ -6,7 +6,6 @@ are then learned and scored on this table without running the network again.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,8 +125,7 @@ class ExitTable:
         model.eval()
         feats, preds, labels = [], [], []
         e = model.num_exits
-        layout = compute_layout(model, device) if channels_last else contextlib.nullcontext(lambda t: t)
-        with layout as to_layout:
+        with compute_layout(model, device, enabled=channels_last) as to_layout:
             for x, y in loader:
                 x = to_layout(x.to(device, non_blocking=True))
                 if feature_spec is None:

@@ -44,8 +44,9 @@ class CheckpointScorer:
         """Score the checkpoint; ``reusable``: the evaluation may take this call's table (``table_for``).
 
         A reusable table is computed as the evaluation computes its own (the default layout, equal to
-        live inference bit for bit); any other pass runs channels-last on a CPU, about twice as fast
-        (``models.compute_layout``), since a proxy only needs the values to float rounding.
+        live inference bit for bit); any other pass runs channels-last on a CPU, 1.77x faster here
+        (``models.compute_layout``, ``benchmarks/compute_layout.py``), since a proxy only needs the
+        values to float rounding.
         """
         from ddecs_search.artifacts import build_model
         from ddecs_search.evaluation import pausing

@@ -43,6 +43,19 @@ measured their modules than in the one that found them in the table (time ratio 
 trials stopped). A fair time comparison needs both arms to start from the same complete table (not done).
 ``--separate-latency-tables`` restores one table per search (fair in time, not in hypervolume).
 
+**Paired replay** (``--replay-from DIR``). Two searches with a sampler diverge as soon as one of them stops a
+trial: the sampler is told "pruned" instead of a result, later draws differ, and with 24 trials the two
+arms of a seed shared only 10-11 configurations (session 16); NSGA-II, whose generations fill with complete
+trials only, stays random in the arm with early stopping. The hypervolume ratio of such a pair measures the
+sampler's path as much as the rule (0.83-1.17 per seed over sessions 15-16). ``--replay-from`` measures the
+rule alone: for each algorithm and seed of the comparison it takes the configurations the search
+``DIR/<algorithm>-s<seed>-full`` (a finished search of this benchmark without early stopping) drew, in
+trial order, and evaluates exactly those, in that order, once with early stopping and once without
+(``search.warm_start`` = the list, ``num_samples`` = its length; the sampler draws nothing). Both arms start
+from that search's baseline and latency table (so neither measures modules the other finds), and their
+order alternates over seeds (with first for the first seed) so that a drift of the machine's load does
+not favour one arm. The JSON says ``early_stopping.pairing``: ``"replay"`` here, ``"search"`` otherwise.
+
 ``--quick`` shrinks the dataset subsets and the measurement repeats of the same space (not its search
 dimensions) so that 4 searches of 8 trials fit in ~5 min on an idle 2-core CPU.
 
@@ -50,12 +63,14 @@ Usage::
 
     .venv/bin/python benchmarks/search_efficiency.py --quick --json     # 8 trials, seed 0
     .venv/bin/python benchmarks/search_efficiency.py --json             # 24 trials, seeds 0 1 2
+    .venv/bin/python benchmarks/search_efficiency.py --json --algorithms nsga2 --replay-from DIR
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -73,6 +88,7 @@ from ddecs_search.analysis import default_reference_point, hypervolume  # noqa: 
 from ddecs_search.dominance import to_minimization  # noqa: E402
 from ddecs_search.ray_setup import init_ray  # noqa: E402
 from ddecs_search.search import Experiment, run_search  # noqa: E402
+from ddecs_search.search._space_fn import ConditionalSpace  # noqa: E402
 from ddecs_search.spaces import parse_space  # noqa: E402
 from ddecs_search.static_contender import static_values  # noqa: E402
 
@@ -94,6 +110,39 @@ def load_space_data(path: Path, quick: bool) -> dict:
     return data
 
 
+def replay_candidates(exp_dir: Path) -> list[dict]:
+    """The configurations a finished search drew, in trial order, as ``search.warm_start`` entries.
+
+    Read from the sampler's parameters (the ``config/...`` columns of ``trials.csv``), not from the
+    ``candidate`` column: a stopped or failed trial has parameters but no candidate. Decoded by the same
+    :meth:`ConditionalSpace.candidate_override` the trainable builds its candidate with.
+    """
+    exp = Experiment.at(str(exp_dir))
+    fn = ConditionalSpace.from_space(exp.read_space())
+    table = exp.read_trials().sort_values("trial_index")
+    entries = []
+    for _, row in table.iterrows():
+        config: dict = {}
+        for column, value in row.items():
+            if not str(column).startswith("config/") or value is None:
+                continue
+            if isinstance(value, np.generic):
+                value = value.item()
+            if isinstance(value, float) and math.isnan(value):
+                continue  # a parameter another branch of the define-by-run space did not draw
+            *parents, leaf = str(column).split("/")[1:]
+            if parents == ["exit_points"]:  # "0" or "1,2"; the CSV reader may have made 0 or 0.0 of it
+                value = str(int(value)) if isinstance(value, float | int) else str(value)
+            elif isinstance(value, float) and value.is_integer() and leaf != "cost_weight":
+                value = int(value)  # an integer choice in a column with gaps reads as float
+            node = config
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = value
+        entries.append(fn.candidate_override(config))
+    return entries
+
+
 def run_one(
     data: dict,
     source: str,
@@ -104,9 +153,12 @@ def run_one(
     storage: Path,
     baseline_from: Path | None,
     latency_from: Path | None = None,
+    replay: list[dict] | None = None,
 ) -> dict:
     data = json.loads(json.dumps(data))
     es = {**data["search"].get("early_stopping", {}), "enabled": early_stopping}
+    if replay is not None:  # exactly these configurations, in this order (see "Paired replay" above)
+        data["search"]["warm_start"], trials = replay, len(replay)
     data["search"].update(algorithm=algorithm, seed=seed, num_samples=trials, verify=False, early_stopping=es)
     space = parse_space(data, source)
     name = f"{algorithm}-s{seed}-{'es' if early_stopping else 'full'}"
@@ -238,7 +290,7 @@ def paired_full_cost(pairs: list[tuple[dict, dict]]) -> dict[str, float | int | 
     return {"full_trial_cost_ratio": on_s / off_s if off_s > 0 else None, "full_trial_pairs": n}
 
 
-def summarise(runs: list[dict]) -> dict:
+def summarise(runs: list[dict], pairing: str = "search") -> dict:
     reference, _ = hypervolumes(runs)
     main = [r for r in runs if r["early_stopping"]]
     hv: dict[str, list[float]] = {}
@@ -258,6 +310,7 @@ def summarise(runs: list[dict]) -> dict:
     if pairs:
         ratios = [on["hv"] / off["hv"] if off["hv"] > 0 else float("nan") for on, off in pairs]
         early = {
+            "pairing": pairing,
             "hv_ratio": float(np.nanmedian(ratios)) if not all(np.isnan(ratios)) else None,
             "time_ratio": sum(on["body_s"] for on, _ in pairs) / sum(off["body_s"] for _, off in pairs),
             "fit_time_ratio": sum(on["fit_s"] for on, _ in pairs) / sum(off["fit_s"] for _, off in pairs),
@@ -372,6 +425,13 @@ def main(argv: list[str] | None = None) -> int:
         "run are measured against the same ones (summarise them all with --from-storage)",
     )
     parser.add_argument(
+        "--replay-from",
+        type=Path,
+        metavar="DIR",
+        help="early-stopping comparison only, paired: both arms evaluate exactly the configurations "
+        "DIR/<algorithm>-s<seed>-full drew (see the module docstring)",
+    )
+    parser.add_argument(
         "--from-storage",
         action="store_true",
         help="run nothing: summarise the finished searches already in --storage",
@@ -381,6 +441,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--continue-from {args.continue_from}: no baseline/ in it (not a finished search)")
     trials = args.trials or (8 if args.quick else 24)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    replays: dict[tuple[str, int], list[dict]] = {}
+    if args.replay_from is not None:
+        if args.continue_from is not None or args.separate_latency_tables:
+            parser.error("--replay-from takes the baseline and latency table from the replayed searches")
+        if not args.es_algorithms:
+            parser.error("--replay-from needs --es-algorithms (the comparison it replays)")
+        for algorithm in args.es_algorithms:
+            for seed in seeds:
+                source = args.replay_from / f"{algorithm}-s{seed}-full"
+                if not (source / "trials.csv").is_file() or not (source / "baseline").is_dir():
+                    parser.error(f"--replay-from: {source} is not a finished search of this benchmark")
+                replays[(algorithm, seed)] = replay_candidates(source)
     storage = args.storage or Path(tempfile.mkdtemp(prefix="ddecs-bench-"))
     storage.mkdir(parents=True, exist_ok=True)
     data = load_space_data(args.space, args.quick)
@@ -393,11 +465,22 @@ def main(argv: list[str] | None = None) -> int:
     first = args.continue_from
     plan = [(a, s, True) for s in seeds for a in args.algorithms]
     plan += [(a, s, False) for s in seeds for a in args.es_algorithms]
+    if replays:  # both arms per seed, alternating which goes first
+        plan = [
+            (a, s, es)
+            for i, s in enumerate(seeds)
+            for a in args.es_algorithms
+            for es in ((True, False) if i % 2 == 0 else (False, True))
+        ]
     for algorithm, seed, es in plan:
         if args.from_storage:
             exp_dir = storage / f"{algorithm}-s{seed}-{'es' if es else 'full'}"
             wall = Experiment.at(str(exp_dir)).read_record().get("wall_s", float("nan"))
             run = collect(exp_dir, algorithm, seed, es, wall)
+        elif replays:
+            source = args.replay_from / f"{algorithm}-s{seed}-full"
+            replay = replays[(algorithm, seed)]
+            run = run_one(data, str(args.space), algorithm, seed, trials, es, storage, source, source, replay)
         else:
             last = Path(runs[-1]["exp"]) if runs else first
             latency_from = None if args.separate_latency_tables else last
@@ -411,8 +494,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{run['workers']} worker processes)",
             flush=True,
         )
-    summary = summarise(runs)
+    summary = summarise(runs, "replay" if replays else "search")
+    if replays:
+        trials = max(len(v) for v in replays.values())
     summary.update(
+        replay_from=str(args.replay_from) if replays else None,
         quick=args.quick,
         space=str(args.space),
         trials=trials,
@@ -424,6 +510,8 @@ def main(argv: list[str] | None = None) -> int:
         cpus=os.cpu_count(),
     )
     label = " [QUICK: reduced subsets, numbers are indicative only]" if args.quick else ""
+    if replays:
+        label += f" [PAIRED REPLAY of the configurations drawn in {args.replay_from}: no sampler]"
     print(f"\nsearch efficiency on {args.space.name}, {trials} trials x seeds {seeds}{label}")
     print(
         f"machine: {os.cpu_count()} CPUs; load average before {summary['load_before']}, "

@@ -560,3 +560,25 @@ def test_stopped_trials_keep_a_marked_partial_record_and_never_reach_the_front(l
     states = [t.state.name for t in study.trials]
     assert states.count("PRUNED") == len(stopped) and states.count("COMPLETE") == len(full)
     assert study.trials[0].params["num_early_exits"] == 1 and study.trials[0].state.name == "COMPLETE"
+    # benchmarks/search_efficiency.py --replay-from: the draws of this search, stopped ones included, in
+    # order, as warm-start entries that give the sampler's parameters back
+    import importlib.util
+
+    from ddecs_search.search._space_fn import ConditionalSpace
+    from ddecs_search.search._warm_start import candidate_params
+
+    spec = importlib.util.spec_from_file_location(
+        "search_efficiency", ROOT / "benchmarks" / "search_efficiency.py"
+    )
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    replay = bench.replay_candidates(tmp_path / "es")
+    space = load_space(tmp_path / "es.yaml")
+    fn = ConditionalSpace.from_space(space)
+    assert len(replay) == len(study.trials) == 6
+    for i, (entry, drawn) in enumerate(zip(replay, study.trials, strict=True)):
+        params = candidate_params(space, fn, entry, f"replay[{i}]")
+        assert params.keys() == drawn.params.keys(), i
+        for name, value in drawn.params.items():
+            assert params[name] == (pytest.approx(value) if isinstance(value, float) else value), (i, name)

@@ -544,8 +544,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  one full trial costs {summary['per_trial_vs_baseline_cost']:.2f}x training the baseline once")
     es = summary["early_stopping"]
     if es:
+        hv_ratio = "n/a" if es["hv_ratio"] is None else f"{es['hv_ratio']:.3f}"
         print(
-            f"  early stopping ({', '.join(es['pairs'])}): hv ratio {es['hv_ratio']} (goal >= 0.95) "
+            f"  early stopping ({', '.join(es['pairs'])}, paired by {es['pairing']}): hv ratio {hv_ratio} "
+            f"(per seed {', '.join(f'{x:.3f}' for x in es['hv_ratio_per_seed'])}; goal >= 0.95) "
             f"at trial-time ratio {es['time_ratio']:.2f} (goal <= 0.6; "
             f"fit wall ratio {es['fit_time_ratio']:.2f}); "
             f"stopped {es['stopped_trials']} of {trials} (per rung: {es['stops_per_rung']})"

@@ -63,7 +63,7 @@ Usage::
 
     .venv/bin/python benchmarks/search_efficiency.py --quick --json     # 8 trials, seed 0
     .venv/bin/python benchmarks/search_efficiency.py --json             # 24 trials, seeds 0 1 2
-    .venv/bin/python benchmarks/search_efficiency.py --json --algorithms nsga2 --replay-from DIR
+    .venv/bin/python benchmarks/search_efficiency.py --json --es-algorithms nsga2 --replay-from DIR
 """
 
 from __future__ import annotations
@@ -429,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         metavar="DIR",
         help="early-stopping comparison only, paired: both arms evaluate exactly the configurations "
-        "DIR/<algorithm>-s<seed>-full drew (see the module docstring)",
+        "DIR/<algorithm>-s<seed>-full drew, for each of --es-algorithms and --seeds; --algorithms and "
+        "--trials do not apply (see the module docstring)",
     )
     parser.add_argument(
         "--from-storage",
@@ -452,7 +453,10 @@ def main(argv: list[str] | None = None) -> int:
                 source = args.replay_from / f"{algorithm}-s{seed}-full"
                 if not (source / "trials.csv").is_file() or not (source / "baseline").is_dir():
                     parser.error(f"--replay-from: {source} is not a finished search of this benchmark")
-                replays[(algorithm, seed)] = replay_candidates(source)
+                try:
+                    replays[(algorithm, seed)] = replay_candidates(source)
+                except (OSError, ValueError) as exc:
+                    parser.error(f"--replay-from: {source}: {exc}")
     storage = args.storage or Path(tempfile.mkdtemp(prefix="ddecs-bench-"))
     storage.mkdir(parents=True, exist_ok=True)
     data = load_space_data(args.space, args.quick)

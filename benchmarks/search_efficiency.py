@@ -87,8 +87,7 @@ sys.path.insert(0, str(ROOT))
 from ddecs_search.analysis import default_reference_point, hypervolume  # noqa: E402
 from ddecs_search.dominance import to_minimization  # noqa: E402
 from ddecs_search.ray_setup import init_ray  # noqa: E402
-from ddecs_search.search import Experiment, run_search  # noqa: E402
-from ddecs_search.search._space_fn import ConditionalSpace  # noqa: E402
+from ddecs_search.search import ConditionalSpace, Experiment, run_search  # noqa: E402
 from ddecs_search.spaces import parse_space  # noqa: E402
 from ddecs_search.static_contender import static_values  # noqa: E402
 

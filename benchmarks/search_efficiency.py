@@ -63,7 +63,10 @@ Usage::
 
     .venv/bin/python benchmarks/search_efficiency.py --quick --json     # 8 trials, seed 0
     .venv/bin/python benchmarks/search_efficiency.py --json             # 24 trials, seeds 0 1 2
+    .venv/bin/python benchmarks/search_efficiency.py --json --algorithms --es-algorithms nsga2 --storage DIR
     .venv/bin/python benchmarks/search_efficiency.py --json --es-algorithms nsga2 --replay-from DIR
+
+(``--algorithms`` with no algorithm runs only the searches without early stopping: a replay's sources.)
 """
 
 from __future__ import annotations
@@ -400,7 +403,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--trials", type=int, help="trials per search (default 8 quick, 24 otherwise)")
     parser.add_argument("--seeds", type=int, nargs="+", help="sampler seeds (default: 0 quick, 0 1 2)")
-    parser.add_argument("--algorithms", nargs="+", choices=ALGORITHMS, default=list(ALGORITHMS))
+    parser.add_argument(
+        "--algorithms",
+        nargs="*",
+        choices=ALGORITHMS,
+        default=list(ALGORITHMS),
+        help="algorithms searched with early stopping (none: only the --es-algorithms searches without it, "
+        "e.g. the sources of a later --replay-from)",
+    )
     parser.add_argument(
         "--es-algorithms",
         nargs="*",
@@ -439,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.continue_from is not None and not (args.continue_from / "baseline").is_dir():
         parser.error(f"--continue-from {args.continue_from}: no baseline/ in it (not a finished search)")
+    if not args.algorithms and not args.es_algorithms and not args.from_storage:
+        parser.error("--algorithms and --es-algorithms are both empty: no search to run")
     trials = args.trials or (8 if args.quick else 24)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     replays: dict[tuple[str, int], list[dict]] = {}

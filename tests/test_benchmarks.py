@@ -358,6 +358,20 @@ def test_search_efficiency_pairs_full_trials_by_configuration() -> None:
     }
 
 
+def test_search_efficiency_refuses_an_empty_plan(capsys) -> None:
+    """``--algorithms`` alone (no algorithm) runs only the searches without early stopping (the sources of
+    a later ``--replay-from``); with ``--es-algorithms`` empty too there is nothing to run: a usage error
+    (exit 2) before any data is loaded or Ray started."""
+    spec = importlib.util.spec_from_file_location("search_efficiency", BENCH / "search_efficiency.py")
+    assert spec is not None and spec.loader is not None
+    se = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(se)
+    with pytest.raises(SystemExit) as exc:
+        se.main(["--algorithms", "--es-algorithms"])
+    assert exc.value.code == 2
+    assert "no search to run" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("mode", ["quick", "full"])
 def test_policy_comparison_builds_its_candidates(mode: str, tmp_path: Path, monkeypatch) -> None:
     """Both candidates of ``policy_comparison.py`` build from the shipped spaces, with the rich gate.

@@ -538,10 +538,11 @@ def main(argv: list[str] | None = None) -> int:
         ratio = summary["hv_vs_random"].get(algorithm)
         vs = f", {ratio:.2f}x random" if ratio else ""
         print(f"  hypervolume {algorithm:>7}: median {value:.4f} (spread {lo:.4f}..{hi:.4f}, normalised{vs})")
-    print(
-        "  hypervolume of the trials alone (no static network): "
-        + ", ".join(f"{a} {v:.4f}" for a, v in summary["hv_trials_only"].items())
-    )
+    if summary["hv_trials_only"]:  # none when only searches without early stopping ran (a replay's sources)
+        print(
+            "  hypervolume of the trials alone (no static network): "
+            + ", ".join(f"{a} {v:.4f}" for a, v in summary["hv_trials_only"].items())
+        )
     parts = summary["overhead_breakdown"]
     actor = f", first actor start-up {parts['actor_start']:.1%}" if "actor_start" in parts else ""
     print(

@@ -341,12 +341,18 @@ def test_timing_rounds_give_each_row_a_median_and_spread_and_the_statics_their_e
     )
 
 
-def test_search_efficiency_pairs_full_trials_by_configuration() -> None:
-    """The rung points' cost: the same configurations, full in both arms, with / without early stopping."""
+def _search_efficiency() -> ModuleType:
+    """``benchmarks/search_efficiency.py`` as a module (a script, not a package member)."""
     spec = importlib.util.spec_from_file_location("search_efficiency", BENCH / "search_efficiency.py")
     assert spec is not None and spec.loader is not None
-    se = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(se)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_search_efficiency_pairs_full_trials_by_configuration() -> None:
+    """The rung points' cost: the same configurations, full in both arms, with / without early stopping."""
+    se = _search_efficiency()
     on = {"full_s_by_candidate": {"a": 11.0, "b": 24.0, "only-on": 50.0}}
     off = {"full_s_by_candidate": {"a": 10.0, "b": 20.0, "only-off": 40.0}}
     other_seed = ({"full_s_by_candidate": {"a": 5.0}}, {"full_s_by_candidate": {"a": 5.0}})
@@ -362,10 +368,7 @@ def test_search_efficiency_refuses_an_empty_plan(capsys) -> None:
     """``--algorithms`` alone (no algorithm) runs only the searches without early stopping (the sources of
     a later ``--replay-from``); with ``--es-algorithms`` empty too there is nothing to run: a usage error
     (exit 2) before any data is loaded or Ray started."""
-    spec = importlib.util.spec_from_file_location("search_efficiency", BENCH / "search_efficiency.py")
-    assert spec is not None and spec.loader is not None
-    se = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(se)
+    se = _search_efficiency()
     with pytest.raises(SystemExit) as exc:
         se.main(["--algorithms", "--es-algorithms"])
     assert exc.value.code == 2

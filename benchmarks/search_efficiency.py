@@ -172,7 +172,13 @@ def run_one(
         shutil.copy2(latency_from / "latency_table.json", storage / name / "latency_table.json")
     start = time.time()
     outcome = run_search(space, name=name, storage=str(storage), quiet=True, verify=False)
+    if not outcome.finished:  # stopped (Ctrl-C): a part of a search is not a figure of this benchmark
+        raise SearchInterrupted(outcome.exp_root)
     return collect(Path(outcome.exp_root), algorithm, seed, early_stopping, time.time() - start)
+
+
+class SearchInterrupted(Exception):
+    """A search of the plan ended before its trials did (its folder can be resumed, not summarised)."""
 
 
 def collect(exp_dir: Path, algorithm: str, seed: int, early_stopping: bool, wall: float) -> dict:
@@ -185,8 +191,9 @@ def collect(exp_dir: Path, algorithm: str, seed: int, early_stopping: bool, wall
     full = table[table["evaluated"] == True]  # noqa: E712
     ok = full[(full["feasible"] == True) & (full["full_fidelity"] == True)]  # noqa: E712
     stopped = table[table["stopped_early"] == True] if "stopped_early" in table else table.iloc[:0]  # noqa: E712
-    body = table["trial_wall_s"].astype(float) if "trial_wall_s" in table else None
-    body = body.fillna(table["trial_time_total_s"].astype(float)).fillna(0.0)
+    tune_s = table["trial_time_total_s"].astype(float)
+    body = table["trial_wall_s"].astype(float).fillna(tune_s) if "trial_wall_s" in table else tune_s
+    body = body.fillna(0.0)
     reused = full[full.get("worker_trial_number", 0) >= 2] if "worker_trial_number" in full else full.iloc[:0]
     # idle slot time at the end of the search: each worker's last body end before the search's last one
     # (a stopped trial's end: its start + Tune's time_total_s up to its rung)
@@ -487,28 +494,43 @@ def main(argv: list[str] | None = None) -> int:
             for a in args.es_algorithms
             for es in ((True, False) if i % 2 == 0 else (False, True))
         ]
-    for algorithm, seed, es in plan:
-        if args.from_storage:
-            exp_dir = storage / f"{algorithm}-s{seed}-{'es' if es else 'full'}"
-            wall = Experiment.at(str(exp_dir)).read_record().get("wall_s", float("nan"))
-            run = collect(exp_dir, algorithm, seed, es, wall)
-        elif replays:
-            source = args.replay_from / f"{algorithm}-s{seed}-full"
-            replay = replays[(algorithm, seed)]
-            run = run_one(data, str(args.space), algorithm, seed, trials, es, storage, source, source, replay)
-        else:
-            last = Path(runs[-1]["exp"]) if runs else first
-            latency_from = None if args.separate_latency_tables else last
-            run = run_one(data, str(args.space), algorithm, seed, trials, es, storage, first, latency_from)
-        first = first or Path(run["exp"])
-        runs.append(run)
+    try:
+        for algorithm, seed, es in plan:
+            if args.from_storage:
+                exp_dir = storage / f"{algorithm}-s{seed}-{'es' if es else 'full'}"
+                wall = Experiment.at(str(exp_dir)).read_record().get("wall_s", float("nan"))
+                run = collect(exp_dir, algorithm, seed, es, wall)
+            elif replays:
+                source = args.replay_from / f"{algorithm}-s{seed}-full"
+                replay = replays[(algorithm, seed)]
+                run = run_one(
+                    data, str(args.space), algorithm, seed, trials, es, storage, source, source, replay
+                )
+            else:
+                last = Path(runs[-1]["exp"]) if runs else first
+                latency_from = None if args.separate_latency_tables else last
+                run = run_one(
+                    data, str(args.space), algorithm, seed, trials, es, storage, first, latency_from
+                )
+            first = first or Path(run["exp"])
+            runs.append(run)
+            print(
+                f"{algorithm:>7} seed {seed} early stopping {'on ' if es else 'off'}: "
+                f"{run['n_trials']} trials "
+                f"({run['n_full']} full, {run['n_stopped']} stopped, {run['n_feasible']} feasible) in "
+                f"{run['wall_s']:.0f} s (fit {run['fit_s']:.0f} s, trial bodies {run['body_s']:.0f} s, "
+                f"{run['workers']} worker processes)",
+                flush=True,
+            )
+    except (SearchInterrupted, KeyboardInterrupt) as exc:
+        where = f" ({exc})" if isinstance(exc, SearchInterrupted) else ""
+        done = ", ".join(Path(r["exp"]).name for r in runs) or "none"
         print(
-            f"{algorithm:>7} seed {seed} early stopping {'on ' if es else 'off'}: {run['n_trials']} trials "
-            f"({run['n_full']} full, {run['n_stopped']} stopped, {run['n_feasible']} feasible) in "
-            f"{run['wall_s']:.0f} s (fit {run['fit_s']:.0f} s, trial bodies {run['body_s']:.0f} s, "
-            f"{run['workers']} worker processes)",
-            flush=True,
+            f"interrupted: a search did not finish{where}; finished searches of this run: {done} "
+            f"(in {storage}); nothing summarised",
+            file=sys.stderr,
         )
+        return 130
     summary = summarise(runs, "replay" if replays else "search")
     if replays:
         trials = max(len(v) for v in replays.values())

@@ -375,6 +375,28 @@ def test_search_efficiency_refuses_an_empty_plan(capsys) -> None:
     assert "no search to run" in capsys.readouterr().err
 
 
+def test_search_efficiency_stops_on_an_interrupted_search(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A search that ends before its trials (Ctrl-C: ``finished`` false) ends the benchmark with exit 130
+    and a line naming what finished, instead of summarising a part of a search (it used to crash reading
+    the unfinished folder). Only the search is replaced: its interruption cannot be timed in a test."""
+    from ddecs_search.search import SearchOutcome
+
+    se = _search_efficiency()
+    calls: list[str] = []
+
+    def interrupted(space, *, name, storage, **_):
+        calls.append(name)
+        return SearchOutcome(exp_root=str(Path(storage) / name), finished=False, counts={}, wall_s=1.0)
+
+    monkeypatch.setattr(se, "run_search", interrupted)
+    monkeypatch.setattr(se, "init_ray", lambda *a, **k: None)
+    code = se.main(["--quick", "--algorithms", "random", "--es-algorithms", "--storage", str(tmp_path)])
+    assert code == 130
+    assert calls == ["random-s0-es"]  # nothing after the interrupted search ran
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "random-s0-es" in err and "nothing summarised" in err
+
+
 @pytest.mark.parametrize("mode", ["quick", "full"])
 def test_policy_comparison_builds_its_candidates(mode: str, tmp_path: Path, monkeypatch) -> None:
     """Both candidates of ``policy_comparison.py`` build from the shipped spaces, with the rich gate.

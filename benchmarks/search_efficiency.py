@@ -66,7 +66,10 @@ Usage::
     .venv/bin/python benchmarks/search_efficiency.py --json --algorithms --es-algorithms nsga2 --storage DIR
     .venv/bin/python benchmarks/search_efficiency.py --json --es-algorithms nsga2 --replay-from DIR
 
-(``--algorithms`` with no algorithm runs only the searches without early stopping: a replay's sources.)
+(``--algorithms`` with no algorithm runs only the searches without early stopping: a replay's sources.
+``--from-storage`` runs nothing and summarises finished searches, e.g. seeds run one per invocation; with
+``--replay-from`` it summarises paired replays. Its ``wall_s``, ``load_before`` and ``load_after`` are null:
+the folders do not record the load their searches ran under, and the summary's own would pass for it.)
 """
 
 from __future__ import annotations
@@ -540,20 +543,32 @@ def main(argv: list[str] | None = None) -> int:
         space=str(args.space),
         trials=trials,
         seeds=seeds,
-        wall_s=time.time() - start,
         storage=str(storage),
-        load_before=[round(x, 2) for x in load],
-        load_after=[round(x, 2) for x in os.getloadavg()],
+        from_storage=args.from_storage,
         cpus=os.cpu_count(),
     )
+    if args.from_storage:  # nothing ran now: this run's wall and load say nothing of the searches
+        summary.update(wall_s=None, load_before=None, load_after=None)
+    else:
+        summary.update(
+            wall_s=time.time() - start,
+            load_before=[round(x, 2) for x in load],
+            load_after=[round(x, 2) for x in os.getloadavg()],
+        )
     label = " [QUICK: reduced subsets, numbers are indicative only]" if args.quick else ""
     if replays:
         label += f" [PAIRED REPLAY of the configurations drawn in {args.replay_from}: no sampler]"
     print(f"\nsearch efficiency on {args.space.name}, {trials} trials x seeds {seeds}{label}")
-    print(
-        f"machine: {os.cpu_count()} CPUs; load average before {summary['load_before']}, "
-        f"after {summary['load_after']}"
-    )
+    if args.from_storage:
+        print(
+            f"machine: {os.cpu_count()} CPUs here; summarised from storage: the searches' machine load is "
+            "not recorded in their folders (see the output of the runs that made them)"
+        )
+    else:
+        print(
+            f"machine: {os.cpu_count()} CPUs; load average before {summary['load_before']}, "
+            f"after {summary['load_after']}"
+        )
     print(f"objectives: {', '.join(summary['objectives'])}")
     for algorithm, value in summary["hv"].items():
         lo, hi = summary["hv_spread"][algorithm]
@@ -595,7 +610,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"  the {es['full_trial_pairs']} configurations full in both arms took "
                 f"{es['full_trial_cost_ratio']:.2f}x the time with early stopping on (the rung points' cost)"
             )
-    print(f"  total {summary['wall_s']:.0f} s; experiments in {storage}")
+    if args.from_storage:
+        walls = sum(r["wall_s"] for r in runs)
+        print(f"  {len(runs)} finished searches summarised (their walls add up to {walls:.0f} s): {storage}")
+    else:
+        print(f"  total {summary['wall_s']:.0f} s; experiments in {storage}")
     if args.json:
         print(json.dumps(summary))
     return 0

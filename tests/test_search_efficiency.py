@@ -7,6 +7,7 @@ Fashion-MNIST data, real Ray Tune and Optuna (slow tests, sized for a 2-core CPU
 from __future__ import annotations
 
 import dataclasses
+import json
 import multiprocessing
 import pickle
 import shutil
@@ -526,7 +527,7 @@ def test_reused_worker_gives_the_same_result_as_a_fresh_one(local_ray, tmp_path)
 
 
 @pytest.mark.slow
-def test_stopped_trials_keep_a_marked_partial_record_and_never_reach_the_front(local_ray, tmp_path):
+def test_stopped_trials_keep_a_marked_partial_record_and_never_reach_the_front(local_ray, tmp_path, capsys):
     from ddecs_search.analysis import experiment_front
     from ddecs_search.metrics import STATIC_TRIAL_ID
 
@@ -582,3 +583,15 @@ def test_stopped_trials_keep_a_marked_partial_record_and_never_reach_the_front(l
         assert params.keys() == drawn.params.keys(), i
         for name, value in drawn.params.items():
             assert params[name] == (pytest.approx(value) if isinstance(value, float) else value), (i, name)
+    # --from-storage summarises finished searches without running anything: the summary's own wall and
+    # machine load would describe the summary, not the searches, so they are null (not recorded there)
+    storage = tmp_path / "bench"
+    storage.mkdir()
+    (storage / "nsga2-s2-es").symlink_to(tmp_path / "es", target_is_directory=True)
+    args = ["--from-storage", "--algorithms", "nsga2", "--es-algorithms", "--seeds", "2", "--json"]
+    assert bench.main([*args, "--space", str(tmp_path / "es.yaml"), "--storage", str(storage)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["from_storage"] is True
+    assert summary["wall_s"] is None and summary["load_before"] is None and summary["load_after"] is None
+    (run,) = summary["runs"]
+    assert (run["n_trials"], run["n_stopped"], run["n_full"]) == (6, len(stopped), len(full))

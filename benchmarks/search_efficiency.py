@@ -69,7 +69,10 @@ Usage::
 (``--algorithms`` with no algorithm runs only the searches without early stopping: a replay's sources.
 ``--from-storage`` runs nothing and summarises finished searches, e.g. seeds run one per invocation; with
 ``--replay-from`` it summarises paired replays. Its ``wall_s``, ``load_before`` and ``load_after`` are null:
-the folders do not record the load their searches ran under, and the summary's own would pass for it.)
+the folders do not record the load their searches ran under, and the summary's own would pass for it.
+A search resumed after its driver was killed (``ddecs-search resume``) counts for hypervolume but is
+named in ``resumed_searches`` and left out of every time figure: its killed driver's time was never
+recorded, so its trial-slot time would come out short (seen: an overhead share of -6 %).)
 """
 
 from __future__ import annotations
@@ -214,6 +217,10 @@ def collect(exp_dir: Path, algorithm: str, seed: int, early_stopping: bool, wall
     actor_start = (
         float((first - fit_started).clip(lower=0).sum()) if fit_started and first is not None else None
     )
+    # a search resumed after its driver was killed: trials started before this fit, whose driver's time
+    # was never recorded (fit_s, wall_s add up finished drivers only): its timings are not a figure
+    started = table["trial_started_at"].astype(float).min() if "trial_started_at" in table else float("nan")
+    resumed = bool(fit_started and np.isfinite(started) and started < float(fit_started))
     names = [n for n, _ in objectives]
     _, static_of = static_values(full)  # the product's static contender, a member of every front
     static = [v if v is not None and np.isfinite(v) else None for v in map(static_of.get, names)]
@@ -228,6 +235,7 @@ def collect(exp_dir: Path, algorithm: str, seed: int, early_stopping: bool, wall
         "seed": seed,
         "early_stopping": early_stopping,
         "exp": str(exp_dir),
+        "resumed": resumed,
         "handover_s": handover,
         "tail_s": tail,
         "actor_start_s": actor_start,
@@ -310,7 +318,8 @@ def summarise(runs: list[dict], pairing: str = "search") -> dict:
     for r in main:
         hv.setdefault(r["algorithm"], []).append(r["hv"])
         hv_trials.setdefault(r["algorithm"], []).append(r["hv_trials_only"])
-    slot_s = sum(r["max_concurrent"] * r["fit_s"] for r in runs)
+    timed = [r for r in runs if not r.get("resumed")]  # a resumed search's fit time misses a driver's
+    slot_s = sum(r["max_concurrent"] * r["fit_s"] for r in timed)
     starts = [s for r in runs for s in r["reused_start_s"]]
     pairs = [
         (on, off)
@@ -325,7 +334,11 @@ def summarise(runs: list[dict], pairing: str = "search") -> dict:
             "pairing": pairing,
             "hv_ratio": float(np.nanmedian(ratios)) if not all(np.isnan(ratios)) else None,
             "time_ratio": sum(on["body_s"] for on, _ in pairs) / sum(off["body_s"] for _, off in pairs),
-            "fit_time_ratio": sum(on["fit_s"] for on, _ in pairs) / sum(off["fit_s"] for _, off in pairs),
+            "fit_time_ratio": (
+                sum(on["fit_s"] for on, _ in pairs) / sum(off["fit_s"] for _, off in pairs)
+                if not any(r.get("resumed") for pair in pairs for r in pair)
+                else None
+            ),
             "hv_ratio_per_seed": [float(x) for x in ratios],
             "hv_trials_only_ratio_per_seed": [
                 on["hv_trials_only"] / off["hv_trials_only"] if off["hv_trials_only"] > 0 else float("nan")
@@ -347,26 +360,36 @@ def summarise(runs: list[dict], pairing: str = "search") -> dict:
         if random_hv
         else {},
         "hv_trials_only": {a: float(np.median(v)) for a, v in hv_trials.items()},
-        "overhead_share": 1.0 - sum(r["body_s"] for r in runs) / slot_s,
+        # over the searches that ran in one driver (None if none did; "resumed_searches" names the others)
+        "overhead_share": 1.0 - sum(r["body_s"] for r in timed) / slot_s if timed else None,
         # the same without the slots left idle at the end of each search (the last trials running while no
         # trial is left to start: a property of the budget and trial lengths, not of the orchestration);
         # reported beside overhead_share, which keeps its documented meaning
         "overhead_share_without_end_idle": (
-            1.0 - sum(r["body_s"] for r in runs) / slot_s - sum(r["tail_s"] for r in runs) / slot_s
+            1.0 - sum(r["body_s"] for r in timed) / slot_s - sum(r["tail_s"] for r in timed) / slot_s
+            if timed
+            else None
         ),
         # where it went: Tune's hand-over of a reused worker, idle slots at the end of each search, the
         # first actor start-up per worker (process, imports, the trainable's parameters) and the rest
         # (result/checkpoint handling, publishing, Tune's start and end)
-        "overhead_breakdown": _breakdown(runs, slot_s),
+        "overhead_breakdown": _breakdown(timed, slot_s) if timed else None,
+        "resumed_searches": [
+            f"{r['algorithm']}-s{r['seed']}-{'es' if r['early_stopping'] else 'full'}"
+            for r in runs
+            if r.get("resumed")
+        ],
         "reused_worker_start_s": {
             "median": float(np.median(starts)) if starts else None,
             "max": float(max(starts)) if starts else None,
             "n": len(starts),
         },
         "per_trial_vs_baseline_cost": float(
-            np.nanmean([r["mean_full_trial_s"] for r in runs])
-            / np.nanmean([r["baseline_train_s"] for r in runs])
-        ),
+            np.nanmean([r["mean_full_trial_s"] for r in timed])
+            / np.nanmean([r["baseline_train_s"] for r in timed])
+        )
+        if timed
+        else None,
         "early_stopping": early,
         "objectives": [f"{n} ({m})" for n, m in runs[0]["objectives"]],
         "reference_point": [float(x) for x in reference],
@@ -377,6 +400,7 @@ def summarise(runs: list[dict], pairing: str = "search") -> dict:
                     "algorithm",
                     "seed",
                     "early_stopping",
+                    "resumed",
                     "hv",
                     "hv_trials_only",
                     "n_trials",
@@ -580,29 +604,41 @@ def main(argv: list[str] | None = None) -> int:
             "  hypervolume of the trials alone (no static network): "
             + ", ".join(f"{a} {v:.4f}" for a, v in summary["hv_trials_only"].items())
         )
+    resumed = summary["resumed_searches"]
+    if resumed:
+        print(
+            f"  resumed after a killed driver, left out of every time figure below (their trials span "
+            f"drivers whose time was not recorded): {', '.join(resumed)}"
+        )
     parts = summary["overhead_breakdown"]
-    actor = f", first actor start-up {parts['actor_start']:.1%}" if "actor_start" in parts else ""
-    print(
-        f"  orchestration overhead share: {summary['overhead_share']:.1%} of trial-slot time (goal <= 5 %): "
-        f"hand-overs {parts['handover']:.1%}, idle slots at the end {parts['tail_idle']:.1%}{actor}, "
-        f"rest (results, checkpoints, publishing, Tune start/end) {parts['rest']:.1%}; "
-        f"without the idle slots at the end: {summary['overhead_share_without_end_idle']:.1%}"
-    )
+    if parts is not None:
+        actor = f", first actor start-up {parts['actor_start']:.1%}" if "actor_start" in parts else ""
+        print(
+            f"  orchestration overhead share: {summary['overhead_share']:.1%} of trial-slot time (goal <= 5 %"
+            f"{f'; {len(runs) - len(resumed)} of {len(runs)} searches' if resumed else ''}): "
+            f"hand-overs {parts['handover']:.1%}, idle slots at the end {parts['tail_idle']:.1%}{actor}, "
+            f"rest (results, checkpoints, publishing, Tune start/end) {parts['rest']:.1%}; "
+            f"without the idle slots at the end: {summary['overhead_share_without_end_idle']:.1%}"
+        )
     st = summary["reused_worker_start_s"]
     if st["n"]:
         print(
             f"  trial start on a reused worker: median {st['median']:.2f} s, max {st['max']:.2f} s "
             f"over {st['n']} trials (goal < 0.5 s)"
         )
-    print(f"  one full trial costs {summary['per_trial_vs_baseline_cost']:.2f}x training the baseline once")
+    if summary["per_trial_vs_baseline_cost"] is not None:
+        print(
+            f"  one full trial costs {summary['per_trial_vs_baseline_cost']:.2f}x training the baseline once"
+        )
     es = summary["early_stopping"]
     if es:
         hv_ratio = "n/a" if es["hv_ratio"] is None else f"{es['hv_ratio']:.3f}"
+        fit_ratio = "n/a: a resumed search" if es["fit_time_ratio"] is None else f"{es['fit_time_ratio']:.2f}"
         print(
             f"  early stopping ({', '.join(es['pairs'])}, paired by {es['pairing']}): hv ratio {hv_ratio} "
             f"(per seed {', '.join(f'{x:.3f}' for x in es['hv_ratio_per_seed'])}; goal >= 0.95) "
             f"at trial-time ratio {es['time_ratio']:.2f} (goal <= 0.6; "
-            f"fit wall ratio {es['fit_time_ratio']:.2f}); "
+            f"fit wall ratio {fit_ratio}); "
             f"stopped {es['stopped_trials']} of {trials} (per rung: {es['stops_per_rung']})"
         )
         if es["full_trial_pairs"]:
@@ -611,8 +647,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{es['full_trial_cost_ratio']:.2f}x the time with early stopping on (the rung points' cost)"
             )
     if args.from_storage:
-        walls = sum(r["wall_s"] for r in runs)
-        print(f"  {len(runs)} finished searches summarised (their walls add up to {walls:.0f} s): {storage}")
+        walls = sum(r["wall_s"] for r in runs if not r.get("resumed"))
+        whose = f"the {len(runs) - len(resumed)} not resumed" if resumed else "their"
+        print(
+            f"  {len(runs)} finished searches summarised ({whose} walls add up to {walls:.0f} s): {storage}"
+        )
     else:
         print(f"  total {summary['wall_s']:.0f} s; experiments in {storage}")
     if args.json:

@@ -539,6 +539,27 @@ def test_sigkill_driver_then_resume(local_ray, tmp_path, capsys):
     resumed = trials.set_index("trial_id").loc[sorted(mid & set(trials["trial_id"])), "resumed_from_epoch"]
     print(f"caught mid-training: {sorted(mid)}; resumed_from_epoch: {resumed.to_dict()}")
     assert resumed.notna().any(), "no interrupted trial continued from its epoch checkpoint"
+    # benchmarks/search_efficiency.py --from-storage: this search's trials span a killed driver whose fit
+    # time was never recorded, so it is named and left out of every time figure (seen: overhead -6 %)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "search_efficiency", ROOT / "benchmarks" / "search_efficiency.py"
+    )
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    storage = tmp_path / "bench"
+    storage.mkdir()
+    (storage / "nsga2-s1-es").symlink_to(exp_dir, target_is_directory=True)
+    args = ["--from-storage", "--algorithms", "nsga2", "--es-algorithms", "--seeds", "1", "--json"]
+    capsys.readouterr()
+    assert bench.main([*args, "--space", str(tmp_path / "kill.yaml"), "--storage", str(storage)]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["resumed_searches"] == ["nsga2-s1-es"] and summary["runs"][0]["resumed"] is True
+    assert summary["overhead_share"] is None and summary["per_trial_vs_baseline_cost"] is None
+    assert "resumed after a killed driver" in out and summary["hv"]["nsga2"] > 0
 
 
 def test_sigint_driver_stops_gracefully_then_resume(local_ray, tmp_path, capsys):

@@ -595,3 +595,5 @@ def test_stopped_trials_keep_a_marked_partial_record_and_never_reach_the_front(l
     assert summary["wall_s"] is None and summary["load_before"] is None and summary["load_after"] is None
     (run,) = summary["runs"]
     assert (run["n_trials"], run["n_stopped"], run["n_full"]) == (6, len(stopped), len(full))
+    assert run["resumed"] is False and summary["resumed_searches"] == []  # one driver: its times count
+    assert 0 <= summary["overhead_share"] < 1 and summary["per_trial_vs_baseline_cost"] > 0

@@ -419,6 +419,7 @@ def _make_tuner(
 
     from ddecs_search.search._callbacks import ProgressCallback, TrialsTableCallback
     from ddecs_search.search._latency_broker import seeded_table, start_broker
+    from ddecs_search.search._restore import restorable_trainable
     from ddecs_search.search._scheduler import active_rungs, final_rung_active, make_rung_scheduler
     from ddecs_search.search._searcher import make_scheduler, make_search_alg
     from ddecs_search.search._space_fn import ConditionalSpace
@@ -443,7 +444,7 @@ def _make_tuner(
         rungs=active_rungs(space, objectives)[0],
         final_rung=final_rung_active(space, objectives),
     )
-    trainable = tune.with_resources(
+    trainable = restorable_trainable(  # restore puts back a checkpoint Tune deleted too early (_restore.py)
         tune.with_parameters(search_trial, ctx=ctx), {"cpu": space.resources.cpu, "gpu": space.resources.gpu}
     )
     if restore and tune.Tuner.can_restore(exp.root):

@@ -28,6 +28,7 @@ from ddecs_search.search._worker import begin_trial, end_trial
 
 CHECKPOINT_FILE = "branches_checkpoint.pt"
 PREVIOUS_DIR = "previous"  # inside a trial's checkpoint: the epoch before, the fallback for a corrupt one
+EPOCH_FILE = "epoch.json"  # inside a trial's checkpoint (and previous/): {"epoch": 0-based epoch}
 ARTEFACTS = ("model.pt", "spec.json", "policy.json", "test_exits.npz")
 
 
@@ -175,18 +176,34 @@ def _epoch_reporter(ctx: TrialContext, candidate: Any, pause: Any = None) -> tup
             result[key] = proxy(checkpoint_path)
         if rung is not None:
             result.update(rung(epoch + 1, checkpoint_path))
-        previous = checkpoint_path.parent / PREVIOUS_DIR  # the epoch before, kept as a fallback
         with tempfile.TemporaryDirectory(prefix="ddecs-ckpt-") as tmp:
-            shutil.copy2(checkpoint_path, Path(tmp, CHECKPOINT_FILE))
-            Path(tmp, "epoch.json").write_text(json.dumps({"epoch": epoch}))
-            if (previous / CHECKPOINT_FILE).is_file() and (previous / "epoch.json").is_file():
-                shutil.copytree(previous, Path(tmp, PREVIOUS_DIR))
+            fill_epoch_checkpoint(Path(tmp), checkpoint_path, epoch)
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
-        previous.mkdir(exist_ok=True)
-        shutil.copy2(checkpoint_path, previous / CHECKPOINT_FILE)
-        (previous / "epoch.json").write_text(json.dumps({"epoch": epoch}))
+        keep_as_previous(checkpoint_path, epoch)
 
     return on_epoch, (rung.val_table if rung is not None else None)
+
+
+def fill_epoch_checkpoint(folder: Path, checkpoint_path: Path, epoch: int) -> None:
+    """``folder``: what Tune stores for ``epoch`` (0-based) of a trial, from its training's checkpoint file.
+
+    The branch checkpoint, its epoch, and the epoch before it (``previous/``, written by
+    :func:`keep_as_previous`) when there is one: the fallback for a corrupt checkpoint here and the
+    source for putting back one that Tune deleted too early (_restore.py).
+    """
+    previous = checkpoint_path.parent / PREVIOUS_DIR
+    shutil.copy2(checkpoint_path, folder / CHECKPOINT_FILE)
+    (folder / EPOCH_FILE).write_text(json.dumps({"epoch": epoch}))
+    if (previous / CHECKPOINT_FILE).is_file() and (previous / EPOCH_FILE).is_file():
+        shutil.copytree(previous, folder / PREVIOUS_DIR)
+
+
+def keep_as_previous(checkpoint_path: Path, epoch: int) -> None:
+    """Keep ``epoch``'s checkpoint beside the training's file, for the next epoch's Tune checkpoint."""
+    previous = checkpoint_path.parent / PREVIOUS_DIR
+    previous.mkdir(exist_ok=True)
+    shutil.copy2(checkpoint_path, previous / CHECKPOINT_FILE)
+    (previous / EPOCH_FILE).write_text(json.dumps({"epoch": epoch}))
 
 
 def _restore_checkpoint(checkpoint: Any, workdir: Path) -> int | None:
@@ -218,7 +235,7 @@ def _usable_checkpoint(folder: Path) -> int | None:
     from ddecs_search.training import load_checkpoint
 
     try:
-        epoch = int(json.loads(Path(folder, "epoch.json").read_text())["epoch"])
+        epoch = int(json.loads(Path(folder, EPOCH_FILE).read_text())["epoch"])
         state = load_checkpoint(Path(folder, CHECKPOINT_FILE))
         if not isinstance(state, dict) or "model" not in state:
             return None

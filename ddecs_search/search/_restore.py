@@ -1,0 +1,132 @@
+"""Restoring a trial whose recorded epoch checkpoint is gone, instead of failing every retry.
+
+Tune keeps one checkpoint per trial (``CheckpointConfig(num_to_keep=1)`` in _runner.py): registering epoch
+k+1's checkpoint deletes epoch k's at once, but the experiment state on disk, which a resume reads, is
+written only every few seconds. A driver killed in between leaves a state that names the deleted
+checkpoint, and Tune's ``Trainable.restore`` then raises "does not exist on storage anymore" on every
+retry, so the trial ends in ERROR and the resumed search exits 3 (ray-project/ray#27790; seen in CI by
+``test_study_in_step_after_sigkill_and_resume``). Keeping every checkpoint would only move the problem to
+disk space.
+
+The newer checkpoint is still in the trial's folder, and it holds the epoch before it (``previous/``, see
+_trainable.py). So before Tune's own restore runs, the missing folder is put back from there: the epoch
+the state records when one of them holds it (the scheduler then sees the same rungs again), else the
+newest epoch there is. With nothing left (or an unreadable epoch file), the folder is put back holding
+only a note, and the trial starts its training afresh (``_restore_checkpoint`` finds nothing usable).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from typing import Any
+
+from ddecs_search.search._trainable import CHECKPOINT_FILE, EPOCH_FILE, PREVIOUS_DIR
+
+CHECKPOINT_PREFIX = "checkpoint_"  # Tune's folder names: checkpoint_000003
+GONE_NOTE = "GONE.txt"  # what a put-back folder holds when no checkpoint of the trial was left
+
+
+def restorable_trainable(fn: Any, resources: dict[str, float]) -> Any:
+    """``fn`` (a Tune function trainable) as Tune's class for it, whose restore puts a gone checkpoint back.
+
+    The class keeps the function's name, so experiments started before it existed resume with it
+    (``Tuner.restore`` checks the trainable's name).
+    """
+    from ray import tune
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    base = wrap_function(fn)
+
+    class Restorable(base):  # type: ignore[misc, valid-type]
+        def restore(self, checkpoint_path: Any) -> Any:
+            checkpoint = getattr(checkpoint_path, "checkpoint", None)
+            if checkpoint is not None:
+                metrics = getattr(checkpoint_path, "metrics", None) or {}
+                put_back_checkpoint(checkpoint.filesystem, checkpoint.path, recorded_epoch(metrics))
+            return super().restore(checkpoint_path)
+
+    Restorable.__name__ = Restorable.__qualname__ = base._name
+    return tune.with_resources(Restorable, resources)
+
+
+def recorded_epoch(metrics: dict[str, Any]) -> int | None:
+    """The 0-based epoch of a checkpoint's recorded result (results report ``epoch`` 1-based)."""
+    try:
+        return int(metrics["epoch"]) - 1
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def put_back_checkpoint(fs: Any, path: str, epoch: int | None) -> str | None:
+    """Make the checkpoint folder ``path`` (on pyarrow filesystem ``fs``) exist again if it is gone.
+
+    Returns None when it exists; else what was put there: the source folder copied (the one holding
+    ``epoch``, else the newest), or ``GONE_NOTE`` when no other checkpoint of the trial is readable.
+    The copy is written next to it under a hidden name and renamed, so a kill leaves no half folder.
+    """
+    import pyarrow.fs as pafs
+
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        return None
+    parent, _, name = path.rstrip("/").rpartition("/")
+    sources = _sources(fs, parent, name)
+    chosen = next((s for s, e in sources if epoch is not None and e == epoch), None)
+    if chosen is None and sources:
+        chosen = sources[0][0]
+    staging = f"{parent}/.{name}.restoring-{uuid.uuid4().hex[:8]}"
+    fs.create_dir(staging)  # (copy_files makes the folders below it, not the top one)
+    if chosen is not None:
+        pafs.copy_files(chosen, staging, source_filesystem=fs, destination_filesystem=fs)
+        how = f"from {chosen}"
+    else:
+        with fs.open_output_stream(f"{staging}/{GONE_NOTE}") as out:
+            out.write(
+                b"Tune recorded this checkpoint, then deleted it; no other checkpoint of the trial was left\n"
+            )
+        how = "empty (no other checkpoint of the trial left): the trial trains afresh"
+    fs.move(staging, path)
+    print(
+        f"ddecs-search: checkpoint {path} was gone (Tune deleted it before its experiment state recorded the "
+        f"next one); put back {how}",
+        file=sys.stderr,
+    )
+    return chosen if chosen is not None else GONE_NOTE
+
+
+def _sources(fs: Any, parent: str, missing: str) -> list[tuple[str, int]]:
+    """Readable checkpoint folders of the trial: each sibling then its ``previous/``, newest sibling first."""
+    import pyarrow.fs as pafs
+
+    found = fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
+    siblings = sorted(
+        (
+            info.path
+            for info in found
+            if info.type == pafs.FileType.Directory
+            and info.base_name.startswith(CHECKPOINT_PREFIX)
+            and info.base_name != missing
+        ),
+        reverse=True,  # zero-padded indices: the newest first
+    )
+    sources = []
+    for folder in siblings:
+        for source in (folder, f"{folder}/{PREVIOUS_DIR}"):
+            epoch = _epoch_of(fs, source)
+            if epoch is not None:
+                sources.append((source, epoch))
+    return sources
+
+
+def _epoch_of(fs: Any, folder: str) -> int | None:
+    """The epoch a checkpoint folder holds (its ``EPOCH_FILE``, beside the branch checkpoint), else None."""
+    import pyarrow.fs as pafs
+
+    try:
+        if fs.get_file_info(f"{folder}/{CHECKPOINT_FILE}").type != pafs.FileType.File:
+            return None
+        with fs.open_input_stream(f"{folder}/{EPOCH_FILE}") as stream:
+            return int(json.loads(stream.read())["epoch"])
+    except Exception:  # (missing, garbage: not a source)
+        return None

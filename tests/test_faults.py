@@ -433,6 +433,12 @@ def test_a_checkpoint_tune_deleted_too_early_is_put_back_from_the_newer_one(tmp_
     assert put_back_checkpoint(fs, str(lone), 4) == GONE_NOTE
     assert (lone / GONE_NOTE).is_file() and restored(lone) is None  # trains afresh
     assert not list(tmp_path.glob("tune_trial_*/.*")), "a staging folder was left behind"
+    # an object store (pyarrow's in-memory stand-in: no folder renames there): the copy goes straight in
+    mock = pafs._MockFileSystem()
+    pafs.copy_files(str(newest), "exp/tune_trial_a/checkpoint_000002", destination_filesystem=mock)
+    assert put_back_checkpoint(mock, "exp/tune_trial_a/checkpoint_000001", 1).endswith(PREVIOUS_DIR)
+    with mock.open_input_stream("exp/tune_trial_a/checkpoint_000001/epoch.json") as stream:
+        assert json.loads(stream.read())["epoch"] == 1
 
 
 def test_state_file_errors_name_the_file_and_the_fix(tmp_path):

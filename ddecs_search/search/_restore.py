@@ -64,7 +64,8 @@ def put_back_checkpoint(fs: Any, path: str, epoch: int | None) -> str | None:
 
     Returns None when it exists; else what was put there: the source folder copied (the one holding
     ``epoch``, else the newest), or ``GONE_NOTE`` when no other checkpoint of the trial is readable.
-    The copy is written next to it under a hidden name and renamed, so a kill leaves no half folder.
+    On a local filesystem the copy is written next to it under a hidden name and renamed, so a kill
+    leaves no half folder.
     """
     import pyarrow.fs as pafs
 
@@ -75,7 +76,10 @@ def put_back_checkpoint(fs: Any, path: str, epoch: int | None) -> str | None:
     chosen = next((s for s, e in sources if epoch is not None and e == epoch), None)
     if chosen is None and sources:
         chosen = sources[0][0]
-    staging = f"{parent}/.{name}.restoring-{uuid.uuid4().hex[:8]}"
+    # local: staged and renamed; object stores cannot rename a folder, so there the copy goes straight in
+    # (a kill mid-copy leaves an unreadable checkpoint, which _restore_checkpoint falls back from)
+    atomic = fs.type_name == "local"
+    staging = f"{parent}/.{name}.restoring-{uuid.uuid4().hex[:8]}" if atomic else path
     fs.create_dir(staging)  # (copy_files makes the folders below it, not the top one)
     if chosen is not None:
         pafs.copy_files(chosen, staging, source_filesystem=fs, destination_filesystem=fs)
@@ -86,7 +90,8 @@ def put_back_checkpoint(fs: Any, path: str, epoch: int | None) -> str | None:
                 b"Tune recorded this checkpoint, then deleted it; no other checkpoint of the trial was left\n"
             )
         how = "empty (no other checkpoint of the trial left): the trial trains afresh"
-    fs.move(staging, path)
+    if atomic:
+        fs.move(staging, path)
     print(
         f"ddecs-search: checkpoint {path} was gone (Tune deleted it before its experiment state recorded the "
         f"next one); put back {how}",

@@ -28,13 +28,13 @@ CHECKPOINT_PREFIX = "checkpoint_"  # Tune's folder names: checkpoint_000003
 GONE_NOTE = "GONE.txt"  # what a put-back folder holds when no checkpoint of the trial was left
 
 
-def restorable_trainable(fn: Any, resources: dict[str, float]) -> Any:
-    """``fn`` (a Tune function trainable) as Tune's class for it, whose restore puts a gone checkpoint back.
+def restorable_trainable(fn: Any) -> Any:
+    """Tune's class for the function trainable ``fn``, whose restore puts a gone checkpoint back first.
 
-    The class keeps the function's name, so experiments started before it existed resume with it
-    (``Tuner.restore`` checks the trainable's name).
+    ``fn`` carries its resources (``tune.with_resources``), which Tune's class reads. The subclass keeps
+    the class's names, so Ray's process titles (``ray::ImplicitFunc.train``) and the trainable name that
+    ``Tuner.restore`` checks (``search_trial``) stay what they were before it existed.
     """
-    from ray import tune
     from ray.tune.trainable.function_trainable import wrap_function
 
     base = wrap_function(fn)
@@ -47,8 +47,8 @@ def restorable_trainable(fn: Any, resources: dict[str, float]) -> Any:
                 put_back_checkpoint(checkpoint.filesystem, checkpoint.path, recorded_epoch(metrics))
             return super().restore(checkpoint_path)
 
-    Restorable.__name__ = Restorable.__qualname__ = base._name
-    return tune.with_resources(Restorable, resources)
+    Restorable.__name__, Restorable.__qualname__ = base.__name__, base.__qualname__
+    return Restorable
 
 
 def recorded_epoch(metrics: dict[str, Any]) -> int | None:

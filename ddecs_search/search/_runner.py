@@ -445,7 +445,10 @@ def _make_tuner(
         final_rung=final_rung_active(space, objectives),
     )
     trainable = restorable_trainable(  # restore puts back a checkpoint Tune deleted too early (_restore.py)
-        tune.with_parameters(search_trial, ctx=ctx), {"cpu": space.resources.cpu, "gpu": space.resources.gpu}
+        tune.with_resources(
+            tune.with_parameters(search_trial, ctx=ctx),
+            {"cpu": space.resources.cpu, "gpu": space.resources.gpu},
+        )
     )
     if restore and tune.Tuner.can_restore(exp.root):
         try:

@@ -597,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
     for algorithm, value in summary["hv"].items():
         lo, hi = summary["hv_spread"][algorithm]
         ratio = summary["hv_vs_random"].get(algorithm)
-        vs = f", {ratio:.2f}x random" if ratio else ""
+        vs = f", {ratio:.3f}x random, goal >= 1.1" if ratio else ""
         print(f"  hypervolume {algorithm:>7}: median {value:.4f} (spread {lo:.4f}..{hi:.4f}, normalised{vs})")
     if summary["hv_trials_only"]:  # none when only searches without early stopping ran (a replay's sources)
         print(

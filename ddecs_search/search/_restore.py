@@ -1,8 +1,9 @@
 """Restoring a trial whose recorded epoch checkpoint is gone, instead of failing every retry.
 
 Tune keeps one checkpoint per trial (``CheckpointConfig(num_to_keep=1)`` in _runner.py): registering epoch
-k+1's checkpoint deletes epoch k's at once, but the experiment state on disk, which a resume reads, is
-written only every few seconds. A driver killed in between leaves a state that names the deleted
+k+1's checkpoint deletes epoch k's at once, and the experiment state on disk, which a resume reads, is
+written only after that (Tune forces a snapshot after each checkpoint, the deletion comes first). A driver
+killed in between leaves a state that names the deleted
 checkpoint, and Tune's ``Trainable.restore`` then raises "does not exist on storage anymore" on every
 retry, so the trial ends in ERROR and the resumed search exits 3 (ray-project/ray#27790; seen in CI by
 ``test_study_in_step_after_sigkill_and_resume``). Keeping every checkpoint would only move the problem to

@@ -318,7 +318,7 @@ def summarise(runs: list[dict], pairing: str = "search") -> dict:
     for r in main:
         hv.setdefault(r["algorithm"], []).append(r["hv"])
         hv_trials.setdefault(r["algorithm"], []).append(r["hv_trials_only"])
-    timed = [r for r in runs if not r.get("resumed")]  # a resumed search's fit time misses a driver's
+    timed = [r for r in runs if not r["resumed"]]  # a resumed search's fit time misses a driver's
     slot_s = sum(r["max_concurrent"] * r["fit_s"] for r in timed)
     starts = [s for r in runs for s in r["reused_start_s"]]
     pairs = [
@@ -336,7 +336,7 @@ def summarise(runs: list[dict], pairing: str = "search") -> dict:
             "time_ratio": sum(on["body_s"] for on, _ in pairs) / sum(off["body_s"] for _, off in pairs),
             "fit_time_ratio": (
                 sum(on["fit_s"] for on, _ in pairs) / sum(off["fit_s"] for _, off in pairs)
-                if not any(r.get("resumed") for pair in pairs for r in pair)
+                if not any(r["resumed"] for pair in pairs for r in pair)
                 else None
             ),
             "hv_ratio_per_seed": [float(x) for x in ratios],
@@ -374,11 +374,7 @@ def summarise(runs: list[dict], pairing: str = "search") -> dict:
         # first actor start-up per worker (process, imports, the trainable's parameters) and the rest
         # (result/checkpoint handling, publishing, Tune's start and end)
         "overhead_breakdown": _breakdown(timed, slot_s) if timed else None,
-        "resumed_searches": [
-            f"{r['algorithm']}-s{r['seed']}-{'es' if r['early_stopping'] else 'full'}"
-            for r in runs
-            if r.get("resumed")
-        ],
+        "resumed_searches": [Path(r["exp"]).name for r in runs if r["resumed"]],
         "reused_worker_start_s": {
             "median": float(np.median(starts)) if starts else None,
             "max": float(max(starts)) if starts else None,
@@ -647,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{es['full_trial_cost_ratio']:.2f}x the time with early stopping on (the rung points' cost)"
             )
     if args.from_storage:
-        walls = sum(r["wall_s"] for r in runs if not r.get("resumed"))
+        walls = sum(r["wall_s"] for r in runs if not r["resumed"])
         whose = f"the {len(runs) - len(resumed)} not resumed" if resumed else "their"
         print(
             f"  {len(runs)} finished searches summarised ({whose} walls add up to {walls:.0f} s): {storage}"

@@ -1,12 +1,15 @@
-"""Small real-format datasets written on disk by tests (plain functions, reusable by any test module).
+"""Small real-format datasets written on disk by tests, and the benchmark scripts loaded as modules
+(plain functions, reusable by any test module).
 
 Import with ``from _fixtures import write_cifar10_fixture`` (pytest puts ``tests/`` on ``sys.path``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import pickle
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -101,3 +104,17 @@ def write_imagefolder_fixture(
                 pixels = np.clip(class_level(c) + rng.integers(-20, 21, shape), 0, 255).astype(np.uint8)
                 Image.fromarray(pixels).save(folder / f"img_{i}.png")
     return path
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """``benchmarks/<name>.py`` as a fresh module (a script, not a package member), not in ``sys.modules``.
+
+    (A benchmark whose dataclasses look their module up in ``sys.modules`` needs registering there: its
+    tests do that themselves.)
+    """
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

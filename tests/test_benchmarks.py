@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from _fixtures import load_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
@@ -343,11 +344,7 @@ def test_timing_rounds_give_each_row_a_median_and_spread_and_the_statics_their_e
 
 def _search_efficiency() -> ModuleType:
     """``benchmarks/search_efficiency.py`` as a module (a script, not a package member)."""
-    spec = importlib.util.spec_from_file_location("search_efficiency", BENCH / "search_efficiency.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("search_efficiency")
 
 
 def test_search_efficiency_pairs_full_trials_by_configuration() -> None:

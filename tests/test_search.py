@@ -541,14 +541,9 @@ def test_sigkill_driver_then_resume(local_ray, tmp_path, capsys):
     assert resumed.notna().any(), "no interrupted trial continued from its epoch checkpoint"
     # benchmarks/search_efficiency.py --from-storage: this search's trials span a killed driver whose fit
     # time was never recorded, so it is named and left out of every time figure (seen: overhead -6 %)
-    import importlib.util
+    from _fixtures import load_benchmark
 
-    spec = importlib.util.spec_from_file_location(
-        "search_efficiency", ROOT / "benchmarks" / "search_efficiency.py"
-    )
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("search_efficiency")
     storage = tmp_path / "bench"
     storage.mkdir()
     (storage / "nsga2-s1-es").symlink_to(exp_dir, target_is_directory=True)

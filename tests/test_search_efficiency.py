@@ -563,17 +563,12 @@ def test_stopped_trials_keep_a_marked_partial_record_and_never_reach_the_front(l
     assert study.trials[0].params["num_early_exits"] == 1 and study.trials[0].state.name == "COMPLETE"
     # benchmarks/search_efficiency.py --replay-from: the draws of this search, stopped ones included, in
     # order, as warm-start entries that give the sampler's parameters back
-    import importlib.util
+    from _fixtures import load_benchmark
 
     from ddecs_search.search._space_fn import ConditionalSpace
     from ddecs_search.search._warm_start import candidate_params
 
-    spec = importlib.util.spec_from_file_location(
-        "search_efficiency", ROOT / "benchmarks" / "search_efficiency.py"
-    )
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("search_efficiency")
     replay = bench.replay_candidates(tmp_path / "es")
     space = load_space(tmp_path / "es.yaml")
     fn = ConditionalSpace.from_space(space)

@@ -9,13 +9,13 @@ at 3x32x32): ``benchmarks/shipped_recipes.py`` checks them (docs/search_space.md
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import tempfile
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
+from _fixtures import load_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
@@ -24,12 +24,7 @@ SMALL = ["fashion_mnist_quick", "fashion_mnist"]
 
 @pytest.fixture(scope="module")
 def recipes() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "shipped_recipes", ROOT / "benchmarks" / "shipped_recipes.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("shipped_recipes")
 
 
 def test_the_fall_criterion_reads_the_first_and_last_quarter(recipes: ModuleType) -> None:

@@ -415,6 +415,22 @@ def violations(metrics: Mapping[str, Any], constraints: Sequence[Constraint]) ->
     return out
 
 
+def constraint_values(metrics: Mapping[str, Any], constraints: Sequence[Constraint]) -> dict[str, float]:
+    """Each bound's signed excess, Optuna's constraint convention (> 0 violated, <= 0 feasible).
+
+    The same rule as :func:`violations`, as numbers a sampler can rank by: keyed ``metric<=max`` and
+    ``metric>=min``; a missing or non-finite constrained metric is infinitely violated.
+    """
+    out: dict[str, float] = {}
+    for c in constraints:
+        value = _number(metrics.get(c.metric))
+        if c.max is not None:
+            out[f"{c.metric}<={c.max:g}"] = math.inf if value is None else value - c.max
+        if c.min is not None:
+            out[f"{c.metric}>={c.min:g}"] = math.inf if value is None else c.min - value
+    return out
+
+
 def objective_values(metrics: Mapping[str, Any], objectives: Sequence[Objective]) -> list[float] | None:
     """The objective vector of one trial, or None when any value is missing or not finite."""
     values = [_number(metrics.get(o.name)) for o in objectives]

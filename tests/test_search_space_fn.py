@@ -185,10 +185,68 @@ def test_searcher_tells_optuna_only_full_evaluations() -> None:
     epoch_result = {"epoch": 1, "train_loss": 0.5, "evaluated": False, "training_iteration": 1}
     searcher.on_trial_result("a", epoch_result)
     searcher.on_trial_complete("a", {"epoch": 2, "evaluated": False, "epoch_val_accuracy": 0.7})
-    searcher.on_trial_complete("b", {"evaluated": True, "val_accuracy": 0.8})
+    searcher.on_trial_complete("b", {"evaluated": True, "val_accuracy": 0.8, "val_accuracy_drop": 0.01})
     states = [t.state.name for t in searcher._ot_study.trials]
     assert states == ["PRUNED", "COMPLETE"]
     assert searcher._ot_study.best_value == 0.8
+
+
+def test_constraint_values_follow_the_violations_rule() -> None:
+    """Optuna's sign convention (> 0 violated) on the same rule as ``violations``; missing = violated."""
+    from ddecs_search.experiment import constraint_values
+
+    cons = (Constraint("val_accuracy_drop", max=0.02), Constraint("val_accuracy", min=0.8, max=0.95))
+    ok = {"val_accuracy_drop": 0.01, "val_accuracy": 0.9}
+    assert constraint_values(ok, cons) == pytest.approx(
+        {"val_accuracy_drop<=0.02": -0.01, "val_accuracy<=0.95": -0.05, "val_accuracy>=0.8": -0.1}
+    )
+    assert not violations(ok, cons)
+    bad = {"val_accuracy_drop": 0.05, "val_accuracy": 0.7}
+    values = constraint_values(bad, cons)
+    assert values["val_accuracy_drop<=0.02"] == pytest.approx(0.03) and values["val_accuracy>=0.8"] > 0
+    assert violations(bad, cons)
+    missing = constraint_values({"val_accuracy": float("nan")}, cons)
+    assert all(v == float("inf") for v in missing.values()) and len(missing) == 3
+
+
+@pytest.mark.parametrize("algorithm", ["tpe", "nsga2"])
+def test_searcher_tells_optuna_the_constraints(algorithm: str) -> None:
+    """A full evaluation reaches Optuna with its constraint values, so that its samplers never model an
+    infeasible trial as a good one: TPE leaves a trial that breaks the bound out of its "below" group
+    even when it dominates every feasible trial. The values survive the pickling of a Tune checkpoint."""
+    import pickle
+
+    from optuna.samplers._tpe.sampler import _split_trials
+
+    from ddecs_search.search._searcher import make_search_alg
+
+    data = yaml.safe_load(TINY.read_text())
+    data["search"]["algorithm"] = algorithm
+    data["objectives"] = data["objectives"][:2]
+    data["constraints"] = [{"metric": "val_accuracy_drop", "max": 0.02}]
+    space = parse_space(data)
+    limiter = make_search_alg(space, space.objectives)
+    searcher = limiter.searcher
+    for tid in "abcd":
+        assert searcher.suggest(tid) is not None
+    # a: infeasible and dominating; b, c: feasible; d: stopped early (no evaluation, no constraints)
+    searcher.on_trial_complete(
+        "a", {"evaluated": True, "val_accuracy": 0.9, "expected_latency_ms": 0.1, "val_accuracy_drop": 0.05}
+    )
+    for tid, acc, ms in (("b", 0.85, 0.5), ("c", 0.8, 0.3)):
+        result = {"evaluated": True, "val_accuracy": acc, "expected_latency_ms": ms}
+        result["val_accuracy_drop"] = 0.01
+        searcher.on_trial_complete(tid, result)
+    searcher.on_trial_complete("d", {"epoch": 1, "evaluated": False})
+    searcher.on_trial_complete("b", {"evaluated": True, "val_accuracy": 0.1})  # repeated: ignored
+    study = pickle.loads(pickle.dumps(limiter)).searcher._ot_study
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "COMPLETE", "PRUNED"]
+    assert trials[0].constraints == {"val_accuracy_drop<=0.02": pytest.approx(0.03)}
+    assert trials[1].constraints == {"val_accuracy_drop<=0.02": pytest.approx(-0.01)}
+    assert trials[3].constraints == {}
+    below, _ = _split_trials(study, trials, 2)
+    assert sorted(t.number for t in below) == [1, 2]
 
 
 def test_asha_needs_one_accuracy_objective() -> None:

@@ -86,6 +86,7 @@ def make_search_alg(space: SearchSpace, objectives: Sequence[Objective]) -> Any:
         mode=mode,
         sampler=make_sampler(space),
         points_to_evaluate=warm_start_points(space, fn) or None,
+        constraints=space.constraints,
     )
     return ConcurrencyLimiter(searcher, max_concurrent=space.search.max_concurrent)
 

@@ -16,12 +16,13 @@ Only local experiment folders get the file (SQLite does not live on ``s3://``).
 from __future__ import annotations
 
 import datetime
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 from ddecs_search.config import Constraint, Objective
-from ddecs_search.experiment import EVALUATED_KEY, objective_values, violations
+from ddecs_search.experiment import EVALUATED_KEY, constraint_values, objective_values, violations
 
 STUDY_FILE = "optuna.db"
 TRIAL_ID_ATTR = "trial_id"
@@ -104,7 +105,7 @@ def _frozen_trial(
     start, end = result.get("trial_started_at"), result.get("trial_finished_at")
     when = datetime.datetime.fromtimestamp
     now = datetime.datetime.now()
-    return optuna.trial.FrozenTrial(
+    frozen = optuna.trial.FrozenTrial(
         number=0,
         trial_id=0,
         state=state,
@@ -118,10 +119,21 @@ def _frozen_trial(
         system_attrs={},
         intermediate_values={},
     )
+    if state == TrialState.COMPLETE:
+        # the sampler's rule (search/_optuna_search.py), so that Optuna's tools agree with `pareto`:
+        # ``study.best_trials`` and the dashboard leave infeasible trials off the front. Finite for
+        # SQLite's JSON and the dashboard's browser (a missing metric is infinitely violated)
+        for key, excess in constraint_values(result, constraints).items():
+            frozen.set_constraint(key, min(excess, sys.float_info.max))
+    return frozen
 
 
 def _same(mirrored: Any, wanted: Any) -> bool:
-    return mirrored.state == wanted.state and mirrored.values == wanted.values
+    return (
+        mirrored.state == wanted.state
+        and mirrored.values == wanted.values
+        and mirrored.constraints == wanted.constraints  # a mirror written before constraints: rebuilt
+    )
 
 
 class StudyMirror:

@@ -87,6 +87,18 @@ def test_mirror_adds_finished_trials_once_and_rebuilds_when_one_changes(tmp_path
     assert by_id["t1"].values == [0.7, 1.0] and by_id["t1"].user_attrs["feasible"] is False
     assert "val_accuracy_drop=0.9 > max 0.5" in by_id["t1"].user_attrs["violations"]
     assert by_id["t2"].state == optuna.trial.TrialState.PRUNED
+    # Optuna's own front agrees with `pareto`: t1 is faster than t0 but breaks the space's bound
+    assert by_id["t1"].constraints == {"val_accuracy_drop<=0.5": pytest.approx(0.4)}
+    assert by_id["t0"].constraints == {"val_accuracy_drop<=0.5": pytest.approx(-0.49)}
+    assert by_id["t2"].constraints == {}
+    assert [t.user_attrs["trial_id"] for t in study.best_trials] == ["t0"]
+    # a mirror written without constraint values (before they were mirrored) is rebuilt with them
+    before = tmp_path / "before"
+    before.mkdir()
+    assert StudyMirror(str(before), "exp", space_fn, objectives, ()).sync(trials) == 3
+    assert not any(t.constraints for t in load_study(before).trials)
+    assert StudyMirror(str(before), "exp", space_fn, objectives, space.constraints).sync(trials) == 3
+    assert [t.user_attrs["trial_id"] for t in load_study(before).best_trials] == ["t0"]
     with pytest.raises(FileNotFoundError, match=STUDY_FILE):
         load_study(tmp_path / "elsewhere")
     # optuna-dashboard serves it with the objectives' names and our trial ids

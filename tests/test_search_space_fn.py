@@ -249,6 +249,36 @@ def test_searcher_tells_optuna_the_constraints(algorithm: str) -> None:
     assert sorted(t.number for t in below) == [1, 2]
 
 
+def test_tpe_options_reach_the_sampler_and_bad_ones_are_named() -> None:
+    """``search.tpe`` sets Optuna's TPESampler as a user of Optuna would; the default is the product's."""
+    from ddecs_search.errors import ConfigError
+
+    data = yaml.safe_load(TINY.read_text())
+    data["search"].update(algorithm="tpe", num_samples=24)
+    sampler = make_sampler(parse_space(data))
+    assert (sampler._n_startup_trials, sampler._multivariate, sampler._constant_liar) == (6, True, True)
+    assert sampler._group_decomposed_search_space is not None and sampler._n_ei_candidates == 24
+    data["search"]["tpe"] = {
+        "n_startup_trials": 3,
+        "multivariate": False,
+        "group": False,
+        "constant_liar": False,
+        "n_ei_candidates": 48,
+    }
+    sampler = make_sampler(parse_space(data))
+    assert (sampler._n_startup_trials, sampler._multivariate, sampler._constant_liar) == (3, False, False)
+    assert sampler._group_decomposed_search_space is None and sampler._n_ei_candidates == 48
+    for bad, message in (
+        ({"multivariate": False}, "'search.tpe.group': needs multivariate: true"),
+        ({"gamma": 0.2}, "'search.tpe.gamma': unknown key"),
+        ({"n_startup_trials": -1}, "'search.tpe.n_startup_trials': must be >= 0"),
+        ({"n_ei_candidates": 0}, "'search.tpe.n_ei_candidates': must be >= 1"),
+    ):
+        data["search"]["tpe"] = bad
+        with pytest.raises(ConfigError, match=message):
+            parse_space(data, "space.yaml")
+
+
 def test_asha_needs_one_accuracy_objective() -> None:
     from ddecs_search.errors import ConfigError
     from ddecs_search.search._searcher import make_scheduler

@@ -190,6 +190,38 @@ class EarlyStoppingConfig:
 
 
 @dataclass(frozen=True)
+class TPEOptions:
+    """Optuna ``TPESampler`` knobs for ``algorithm: tpe`` (docs/search_space.md, ``search.tpe``).
+
+    The defaults are the product's, not Optuna's: multivariate with ``group`` (Optuna's mode for a
+    conditional space, whose parameters exist together or not at all) and the constant liar (trials run
+    in parallel). Exposed because the right setting depends on the space and the budget, and a user of
+    Optuna expects to set them as on the sampler itself; the arguments Optuna 4.9 deprecated (``gamma``,
+    ``weights``, ``prior_weight``, ...) are left out.
+    """
+
+    n_startup_trials: int | None = None  # random trials first; null = a quarter of num_samples, 2..10
+    multivariate: bool = True
+    group: bool = True
+    constant_liar: bool = True
+    n_ei_candidates: int = 24
+
+    def __post_init__(self) -> None:
+        if self.n_startup_trials is not None and self.n_startup_trials < 0:
+            fail("n_startup_trials", f"must be >= 0 or null (auto), got {self.n_startup_trials}")
+        if self.n_ei_candidates < 1:
+            fail("n_ei_candidates", f"must be >= 1, got {self.n_ei_candidates}")
+        if self.group and not self.multivariate:
+            fail("group", "needs multivariate: true (Optuna groups the multivariate model); set group: false")
+
+    def startup_trials(self, num_samples: int) -> int:
+        """``n_startup_trials``, else a quarter of the budget clamped to 2..10."""
+        if self.n_startup_trials is not None:
+            return self.n_startup_trials
+        return min(10, max(2, num_samples // 4))
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     """How Tune explores the space."""
 
@@ -202,6 +234,7 @@ class SearchConfig:
     verify: bool = True
     verify_top: int = 3
     population_size: int | None = None
+    tpe: TPEOptions = field(default_factory=TPEOptions)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     warm_start: tuple[dict[str, Any], ...] = ()  # candidates evaluated first (search/_warm_start.py)
 

@@ -16,8 +16,8 @@ def make_sampler(space: SearchSpace) -> Any:
     """NSGA-II, TPE or random sampling, seeded from ``search.seed``.
 
     NSGA-II's population defaults to a third of the budget (4..50) so that a small budget still sees
-    several generations; TPE runs multivariate with ``group=True``, Optuna's mode for conditional spaces
-    (parameters that exist together are modelled together), and the constant liar for parallel trials.
+    several generations; TPE takes ``search.tpe`` (by default multivariate with ``group=True``, Optuna's
+    mode for conditional spaces, and the constant liar for parallel trials).
     """
     optuna = require("optuna")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -29,9 +29,14 @@ def make_sampler(space: SearchSpace) -> Any:
     with warnings.catch_warnings():  # multivariate/group/constant_liar are flagged experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if cfg.algorithm == "tpe":
-            startup = min(10, max(2, cfg.num_samples // 4))
+            tpe = cfg.tpe
             return _samplers.TPESampler(
-                seed=cfg.seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=startup
+                seed=cfg.seed,
+                n_startup_trials=tpe.startup_trials(cfg.num_samples),
+                multivariate=tpe.multivariate,
+                group=tpe.group,
+                constant_liar=tpe.constant_liar,
+                n_ei_candidates=tpe.n_ei_candidates,
             )
         return _samplers.NSGAIISampler(seed=cfg.seed, population_size=nsga2_population(space))
 

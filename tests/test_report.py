@@ -184,11 +184,12 @@ def test_png_export_with_chromium(data, tmp_path) -> None:
 
 
 @pytest.mark.skipif(find_chromium() is None, reason="no Chromium/Chrome on PATH (apt-get install chromium)")
-@pytest.mark.parametrize("failures", [1, 2])
-def test_png_export_retries_once_the_figures_kaleido_did_not_render(data, tmp_path, monkeypatch, failures):
-    """kaleido 1.x can run a figure before its tab loaded its script; the export tries once more for the
-    figures that did not come out (the first call here loses one figure as that race does), and a second
-    failure is an error. The renders that do happen are kaleido's and Chromium's own."""
+@pytest.mark.parametrize("failures", [1, 2, 3])
+def test_png_export_retries_the_figures_kaleido_did_not_render(data, tmp_path, monkeypatch, failures):
+    """kaleido 1.x can run a figure before its tab loaded its script; the export tries twice more for the
+    figures that did not come out (the first ``failures`` calls here lose one figure as that race does),
+    and a third failure is an error. The renders that do happen are kaleido's and Chromium's own (in CI a
+    real race on the one retry there was failed this test: the real retry must have room)."""
     import kaleido
 
     real, calls = kaleido.write_fig_from_object_sync, []
@@ -203,13 +204,13 @@ def test_png_export_retries_once_the_figures_kaleido_did_not_render(data, tmp_pa
     monkeypatch.setattr(kaleido, "write_fig_from_object_sync", racy)
     figures = report_figures(data)
     figures = {k: figures[k] for k in ("pareto_2d", "hypervolume")}
-    if failures == 2:
+    if failures == 3:
         with pytest.raises(RuntimeError, match="kaleido_scopes"):
             export_pngs(figures, tmp_path / "png", width=800)
-        assert calls == [["pareto_2d.png", "hypervolume.png"], ["hypervolume.png"]]
+        assert calls == [["pareto_2d.png", "hypervolume.png"], ["hypervolume.png"], ["hypervolume.png"]]
         return
     paths = export_pngs(figures, tmp_path / "png", width=800)
-    assert calls == [["pareto_2d.png", "hypervolume.png"], ["hypervolume.png"]]
+    assert calls[: failures + 1] == [["pareto_2d.png", "hypervolume.png"]] + [["hypervolume.png"]] * failures
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
 

@@ -32,6 +32,9 @@ def find_chromium() -> str | None:
     return None
 
 
+_RETRIES = 2  # kaleido's load race (below) hit a retry too under load; three tries in all
+
+
 def export_pngs(
     figures: Mapping[str, go.Figure],
     out_dir: str | Path,
@@ -79,10 +82,13 @@ def export_pngs(
     # mathjax=False: the figures use no LaTeX, and the default would fetch MathJax from a CDN
     kopts = {"path": browser, "mathjax": False}
     errors = kaleido.write_fig_from_object_sync(specs, kopts=kopts)
-    if errors:
-        # One more go, in a fresh Chromium, for the figures that did not come out: kaleido 1.x can run a
-        # figure before its tab has loaded its own script ("kaleido_scopes is not defined"), seen once
-        # in CI on a loaded 2-core machine; a second failure is real and is raised.
+    for _ in range(_RETRIES):
+        if not errors:
+            break
+        # Another go, in a fresh Chromium, for the figures that did not come out: kaleido 1.x can run a
+        # figure before its tab has loaded its own script ("kaleido_scopes is not defined"), seen in CI on
+        # a loaded 2-core machine, once on the first call and once on the one retry there was then; a
+        # figure that fails every try is real and is raised.
         retry = [spec for spec in specs if not _is_png(Path(spec["path"]))]
         errors = kaleido.write_fig_from_object_sync(retry, kopts=kopts) if retry else errors
     if errors:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -106,15 +107,18 @@ def write_imagefolder_fixture(
     return path
 
 
-def load_benchmark(name: str) -> ModuleType:
-    """``benchmarks/<name>.py`` as a fresh module (a script, not a package member), not in ``sys.modules``.
+def load_benchmark(name: str, register: Callable[[str, ModuleType], None] | None = None) -> ModuleType:
+    """``benchmarks/<name>.py`` as a fresh module (a script, not a package member).
 
-    (A benchmark whose dataclasses look their module up in ``sys.modules`` needs registering there: its
-    tests do that themselves.)
+    Not put in ``sys.modules`` unless ``register`` is given: a benchmark whose dataclasses resolve their
+    annotations through ``sys.modules`` must be registered before its body runs, e.g. with
+    ``sys.modules.__setitem__`` or, undone after the test, ``partial(monkeypatch.setitem, sys.modules)``.
     """
     path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    if register is not None:
+        register(name, module)
     spec.loader.exec_module(module)
     return module

@@ -8,7 +8,7 @@ sizes, same code path); its pieces are tested on synthetic inputs.
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import functools
 import json
 import os
 import subprocess
@@ -42,12 +42,8 @@ def _last_json(stdout: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def ref() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("reference_alexnet", BENCH / "reference_alexnet.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    # its dataclasses resolve annotations through sys.modules
+    return load_benchmark("reference_alexnet", sys.modules.__setitem__)
 
 
 def _args(**kw: Any) -> argparse.Namespace:
@@ -401,11 +397,8 @@ def test_policy_comparison_builds_its_candidates(mode: str, tmp_path: Path, monk
     The benchmark died here (session 15) when the default job's threshold ``max_drop`` leaked into the
     gate's options; its runs take minutes, so this checks the part no run reaches otherwise.
     """
-    spec = importlib.util.spec_from_file_location("policy_comparison", BENCH / "policy_comparison.py")
-    assert spec is not None and spec.loader is not None
-    pc = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "policy_comparison", pc)  # its dataclasses look their module up
-    spec.loader.exec_module(pc)
+    # its dataclasses look their module up in sys.modules
+    pc = load_benchmark("policy_comparison", functools.partial(monkeypatch.setitem, sys.modules))
     for name, build in pc.CANDIDATES.items():
         (space, cand), what = build(pc.MODES[mode], "cpu", tmp_path)
         assert cand.policy.kind == "gate" and cand.policy.options == pc.RICH, name

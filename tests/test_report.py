@@ -210,7 +210,10 @@ def test_png_export_retries_the_figures_kaleido_did_not_render(data, tmp_path, m
         assert calls == [["pareto_2d.png", "hypervolume.png"], ["hypervolume.png"], ["hypervolume.png"]]
         return
     paths = export_pngs(figures, tmp_path / "png", width=800)
-    assert calls[: failures + 1] == [["pareto_2d.png", "hypervolume.png"]] + [["hypervolume.png"]] * failures
+    # every retry asks for the missing figure only; more calls than the simulated losses only when kaleido's
+    # real race took a try that was left, never more than three in all
+    assert failures + 1 <= len(calls) <= 3
+    assert calls == [["pareto_2d.png", "hypervolume.png"]] + [["hypervolume.png"]] * (len(calls) - 1)
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
 

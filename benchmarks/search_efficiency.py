@@ -70,6 +70,10 @@ Usage::
 ``--from-storage`` runs nothing and summarises finished searches, e.g. seeds run one per invocation; with
 ``--replay-from`` it summarises paired replays. Its ``wall_s``, ``load_before`` and ``load_after`` are null:
 the folders do not record the load their searches ran under, and the summary's own would pass for it.
+Its ``space`` is null too (it searched no space file); every run names the space it searched
+(``space_name``) and the sampler it ran (``sampler``: ``search.tpe`` or NSGA-II's population resolved, read
+from the search's own ``space.yaml``), ``samplers`` lists each algorithm's distinct settings, and the text
+warns when one algorithm's searches ran several: a ratio never pools two settings under one name unsaid.
 A search resumed after its driver was killed (``ddecs-search resume``) counts for hypervolume but is
 named in ``resumed_searches`` and left out of every time figure: its killed driver's time was never
 recorded, so its trial-slot time would come out short (seen: an overhead share of -6 %).)
@@ -96,7 +100,7 @@ sys.path.insert(0, str(ROOT))
 from ddecs_search.analysis import default_reference_point, hypervolume  # noqa: E402
 from ddecs_search.dominance import to_minimization  # noqa: E402
 from ddecs_search.ray_setup import init_ray  # noqa: E402
-from ddecs_search.search import ConditionalSpace, Experiment, run_search  # noqa: E402
+from ddecs_search.search import ConditionalSpace, Experiment, run_search, sampler_settings  # noqa: E402
 from ddecs_search.spaces import parse_space  # noqa: E402
 from ddecs_search.static_contender import static_values  # noqa: E402
 
@@ -235,6 +239,10 @@ def collect(exp_dir: Path, algorithm: str, seed: int, early_stopping: bool, wall
         "seed": seed,
         "early_stopping": early_stopping,
         "exp": str(exp_dir),
+        "space_name": space.name,
+        "sampler": sampler_settings(
+            space
+        ),  # what the search ran (its own space.yaml), automatic values resolved
         "resumed": resumed,
         "handover_s": handover,
         "tail_s": tail,
@@ -350,6 +358,10 @@ def summarise(runs: list[dict], pairing: str = "search") -> dict:
             "pairs": [f"{on['algorithm']}-s{on['seed']}" for on, _ in pairs],
         }
     random_hv = float(np.median(hv["random"])) if "random" in hv else None
+    samplers: dict[str, list[dict]] = {}  # per algorithm, each distinct setting its searches ran
+    for r in runs:
+        if r["sampler"] not in samplers.setdefault(r["algorithm"], []):
+            samplers[r["algorithm"]].append(r["sampler"])
     return {
         "hv": {a: float(np.median(v)) for a, v in hv.items()},
         "hv_spread": {a: [float(min(v)), float(max(v))] for a, v in hv.items()},
@@ -360,6 +372,7 @@ def summarise(runs: list[dict], pairing: str = "search") -> dict:
         if random_hv
         else {},
         "hv_trials_only": {a: float(np.median(v)) for a, v in hv_trials.items()},
+        "samplers": samplers,
         # over the searches that ran in one driver (None if none did; "resumed_searches" names the others)
         "overhead_share": 1.0 - sum(r["body_s"] for r in timed) / slot_s if timed else None,
         # the same without the slots left idle at the end of each search (the last trials running while no
@@ -396,6 +409,8 @@ def summarise(runs: list[dict], pairing: str = "search") -> dict:
                     "algorithm",
                     "seed",
                     "early_stopping",
+                    "space_name",
+                    "sampler",
                     "resumed",
                     "hv",
                     "hv_trials_only",
@@ -560,7 +575,9 @@ def main(argv: list[str] | None = None) -> int:
     summary.update(
         replay_from=str(args.replay_from) if replays else None,
         quick=args.quick,
-        space=str(args.space),
+        # the space file this run searched; null when it searched nothing (--from-storage: each search's own
+        # space is in its folder, named per run with the sampler it ran)
+        space=None if args.from_storage else str(args.space),
         trials=trials,
         seeds=seeds,
         storage=str(storage),
@@ -578,7 +595,8 @@ def main(argv: list[str] | None = None) -> int:
     label = " [QUICK: reduced subsets, numbers are indicative only]" if args.quick else ""
     if replays:
         label += f" [PAIRED REPLAY of the configurations drawn in {args.replay_from}: no sampler]"
-    print(f"\nsearch efficiency on {args.space.name}, {trials} trials x seeds {seeds}{label}")
+    spaces = sorted({r["space_name"] for r in runs})
+    print(f"\nsearch efficiency on {', '.join(spaces)}, {trials} trials x seeds {seeds}{label}")
     if args.from_storage:
         print(
             f"machine: {os.cpu_count()} CPUs here; summarised from storage: the searches' machine load is "
@@ -590,6 +608,15 @@ def main(argv: list[str] | None = None) -> int:
             f"after {summary['load_after']}"
         )
     print(f"objectives: {', '.join(summary['objectives'])}")
+    for algorithm, settings in summary["samplers"].items():
+        if len(settings) > 1:
+            print(
+                f"  WARNING: the {algorithm} searches ran {len(settings)} different sampler settings; "
+                "their figures below pool them"
+            )
+        for setting in settings:
+            rest = ", ".join(f"{k} {v}" for k, v in setting.items() if k != "algorithm")
+            print(f"  sampler {algorithm}: {rest or 'no settings'}")
     for algorithm, value in summary["hv"].items():
         lo, hi = summary["hv_spread"][algorithm]
         ratio = summary["hv_vs_random"].get(algorithm)

@@ -29,6 +29,7 @@ _LAZY = {
     "run_search": "ddecs_search.search",
     "resume_search": "ddecs_search.search",
     "search_status": "ddecs_search.search",
+    "sampler_settings": "ddecs_search.search",
     "SearchOutcome": "ddecs_search.search",
     "load_trials": "ddecs_search.analysis",
     "compute_front": "ddecs_search.analysis",
@@ -51,7 +52,13 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
         write_report,
     )
     from ddecs_search.evaluation import evaluate_candidate
-    from ddecs_search.search import SearchOutcome, resume_search, run_search, search_status
+    from ddecs_search.search import (
+        SearchOutcome,
+        resume_search,
+        run_search,
+        sampler_settings,
+        search_status,
+    )
     from ddecs_search.study import load_study
 
 
@@ -94,6 +101,7 @@ __all__ = [
     "parse_space",
     "resume_search",
     "run_search",
+    "sampler_settings",
     "search_status",
     "write_report",
 ]

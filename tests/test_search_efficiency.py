@@ -590,5 +590,11 @@ def test_stopped_trials_keep_a_marked_partial_record_and_never_reach_the_front(l
     assert summary["wall_s"] is None and summary["load_before"] is None and summary["load_after"] is None
     (run,) = summary["runs"]
     assert (run["n_trials"], run["n_stopped"], run["n_full"]) == (6, len(stopped), len(full))
+    # the sampler each search ran, read from its own folder: a summary never pools two settings unnamed;
+    # the summary searched no space file itself
+    from ddecs_search.search import sampler_settings
+
+    assert run["sampler"] == sampler_settings(space) and run["sampler"]["algorithm"] == "nsga2"
+    assert summary["samplers"] == {"nsga2": [run["sampler"]]} and summary["space"] is None
     assert run["resumed"] is False and summary["resumed_searches"] == []  # one driver: its times count
     assert 0 <= summary["overhead_share"] < 1 and summary["per_trial_vs_baseline_cost"] > 0

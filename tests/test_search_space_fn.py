@@ -12,7 +12,7 @@ import yaml
 from ddecs_search.config import Constraint, Objective
 from ddecs_search.experiment import Experiment, trial_row, trials_frame
 from ddecs_search.search import ConditionalSpace, build_candidate, effective_objectives, violations
-from ddecs_search.search._searcher import make_sampler
+from ddecs_search.search._searcher import make_sampler, sampler_settings
 from ddecs_search.spaces import load_space, parse_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,6 +258,15 @@ def test_tpe_options_reach_the_sampler_and_bad_ones_are_named() -> None:
     sampler = make_sampler(parse_space(data))
     assert (sampler._n_startup_trials, sampler._multivariate, sampler._constant_liar) == (6, True, True)
     assert sampler._group_decomposed_search_space is not None and sampler._n_ei_candidates == 24
+    # the description benchmarks summarise by: the same sampler, automatic values resolved
+    assert sampler_settings(parse_space(data)) == {
+        "algorithm": "tpe",
+        "n_startup_trials": 6,
+        "multivariate": True,
+        "group": True,
+        "constant_liar": True,
+        "n_ei_candidates": 24,
+    }
     data["search"]["tpe"] = {
         "n_startup_trials": 3,
         "multivariate": False,
@@ -268,6 +277,7 @@ def test_tpe_options_reach_the_sampler_and_bad_ones_are_named() -> None:
     sampler = make_sampler(parse_space(data))
     assert (sampler._n_startup_trials, sampler._multivariate, sampler._constant_liar) == (3, False, False)
     assert sampler._group_decomposed_search_space is None and sampler._n_ei_candidates == 48
+    assert sampler_settings(parse_space(data)) == {"algorithm": "tpe", **data["search"]["tpe"]}
     for bad, message in (
         ({"multivariate": False}, "'search.tpe.group': needs multivariate: true"),
         ({"gamma": 0.2}, "'search.tpe.gamma': unknown key"),
@@ -335,6 +345,8 @@ def test_nsga2_is_random_sampling_until_its_population_completes_and_says_so() -
     space = parse_space(data)
     fn = ConditionalSpace.from_space(space)
     random_stream = _sample(fn, 12, optuna.samplers.RandomSampler(seed=3))
+    assert sampler_settings(space) == {"algorithm": "nsga2", "population_size": 4}
+    assert make_sampler(space)._population_size == 4
     starved = _sample(fn, 12, make_sampler(space), complete={0, 5, 9})  # 3 < population 4
     assert starved == random_stream
     fed = _sample(fn, 12, make_sampler(space), complete={0, 1, 2, 3})

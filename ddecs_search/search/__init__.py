@@ -12,6 +12,7 @@ from ddecs_search.search._runner import (
     resume_search,
     run_search,
 )
+from ddecs_search.search._searcher import sampler_settings
 from ddecs_search.search._shared_baseline import BaselineBlob
 from ddecs_search.search._space_fn import ConditionalSpace, build_candidate
 from ddecs_search.search._status import format_status, search_status
@@ -29,6 +30,7 @@ __all__ = [
     "resume_command",
     "resume_search",
     "run_search",
+    "sampler_settings",
     "search_status",
     "violations",
 ]

@@ -12,8 +12,31 @@ from ddecs_search.search._objectives import metric_and_mode
 from ddecs_search.search._space_fn import ConditionalSpace
 
 
+def sampler_settings(space: SearchSpace) -> dict[str, Any]:
+    """The sampler a search runs, with every automatic value resolved (what :func:`make_sampler` builds).
+
+    One owner for the description and the construction: a benchmark or a report that summarises searches
+    made with different settings (``search.tpe``, ``search.population_size``) reads them from here, so a
+    figure never silently pools two samplers under one algorithm's name.
+    """
+    cfg = space.search
+    if cfg.algorithm == "random":
+        return {"algorithm": "random"}
+    if cfg.algorithm == "tpe":
+        tpe = cfg.tpe
+        return {
+            "algorithm": "tpe",
+            "n_startup_trials": tpe.startup_trials(cfg.num_samples),
+            "multivariate": tpe.multivariate,
+            "group": tpe.group,
+            "constant_liar": tpe.constant_liar,
+            "n_ei_candidates": tpe.n_ei_candidates,
+        }
+    return {"algorithm": "nsga2", "population_size": nsga2_population(space)}
+
+
 def make_sampler(space: SearchSpace) -> Any:
-    """NSGA-II, TPE or random sampling, seeded from ``search.seed``.
+    """NSGA-II, TPE or random sampling, seeded from ``search.seed``, as :func:`sampler_settings` says.
 
     NSGA-II's population defaults to a third of the budget (4..50) so that a small budget still sees
     several generations; TPE takes ``search.tpe`` (by default multivariate with ``group=True``, Optuna's
@@ -23,22 +46,16 @@ def make_sampler(space: SearchSpace) -> Any:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     from ddecs_search.search import _samplers  # Optuna's classes, picklable (Tune pickles its searcher)
 
-    cfg = space.search
-    if cfg.algorithm == "random":
-        return _samplers.RandomSampler(seed=cfg.seed)
+    settings = sampler_settings(space)
+    algorithm = settings.pop("algorithm")
+    seed = space.search.seed
+    if algorithm == "random":
+        return _samplers.RandomSampler(seed=seed)
     with warnings.catch_warnings():  # multivariate/group/constant_liar are flagged experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if cfg.algorithm == "tpe":
-            tpe = cfg.tpe
-            return _samplers.TPESampler(
-                seed=cfg.seed,
-                n_startup_trials=tpe.startup_trials(cfg.num_samples),
-                multivariate=tpe.multivariate,
-                group=tpe.group,
-                constant_liar=tpe.constant_liar,
-                n_ei_candidates=tpe.n_ei_candidates,
-            )
-        return _samplers.NSGAIISampler(seed=cfg.seed, population_size=nsga2_population(space))
+        if algorithm == "tpe":
+            return _samplers.TPESampler(seed=seed, **settings)
+        return _samplers.NSGAIISampler(seed=seed, **settings)
 
 
 def nsga2_population(space: SearchSpace) -> int:

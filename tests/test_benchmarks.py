@@ -357,6 +357,32 @@ def test_search_efficiency_pairs_full_trials_by_configuration() -> None:
     }
 
 
+def test_search_efficiency_floor_is_the_volume_of_the_static_network_and_the_warm_start() -> None:
+    """``hv_floor``: on the benchmark's own box, the static network and the warm-start points alone; a
+    search's ``hv`` holds it (its points are among the search's) and adds what its sampled trials reach."""
+    se = _search_efficiency()
+    objectives = [("val_accuracy", "max"), ("expected_latency_ms", "min")]
+    static = np.array([0.90, 1.0])
+    warm = np.array([[0.88, 0.5]])
+    searched = {  # two searches: the same warm start, different sampled points
+        "a": np.vstack([warm, [[0.89, 0.3], [0.80, 0.2]]]),
+        "b": np.vstack([warm, [[0.70, 0.9]]]),
+    }
+    runs = [
+        {"values": v, "warm_values": warm, "static": static, "objectives": objectives}
+        for v in searched.values()
+    ]
+    se.hypervolumes(runs)
+    a, b = runs
+    assert a["hv_floor"] == pytest.approx(b["hv_floor"]) and 0 < a["hv_floor"]
+    assert b["hv"] == pytest.approx(b["hv_floor"])  # b's sampled point is dominated by the warm start
+    assert a["hv"] > a["hv_floor"]
+    floor = a["hv_floor"]
+    alone = [dict(a, values=warm), a, b]  # the floor is the hv of a search that sampled nothing (same box)
+    se.hypervolumes(alone)
+    assert alone[0]["hv"] == pytest.approx(floor)
+
+
 def test_search_efficiency_refuses_an_empty_plan(capsys) -> None:
     """``--algorithms`` alone (no algorithm) runs only the searches without early stopping (the sources of
     a later ``--replay-from``); with ``--es-algorithms`` empty too there is nothing to run: a usage error

@@ -596,5 +596,6 @@ def test_stopped_trials_keep_a_marked_partial_record_and_never_reach_the_front(l
 
     assert run["sampler"] == sampler_settings(space) and run["sampler"]["algorithm"] == "nsga2"
     assert summary["samplers"] == {"nsga2": [run["sampler"]]} and summary["space"] is None
+    assert 0 < run["hv_floor"] <= run["hv"]  # the warm start (trial 0) and the static network alone
     assert run["resumed"] is False and summary["resumed_searches"] == []  # one driver: its times count
     assert 0 <= summary["overhead_share"] < 1 and summary["per_trial_vs_baseline_cost"] > 0

@@ -246,9 +246,8 @@ def collect(exp_dir: Path, algorithm: str, seed: int, early_stopping: bool, wall
         "early_stopping": early_stopping,
         "exp": str(exp_dir),
         "space_name": space.name,
-        "sampler": sampler_settings(
-            space
-        ),  # what the search ran (its own space.yaml), automatic values resolved
+        # the sampler the search ran (read from its own space.yaml), automatic values resolved
+        "sampler": sampler_settings(space),
         "resumed": resumed,
         "handover_s": handover,
         "tail_s": tail,

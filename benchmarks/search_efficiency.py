@@ -334,10 +334,12 @@ def summarise(runs: list[dict], pairing: str = "search") -> dict:
     main = [r for r in runs if r["early_stopping"]]
     hv: dict[str, list[float]] = {}
     hv_trials: dict[str, list[float]] = {}
-    gain: dict[str, list[float]] = {}  # hv above the floor (static network + warm start) per search
+    floor: dict[str, list[float]] = {}  # the static network and the warm start alone, per search
+    gain: dict[str, list[float]] = {}  # hv above that floor, per search
     for r in main:
         hv.setdefault(r["algorithm"], []).append(r["hv"])
         hv_trials.setdefault(r["algorithm"], []).append(r["hv_trials_only"])
+        floor.setdefault(r["algorithm"], []).append(r["hv_floor"])
         gain.setdefault(r["algorithm"], []).append(r["hv"] - r["hv_floor"])
     timed = [r for r in runs if not r["resumed"]]  # a resumed search's fit time misses a driver's
     slot_s = sum(r["max_concurrent"] * r["fit_s"] for r in timed)
@@ -389,7 +391,7 @@ def summarise(runs: list[dict], pairing: str = "search") -> dict:
         # context for hv_vs_random, not a replacement: the part of hv both arms share (the static network
         # and the warm-start candidates, evaluated before any sampling) and the ratio of what the
         # sampled trials add above it
-        "hv_floor": {a: float(np.median([r["hv_floor"] for r in main if r["algorithm"] == a])) for a in hv},
+        "hv_floor": {a: float(np.median(v)) for a, v in floor.items()},
         "hv_gain_vs_random": {
             a: float(np.median(v)) / random_gain for a, v in gain.items() if a != "random" and random_gain
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -62,6 +63,33 @@ def test_sampled_candidates_are_valid_and_conditional(path: Path) -> None:
         assert lo <= cand.policy.cost_weight <= hi
     if space.exits.count[0] < space.exits.count[1]:
         assert len(counts) > 1
+
+
+def test_a_branch_without_convolutions_samples_no_width() -> None:
+    """``branch<k>/channels`` exists exactly where the branch has convolutions; the size counts networks.
+
+    Fails on a space that samples the width of a conv-less branch: two such trials then differ only in a
+    number the network never reads, the sampler sees two candidates and re-trains one network twice.
+    """
+    space = load_space(ROOT / "search_spaces" / "fashion_mnist_quick.yaml")
+    fn = ConditionalSpace.from_space(space)
+    configs = _sample(fn, 60, optuna.samplers.RandomSampler(seed=3))
+    seen = set()
+    for config in configs:
+        for k in range(int(config.get("num_early_exits", space.exits.count[0]))):
+            branch = config[f"branch{k}"]
+            seen.add(branch["conv_layers"])
+            assert ("channels" in branch) == (branch["conv_layers"] > 0), branch
+            cand = build_candidate(space, fn, config)
+            if branch["conv_layers"] == 0:  # the unused width: the space's first choice, not a draw
+                assert cand.branches[k].channels == space.exits.channels[0]
+    assert seen == {0, 1, 2}
+    # per branch: (1 conv-less + 2 depths x 3 widths) x 2 pools x 4 sizes x 2 hidden = 112 networks (144
+    # when the conv-less ones counted a width); 1 exit at 3 points + 2 exits at 3 placements, x 2 modes
+    # x 2 epoch counts: (3 * 112 + 3 * 112**2) * 4
+    assert fn.size() == float("inf")  # the cost weight is a range
+    fixed_fn = dataclasses.replace(fn, policy=dataclasses.replace(fn.policy, cost_weight=(0.1, 0.1)))
+    assert fixed_fn.size() == 151_872.0
 
 
 def test_every_parameter_keeps_one_distribution() -> None:

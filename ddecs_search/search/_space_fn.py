@@ -3,8 +3,12 @@
 Branch specs exist only for the exits a candidate has, so the space is sampled in order: the number of
 early exits ``n``, then their placement (one categorical over the ordered, distinct ``n``-subsets of
 the allowed exit points, a separate parameter per ``n`` so that every parameter keeps one fixed
-distribution), then each exit slot's branch (``branch0/channels``, ``branch1/...``), then training and
-policy choices. Dimensions with a single choice are constants, not parameters.
+distribution), then each exit slot's branch (``branch0/conv_layers``, ``branch0/channels``, ...), then
+training and policy choices. Dimensions with a single choice are constants, not parameters, and a
+dimension the candidate would not use is not sampled: a branch without convolutions has no width, so
+``branch<k>/channels`` exists only where ``branch<k>/conv_layers > 0`` (:func:`active_branch_dims`).
+Sampling it anyway made two trials that differ only in an unused width look different to the sampler
+(TPE re-trained the same network under another name) and gave the width an importance it cannot have.
 
 Parameter names use ``/`` because Ray's OptunaSearch unflattens them into a nested trial config
 (``{"branch0": {"channels": 32}, ...}``); :meth:`ConditionalSpace.candidate_override` maps that config
@@ -24,6 +28,15 @@ if TYPE_CHECKING:
     import optuna
 
 BRANCH_DIMS = ("conv_layers", "channels", "pool", "pool_size", "hidden", "dropout")
+
+
+def active_branch_dims(conv_layers: int) -> tuple[str, ...]:
+    """The branch dimensions a branch with ``conv_layers`` convolutions uses, in sampling order.
+
+    ``conv_layers`` comes first so that the others can depend on it; ``channels`` is the width of the
+    convolutions and means nothing without them (``models/_branch.py`` never reads it then).
+    """
+    return tuple(d for d in BRANCH_DIMS if d != "channels" or conv_layers > 0)
 
 
 def _encode_points(points: tuple[int, ...]) -> str:
@@ -63,7 +76,8 @@ class ConditionalSpace:
         placements = [_encode_points(c) for c in itertools.combinations(self.points, n)]
         _choose(trial, f"exit_points/n{n}", placements)
         for k in range(n):
-            for dim in BRANCH_DIMS:
+            conv_layers = _choose(trial, f"branch{k}/conv_layers", self.exits.conv_layers)
+            for dim in active_branch_dims(int(conv_layers))[1:]:
                 _choose(trial, f"branch{k}/{dim}", getattr(self.exits, dim))
         _choose(trial, "training/mode", self.training.mode)
         _choose(trial, "training/epochs", self.training.epochs)
@@ -74,8 +88,15 @@ class ConditionalSpace:
         return None
 
     def size(self) -> float:
-        """Number of distinct discrete candidates (``inf`` when the cost weight is a range)."""
-        per_branch = math.prod(len(getattr(self.exits, d)) for d in BRANCH_DIMS)
+        """Number of distinct discrete candidates (``inf`` when the cost weight is a range).
+
+        Distinct as networks: a branch without convolutions counts once, whatever ``channels`` offers.
+        """
+        rest = math.prod(
+            len(getattr(self.exits, d)) for d in BRANCH_DIMS if d not in ("conv_layers", "channels")
+        )
+        widths = sum(len(self.exits.channels) if c > 0 else 1 for c in self.exits.conv_layers)
+        per_branch = rest * widths
         lo, hi = self.exits.count
         placements = sum(math.comb(len(self.points), n) * per_branch**n for n in range(lo, hi + 1))
         total = placements * len(self.training.mode) * len(self.training.epochs) * len(self.policy.kind)
@@ -86,7 +107,9 @@ class ConditionalSpace:
     def candidate_override(self, config: dict[str, Any]) -> dict[str, Any]:
         """The trial config (nested, as Tune passes it) as a partial candidate for ``candidate_from_dict``.
 
-        Every candidate field is set explicitly (see :func:`build_candidate`).
+        Every candidate field is set explicitly (see :func:`build_candidate`); a dimension the trial did
+        not sample (a single choice, or ``channels`` of a branch without convolutions) takes the space's
+        first choice.
         """
         lo, _ = self.exits.count
         n = int(config.get("num_early_exits", lo))

@@ -468,6 +468,16 @@ def flat_config(config: Mapping[str, Any], prefix: str = "config") -> dict[str, 
     return out
 
 
+def stopped_early(state: str, result: dict[str, Any] | None) -> bool:
+    """A trial the scheduler stopped at a rung (ASHA or the multi-objective one): ended, not evaluated.
+
+    Tune marks it TERMINATED with a last result that says ``done``; a trial Tune stopped because the
+    search was interrupted is TERMINATED too, but its last result never says ``done`` (it resumes).
+    """
+    result = result or {}
+    return not result.get(EVALUATED_KEY) and state == "TERMINATED" and bool(result.get("done"))
+
+
 def trial_row(
     *,
     trial_id: str,
@@ -488,7 +498,7 @@ def trial_row(
     metrics = {k: scalar(v) for k, v in result.items() if k not in _TUNE_KEYS and not k.startswith("config/")}
     row.update(metrics)
     row[EVALUATED_KEY] = evaluated
-    row["stopped_early"] = not evaluated and state == "TERMINATED" and bool(result.get("done"))
+    row["stopped_early"] = stopped_early(state, result)
     # ASHA-stopped trials and running ones carry per-epoch results only: never on the front.
     row["full_fidelity"] = evaluated and bool(result.get("full_fidelity", True))
     bad = violations(result, constraints) if evaluated else ["not evaluated"]

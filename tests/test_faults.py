@@ -441,6 +441,55 @@ def test_a_checkpoint_tune_deleted_too_early_is_put_back_from_the_newer_one(tmp_
         assert json.loads(stream.read())["epoch"] == 1
 
 
+def test_checkpoints_of_trials_over_for_good_are_dropped_and_no_others(tmp_path):
+    """Evaluated trials lose their Tune checkpoints when they complete, trials stopped at a rung only at
+    the experiment's end (after Tune's final state save), interrupted and failed ones never (a resume or
+    a retry trains them from there). Tune's trial objects are stood in for: their status, last result and
+    storage (a pyarrow filesystem and the trial's folder) are all the rule reads."""
+    from types import SimpleNamespace
+
+    import pyarrow.fs as pafs
+
+    from ddecs_search.search._callbacks import drop_finished_checkpoints
+
+    def trial(name: str, status: str, result: dict) -> SimpleNamespace:
+        folder = tmp_path / f"tune_trial_{name}"
+        for sub in ("checkpoint_000001/previous", "checkpoint_000002"):
+            (folder / sub).mkdir(parents=True)
+        (folder / "result.json").write_text("{}")
+        storage = SimpleNamespace(storage_filesystem=pafs.LocalFileSystem(), trial_fs_path=str(folder))
+        return SimpleNamespace(status=status, last_result=result, storage=storage)
+
+    def left(t: SimpleNamespace) -> list[str]:
+        return sorted(p.name for p in Path(t.storage.trial_fs_path).iterdir())
+
+    evaluated = trial("e", "TERMINATED", {"evaluated": True, "done": True})
+    stopped = trial("s", "TERMINATED", {"evaluated": False, "done": True, "epoch": 1})
+    interrupted = trial("i", "TERMINATED", {"evaluated": False, "epoch": 1})
+    failed = trial("f", "ERROR", {"evaluated": False, "epoch": 2})
+    kept = ["checkpoint_000001", "checkpoint_000002", "result.json"]
+    # on_trial_complete: the evaluated one only
+    assert [
+        drop_finished_checkpoints(t, stopped=False) for t in (evaluated, stopped, interrupted, failed)
+    ] == [
+        2,
+        0,
+        0,
+        0,
+    ]
+    assert left(evaluated) == ["result.json"] and left(stopped) == left(interrupted) == left(failed) == kept
+    # on_experiment_end: the stopped one too, never an interrupted or failed one
+    assert [
+        drop_finished_checkpoints(t, stopped=True) for t in (evaluated, stopped, interrupted, failed)
+    ] == [
+        0,
+        2,
+        0,
+        0,
+    ]
+    assert left(stopped) == ["result.json"] and left(interrupted) == left(failed) == kept
+
+
 def test_state_file_errors_name_the_file_and_the_fix(tmp_path):
     from ddecs_search.experiment import StateFileError
 

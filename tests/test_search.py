@@ -98,6 +98,11 @@ def test_tiny_search_records_trials_metrics_failures_and_verification(local_ray,
     assert load_space(exp_dir / "space.yaml").search.num_samples == 4
     counts = Experiment.at(exp_dir).evaluation_counts()
     assert counts == {t: 1 for t in done["trial_id"]}
+    # trials over for good keep no Tune checkpoint (nothing reads them again; ~11 MB each on the default
+    # space); a failed trial keeps its own for a retry (it trained its epochs, then failed to evaluate)
+    for trial_id in terminated["trial_id"]:
+        assert not list((exp_dir / f"tune_trial_{trial_id}").glob("checkpoint_*")), trial_id
+    assert any(list((exp_dir / f"tune_trial_{t}").glob("checkpoint_*")) for t in failed["trial_id"])
     # the final picks were re-measured end to end
     if not (exp_dir / "verified.csv").exists():  # the static network dominated every trial: no pick
         from ddecs_search.search._verify import pick_front

@@ -16,7 +16,7 @@ from ray.tune import Callback
 
 from ddecs_search import _faults
 from ddecs_search.config import Constraint, Objective
-from ddecs_search.experiment import EVALUATED_KEY, Experiment, trial_row
+from ddecs_search.experiment import EVALUATED_KEY, Experiment, stopped_early, trial_row
 from ddecs_search.metrics import STATIC_TRIAL_ID
 from ddecs_search.search._objectives import objective_values
 
@@ -61,8 +61,33 @@ def trial_error(trial: Any) -> str:
     return lines[-1][:1000] + where
 
 
+def drop_finished_checkpoints(trial: Any, *, stopped: bool) -> int:
+    """Delete the Tune checkpoints of ``trial`` if it is over for good (see ``_restore.drop_checkpoints``).
+
+    Evaluated trials qualify at once. Trials stopped at a rung qualify only with ``stopped=True``, which the
+    caller passes once Tune has saved the experiment state that records them finished (at the experiment's
+    end): before that, a killed driver's resume would train them again from a checkpoint.
+    """
+    from ddecs_search.search._restore import drop_checkpoints
+
+    result = trial.last_result or {}
+    over = bool(result.get(EVALUATED_KEY)) or (stopped and stopped_early(trial.status, result))
+    if trial.status != "TERMINATED" or not over:
+        return 0
+    storage = getattr(trial, "storage", None)
+    if storage is None:
+        return 0
+    return drop_checkpoints(storage.storage_filesystem, storage.trial_fs_path)
+
+
 class TrialsTableCallback(Callback):
-    """Rewrites ``EXP/trials.csv`` / ``trials.parquet`` whenever a trial starts, finishes or fails."""
+    """Rewrites ``EXP/trials.csv`` / ``trials.parquet`` whenever a trial starts, finishes or fails.
+
+    It also deletes the Tune checkpoints of trials that are over for good (evaluated: when they
+    complete; stopped at a rung: at the experiment's end, after Tune's final state save), which nothing
+    reads again; here rather than in a callback of its own because Tune restores the callbacks pickled
+    in an experiment, and a search resumed with a newer version runs this class's methods.
+    """
 
     def __init__(
         self, objectives: tuple[Objective, ...], constraints: tuple[Constraint, ...], exp_root: str
@@ -79,6 +104,7 @@ class TrialsTableCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._write(trials)
+        drop_finished_checkpoints(trial, stopped=False)
         _faults.point("trial-complete")  # crash tests: between two trials
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
@@ -89,6 +115,8 @@ class TrialsTableCallback(Callback):
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self._write(trials)
+        for trial in trials:  # Tune saved its final state just before (tune.py: checkpoint, then cleanup)
+            drop_finished_checkpoints(trial, stopped=True)
 
 
 class ProgressCallback(Callback):

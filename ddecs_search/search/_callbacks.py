@@ -115,7 +115,9 @@ class TrialsTableCallback(Callback):
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self._write(trials)
-        for trial in trials:  # Tune saved its final state just before (tune.py: checkpoint, then cleanup)
+        # tune.py saves the final state, then cleans up (which calls this); only when Tune's own loop raised
+        # is there no save first, and a stopped trial whose stop was never saved trains to its rung again
+        for trial in trials:
             drop_finished_checkpoints(trial, stopped=True)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -204,16 +205,27 @@ def test_png_export_retries_the_figures_kaleido_did_not_render(data, tmp_path, m
     monkeypatch.setattr(kaleido, "write_fig_from_object_sync", racy)
     figures = report_figures(data)
     figures = {k: figures[k] for k in ("pareto_2d", "hypervolume")}
+
+    def asked_only_for_the_missing() -> None:
+        # the first call asks for every figure, each retry only for figures the call before did not render:
+        # the simulated loss (hypervolume) and whatever kaleido's real race lost beside it (in CI under load
+        # it once lost pareto_2d too on the first call: the retry rightly asked for both)
+        assert calls[0] == ["pareto_2d.png", "hypervolume.png"]
+        for before, after in itertools.pairwise(calls):
+            assert after and set(after) <= set(before), calls
+        assert all("hypervolume.png" in c for c in calls[: failures + 1]), calls
+
     if failures == 3:
         with pytest.raises(RuntimeError, match="kaleido_scopes"):
             export_pngs(figures, tmp_path / "png", width=800)
-        assert calls == [["pareto_2d.png", "hypervolume.png"], ["hypervolume.png"], ["hypervolume.png"]]
+        assert len(calls) == 3
+        asked_only_for_the_missing()
         return
     paths = export_pngs(figures, tmp_path / "png", width=800)
-    # every retry asks for the missing figure only; more calls than the simulated losses only when kaleido's
-    # real race took a try that was left, never more than three in all
+    # more calls than the simulated losses only when kaleido's real race took a try that was left, never
+    # more than three in all
     assert failures + 1 <= len(calls) <= 3
-    assert calls == [["pareto_2d.png", "hypervolume.png"]] + [["hypervolume.png"]] * (len(calls) - 1)
+    asked_only_for_the_missing()
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
 

@@ -81,8 +81,8 @@ def test_a_branch_without_convolutions_samples_no_width() -> None:
             seen.add(branch["conv_layers"])
             assert ("channels" in branch) == (branch["conv_layers"] > 0), branch
             cand = build_candidate(space, fn, config)
-            if branch["conv_layers"] == 0:  # the unused width: the space's first choice, not a draw
-                assert cand.branches[k].channels == space.exits.channels[0]
+            if branch["conv_layers"] == 0:  # no width: one spelling of the network
+                assert cand.branches[k].channels == 0
     assert seen == {0, 1, 2}
     # per branch: (1 conv-less + 2 depths x 3 widths) x 2 pools x 4 sizes x 2 hidden = 112 networks (144
     # when the conv-less ones counted a width); 1 exit at 3 points + 2 exits at 3 placements, x 2 modes

@@ -31,7 +31,9 @@ class BranchSpec:
 
     The branch is ``conv_layers`` × (conv3×3 → BN → ReLU) with ``channels`` each, an adaptive
     ``pool`` to ``pool_size``×``pool_size``, an optional hidden FC layer (``hidden`` > 0, with
-    ``dropout``), and a linear classifier.
+    ``dropout``), and a linear classifier. Without convolutions there is no width: ``channels`` is 0
+    then, whatever was written, so that one network has one spelling (equal specs, one latency-table
+    key, one candidate for the sampler; the search space samples no width there either).
     """
 
     conv_layers: int = 1
@@ -44,7 +46,9 @@ class BranchSpec:
     def __post_init__(self) -> None:
         if not 0 <= self.conv_layers <= 3:
             fail("conv_layers", f"must be 0..3, got {self.conv_layers}")
-        if self.channels < 1:
+        if self.conv_layers == 0:
+            object.__setattr__(self, "channels", 0)  # (frozen) no convolutions, no width
+        elif self.channels < 1:
             fail("channels", f"must be >= 1, got {self.channels}")
         if not 1 <= self.pool_size <= 8:
             fail("pool_size", f"must be 1..8, got {self.pool_size}")

@@ -108,8 +108,8 @@ class ConditionalSpace:
         """The trial config (nested, as Tune passes it) as a partial candidate for ``candidate_from_dict``.
 
         Every candidate field is set explicitly (see :func:`build_candidate`); a dimension the trial did
-        not sample (a single choice, or ``channels`` of a branch without convolutions) takes the space's
-        first choice.
+        not sample takes the space's first choice (a single choice; ``channels`` of a branch without
+        convolutions, which :class:`~ddecs_search.config.BranchSpec` then sets to 0).
         """
         lo, _ = self.exits.count
         n = int(config.get("num_early_exits", lo))

@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 
 from ddecs_search.config import SearchSpace
 from ddecs_search.errors import ConfigError
-from ddecs_search.search._space_fn import BRANCH_DIMS, ConditionalSpace, _encode_points, active_branch_dims
+from ddecs_search.search._space_fn import ConditionalSpace, _encode_points, active_branch_dims
 from ddecs_search.spaces import candidate_from_dict
 
 
@@ -58,10 +58,9 @@ def candidate_params(
     placements = [_encode_points(c) for c in itertools.combinations(fn.points, n)]
     _pick(params, f"exit_points/n{n}", _encode_points(cand.exit_points), placements, f"{path}.exit_points")
     for k, branch in enumerate(cand.branches):
-        active = active_branch_dims(branch.conv_layers)
-        for dim in BRANCH_DIMS:  # an unused one (a width without convolutions) is checked, not sampled
+        for dim in active_branch_dims(branch.conv_layers):  # (no width without convolutions)
             _pick(
-                params if dim in active else {},
+                params,
                 f"branch{k}/{dim}",
                 getattr(branch, dim),
                 getattr(fn.exits, dim),

@@ -84,6 +84,20 @@ def test_a_branch_without_convolutions_samples_no_width() -> None:
             if branch["conv_layers"] == 0:  # no width: one spelling of the network
                 assert cand.branches[k].channels == 0
     assert seen == {0, 1, 2}
+    # one spelling per network: the width a conv-less branch was written with is dropped, so specs compare
+    # equal (and share a latency-table key), and a warm-start entry's unused width is not "outside the space"
+    from ddecs_search.config import BranchSpec
+    from ddecs_search.search._warm_start import check_warm_start
+
+    assert BranchSpec(conv_layers=0, channels=8) == BranchSpec(conv_layers=0, channels=64)
+    assert BranchSpec(conv_layers=0).channels == 0 and BranchSpec(conv_layers=1, channels=8).channels == 8
+    entry = {
+        "exit_points": [0],
+        "branches": [{"conv_layers": 0, "channels": 8, "pool": "max", "pool_size": 7}],
+    }
+    check_warm_start(
+        dataclasses.replace(space, search=dataclasses.replace(space.search, warm_start=(entry,)))
+    )
     # per branch: (1 conv-less + 2 depths x 3 widths) x 2 pools x 4 sizes x 2 hidden = 112 networks (144
     # when the conv-less ones counted a width); 1 exit at 3 points + 2 exits at 3 placements, x 2 modes
     # x 2 epoch counts: (3 * 112 + 3 * 112**2) * 4

@@ -468,25 +468,12 @@ def test_checkpoints_of_trials_over_for_good_are_dropped_and_no_others(tmp_path)
     interrupted = trial("i", "TERMINATED", {"evaluated": False, "epoch": 1})
     failed = trial("f", "ERROR", {"evaluated": False, "epoch": 2})
     kept = ["checkpoint_000001", "checkpoint_000002", "result.json"]
+    trials = (evaluated, stopped, interrupted, failed)
     # on_trial_complete: the evaluated one only
-    assert [
-        drop_finished_checkpoints(t, stopped=False) for t in (evaluated, stopped, interrupted, failed)
-    ] == [
-        2,
-        0,
-        0,
-        0,
-    ]
+    assert [drop_finished_checkpoints(t, stopped=False) for t in trials] == [2, 0, 0, 0]
     assert left(evaluated) == ["result.json"] and left(stopped) == left(interrupted) == left(failed) == kept
     # on_experiment_end: the stopped one too, never an interrupted or failed one
-    assert [
-        drop_finished_checkpoints(t, stopped=True) for t in (evaluated, stopped, interrupted, failed)
-    ] == [
-        0,
-        2,
-        0,
-        0,
-    ]
+    assert [drop_finished_checkpoints(t, stopped=True) for t in trials] == [0, 2, 0, 0]
     assert left(stopped) == ["result.json"] and left(interrupted) == left(failed) == kept
 
 

@@ -115,39 +115,39 @@ def drop_checkpoints(fs: Any, trial_path: str) -> int:
     experiment state). Returns how many were deleted; a folder that cannot be deleted is left, with a line
     on stderr: disk space is not worth failing a search for.
     """
-    import pyarrow.fs as pafs
-
     try:
-        found = fs.get_file_info(pafs.FileSelector(trial_path, allow_not_found=True))
+        folders = _checkpoint_folders(fs, trial_path)
     except OSError as exc:
         print(f"ddecs-search: could not list {trial_path} to drop its checkpoints: {exc}", file=sys.stderr)
         return 0
     dropped = 0
-    for info in found:
-        if info.type == pafs.FileType.Directory and info.base_name.startswith(CHECKPOINT_PREFIX):
-            try:
-                fs.delete_dir(info.path)
-                dropped += 1
-            except OSError as exc:
-                print(f"ddecs-search: could not delete {info.path}: {exc}", file=sys.stderr)
+    for folder in folders:
+        try:
+            fs.delete_dir(folder)
+            dropped += 1
+        except OSError as exc:
+            print(f"ddecs-search: could not delete {folder}: {exc}", file=sys.stderr)
     return dropped
+
+
+def _checkpoint_folders(fs: Any, trial_path: str) -> list[str]:
+    """Tune's checkpoint folders (``checkpoint_*``) in a trial's folder, newest first (zero-padded)."""
+    import pyarrow.fs as pafs
+
+    found = fs.get_file_info(pafs.FileSelector(trial_path, allow_not_found=True))
+    return sorted(
+        (
+            info.path
+            for info in found
+            if info.type == pafs.FileType.Directory and info.base_name.startswith(CHECKPOINT_PREFIX)
+        ),
+        reverse=True,
+    )
 
 
 def _sources(fs: Any, parent: str, missing: str) -> list[tuple[str, int]]:
     """Readable checkpoint folders of the trial: each sibling then its ``previous/``, newest sibling first."""
-    import pyarrow.fs as pafs
-
-    found = fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
-    siblings = sorted(
-        (
-            info.path
-            for info in found
-            if info.type == pafs.FileType.Directory
-            and info.base_name.startswith(CHECKPOINT_PREFIX)
-            and info.base_name != missing
-        ),
-        reverse=True,  # zero-padded indices: the newest first
-    )
+    siblings = [f for f in _checkpoint_folders(fs, parent) if f.rstrip("/").rpartition("/")[2] != missing]
     sources = []
     for folder in siblings:
         for source in (folder, f"{folder}/{PREVIOUS_DIR}"):

@@ -92,11 +92,10 @@ class ConditionalSpace:
 
         Distinct as networks: a branch without convolutions counts once, whatever ``channels`` offers.
         """
-        rest = math.prod(
-            len(getattr(self.exits, d)) for d in BRANCH_DIMS if d not in ("conv_layers", "channels")
+        per_branch = sum(
+            math.prod(len(getattr(self.exits, d)) for d in active_branch_dims(c)[1:])
+            for c in self.exits.conv_layers
         )
-        widths = sum(len(self.exits.channels) if c > 0 else 1 for c in self.exits.conv_layers)
-        per_branch = rest * widths
         lo, hi = self.exits.count
         placements = sum(math.comb(len(self.points), n) * per_branch**n for n in range(lo, hi + 1))
         total = placements * len(self.training.mode) * len(self.training.epochs) * len(self.policy.kind)

@@ -383,6 +383,58 @@ def test_search_efficiency_floor_is_the_volume_of_the_static_network_and_the_war
     assert alone[0]["hv"] == pytest.approx(floor)
 
 
+def _summary_run(algorithm: str, early_stopping: bool, values: list[list[float]]) -> dict:
+    """A run as ``collect`` returns it, with only what ``summarise`` reads (hand-made points)."""
+    return {
+        "algorithm": algorithm,
+        "seed": 0,
+        "early_stopping": early_stopping,
+        "exp": f"/x/{algorithm}-s0-{'es' if early_stopping else 'full'}",
+        "space_name": "s",
+        "sampler": {"algorithm": algorithm},
+        "resumed": False,
+        "handover_s": 0.0,
+        "tail_s": 0.0,
+        "actor_start_s": 0.0,
+        "values": np.array(values),
+        "warm_values": np.array(values[:1]),
+        "static": None,
+        "rung_stops": {},
+        "objectives": [("val_accuracy", "max"), ("expected_latency_ms", "min")],
+        "fit_s": 10.0,
+        "wall_s": 10.0,
+        "body_s": 18.0,
+        "n_trials": len(values),
+        "n_full": len(values),
+        "n_stopped": 0,
+        "n_feasible": len(values),
+        "max_concurrent": 2,
+        "baseline_train_s": 5.0,
+        "mean_full_trial_s": 6.0,
+        "workers": 2,
+        "reused_start_s": [],
+        "full_s_by_candidate": {},
+    }
+
+
+def test_search_efficiency_compares_the_samplers_without_early_stopping_apart() -> None:
+    """``without_early_stopping``: the samplers' ratio over the searches where every trial was full, beside
+    ``hv_vs_random`` (early stopping on), which it never changes; null without such a random search."""
+    se = _search_efficiency()
+    warm = [0.80, 0.5]
+    on = [_summary_run("tpe", True, [warm, [0.85, 0.4]]), _summary_run("random", True, [warm, [0.82, 0.45]])]
+    off = [_summary_run("tpe", False, [warm, [0.9, 0.3]]), _summary_run("random", False, [warm, [0.81, 0.5]])]
+    both = se.summarise(on + off)
+    hv = {(r["algorithm"], r["early_stopping"]): r["hv"] for r in both["runs"]}
+    assert both["hv_vs_random"]["tpe"] == pytest.approx(hv[("tpe", True)] / hv[("random", True)])
+    without = both["without_early_stopping"]
+    assert without["hv_vs_random"]["tpe"] == pytest.approx(hv[("tpe", False)] / hv[("random", False)])
+    assert without["hv_vs_random"]["tpe"] > both["hv_vs_random"]["tpe"] > 1  # the points above
+    assert without["hv_per_seed"]["random"] == [hv[("random", False)]]
+    # the usual plan (only the default algorithm's searches without stopping): nothing to compare
+    assert se.summarise(on + off[:1])["without_early_stopping"] is None
+
+
 def test_search_efficiency_refuses_an_empty_plan(capsys) -> None:
     """``--algorithms`` alone (no algorithm) runs only the searches without early stopping (the sources of
     a later ``--replay-from``); with ``--es-algorithms`` empty too there is nothing to run: a usage error

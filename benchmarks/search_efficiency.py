@@ -489,6 +489,19 @@ def _breakdown(runs: list[dict], slot_s: float) -> dict[str, float]:
     return parts
 
 
+def workers_import_this_checkout() -> str:
+    """Put this checkout first on ``PYTHONPATH``, which the local Ray's workers inherit; returns it.
+
+    The driver imports the package from this checkout (``ROOT``, first on its ``sys.path``), but Ray's
+    workers, where the trials run, import it from their own path: with ``PYTHONPATH`` naming another
+    checkout (a worktree of the code under test, say), the trials would run other code than the driver's
+    sampler and space, and the benchmark would measure a mix without saying so. Call before Ray starts.
+    """
+    rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != ROOT]
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *rest])
+    return os.environ["PYTHONPATH"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -568,6 +581,7 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.time()
     if not args.from_storage:
+        workers_import_this_checkout()
         init_ray()
     runs: list[dict] = []
     first = args.continue_from

@@ -435,6 +435,18 @@ def test_search_efficiency_compares_the_samplers_without_early_stopping_apart() 
     assert se.summarise(on + off[:1])["without_early_stopping"] is None
 
 
+def test_search_efficiency_trials_run_the_drivers_checkout(monkeypatch) -> None:
+    """The script runs the package of its own checkout; the local Ray's workers inherit ``PYTHONPATH``, so
+    that checkout goes first there too, ahead of another one named in it (kept after it, once)."""
+    se = _search_efficiency()
+    root = str(Path(se.__file__).resolve().parents[1])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(["/elsewhere/worktree", root, "/other"]))
+    assert se.workers_import_this_checkout().split(os.pathsep) == [root, "/elsewhere/worktree", "/other"]
+    assert os.environ["PYTHONPATH"].split(os.pathsep)[0] == root
+    monkeypatch.delenv("PYTHONPATH")
+    assert se.workers_import_this_checkout() == root
+
+
 def test_search_efficiency_refuses_an_empty_plan(capsys) -> None:
     """``--algorithms`` alone (no algorithm) runs only the searches without early stopping (the sources of
     a later ``--replay-from``); with ``--es-algorithms`` empty too there is nothing to run: a usage error

@@ -377,24 +377,22 @@ def summarise(runs: list[dict], pairing: str = "search") -> dict:
             **paired_full_cost(pairs),
             "pairs": [f"{on['algorithm']}-s{on['seed']}" for on, _ in pairs],
         }
-    random_hv = float(np.median(hv["random"])) if "random" in hv else None
     # the samplers compared where every trial is a full evaluation: what early stopping does to a sampler's
     # lead (stopped trials reach it only as pruned) shows beside hv_vs_random, which keeps its meaning
     off_hv: dict[str, list[float]] = {}
     for r in runs:
         if not r["early_stopping"]:
             off_hv.setdefault(r["algorithm"], []).append(r["hv"])
-    off_random = float(np.median(off_hv["random"])) if "random" in off_hv else None
+    off_vs_random = _vs_random(off_hv)
     without = (
         {
             "hv": {a: float(np.median(v)) for a, v in off_hv.items()},
             "hv_per_seed": {a: [float(x) for x in v] for a, v in off_hv.items()},
-            "hv_vs_random": {a: float(np.median(v)) / off_random for a, v in off_hv.items() if a != "random"},
+            "hv_vs_random": off_vs_random,
         }
-        if off_random and len(off_hv) > 1
+        if off_vs_random
         else None
     )
-    random_gain = float(np.median(gain["random"])) if "random" in gain else None
     samplers: dict[str, list[dict]] = {}  # per algorithm, each distinct setting its searches ran
     for r in runs:
         if r["sampler"] not in samplers.setdefault(r["algorithm"], []):
@@ -403,21 +401,13 @@ def summarise(runs: list[dict], pairing: str = "search") -> dict:
         "hv": {a: float(np.median(v)) for a, v in hv.items()},
         "hv_spread": {a: [float(min(v)), float(max(v))] for a, v in hv.items()},
         "hv_per_seed": {a: [float(x) for x in v] for a, v in hv.items()},
-        "hv_vs_random": {
-            a: float(np.median(v)) / random_hv for a, v in hv.items() if a != "random" and random_hv
-        }
-        if random_hv
-        else {},
+        "hv_vs_random": _vs_random(hv),
         "hv_trials_only": {a: float(np.median(v)) for a, v in hv_trials.items()},
         # context for hv_vs_random, not a replacement: the part of hv both arms share (the static network
         # and the warm-start candidates, evaluated before any sampling) and the ratio of what the
         # sampled trials add above it
         "hv_floor": {a: float(np.median(v)) for a, v in floor.items()},
-        "hv_gain_vs_random": {
-            a: float(np.median(v)) / random_gain for a, v in gain.items() if a != "random" and random_gain
-        }
-        if random_gain
-        else {},
+        "hv_gain_vs_random": _vs_random(gain),
         "samplers": samplers,
         # over the searches that ran in one driver (None if none did; "resumed_searches" names the others)
         "overhead_share": 1.0 - sum(r["body_s"] for r in timed) / slot_s if timed else None,
@@ -476,6 +466,14 @@ def summarise(runs: list[dict], pairing: str = "search") -> dict:
             for r in runs
         ],
     }
+
+
+def _vs_random(per_algorithm: dict[str, list[float]]) -> dict[str, float]:
+    """Each other algorithm's median over its searches / random's median; empty without random (or at 0)."""
+    base = float(np.median(per_algorithm["random"])) if "random" in per_algorithm else 0.0
+    if not base:
+        return {}
+    return {a: float(np.median(v)) / base for a, v in per_algorithm.items() if a != "random"}
 
 
 def _breakdown(runs: list[dict], slot_s: float) -> dict[str, float]:

@@ -34,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-samples", type=int, help="number of trials (overrides search.num_samples)")
     p.add_argument("--max-concurrent", type=int, help="trials at a time (overrides search.max_concurrent)")
     p.add_argument("--seed", type=int, help="sampler seed (overrides search.seed)")
-    p.add_argument("--algorithm", choices=("nsga2", "tpe", "random"), help="overrides search.algorithm")
+    p.add_argument("--algorithm", choices=("nsga2", "tpe", "gp", "random"), help="overrides search.algorithm")
     p.add_argument("--dataset", help="override the space's dataset (e.g. cifar10, imagefolder:/path)")
     p.add_argument(
         "--resume-if-exists",

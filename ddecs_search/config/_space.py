@@ -222,10 +222,33 @@ class TPEOptions:
 
 
 @dataclass(frozen=True)
+class GPOptions:
+    """Optuna ``GPSampler`` knobs for ``algorithm: gp`` (docs/search_space.md, ``search.gp``).
+
+    A Gaussian process per objective (and one per constraint) with log expected hypervolume improvement:
+    Optuna's sampler for small budgets. It learns from complete trials only (a trial stopped at a rung is
+    pruned), and models only the parameters every finished trial has, which is why ``gp`` samples the
+    space's flat encoding by default (``search.encoding``).
+    """
+
+    n_startup_trials: int | None = None  # random trials first; null = a quarter of num_samples, 2..10
+
+    def __post_init__(self) -> None:
+        if self.n_startup_trials is not None and self.n_startup_trials < 0:
+            fail("n_startup_trials", f"must be >= 0 or null (auto), got {self.n_startup_trials}")
+
+    def startup_trials(self, num_samples: int) -> int:
+        """``n_startup_trials``, else a quarter of the budget clamped to 2..10 (as TPE's)."""
+        if self.n_startup_trials is not None:
+            return self.n_startup_trials
+        return min(10, max(2, num_samples // 4))
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     """How Tune explores the space."""
 
-    algorithm: Literal["nsga2", "tpe", "random"] = "nsga2"
+    algorithm: Literal["nsga2", "tpe", "gp", "random"] = "nsga2"
     num_samples: int = 12
     max_concurrent: int = 2
     seed: int = 0
@@ -235,6 +258,10 @@ class SearchConfig:
     verify_top: int = 3
     population_size: int | None = None
     tpe: TPEOptions = field(default_factory=TPEOptions)
+    gp: GPOptions = field(default_factory=GPOptions)
+    # How the sampler sees the space: "conditional" samples a parameter only where the candidate uses it,
+    # "flat" samples every parameter in every trial; null = flat for gp, conditional otherwise.
+    encoding: Literal["conditional", "flat"] | None = None
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     warm_start: tuple[dict[str, Any], ...] = ()  # candidates evaluated first (search/_warm_start.py)
 
@@ -249,6 +276,13 @@ class SearchConfig:
             fail("max_concurrent", f"must be >= 1, got {self.max_concurrent}")
         if self.max_failures < 0:
             fail("max_failures", f"must be >= 0, got {self.max_failures}")
+
+    @property
+    def space_encoding(self) -> Literal["conditional", "flat"]:
+        """``encoding``, else flat for ``gp`` (it models only the parameters all trials share)."""
+        if self.encoding is not None:
+            return self.encoding
+        return "flat" if self.algorithm == "gp" else "conditional"
 
 
 @dataclass(frozen=True)

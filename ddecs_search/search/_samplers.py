@@ -54,3 +54,7 @@ class TPESampler(_FreshLocks, optuna.samplers.TPESampler):
 
 class NSGAIISampler(_FreshLocks, optuna.samplers.NSGAIISampler):
     """``optuna.samplers.NSGAIISampler``, picklable (Optuna >= 5.1 holds a lock in it)."""
+
+
+class GPSampler(_FreshLocks, optuna.samplers.GPSampler):
+    """``optuna.samplers.GPSampler``, picklable."""

@@ -20,7 +20,7 @@ def sampler_settings(space: SearchSpace) -> dict[str, Any]:
     figure never silently pools two samplers under one algorithm's name.
     """
     cfg = space.search
-    if cfg.algorithm == "random":
+    if cfg.algorithm == "random":  # the same distribution over networks on either encoding
         return {"algorithm": "random"}
     if cfg.algorithm == "tpe":
         tpe = cfg.tpe
@@ -31,16 +31,25 @@ def sampler_settings(space: SearchSpace) -> dict[str, Any]:
             "group": tpe.group,
             "constant_liar": tpe.constant_liar,
             "n_ei_candidates": tpe.n_ei_candidates,
+            "encoding": cfg.space_encoding,
         }
-    return {"algorithm": "nsga2", "population_size": nsga2_population(space)}
+    if cfg.algorithm == "gp":
+        return {
+            "algorithm": "gp",
+            "n_startup_trials": cfg.gp.startup_trials(cfg.num_samples),
+            "encoding": cfg.space_encoding,
+        }
+    return {"algorithm": "nsga2", "population_size": nsga2_population(space), "encoding": cfg.space_encoding}
 
 
 def make_sampler(space: SearchSpace) -> Any:
-    """NSGA-II, TPE or random sampling, seeded from ``search.seed``, as :func:`sampler_settings` says.
+    """NSGA-II, TPE, GP or random sampling, seeded from ``search.seed``, as :func:`sampler_settings` says.
 
     NSGA-II's population defaults to a third of the budget (4..50) so that a small budget still sees
     several generations; TPE takes ``search.tpe`` (by default multivariate with ``group=True``, Optuna's
-    mode for conditional spaces, and the constant liar for parallel trials).
+    mode for conditional spaces, and the constant liar for parallel trials); GP takes ``search.gp`` and
+    treats the objectives as noisy (accuracy on a finite selection set is), with running trials as a
+    q-batch. The encoding (``search.encoding``) is the space function's, not the sampler's.
     """
     optuna = require("optuna")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -48,6 +57,7 @@ def make_sampler(space: SearchSpace) -> Any:
 
     settings = sampler_settings(space)
     algorithm = settings.pop("algorithm")
+    settings.pop("encoding", None)
     seed = space.search.seed
     if algorithm == "random":
         return _samplers.RandomSampler(seed=seed)
@@ -55,6 +65,8 @@ def make_sampler(space: SearchSpace) -> Any:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if algorithm == "tpe":
             return _samplers.TPESampler(seed=seed, **settings)
+        if algorithm == "gp":  # on the conditional encoding, every parameter not in all trials is random
+            return _samplers.GPSampler(seed=seed, warn_independent_sampling=False, **settings)
         return _samplers.NSGAIISampler(seed=seed, **settings)
 
 

@@ -10,6 +10,13 @@ dimension the candidate would not use is not sampled: a branch without convoluti
 Sampling it anyway made two trials that differ only in an unused width look different to the sampler
 (TPE re-trained the same network under another name) and gave the width an importance it cannot have.
 
+That is the *conditional* encoding, the default. The *flat* one (``search.encoding: flat``, the default of
+``algorithm: gp``) samples every parameter in every trial: one categorical ``exit_points/all`` over the
+placements of every allowed count, and every dimension of every branch slot up to the largest count; the
+network reads only what it uses. Optuna's GP sampler models only the parameters that all finished trials
+share (``IntersectionSearchSpace``), so on the conditional encoding it would draw the exit placement, the
+second branch and every width at random.
+
 Parameter names use ``/`` because Ray's OptunaSearch unflattens them into a nested trial config
 (``{"branch0": {"channels": 32}, ...}``); :meth:`ConditionalSpace.candidate_override` maps that config
 back to a candidate.
@@ -58,6 +65,7 @@ class ConditionalSpace:
     training: TrainingSpace
     policy: PolicySpace
     points: tuple[int, ...]
+    flat: bool = False
 
     @classmethod
     def from_space(cls, space: SearchSpace) -> ConditionalSpace:
@@ -67,10 +75,35 @@ class ConditionalSpace:
         points = space.exits.points
         if points is None:
             points = tuple(range(len(backbone_info(space.backbone.name).exit_point_names)))
-        return cls(space.exits, space.training, space.policy, tuple(points))
+        flat = space.search.space_encoding == "flat"
+        return cls(space.exits, space.training, space.policy, tuple(points), flat)
+
+    def placements(self) -> list[str]:
+        """Every exit placement the space allows, fewest exits first, encoded as ``"0,2"``."""
+        lo, hi = self.exits.count
+        return [_encode_points(c) for n in range(lo, hi + 1) for c in itertools.combinations(self.points, n)]
 
     # ------------------------------------------------------------------------------------------ sampling
     def __call__(self, trial: optuna.Trial) -> None:
+        if self.flat:
+            self._sample_flat(trial)
+        else:
+            self._sample_conditional(trial)
+        _choose(trial, "training/mode", self.training.mode)
+        _choose(trial, "training/epochs", self.training.epochs)
+        _choose(trial, "policy/kind", self.policy.kind)
+        low, high = self.policy.cost_weight
+        if low < high:
+            trial.suggest_float("policy/cost_weight", low, high, log=True)
+        return None
+
+    def _sample_flat(self, trial: optuna.Trial) -> None:
+        _choose(trial, "exit_points/all", self.placements())
+        for k in range(self.exits.count[1]):
+            for dim in BRANCH_DIMS:
+                _choose(trial, f"branch{k}/{dim}", getattr(self.exits, dim))
+
+    def _sample_conditional(self, trial: optuna.Trial) -> None:
         lo, hi = self.exits.count
         n = trial.suggest_int("num_early_exits", lo, hi) if lo < hi else lo
         placements = [_encode_points(c) for c in itertools.combinations(self.points, n)]
@@ -79,13 +112,6 @@ class ConditionalSpace:
             conv_layers = _choose(trial, f"branch{k}/conv_layers", self.exits.conv_layers)
             for dim in active_branch_dims(int(conv_layers))[1:]:
                 _choose(trial, f"branch{k}/{dim}", getattr(self.exits, dim))
-        _choose(trial, "training/mode", self.training.mode)
-        _choose(trial, "training/epochs", self.training.epochs)
-        _choose(trial, "policy/kind", self.policy.kind)
-        low, high = self.policy.cost_weight
-        if low < high:
-            trial.suggest_float("policy/cost_weight", low, high, log=True)
-        return None
 
     def size(self) -> float:
         """Number of distinct discrete candidates (``inf`` when the cost weight is a range).
@@ -113,7 +139,13 @@ class ConditionalSpace:
         lo, _ = self.exits.count
         n = int(config.get("num_early_exits", lo))
         points_choices = config.get("exit_points", {})
-        if f"n{n}" in points_choices:
+        if "all" in points_choices:  # the flat encoding: the placement gives the count
+            exit_points = _decode_points(points_choices["all"])
+            n = len(exit_points)
+        elif self.flat:  # one placement in the whole space (a constant)
+            exit_points = _decode_points(self.placements()[0])
+            n = len(exit_points)
+        elif f"n{n}" in points_choices:
             exit_points = _decode_points(points_choices[f"n{n}"])
         else:  # only one placement exists for this count (a constant, not a parameter)
             exit_points = list(next(itertools.combinations(self.points, n)))

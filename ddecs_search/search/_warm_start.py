@@ -3,10 +3,11 @@
 Each entry is a candidate written like ``default_candidate`` (or ``evaluate --candidate``): a partial
 dict overlaid on the space's ``default_candidate``, so ``{}`` is the default candidate itself. It is
 mapped to the parameters of the define-by-run space (:class:`ConditionalSpace`: ``num_early_exits``,
-``exit_points/n<k>``, ``branch<k>/<dim>``, ``training/mode``, ``training/epochs``, ``policy/kind``,
-``policy/cost_weight``) and handed to Ray's ``OptunaSearch(points_to_evaluate=...)``, which enqueues
-them in the Optuna study (``study.enqueue_trial``): they are the first trials Tune creates (the first
-rows of ``trials.csv``), and their results are told to the sampler like any other trial's.
+``exit_points/n<k>`` or, flat, ``exit_points/all``, ``branch<k>/<dim>``, ``training/mode``,
+``training/epochs``, ``policy/kind``, ``policy/cost_weight``) and handed to Ray's
+``OptunaSearch(points_to_evaluate=...)``, which enqueues them in the Optuna study
+(``study.enqueue_trial``): they are the first trials Tune creates (the first rows of ``trials.csv``),
+and their results are told to the sampler like any other trial's.
 
 Only what the space searches is taken from an entry; training hyper-parameters the space fixes (``lr``,
 ``batch_size``, ...) and the policy's ``cost``/``metric`` come from the space, as for every trial. An
@@ -53,10 +54,14 @@ def candidate_params(
     lo, hi = fn.exits.count
     if not lo <= n <= hi:
         fail(f"{path}.exit_points", f"{n} early exit(s), the space allows {lo}..{hi} (exits.count)")
-    if lo < hi:
-        params["num_early_exits"] = n
-    placements = [_encode_points(c) for c in itertools.combinations(fn.points, n)]
-    _pick(params, f"exit_points/n{n}", _encode_points(cand.exit_points), placements, f"{path}.exit_points")
+    placement = _encode_points(cand.exit_points)
+    if fn.flat:  # one parameter for count and placement; unused slots and widths are left to the sampler
+        _pick(params, "exit_points/all", placement, fn.placements(), f"{path}.exit_points")
+    else:
+        if lo < hi:
+            params["num_early_exits"] = n
+        placements = [_encode_points(c) for c in itertools.combinations(fn.points, n)]
+        _pick(params, f"exit_points/n{n}", placement, placements, f"{path}.exit_points")
     for k, branch in enumerate(cand.branches):
         for dim in active_branch_dims(branch.conv_layers):  # (no width without convolutions)
             _pick(

@@ -121,7 +121,7 @@ def test_every_parameter_keeps_one_distribution() -> None:
             assert dists.setdefault(name, dist) == dist
 
 
-@pytest.mark.parametrize("algorithm", ["nsga2", "tpe", "random"])
+@pytest.mark.parametrize("algorithm", ["nsga2", "tpe", "gp", "random"])
 def test_samplers_run_the_conditional_space(algorithm: str) -> None:
     data = yaml.safe_load(TINY.read_text())
     data["search"]["algorithm"] = algorithm
@@ -308,6 +308,7 @@ def test_tpe_options_reach_the_sampler_and_bad_ones_are_named() -> None:
         "group": True,
         "constant_liar": True,
         "n_ei_candidates": 24,
+        "encoding": "conditional",
     }
     data["search"]["tpe"] = {
         "n_startup_trials": 3,
@@ -319,7 +320,11 @@ def test_tpe_options_reach_the_sampler_and_bad_ones_are_named() -> None:
     sampler = make_sampler(parse_space(data))
     assert (sampler._n_startup_trials, sampler._multivariate, sampler._constant_liar) == (3, False, False)
     assert sampler._group_decomposed_search_space is None and sampler._n_ei_candidates == 48
-    assert sampler_settings(parse_space(data)) == {"algorithm": "tpe", **data["search"]["tpe"]}
+    assert sampler_settings(parse_space(data)) == {
+        "algorithm": "tpe",
+        **data["search"]["tpe"],
+        "encoding": "conditional",
+    }
     for bad, message in (
         ({"multivariate": False}, "'search.tpe.group': needs multivariate: true"),
         ({"gamma": 0.2}, "'search.tpe.gamma': unknown key"),
@@ -329,6 +334,100 @@ def test_tpe_options_reach_the_sampler_and_bad_ones_are_named() -> None:
         data["search"]["tpe"] = bad
         with pytest.raises(ConfigError, match=message):
             parse_space(data, "space.yaml")
+
+
+def _flat_space(algorithm: str = "random", encoding: str | None = "flat", **search: object):
+    data = yaml.safe_load((ROOT / "search_spaces" / "fashion_mnist_quick.yaml").read_text())
+    data["search"].update(algorithm=algorithm, num_samples=24, **search)
+    if encoding is not None:
+        data["search"]["encoding"] = encoding
+    return parse_space(data, "space.yaml")
+
+
+def test_the_flat_encoding_samples_every_parameter_and_decodes_what_the_network_uses() -> None:
+    """``search.encoding: flat``: the same parameters in every trial (one placement over every count, every
+    branch slot's dimensions), and a candidate built from the ones its network uses."""
+    space = _flat_space()
+    fn = ConditionalSpace.from_space(space)
+    assert fn.flat and fn.placements() == ["0", "1", "2", "0,1", "0,2", "1,2"]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2), directions=["maximize"] * 2)
+    counts, names = set(), set()
+    for _ in range(40):
+        trial = study.ask()
+        fn(trial)
+        names.add(frozenset(trial.params))
+        study.tell(trial, [0.0, 0.0])
+        from ray.tune.utils.util import unflatten_dict
+
+        config = unflatten_dict(dict(trial.params))
+        cand = build_candidate(space, fn, config)
+        assert ",".join(map(str, cand.exit_points)) == trial.params["exit_points/all"]
+        assert len(cand.branches) == len(cand.exit_points)
+        counts.add(len(cand.exit_points))
+        for k, branch in enumerate(cand.branches):
+            assert branch.conv_layers == trial.params[f"branch{k}/conv_layers"]
+            assert branch.channels == (trial.params[f"branch{k}/channels"] if branch.conv_layers else 0)
+    assert counts == {1, 2}
+    assert len(names) == 1 and "num_early_exits" not in next(iter(names))
+    assert {"branch1/pool", "branch1/channels", "exit_points/all"} <= next(iter(names))
+    # the network count does not depend on the encoding
+    assert ConditionalSpace.from_space(_flat_space(encoding="conditional")).size() == fn.size()
+
+
+def test_gp_models_the_exit_placement_on_its_default_flat_encoding() -> None:
+    """Optuna's GP sampler models the parameters that every finished trial has; on the conditional encoding
+    the exit placement (``exit_points/n1`` or ``/n2``) is in none of that set once both counts have run, so
+    it would be drawn at random. ``algorithm: gp`` defaults to the flat encoding, where it is modelled."""
+    for encoding, expect_placement in ((None, True), ("conditional", False)):
+        space = _flat_space("gp", encoding, seed=1)
+        assert sampler_settings(space) == {
+            "algorithm": "gp",
+            "n_startup_trials": 6,
+            "encoding": encoding or "flat",
+        }
+        fn = ConditionalSpace.from_space(space)
+        sampler = make_sampler(space)
+        assert isinstance(sampler, optuna.samplers.GPSampler) and sampler._n_startup_trials == 6
+        study = optuna.create_study(sampler=sampler, directions=["maximize", "minimize"])
+        counts = set()
+        for i in range(8):  # six at random, then two from the model
+            trial = study.ask()
+            fn(trial)
+            counts.add(
+                trial.params.get("num_early_exits", len(trial.params.get("exit_points/all", "").split(",")))
+            )
+            study.tell(trial, [float(i % 3), float(i % 5)])
+        assert counts == {1, 2}
+        modelled = sampler.infer_relative_search_space(study, study.trials[-1])
+        assert any(name.startswith("exit_points/") for name in modelled) is expect_placement, modelled
+
+
+def test_gp_and_encoding_options_are_checked_with_named_errors() -> None:
+    from ddecs_search.errors import ConfigError
+
+    assert make_sampler(_flat_space("gp", None, gp={"n_startup_trials": 2}))._n_startup_trials == 2
+    for search, message in (
+        ({"encoding": "nested"}, "'search.encoding': expected one of 'conditional', 'flat', got 'nested'"),
+        ({"gp": {"n_startup_trials": -1}}, "'search.gp.n_startup_trials': must be >= 0"),
+        ({"gp": {"n_ei_candidates": 8}}, "'search.gp.n_ei_candidates': unknown key"),
+    ):
+        encoding = search.pop("encoding", None)
+        with pytest.raises(ConfigError, match=message):
+            _flat_space("gp", encoding, **search)
+
+
+def test_a_warm_start_entry_is_the_first_trial_on_the_flat_encoding() -> None:
+    """The default candidate, enqueued as flat parameters, is what the first trial builds."""
+    from ddecs_search.search._searcher import make_search_alg
+    from ddecs_search.spaces import candidate_from_dict
+
+    for algorithm in ("gp", "tpe"):
+        space = _flat_space(algorithm, warm_start=[{}])
+        limiter = make_search_alg(space, space.objectives)
+        config = limiter.searcher.suggest("first")
+        fn = ConditionalSpace.from_space(space)
+        assert build_candidate(space, fn, config) == candidate_from_dict(space, {}, "default")
+        assert config["exit_points"] == {"all": "0"}
 
 
 def test_asha_needs_one_accuracy_objective() -> None:
@@ -345,7 +444,7 @@ def test_asha_needs_one_accuracy_objective() -> None:
     assert scheduler is not None and scheduler.metric == "epoch_val_accuracy"
 
 
-@pytest.mark.parametrize("algorithm", ["nsga2", "tpe", "random"])
+@pytest.mark.parametrize("algorithm", ["nsga2", "tpe", "gp", "random"])
 def test_search_algorithm_pickles_with_a_lock_in_its_sampler(algorithm: str) -> None:
     """``tune.Tuner`` pickles the search algorithm, and Tune checkpoints it for a resume. Optuna 5.1's
     NSGA-II holds a ``threading.Lock`` that plain pickling refuses (a fresh install could not start the
@@ -387,7 +486,7 @@ def test_nsga2_is_random_sampling_until_its_population_completes_and_says_so() -
     space = parse_space(data)
     fn = ConditionalSpace.from_space(space)
     random_stream = _sample(fn, 12, optuna.samplers.RandomSampler(seed=3))
-    assert sampler_settings(space) == {"algorithm": "nsga2", "population_size": 4}
+    assert sampler_settings(space) == {"algorithm": "nsga2", "population_size": 4, "encoding": "conditional"}
     assert make_sampler(space)._population_size == 4
     starved = _sample(fn, 12, make_sampler(space), complete={0, 5, 9})  # 3 < population 4
     assert starved == random_stream

@@ -80,9 +80,10 @@ Usage::
 ``--replay-from`` it summarises paired replays. Its ``wall_s``, ``load_before`` and ``load_after`` are null:
 the folders do not record the load their searches ran under, and the summary's own would pass for it.
 Its ``space`` is null too (it searched no space file); every run names the space it searched
-(``space_name``) and the sampler it ran (``sampler``: ``search.tpe``, ``search.gp`` or NSGA-II's population resolved, and the
-encoding, read from the search's own ``space.yaml``), ``samplers`` lists each algorithm's distinct settings, and the text
-warns when one algorithm's searches ran several: a ratio never pools two settings under one name unsaid.
+(``space_name``) and the sampler it ran (``sampler``: ``search.tpe``, ``search.gp`` or NSGA-II's
+population resolved, and the encoding, read from the search's own ``space.yaml``), ``samplers`` lists each
+algorithm's distinct settings, and the text warns when one algorithm's searches ran several: a ratio
+never pools two settings under one name unsaid.
 A search resumed after its driver was killed (``ddecs-search resume``) counts for hypervolume but is
 named in ``resumed_searches`` and left out of every time figure: its killed driver's time was never
 recorded, so its trial-slot time would come out short (seen: an overhead share of -6 %).)

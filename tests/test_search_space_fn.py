@@ -503,3 +503,29 @@ def test_nsga2_is_random_sampling_until_its_population_completes_and_says_so() -
     assert "whole budget of 4" in (sampler_notice(parse_space(data), 4) or "")
     data["search"]["algorithm"] = "tpe"
     assert sampler_notice(parse_space(data), 0) is None
+
+
+def test_the_samplers_model_fit_is_not_reported_as_a_slow_space_function(monkeypatch) -> None:
+    """Ray warns when the define-by-run function takes over a second, and times the sampler's relative
+    sampling (GP's model fit) as part of it: the product's searcher does not pass that advice on."""
+    import warnings
+
+    import ray.tune.search.optuna.optuna_search as ray_optuna
+
+    from ddecs_search.search._searcher import make_search_alg
+
+    monkeypatch.setattr(ray_optuna, "DEFINE_BY_RUN_WARN_THRESHOLD_S", -1.0)  # every call "slow"
+    data = yaml.safe_load(TINY.read_text())
+    data["search"]["algorithm"] = "gp"
+    space = parse_space(data)
+    searcher = make_search_alg(space, space.objectives).searcher
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert searcher.suggest("a") is not None
+    assert not [w for w in caught if "Define-by-run" in str(w.message)]
+    with warnings.catch_warnings(record=True) as caught:  # stock OptunaSearch does warn (the check works)
+        warnings.simplefilter("always")
+        ray_optuna.OptunaSearch(
+            space=ConditionalSpace.from_space(space), metric="val_accuracy", mode="max"
+        ).suggest("b")
+    assert [w for w in caught if "Define-by-run" in str(w.message)]

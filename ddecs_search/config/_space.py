@@ -189,6 +189,13 @@ class EarlyStoppingConfig:
             fail("rungs", f"must be distinct epochs >= 1 in increasing order, got {rungs}")
 
 
+def _startup_trials(n_startup_trials: int | None, num_samples: int) -> int:
+    """The random trials a model-based sampler starts with: as set, else a quarter of the budget, 2..10."""
+    if n_startup_trials is not None:
+        return n_startup_trials
+    return min(10, max(2, num_samples // 4))
+
+
 @dataclass(frozen=True)
 class TPEOptions:
     """Optuna ``TPESampler`` knobs for ``algorithm: tpe`` (docs/search_space.md, ``search.tpe``).
@@ -216,9 +223,7 @@ class TPEOptions:
 
     def startup_trials(self, num_samples: int) -> int:
         """``n_startup_trials``, else a quarter of the budget clamped to 2..10."""
-        if self.n_startup_trials is not None:
-            return self.n_startup_trials
-        return min(10, max(2, num_samples // 4))
+        return _startup_trials(self.n_startup_trials, num_samples)
 
 
 @dataclass(frozen=True)
@@ -239,9 +244,7 @@ class GPOptions:
 
     def startup_trials(self, num_samples: int) -> int:
         """``n_startup_trials``, else a quarter of the budget clamped to 2..10 (as TPE's)."""
-        if self.n_startup_trials is not None:
-            return self.n_startup_trials
-        return min(10, max(2, num_samples // 4))
+        return _startup_trials(self.n_startup_trials, num_samples)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
@@ -30,6 +31,14 @@ class FullFidelityOptunaSearch(OptunaSearch):
     def __init__(self, *args: Any, constraints: Sequence[Constraint] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._constraints = tuple(constraints)
+
+    def _suggest_from_define_by_run_func(self, func: Callable[..., Any], ot_trial: Any) -> dict:
+        # A trial's first suggest runs the sampler's relative sampling (``algorithm: gp`` fits its Gaussian
+        # processes there: about a second on a busy 2-core CPU), which Ray times as the space function's
+        # own and warns to move "computation" into the trainable: wrong advice here, so it is not shown.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Define-by-run function passed in the `space`")
+            return super()._suggest_from_define_by_run_func(func, ot_trial)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if isinstance(self.metric, str) and self.metric in result and result.get(EVALUATED_KEY):

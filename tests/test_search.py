@@ -157,6 +157,32 @@ def _wait_until(condition, timeout_s: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+def test_a_gp_search_runs_on_the_flat_encoding_end_to_end(local_ray, tmp_path):
+    """``algorithm: gp`` through Tune (its searcher pickled into the experiment state), with the model past
+    its random start: every trial is recorded, and the study mirror holds the flat parameters (one
+    placement over both counts), which Optuna's GP models, replayed from the space as the trials ran."""
+    import optuna
+
+    from ddecs_search.study import load_study
+
+    space_file = _space(
+        tmp_path,
+        "gp",
+        search={"algorithm": "gp", "num_samples": 5, "seed": 1, "gp": {"n_startup_trials": 2}},
+    )
+    assert main(["run", str(space_file), "--storage", str(tmp_path), "--name", "gp", "--quiet"]) == 0
+    trials = _trials(tmp_path / "gp")
+    assert len(trials) == 5 and set(trials["state"]) == {"TERMINATED"}
+    assert (trials["evaluated"] | trials["stopped_early"]).all() and trials["evaluated"].sum() >= 3
+    study = load_study(tmp_path / "gp")
+    assert len(study.trials) == 5
+    for trial in study.trials:
+        assert "exit_points/all" in trial.params and "num_early_exits" not in trial.params, trial.params
+        assert {"branch0/pool", "branch1/pool"} <= set(trial.params)  # both slots, whatever the count
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == trials["evaluated"].sum()
+
+
 def test_training_pauses_while_a_neighbour_measures_latency(local_ray):
     """A trial's pause point blocks while another holds the measurement lease, and only then."""
     import threading

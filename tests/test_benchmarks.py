@@ -435,6 +435,26 @@ def test_search_efficiency_compares_the_samplers_without_early_stopping_apart() 
     assert se.summarise(on + off[:1])["without_early_stopping"] is None
 
 
+def test_search_efficiency_reports_the_reused_start_per_algorithm_too(capsys) -> None:
+    """A sampler that thinks in the driver (gp) keeps a freed worker waiting: pooled with random's starts its
+    wait is hidden in the median, so the summary gives each algorithm's starts apart as well."""
+    se = _search_efficiency()
+    warm = [0.80, 0.5]
+    gp = dict(_summary_run("gp", True, [warm, [0.85, 0.4]]), reused_start_s=[0.9, 1.1, 1.3])
+    rnd = dict(
+        _summary_run("random", True, [warm, [0.82, 0.45]]), reused_start_s=[0.05, 0.08, 0.09, 0.1, 0.12]
+    )
+    summary = se.summarise([gp, rnd])
+    pooled = summary["reused_worker_start_s"]  # gp's wait unseen in the pooled median
+    assert pooled == {"median": pytest.approx(0.11), "max": 1.3, "n": 8}
+    by = summary["reused_worker_start_s_by_algorithm"]
+    assert by["gp"] == {"median": 1.1, "max": 1.3, "n": 3}
+    assert by["random"] == {"median": 0.09, "max": 0.12, "n": 5}
+    assert se.summarise([dict(gp, reused_start_s=[])])["reused_worker_start_s_by_algorithm"] == {
+        "gp": {"median": None, "max": None, "n": 0}
+    }
+
+
 def test_search_efficiency_trials_run_the_drivers_checkout(monkeypatch) -> None:
     """The script runs the package of its own checkout; the local Ray's workers inherit ``PYTHONPATH``, so
     that checkout goes first there too, ahead of another one named in it (kept after it, once)."""

@@ -435,7 +435,7 @@ def test_search_efficiency_compares_the_samplers_without_early_stopping_apart() 
     assert se.summarise(on + off[:1])["without_early_stopping"] is None
 
 
-def test_search_efficiency_reports_the_reused_start_per_algorithm_too(capsys) -> None:
+def test_search_efficiency_reports_the_reused_start_per_algorithm_too() -> None:
     """A sampler that thinks in the driver (gp) keeps a freed worker waiting: pooled with random's starts its
     wait is hidden in the median, so the summary gives each algorithm's starts apart as well."""
     se = _search_efficiency()

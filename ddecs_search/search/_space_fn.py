@@ -78,10 +78,12 @@ class ConditionalSpace:
         flat = space.search.space_encoding == "flat"
         return cls(space.exits, space.training, space.policy, tuple(points), flat)
 
-    def placements(self) -> list[str]:
-        """Every exit placement the space allows, fewest exits first, encoded as ``"0,2"``."""
+    def placements(self, count: int | None = None) -> list[str]:
+        """The exit placements of ``count`` exits, else of every count the space allows (fewest exits
+        first), encoded as ``"0,2"``: the choices of ``exit_points/n<count>`` resp. ``exit_points/all``."""
         lo, hi = self.exits.count
-        return [_encode_points(c) for n in range(lo, hi + 1) for c in itertools.combinations(self.points, n)]
+        counts = range(lo, hi + 1) if count is None else (count,)
+        return [_encode_points(c) for n in counts for c in itertools.combinations(self.points, n)]
 
     # ------------------------------------------------------------------------------------------ sampling
     def __call__(self, trial: optuna.Trial) -> None:
@@ -106,8 +108,7 @@ class ConditionalSpace:
     def _sample_conditional(self, trial: optuna.Trial) -> None:
         lo, hi = self.exits.count
         n = trial.suggest_int("num_early_exits", lo, hi) if lo < hi else lo
-        placements = [_encode_points(c) for c in itertools.combinations(self.points, n)]
-        _choose(trial, f"exit_points/n{n}", placements)
+        _choose(trial, f"exit_points/n{n}", self.placements(n))
         for k in range(n):
             conv_layers = _choose(trial, f"branch{k}/conv_layers", self.exits.conv_layers)
             for dim in active_branch_dims(int(conv_layers))[1:]:
@@ -148,7 +149,7 @@ class ConditionalSpace:
         elif f"n{n}" in points_choices:
             exit_points = _decode_points(points_choices[f"n{n}"])
         else:  # only one placement exists for this count (a constant, not a parameter)
-            exit_points = list(next(itertools.combinations(self.points, n)))
+            exit_points = _decode_points(self.placements(n)[0])
         branches = []
         for k in range(n):
             sampled = config.get(f"branch{k}", {})

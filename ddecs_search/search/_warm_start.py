@@ -17,7 +17,6 @@ its range, another backbone) is a configuration error that names the entry and t
 
 from __future__ import annotations
 
-import itertools
 from typing import Any, NoReturn
 
 from ddecs_search.config import SearchSpace
@@ -60,8 +59,7 @@ def candidate_params(
     else:
         if lo < hi:
             params["num_early_exits"] = n
-        placements = [_encode_points(c) for c in itertools.combinations(fn.points, n)]
-        _pick(params, f"exit_points/n{n}", placement, placements, f"{path}.exit_points")
+        _pick(params, f"exit_points/n{n}", placement, fn.placements(n), f"{path}.exit_points")
     for k, branch in enumerate(cand.branches):
         for dim in active_branch_dims(branch.conv_layers):  # (no width without convolutions)
             _pick(

@@ -27,6 +27,9 @@ off. Reported:
 - **trial start on a reused worker**: ``worker_idle_s``, the seconds between a worker's previous trial
   body ending and the next one starting (Tune's result handling, the sampler, ``reset_config``); pooled,
   and per algorithm in ``reused_worker_start_s_by_algorithm`` (``gp`` fits its model there: ≈ 0.5-1.5 s);
+  ``reused_worker_start_parts`` splits it per algorithm where Tune hands the worker its trial
+  (``worker_reset_s``): ``worker_s``, the worker's own part (``reset``, its thread restart, the per-trial
+  reset: what worker reuse is about), and ``driver_s``, the driver's (result, callbacks, the sampler);
 - **per-trial cost vs the baseline**: mean full-trial body seconds / seconds to train the shared baseline
   once (every search trains it once; here the first search trains it and the others copy it);
 - **early stopping**: ``hv_ratio`` = median over seeds of hv(with) / hv(without), ``time_ratio`` =
@@ -229,6 +232,11 @@ def collect(exp_dir: Path, algorithm: str, seed: int, early_stopping: bool, wall
         ends = end.groupby(table["worker_pid"]).max().dropna()
     tail = float((ends.max() - ends).sum()) if ends is not None and len(ends) else 0.0
     handover = float(table["worker_idle_s"].fillna(0).sum()) if "worker_idle_s" in table else 0.0
+    split = (
+        list(reused[["worker_idle_s", "worker_reset_s"]].dropna().astype(float).itertuples(index=False))
+        if len(reused) and {"worker_idle_s", "worker_reset_s"} <= set(reused)
+        else []
+    )
     # actor start-up: from Tuner.fit() starting to each worker's first trial body starting
     fit_started = record.get("last_fit_started_at")
     first = table.groupby("worker_pid")["trial_started_at"].min() if "worker_pid" in table else None
@@ -277,6 +285,10 @@ def collect(exp_dir: Path, algorithm: str, seed: int, early_stopping: bool, wall
         "mean_full_trial_s": float(full["trial_wall_s"].mean()) if len(full) else float("nan"),
         "workers": int(full["worker_pid"].nunique()) if "worker_pid" in full else 0,
         "reused_start_s": [float(x) for x in reused["worker_idle_s"].dropna()] if len(reused) else [],
+        # the same starts split where Tune handed the worker its trial (rows written before worker_reset_s
+        # existed have none): the worker's own part, and the driver's (result, callbacks, the sampler)
+        "reused_worker_s": [float(r) for _, r in split],
+        "reused_driver_s": [float(i - r) for i, r in split],
         # full-fidelity trial seconds per configuration (the candidate's JSON): paired across the arms
         "full_s_by_candidate": dict(
             zip(full["candidate"].astype(str), full["trial_wall_s"].astype(float), strict=True)
@@ -434,6 +446,16 @@ def summarise(runs: list[dict], pairing: str = "search") -> dict:
             algorithm: _start_figure(
                 [s for r in runs if r["algorithm"] == algorithm for s in r["reused_start_s"]]
             )
+            for algorithm in dict.fromkeys(r["algorithm"] for r in runs)
+        },
+        # the same starts split where Tune handed the worker its trial (``worker_reset_s``): ``worker_s`` is
+        # the worker's own part (what worker reuse is about), ``driver_s`` the driver's (the finished
+        # trial's result and callbacks, the sampler's suggest); counts 0 on folders from before the split
+        "reused_worker_start_parts": {
+            algorithm: {
+                part: _start_figure([s for r in runs if r["algorithm"] == algorithm for s in r[key]])
+                for part, key in (("worker_s", "reused_worker_s"), ("driver_s", "reused_driver_s"))
+            }
             for algorithm in dict.fromkeys(r["algorithm"] for r in runs)
         },
         "per_trial_vs_baseline_cost": float(
@@ -748,6 +770,16 @@ def main(argv: list[str] | None = None) -> int:
                 "    per algorithm (the driver's sampler time included): "
                 + ", ".join(
                     f"{a} median {f['median']:.2f} s ({f['n']})" for a, f in by_algorithm.items() if f["n"]
+                )
+            )
+        split = {a: p for a, p in summary["reused_worker_start_parts"].items() if p["worker_s"]["n"]}
+        if split:
+            print(
+                "    split where Tune hands the worker its trial, medians (worker's own / driver's: result, "
+                "callbacks, sampler): "
+                + ", ".join(
+                    f"{a} {w['median']:.2f} / {d['median']:.2f} s ({w['n']})"
+                    for a, w, d in ((a, p["worker_s"], p["driver_s"]) for a, p in split.items())
                 )
             )
     if summary["per_trial_vs_baseline_cost"] is not None:

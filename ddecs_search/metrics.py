@@ -389,6 +389,10 @@ TEXT_KEYS: dict[str, str] = {
     "worker_pid": "the worker process that ran the trial (workers are reused between trials)",
     "worker_trial_number": "how many trials that worker had run before this one",
     "worker_idle_s": "seconds the worker waited for this trial",
+    "worker_reset_s": (
+        "the worker's own part of worker_idle_s: from Tune handing it the trial to the trial starting "
+        "(the rest is the driver's: the last result, callbacks, the sampler's suggest)"
+    ),
     "rung_epoch": "epoch of the last early-stopping rung the trial reached",
     "rung_val_accuracy": "validation-proxy accuracy at that rung (selection part)",
     "rung_expected_macs": "expected MACs of the trial's exits at that rung",

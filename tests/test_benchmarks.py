@@ -413,6 +413,8 @@ def _summary_run(algorithm: str, early_stopping: bool, values: list[list[float]]
         "mean_full_trial_s": 6.0,
         "workers": 2,
         "reused_start_s": [],
+        "reused_worker_s": [],
+        "reused_driver_s": [],
         "full_s_by_candidate": {},
     }
 
@@ -453,6 +455,24 @@ def test_search_efficiency_reports_the_reused_start_per_algorithm_too() -> None:
     assert se.summarise([dict(gp, reused_start_s=[])])["reused_worker_start_s_by_algorithm"] == {
         "gp": {"median": None, "max": None, "n": 0}
     }
+
+
+def test_search_efficiency_splits_the_reused_start_into_the_workers_and_the_drivers_part() -> None:
+    """Worker reuse is judged on the worker's own part of a start; the driver's (gp's model fit) beside it,
+    per algorithm; folders written before ``worker_reset_s`` give counts of 0, not a made-up split."""
+    se = _search_efficiency()
+    warm = [0.80, 0.5]
+    gp = dict(
+        _summary_run("gp", True, [warm, [0.85, 0.4]]),
+        reused_start_s=[0.9, 1.1, 1.3],
+        reused_worker_s=[0.03, 0.05, 0.04],
+        reused_driver_s=[0.87, 1.05, 1.26],
+    )
+    old = dict(_summary_run("random", True, [warm, [0.82, 0.45]]), reused_start_s=[0.05, 0.08])
+    parts = se.summarise([gp, old])["reused_worker_start_parts"]
+    assert parts["gp"]["worker_s"] == {"median": 0.04, "max": 0.05, "n": 3}
+    assert parts["gp"]["driver_s"] == {"median": 1.05, "max": 1.26, "n": 3}
+    assert parts["random"] == {p: {"median": None, "max": None, "n": 0} for p in ("worker_s", "driver_s")}
 
 
 def test_search_efficiency_trials_run_the_drivers_checkout(monkeypatch) -> None:

@@ -493,6 +493,29 @@ B = {
 }
 
 
+def test_a_reused_workers_wait_splits_where_tune_hands_it_the_trial(monkeypatch):
+    """``worker_reset_s`` is the part of ``worker_idle_s`` after the hand-over; a hand-over from before the
+    previous trial ended (a trial that only re-reported its stored result) is not this trial's."""
+    from ddecs_search.data import SHARED_CACHE_ENV
+    from ddecs_search.search import _worker
+
+    for name in ("DDECS_IN_TRIAL", SHARED_CACHE_ENV):
+        monkeypatch.delenv(name, raising=False)  # begin_trial sets them: undone after the test
+    monkeypatch.setattr(_worker, "_STATE", {"trials": 0, "last_finished_at": None, "handed_at": None})
+    first = _worker.begin_trial("x")
+    assert first["worker_idle_s"] is None and first["worker_reset_s"] is None
+    _worker.end_trial()
+    time.sleep(0.05)  # the driver's part
+    _worker.mark_handed_over()
+    second = _worker.begin_trial("x")
+    assert second["worker_trial_number"] == 2
+    assert 0 <= second["worker_reset_s"] < second["worker_idle_s"]
+    assert second["worker_idle_s"] - second["worker_reset_s"] >= 0.04
+    _worker.end_trial()
+    third = _worker.begin_trial("x")  # no hand-over marked since the second trial ended
+    assert third["worker_idle_s"] >= 0 and third["worker_reset_s"] is None
+
+
 @pytest.mark.slow
 def test_reused_worker_gives_the_same_result_as_a_fresh_one(local_ray, tmp_path):
     off = {"enabled": False}
@@ -511,6 +534,9 @@ def test_reused_worker_gives_the_same_result_as_a_fresh_one(local_ray, tmp_path)
     assert _points(first, 1) == [2] and _points(second, 2) == [0, 1]
     assert second["worker_pid"] == first["worker_pid"] and second["worker_trial_number"] == 2
     assert second["worker_idle_s"] >= 0
+    # the actor's reset marked where the driver handed it the trial: the worker's part is inside its wait
+    assert 0 <= second["worker_reset_s"] <= second["worker_idle_s"]
+    assert np.isnan(float(first["worker_reset_s"]))  # a process's first trial has no previous one
     alone = _run(
         _space(
             tmp_path, "b", {"num_samples": 1, "max_concurrent": 1, "warm_start": [B], "early_stopping": off}

@@ -39,6 +39,9 @@ GONE_NOTE = "GONE.txt"  # what a put-back folder holds when no checkpoint of the
 def restorable_trainable(fn: Any) -> Any:
     """Tune's class for the function trainable ``fn``, whose restore puts a gone checkpoint back first.
 
+    Its ``reset`` (Tune handing a reused actor its next trial) also marks the hand-over for the trial's
+    ``worker_reset_s`` (_worker.py), which only the actor's class sees.
+
     ``fn`` carries its resources (``tune.with_resources``), which Tune's class reads. The subclass keeps
     the class's names, so Ray's process titles (``ray::ImplicitFunc.train``) and the trainable name that
     ``Tuner.restore`` checks (``search_trial``) stay what they were before it existed.
@@ -48,6 +51,12 @@ def restorable_trainable(fn: Any) -> Any:
     base = wrap_function(fn)
 
     class Restorable(base):  # type: ignore[misc, valid-type]
+        def reset(self, new_config: Any, *args: Any, **kwargs: Any) -> Any:
+            from ddecs_search.search._worker import mark_handed_over
+
+            mark_handed_over()  # a reused actor's next trial: where the driver's part of its wait ends
+            return super().reset(new_config, *args, **kwargs)
+
         def restore(self, checkpoint_path: Any) -> Any:
             checkpoint = getattr(checkpoint_path, "checkpoint", None)
             if checkpoint is not None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 #: Trials this process has started (1 for the first); with actor reuse it grows past 1.
-_STATE: dict[str, Any] = {"trials": 0, "last_finished_at": None}
+_STATE: dict[str, Any] = {"trials": 0, "last_finished_at": None, "handed_at": None}
 
 
 def node_cache_dir(exp_uid: str) -> Path:
@@ -45,12 +45,25 @@ def use_shared_data(exp_uid: str) -> None:
     os.environ[SHARED_CACHE_ENV] = str(node_data_dir(exp_uid))
 
 
+def mark_handed_over() -> None:
+    """Record that Tune hands this process its next trial (``Trainable.reset`` on a reused actor).
+
+    It splits a reused worker's wait (``worker_idle_s``) at the moment the driver is done with it: before,
+    the driver's part (the finished trial's result and callbacks, the sampler's ``suggest``, which for
+    ``algorithm: gp`` fits its model); after, the worker's own (``reset``, the trainable's thread restart,
+    this module's per-trial reset). Worker reuse is judged on the second part, the search on both.
+    """
+    _STATE["handed_at"] = time.time()
+
+
 def begin_trial(exp_uid: str) -> dict[str, Any]:
-    """Reset per-trial process state; returns ``worker_pid``, ``worker_trial_number``, ``worker_idle_s``.
+    """Reset per-trial process state; returns ``worker_pid``, ``worker_trial_number``, ``worker_idle_s``
+    and ``worker_reset_s``.
 
     ``worker_idle_s``: seconds between the previous trial of this process finishing its body and this one
     starting (Tune's hand-over of a reused actor: result processing, the sampler, ``reset_config``);
-    None for a process's first trial.
+    ``worker_reset_s``: the part of it after Tune handed the process this trial (:func:`mark_handed_over`).
+    Both None for a process's first trial.
     """
     import numpy as np
     import torch
@@ -62,11 +75,14 @@ def begin_trial(exp_uid: str) -> dict[str, Any]:
     torch.manual_seed(0)
     _STATE["trials"] += 1
     _STATE["started_at"] = time.time()
-    last = _STATE["last_finished_at"]
+    now, last, handed = time.time(), _STATE["last_finished_at"], _STATE["handed_at"]
     return {
         "worker_pid": os.getpid(),
         "worker_trial_number": _STATE["trials"],
-        "worker_idle_s": None if last is None else time.time() - last,
+        "worker_idle_s": None if last is None else now - last,
+        # only a hand-over after the previous trial's end is this trial's (a reset without a body between,
+        # e.g. a trial that only re-reported its stored result, is not)
+        "worker_reset_s": None if last is None or handed is None or handed < last else now - handed,
     }
 
 

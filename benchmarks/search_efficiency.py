@@ -31,7 +31,9 @@ off. Reported:
   (``worker_reset_s``): ``worker_s``, the worker's own part (``reset``, its thread restart, the per-trial
   reset: what worker reuse is about), and ``driver_s``, the driver's (result, callbacks, the sampler);
 - **per-trial cost vs the baseline**: mean full-trial body seconds / seconds to train the shared baseline
-  once (every search trains it once; here the first search trains it and the others copy it);
+  once (every search trains it once; here the first search trains it and the others copy it); over the
+  trials that trained: a repeat of a candidate evaluated before re-reports that result (``n_repeats`` per
+  run, ``reused_from_trial`` in its row);
 - **early stopping**: ``hv_ratio`` = median over seeds of hv(with) / hv(without), ``time_ratio`` =
   total trial body time with / without, same algorithm(s) and seeds; ``full_trial_cost_ratio``: over the
   configurations that reached full fidelity in both arms, their trial seconds with / without (what the
@@ -113,6 +115,7 @@ sys.path.insert(0, str(ROOT))
 
 from ddecs_search.analysis import default_reference_point, hypervolume  # noqa: E402
 from ddecs_search.dominance import to_minimization  # noqa: E402
+from ddecs_search.experiment import REUSED_FROM_KEY  # noqa: E402
 from ddecs_search.ray_setup import init_ray  # noqa: E402
 from ddecs_search.search import ConditionalSpace, Experiment, run_search, sampler_settings  # noqa: E402
 from ddecs_search.spaces import parse_space  # noqa: E402
@@ -214,6 +217,9 @@ def collect(exp_dir: Path, algorithm: str, seed: int, early_stopping: bool, wall
     space = exp.read_space()
     objectives = [(o["name"], o["mode"]) for o in record["objectives"]]
     full = table[table["evaluated"] == True]  # noqa: E712
+    # trials that re-reported an earlier trial's evaluation of the same candidate (not trained again)
+    repeats = full[full[REUSED_FROM_KEY].notna()] if REUSED_FROM_KEY in full else full.iloc[:0]
+    trained = full.drop(index=repeats.index)
     ok = full[(full["feasible"] == True) & (full["full_fidelity"] == True)]  # noqa: E712
     # the warm start (search.warm_start), first in trials.csv: points every arm of this space evaluates
     warm = ok[ok.index.isin(table.index[: len(space.search.warm_start)])]
@@ -282,18 +288,21 @@ def collect(exp_dir: Path, algorithm: str, seed: int, early_stopping: bool, wall
         "n_feasible": len(ok),
         "max_concurrent": space.search.max_concurrent,
         "baseline_train_s": float(record["baseline"].get("train_time_s", float("nan"))),
-        "mean_full_trial_s": float(full["trial_wall_s"].mean()) if len(full) else float("nan"),
+        "n_repeats": len(repeats),
+        # a trained full trial's cost (a repeat re-reports another trial's result in well under a second)
+        "mean_full_trial_s": float(trained["trial_wall_s"].mean()) if len(trained) else float("nan"),
         "workers": int(full["worker_pid"].nunique()) if "worker_pid" in full else 0,
         "reused_start_s": [float(x) for x in reused["worker_idle_s"].dropna()] if len(reused) else [],
         # the same starts split where Tune handed the worker its trial (rows written before worker_reset_s
         # existed have none): the worker's own part, and the driver's (result, callbacks, the sampler)
         "reused_worker_s": [float(r) for _, r in split],
         "reused_driver_s": [float(i - r) for i, r in split],
-        # full-fidelity trial seconds per configuration (the candidate's JSON): paired across the arms
+        # full-fidelity trial seconds per configuration (the candidate's JSON; trained trials, not
+        # repeats): paired across the arms
         "full_s_by_candidate": dict(
-            zip(full["candidate"].astype(str), full["trial_wall_s"].astype(float), strict=True)
+            zip(trained["candidate"].astype(str), trained["trial_wall_s"].astype(float), strict=True)
         )
-        if "candidate" in full and "trial_wall_s" in full
+        if "candidate" in trained and "trial_wall_s" in trained
         else {},
     }
 
@@ -485,6 +494,7 @@ def summarise(runs: list[dict], pairing: str = "search") -> dict:
                     "n_full",
                     "n_stopped",
                     "n_feasible",
+                    "n_repeats",
                     "fit_s",
                     "body_s",
                     "workers",
@@ -650,10 +660,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
             first = first or Path(run["exp"])
             runs.append(run)
+            repeats = f" ({run['n_repeats']} repeats)" if run["n_repeats"] else ""
             print(
                 f"{algorithm:>7} seed {seed} early stopping {'on ' if es else 'off'}: "
-                f"{run['n_trials']} trials "
-                f"({run['n_full']} full, {run['n_stopped']} stopped, {run['n_feasible']} feasible) in "
+                f"{run['n_trials']} trials ({run['n_full']} full{repeats}, "
+                f"{run['n_stopped']} stopped, {run['n_feasible']} feasible) in "
                 f"{run['wall_s']:.0f} s (fit {run['fit_s']:.0f} s, trial bodies {run['body_s']:.0f} s, "
                 f"{run['workers']} worker processes)",
                 flush=True,

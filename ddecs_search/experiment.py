@@ -14,6 +14,7 @@ is a local path or any URI that ``run --storage`` accepts (see :mod:`ddecs_searc
       driver.lock           held by the one driver (run/resume) of the experiment: host, pid, since
       trials/<trial_id>/    model.pt, spec.json, policy.json, test_exits.npz, metrics.json
       evaluations/          one JSON record per finished candidate evaluation (an audit trail)
+      candidates/<sha256>.json   the trial that evaluated a candidate (a later trial of it re-reports that)
       trials.csv, trials.parquet   one row per trial, rewritten atomically as trials finish
       trials.sha256.json    what trials.csv should hold (SHA-256, rows): a cut table is then caught
       verified.csv          isolated end-to-end re-measurement of the final Pareto picks
@@ -70,6 +71,16 @@ _TUNE_KEYS = frozenset(
 
 # Key set by the trainable on the final result of a full evaluation (per-epoch results lack it).
 EVALUATED_KEY = "evaluated"
+# Bookkeeping key of a trial that re-reported an earlier trial's evaluation of the same candidate.
+REUSED_FROM_KEY = "reused_from_trial"
+
+
+def candidate_key(candidate: Any) -> str:
+    """SHA-256 of a candidate's full configuration (backbone, exits, branches, training, policy and its λ):
+    two trials with the same key train the same network with the same seeds and fit the same policy."""
+    return hashlib.sha256(json.dumps(to_dict(candidate), sort_keys=True).encode()).hexdigest()
+
+
 # Version of the folder layout and run.json; bumped when a reader could misread an older folder.
 FORMAT_VERSION = 2
 LATENCY_TABLE_FILE = "latency_table.json"
@@ -276,6 +287,27 @@ class Experiment:
         """One audit record per finished evaluation: a rerun of a finished trial would show up twice."""
         name = f"{trial_id}.{time.time_ns()}.json"
         storage.write_text(self.path("evaluations", name), json.dumps(dict(record), default=str))
+
+    def record_candidate(self, key: str, trial_id: str) -> None:
+        """Name ``trial_id`` as the evaluation of the candidate ``key`` (:func:`candidate_key`); call it after
+        the trial's ``metrics.json`` is stored. The first evaluation stays the named one."""
+        location = self.path("candidates", f"{key}.json")
+        if not storage.exists(location):
+            storage.write_text(location, json.dumps({"trial_id": trial_id}))
+
+    def evaluated_trial(self, key: str) -> str | None:
+        """The trial whose stored result is the candidate ``key``'s, or None (not evaluated yet, or its
+        result is gone or unreadable: then the candidate is evaluated again rather than failing)."""
+        location = self.path("candidates", f"{key}.json")
+        try:
+            trial_id = (
+                str(json.loads(storage.read_text(location))["trial_id"]) if storage.exists(location) else None
+            )
+            return (
+                trial_id if trial_id is not None and self.read_trial_metrics(trial_id) is not None else None
+            )
+        except (OSError, ValueError, KeyError, TypeError, UserError):
+            return None
 
     def evaluation_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -393,6 +393,10 @@ TEXT_KEYS: dict[str, str] = {
         "the worker's own part of worker_idle_s: from Tune handing it the trial to the trial starting "
         "(the rest is the driver's: the last result, callbacks, the sampler's suggest)"
     ),
+    "reused_from_trial": (
+        "the trial whose evaluation of the same candidate this trial re-reports (not trained again: same "
+        "network, seeds and policy; its measured numbers are that trial's)"
+    ),
     "rung_epoch": "epoch of the last early-stopping rung the trial reached",
     "rung_val_accuracy": "validation-proxy accuracy at that rung (selection part)",
     "rung_expected_macs": "expected MACs of the trial's exits at that rung",

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -494,14 +495,15 @@ B = {
 
 
 def test_a_reused_workers_wait_splits_where_tune_hands_it_the_trial(monkeypatch):
-    """``worker_reset_s`` is the part of ``worker_idle_s`` after the hand-over; a hand-over from before the
-    previous trial ended (a trial that only re-reported its stored result) is not this trial's."""
+    """``worker_reset_s`` is the part of ``worker_idle_s`` after the hand-over (all of it when the hand-over
+    came while the previous body ran out, as for a trial stopped at a rung); none without a hand-over."""
     from ddecs_search.data import SHARED_CACHE_ENV
     from ddecs_search.search import _worker
 
     for name in ("DDECS_IN_TRIAL", SHARED_CACHE_ENV):
         monkeypatch.delenv(name, raising=False)  # begin_trial sets them: undone after the test
-    monkeypatch.setattr(_worker, "_STATE", {"trials": 0, "last_finished_at": None, "handed_at": None})
+    state = {"trials": 0, "last_finished_at": None, "handed_at": None, "handed_after": None}
+    monkeypatch.setattr(_worker, "_STATE", state)
     first = _worker.begin_trial("x")
     assert first["worker_idle_s"] is None and first["worker_reset_s"] is None
     _worker.end_trial()
@@ -511,9 +513,15 @@ def test_a_reused_workers_wait_splits_where_tune_hands_it_the_trial(monkeypatch)
     assert second["worker_trial_number"] == 2
     assert 0 <= second["worker_reset_s"] < second["worker_idle_s"]
     assert second["worker_idle_s"] - second["worker_reset_s"] >= 0.04
+    # a trial stopped at a rung: Tune hands the worker the next trial while the body still runs out
+    _worker.mark_handed_over()
+    time.sleep(0.02)
     _worker.end_trial()
-    third = _worker.begin_trial("x")  # no hand-over marked since the second trial ended
-    assert third["worker_idle_s"] >= 0 and third["worker_reset_s"] is None
+    third = _worker.begin_trial("x")
+    assert third["worker_reset_s"] == pytest.approx(third["worker_idle_s"], abs=0.005)  # all the worker's
+    _worker.end_trial()
+    fourth = _worker.begin_trial("x")  # no hand-over marked since the third trial began
+    assert fourth["worker_idle_s"] >= 0 and fourth["worker_reset_s"] is None
 
 
 @pytest.mark.slow
@@ -550,6 +558,56 @@ def test_reused_worker_gives_the_same_result_as_a_fresh_one(local_ray, tmp_path)
     for key in DETERMINISTIC:
         assert row[key] == pytest.approx(second[key], abs=0), key
     assert row["exit_fractions"] == second["exit_fractions"]
+
+
+def test_the_experiment_names_the_trial_that_evaluated_a_candidate(tmp_path):
+    """``candidates/<key>.json``: the first evaluation stays the named one; a named trial whose result is
+    gone, or an unreadable index, means "not evaluated" (the candidate is trained again, nothing fails)."""
+    from ddecs_search import storage
+    from ddecs_search.experiment import Experiment, candidate_key
+    from ddecs_search.spaces import candidate_from_dict
+
+    space = load_space(QUICK)
+    exp = Experiment(str(tmp_path / "exp"))
+    key = candidate_key(candidate_from_dict(space, {}))
+    assert key == candidate_key(candidate_from_dict(space, {}))  # the same configuration, the same key
+    assert key != candidate_key(candidate_from_dict(space, {"policy": {"cost_weight": 0.3}}))  # λ counts
+    assert exp.evaluated_trial(key) is None
+    for trial_id in ("t1", "t2"):
+        stored = storage.join(exp.trial_dir(trial_id), "metrics.json")
+        storage.write_text(stored, json.dumps({"accuracy": 0.9}))
+    exp.record_candidate(key, "t1")
+    exp.record_candidate(key, "t2")
+    assert exp.evaluated_trial(key) == "t1"
+    Path(exp.trial_dir("t1"), "metrics.json").unlink()
+    assert exp.evaluated_trial(key) is None
+    Path(exp.path("candidates", f"{key}.json")).write_text("{not json")
+    assert exp.evaluated_trial(key) is None
+
+
+@pytest.mark.slow
+def test_a_candidate_drawn_again_re_reports_its_evaluation_instead_of_training(local_ray, tmp_path):
+    """The same candidate twice (here both warm-start entries): the second trial trains nothing, names the
+    first in ``reused_from_trial``, reports its numbers and holds its artefacts; the sampler sees both."""
+    from ddecs_search.artifacts import load_trained
+    from ddecs_search.experiment import Experiment
+
+    name = "again"
+    off = {"enabled": False}
+    search = {"num_samples": 2, "max_concurrent": 1, "warm_start": [A, A], "early_stopping": off}
+    table = _run(_space(tmp_path, name, search), tmp_path, name)
+    assert table["evaluated"].all() and len(table) == 2
+    first, second = table.iloc[0], table.iloc[1]
+    assert pd.isna(first["reused_from_trial"]) and second["reused_from_trial"] == first["trial_id"]
+    for key in (*DETERMINISTIC, "latency_ms", "expected_latency_ms", "train_time_s", "candidate"):
+        assert second[key] == first[key], key
+    assert second["trial_wall_s"] < first["trial_wall_s"] / 5  # nothing trained
+    exp = Experiment.at(str(tmp_path / name))
+    assert (
+        load_trained(exp.trial_dir(second["trial_id"])).candidate
+        == load_trained(exp.trial_dir(first["trial_id"])).candidate
+    )
+    assert len(list(Path(exp.path("candidates")).iterdir())) == 1
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from ray.tune import Callback
 
 from ddecs_search import _faults
 from ddecs_search.config import Constraint, Objective
-from ddecs_search.experiment import EVALUATED_KEY, Experiment, stopped_early, trial_row
+from ddecs_search.experiment import EVALUATED_KEY, REUSED_FROM_KEY, Experiment, stopped_early, trial_row
 from ddecs_search.metrics import STATIC_TRIAL_ID
 from ddecs_search.search._objectives import objective_values
 
@@ -209,7 +209,9 @@ class ProgressCallback(Callback):
         result = trial.last_result or {}
         if result.get(EVALUATED_KEY):
             values = ", ".join(f"{o.name}={_fmt(result.get(o.name))}" for o in self.objectives)
-            self._say(f"trial {trial.trial_id} done: {values} | {self._counts(trials)}")
+            source = result.get(REUSED_FROM_KEY)
+            again = f" (the candidate of trial {source}: its result, not trained again)" if source else ""
+            self._say(f"trial {trial.trial_id} done{again}: {values} | {self._counts(trials)}")
         else:
             self._say(f"trial {trial.trial_id} stopped early | {self._counts(trials)}")
         self._last = time.time()

@@ -5,7 +5,9 @@ its experiment state only every few seconds, so a finished trial can come back "
 restores the branch-training checkpoint of its last epoch when resumed; (3) runs
 ``evaluate_candidate`` with the shared baseline and the isolated latency table; (4) copies its
 artefacts to ``EXP/trials/<trial_id>/``, stores ``metrics.json`` there last and reports the flat
-metrics. Lists are reported as JSON strings (Tune flattens results into scalar columns).
+metrics. Lists are reported as JSON strings (Tune flattens results into scalar columns). A candidate
+another trial of the experiment already evaluated is not trained again: that trial's result is
+re-reported, marked ``reused_from_trial`` (:func:`_reuse`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 from ddecs_search.config import Objective, SearchSpace
 from ddecs_search.errors import UserError
-from ddecs_search.experiment import EVALUATED_KEY, Experiment, scalar
+from ddecs_search.experiment import EVALUATED_KEY, REUSED_FROM_KEY, Experiment, candidate_key, scalar
 from ddecs_search.search._shared_baseline import BaselineBlob, trial_cache_dir
 from ddecs_search.search._space_fn import ConditionalSpace, build_candidate
 from ddecs_search.search._worker import begin_trial, end_trial
@@ -67,6 +69,19 @@ def search_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         return
     worker = begin_trial(ctx.exp_uid)  # reused process: reseed, shared data cache (search/_worker.py)
     candidate = build_candidate(ctx.space, ctx.space_fn, config)
+    key = candidate_key(candidate)
+    source = exp.evaluated_trial(key)
+    if source is not None and source != trial_id:  # the sampler drew a candidate evaluated before
+        try:
+            flat = _reuse(exp, trial_id, source, {**worker, "trial_started_at": started})
+        except (OSError, UserError) as exc:  # its artefacts unreadable: evaluate, as if never evaluated
+            print(f"ddecs-search: trial {trial_id}: {source}'s result not reused ({exc})", file=sys.stderr)
+        else:
+            try:
+                tune.report(flat)
+            finally:
+                end_trial()
+            return
     workdir = Path(tempfile.mkdtemp(prefix=f"ddecs-trial-{trial_id}-"))
     try:
         resumed_epoch = _restore_checkpoint(tune.get_checkpoint(), workdir)
@@ -92,6 +107,7 @@ def search_trial(config: dict[str, Any], ctx: TrialContext) -> None:
             metrics[proxy_key(objective)] = metrics.get(objective.name)
         flat = {k: scalar(v) for k, v in metrics.items() if k != "trial_id"}
         _publish(exp, trial_id, workdir, flat)
+        exp.record_candidate(key, trial_id)
         tune.report(flat)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -244,6 +260,34 @@ def _usable_checkpoint(folder: Path) -> int | None:
     return epoch
 
 
+def _reuse(exp: Experiment, trial_id: str, source: str, bookkeeping: dict[str, Any]) -> dict[str, Any]:
+    """Publish trial ``source``'s evaluation as this trial's, marked ``reused_from_trial``; return it.
+
+    A sampler may draw a candidate it already had evaluated (seen: 1-5 of 24 trials with ``algorithm:
+    gp``, whose flat encoding lets two draws differ only where the network reads nothing). Its training is
+    seeded by the candidate, so a second evaluation would give the same accuracies and table estimates,
+    and only ``latency_ms`` would be another sample of the same network: the stored result and artefacts
+    are re-reported instead, and the sampler is told the same values. This trial's own bookkeeping (when,
+    where, which worker) replaces the source's; its measured numbers stay the source's and say so.
+    """
+    from ddecs_search import storage
+
+    stored = exp.read_trial_metrics(source) or {}
+    flat = {
+        **stored,
+        **{k: scalar(v) for k, v in bookkeeping.items()},
+        "node_id": _node_id(),
+        "resumed_from_epoch": None,
+        REUSED_FROM_KEY: source,
+    }
+    with tempfile.TemporaryDirectory(prefix="ddecs-reuse-") as tmp:
+        storage.download_dir(exp.trial_dir(source), tmp)
+        flat["trial_finished_at"] = time.time()
+        flat["trial_wall_s"] = flat["trial_finished_at"] - float(bookkeeping["trial_started_at"])
+        _publish(exp, trial_id, Path(tmp), flat)
+    return flat
+
+
 def _publish(exp: Experiment, trial_id: str, workdir: Path, flat: dict[str, Any]) -> None:
     """Artefacts to ``EXP/trials/<id>/``, then ``metrics.json`` (its presence means: finished)."""
     from ddecs_search import storage
@@ -267,6 +311,7 @@ def _record(exp: Experiment, trial_id: str, flat: dict[str, Any], recovered: boo
             "finished_at": flat.get("trial_finished_at"),
             "wall_time_s": flat.get("wall_time_s"),
             "recovered": recovered,
+            REUSED_FROM_KEY: flat.get(REUSED_FROM_KEY),
         },
     )
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 #: Trials this process has started (1 for the first); with actor reuse it grows past 1.
-_STATE: dict[str, Any] = {"trials": 0, "last_finished_at": None, "handed_at": None}
+_STATE: dict[str, Any] = {"trials": 0, "last_finished_at": None, "handed_at": None, "handed_after": None}
 
 
 def node_cache_dir(exp_uid: str) -> Path:
@@ -52,8 +52,10 @@ def mark_handed_over() -> None:
     the driver's part (the finished trial's result and callbacks, the sampler's ``suggest``, which for
     ``algorithm: gp`` fits its model); after, the worker's own (``reset``, the trainable's thread restart,
     this module's per-trial reset). Worker reuse is judged on the second part, the search on both.
+    A trial stopped at a rung is handed over while its body still runs out to its next report: then the
+    driver kept the worker waiting for nothing, and the whole wait is the worker's own.
     """
-    _STATE["handed_at"] = time.time()
+    _STATE["handed_at"], _STATE["handed_after"] = time.time(), _STATE["trials"]
 
 
 def begin_trial(exp_uid: str) -> dict[str, Any]:
@@ -62,8 +64,9 @@ def begin_trial(exp_uid: str) -> dict[str, Any]:
 
     ``worker_idle_s``: seconds between the previous trial of this process finishing its body and this one
     starting (Tune's hand-over of a reused actor: result processing, the sampler, ``reset_config``);
-    ``worker_reset_s``: the part of it after Tune handed the process this trial (:func:`mark_handed_over`).
-    Both None for a process's first trial.
+    ``worker_reset_s``: the part of it after Tune handed the process this trial (:func:`mark_handed_over`;
+    all of it when the hand-over came before the previous body ended). Both None for a process's first
+    trial; ``worker_reset_s`` also when no hand-over was marked since the previous trial began.
     """
     import numpy as np
     import torch
@@ -76,13 +79,14 @@ def begin_trial(exp_uid: str) -> dict[str, Any]:
     _STATE["trials"] += 1
     _STATE["started_at"] = time.time()
     now, last, handed = time.time(), _STATE["last_finished_at"], _STATE["handed_at"]
+    # this trial's hand-over: marked after the previous trial began (later resets, e.g. for a trial that
+    # only re-reported its stored result and ran no body here, replace it)
+    handed_now = handed is not None and _STATE["handed_after"] == _STATE["trials"] - 1
     return {
         "worker_pid": os.getpid(),
         "worker_trial_number": _STATE["trials"],
         "worker_idle_s": None if last is None else now - last,
-        # only a hand-over after the previous trial's end is this trial's (a reset without a body between,
-        # e.g. a trial that only re-reported its stored result, is not)
-        "worker_reset_s": None if last is None or handed is None or handed < last else now - handed,
+        "worker_reset_s": now - max(handed, last) if last is not None and handed_now else None,
     }
 
 

@@ -355,7 +355,7 @@ def test_warm_start_maps_candidates_onto_the_define_by_run_space():
             "policy": {"cost_weight": 0.3},
         },
     )
-    space = _with(space, warm_start=entries)
+    space = _with(space, warm_start=entries, encoding="conditional")  # (the flat one: test_search_space_fn)
     fn = ConditionalSpace.from_space(space)
     points = warm_start_points(space, fn)
     assert points[0]["exit_points/n1"] == "0" and points[1]["exit_points/n1"] == "2"

@@ -42,9 +42,14 @@ def _sample(
     return configs
 
 
+def _conditional(space):
+    """The space on the conditional encoding, whatever its sampler's default (gp's is flat)."""
+    return dataclasses.replace(space, search=dataclasses.replace(space.search, encoding="conditional"))
+
+
 @pytest.mark.parametrize("path", [*SPACES, TINY], ids=lambda p: p.stem)
 def test_sampled_candidates_are_valid_and_conditional(path: Path) -> None:
-    space = load_space(path)
+    space = _conditional(load_space(path))
     fn = ConditionalSpace.from_space(space)
     configs = _sample(fn, 40, optuna.samplers.RandomSampler(seed=1))
     counts = set()
@@ -71,7 +76,7 @@ def test_a_branch_without_convolutions_samples_no_width() -> None:
     Fails on a space that samples the width of a conv-less branch: two such trials then differ only in a
     number the network never reads, the sampler sees two candidates and re-trains one network twice.
     """
-    space = load_space(ROOT / "search_spaces" / "fashion_mnist_quick.yaml")
+    space = _conditional(load_space(ROOT / "search_spaces" / "fashion_mnist_quick.yaml"))
     fn = ConditionalSpace.from_space(space)
     configs = _sample(fn, 60, optuna.samplers.RandomSampler(seed=3))
     seen = set()

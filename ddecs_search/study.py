@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from ddecs_search.config import Constraint, Objective
-from ddecs_search.experiment import EVALUATED_KEY, constraint_values, objective_values, violations
+from ddecs_search.experiment import (
+    EVALUATED_KEY,
+    REUSED_FROM_KEY,
+    constraint_values,
+    objective_values,
+    violations,
+)
 
 STUDY_FILE = "optuna.db"
 TRIAL_ID_ATTR = "trial_id"
@@ -102,6 +108,8 @@ def _frozen_trial(
         attrs["feasible"] = not problems
         if problems:
             attrs["violations"] = "; ".join(problems)
+        if result.get(REUSED_FROM_KEY):  # a repeat: its values are that trial's evaluation
+            attrs[REUSED_FROM_KEY] = str(result[REUSED_FROM_KEY])
     start, end = result.get("trial_started_at"), result.get("trial_finished_at")
     when = datetime.datetime.fromtimestamp
     now = datetime.datetime.now()

@@ -593,6 +593,7 @@ def test_a_candidate_drawn_again_re_reports_its_evaluation_instead_of_training(l
 
     from ddecs_search.artifacts import load_trained
     from ddecs_search.experiment import Experiment
+    from ddecs_search.study import TRIAL_ID_ATTR, load_study
 
     name = "again"
     off = {"enabled": False}
@@ -610,6 +611,9 @@ def test_a_candidate_drawn_again_re_reports_its_evaluation_instead_of_training(l
     weights = once.model.state_dict()
     assert all(torch.equal(v, weights[k]) for k, v in again.model.state_dict().items())  # the same network
     assert len(list(Path(exp.path("candidates")).iterdir())) == 1
+    study = {t.user_attrs[TRIAL_ID_ATTR]: t for t in load_study(exp.root).trials}  # the mirror names it
+    assert study[second["trial_id"]].user_attrs["reused_from_trial"] == first["trial_id"]
+    assert study[second["trial_id"]].values == study[first["trial_id"]].values
 
 
 @pytest.mark.slow

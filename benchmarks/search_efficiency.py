@@ -373,6 +373,7 @@ def summarise(runs: list[dict], pairing: str = "search") -> dict:
     timed = [r for r in runs if not r["resumed"]]  # a resumed search's fit time misses a driver's
     slot_s = sum(r["max_concurrent"] * r["fit_s"] for r in timed)
     starts = [s for r in runs for s in r["reused_start_s"]]
+    algorithms = list(dict.fromkeys(r["algorithm"] for r in runs))  # in the order they ran
     pairs = [
         (on, off)
         for on in main
@@ -452,20 +453,17 @@ def summarise(runs: list[dict], pairing: str = "search") -> dict:
         # per algorithm: a sampler that thinks in the driver (gp's model fit) keeps the freed worker waiting,
         # and pooled with the others its wait would pass unseen
         "reused_worker_start_s_by_algorithm": {
-            algorithm: _start_figure(
-                [s for r in runs if r["algorithm"] == algorithm for s in r["reused_start_s"]]
-            )
-            for algorithm in dict.fromkeys(r["algorithm"] for r in runs)
+            algorithm: _start_figure(_pooled(runs, algorithm, "reused_start_s")) for algorithm in algorithms
         },
         # the same starts split where Tune handed the worker its trial (``worker_reset_s``): ``worker_s`` is
         # the worker's own part (what worker reuse is about), ``driver_s`` the driver's (the finished
         # trial's result and callbacks, the sampler's suggest); counts 0 on folders from before the split
         "reused_worker_start_parts": {
             algorithm: {
-                part: _start_figure([s for r in runs if r["algorithm"] == algorithm for s in r[key]])
-                for part, key in (("worker_s", "reused_worker_s"), ("driver_s", "reused_driver_s"))
+                "worker_s": _start_figure(_pooled(runs, algorithm, "reused_worker_s")),
+                "driver_s": _start_figure(_pooled(runs, algorithm, "reused_driver_s")),
             }
-            for algorithm in dict.fromkeys(r["algorithm"] for r in runs)
+            for algorithm in algorithms
         },
         "per_trial_vs_baseline_cost": float(
             np.nanmean([r["mean_full_trial_s"] for r in timed])
@@ -513,6 +511,11 @@ def _vs_random(per_algorithm: dict[str, list[float]]) -> dict[str, float]:
     if not base:
         return {}
     return {a: float(np.median(v)) / base for a, v in per_algorithm.items() if a != "random"}
+
+
+def _pooled(runs: list[dict], algorithm: str, key: str) -> list[float]:
+    """The per-run lists ``key`` of one algorithm's runs, as one list."""
+    return [x for r in runs if r["algorithm"] == algorithm for x in r[key]]
 
 
 def _start_figure(starts: list[float]) -> dict[str, float | int | None]:

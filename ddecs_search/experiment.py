@@ -295,19 +295,18 @@ class Experiment:
         if not storage.exists(location):
             storage.write_text(location, json.dumps({"trial_id": trial_id}))
 
-    def evaluated_trial(self, key: str) -> str | None:
-        """The trial whose stored result is the candidate ``key``'s, or None (not evaluated yet, or its
-        result is gone or unreadable: then the candidate is evaluated again rather than failing)."""
+    def evaluation_of(self, key: str) -> tuple[str, dict[str, Any]] | None:
+        """The trial whose stored result is the candidate ``key``'s, with that result; None when not
+        evaluated yet, or its result is gone or unreadable (the candidate is then evaluated again)."""
         location = self.path("candidates", f"{key}.json")
         try:
-            trial_id = (
-                str(json.loads(storage.read_text(location))["trial_id"]) if storage.exists(location) else None
-            )
-            return (
-                trial_id if trial_id is not None and self.read_trial_metrics(trial_id) is not None else None
-            )
+            if not storage.exists(location):
+                return None
+            trial_id = str(json.loads(storage.read_text(location))["trial_id"])
+            stored = self.read_trial_metrics(trial_id)
         except (OSError, ValueError, KeyError, TypeError, UserError):
             return None
+        return None if stored is None else (trial_id, stored)
 
     def evaluation_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

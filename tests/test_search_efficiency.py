@@ -572,17 +572,17 @@ def test_the_experiment_names_the_trial_that_evaluated_a_candidate(tmp_path):
     key = candidate_key(candidate_from_dict(space, {}))
     assert key == candidate_key(candidate_from_dict(space, {}))  # the same configuration, the same key
     assert key != candidate_key(candidate_from_dict(space, {"policy": {"cost_weight": 0.3}}))  # λ counts
-    assert exp.evaluated_trial(key) is None
+    assert exp.evaluation_of(key) is None
     for trial_id in ("t1", "t2"):
         stored = storage.join(exp.trial_dir(trial_id), "metrics.json")
         storage.write_text(stored, json.dumps({"accuracy": 0.9}))
     exp.record_candidate(key, "t1")
     exp.record_candidate(key, "t2")
-    assert exp.evaluated_trial(key) == "t1"
+    assert exp.evaluation_of(key) == ("t1", {"accuracy": 0.9})
     Path(exp.trial_dir("t1"), "metrics.json").unlink()
-    assert exp.evaluated_trial(key) is None
+    assert exp.evaluation_of(key) is None
     Path(exp.path("candidates", f"{key}.json")).write_text("{not json")
-    assert exp.evaluated_trial(key) is None
+    assert exp.evaluation_of(key) is None
 
 
 @pytest.mark.slow

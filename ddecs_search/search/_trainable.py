@@ -70,10 +70,10 @@ def search_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     worker = begin_trial(ctx.exp_uid)  # reused process: reseed, shared data cache (search/_worker.py)
     candidate = build_candidate(ctx.space, ctx.space_fn, config)
     key = candidate_key(candidate)
-    source = exp.evaluated_trial(key)
+    source, stored = exp.evaluation_of(key) or (None, {})
     if source is not None and source != trial_id:  # the sampler drew a candidate evaluated before
         try:
-            flat = _reuse(exp, trial_id, source, {**worker, "trial_started_at": started})
+            flat = _reuse(exp, trial_id, source, stored, {**worker, "trial_started_at": started})
         except (OSError, UserError) as exc:  # its artefacts unreadable: evaluate, as if never evaluated
             print(f"ddecs-search: trial {trial_id}: {source}'s result not reused ({exc})", file=sys.stderr)
         else:
@@ -260,10 +260,13 @@ def _usable_checkpoint(folder: Path) -> int | None:
     return epoch
 
 
-def _reuse(exp: Experiment, trial_id: str, source: str, bookkeeping: dict[str, Any]) -> dict[str, Any]:
-    """Publish trial ``source``'s evaluation as this trial's, marked ``reused_from_trial``; return it.
+def _reuse(
+    exp: Experiment, trial_id: str, source: str, stored: dict[str, Any], bookkeeping: dict[str, Any]
+) -> dict[str, Any]:
+    """Publish trial ``source``'s evaluation (its stored metrics) as this trial's, marked
+    ``reused_from_trial``; return it.
 
-    A sampler may draw a candidate it already had evaluated (seen: 1-5 of 24 trials with ``algorithm:
+    A sampler may draw a candidate it already had evaluated (seen: 1-8 of 24 trials with ``algorithm:
     gp``, whose flat encoding lets two draws differ only where the network reads nothing). Its training is
     seeded by the candidate, so a second evaluation would give the same accuracies and table estimates,
     and only ``latency_ms`` would be another sample of the same network: the stored result and artefacts
@@ -272,7 +275,6 @@ def _reuse(exp: Experiment, trial_id: str, source: str, bookkeeping: dict[str, A
     """
     from ddecs_search import storage
 
-    stored = exp.read_trial_metrics(source) or {}
     flat = {
         **stored,
         **{k: scalar(v) for k, v in bookkeeping.items()},

@@ -77,8 +77,8 @@ def begin_trial(exp_uid: str) -> dict[str, Any]:
     np.random.seed(0)
     torch.manual_seed(0)
     _STATE["trials"] += 1
-    _STATE["started_at"] = time.time()
-    now, last, handed = time.time(), _STATE["last_finished_at"], _STATE["handed_at"]
+    _STATE["started_at"] = now = time.time()
+    last, handed = _STATE["last_finished_at"], _STATE["handed_at"]
     # this trial's hand-over: marked after the previous trial began (later resets, e.g. for a trial that
     # only re-reported its stored result and ran no body here, replace it)
     handed_now = handed is not None and _STATE["handed_after"] == _STATE["trials"] - 1

@@ -563,8 +563,8 @@ def test_reused_worker_gives_the_same_result_as_a_fresh_one(local_ray, tmp_path)
 def test_the_experiment_names_the_trial_that_evaluated_a_candidate(tmp_path):
     """``candidates/<key>.json``: the first evaluation stays the named one; a named trial whose result is
     gone, or an unreadable index, means "not evaluated" (the candidate is trained again, nothing fails)."""
-    from ddecs_search import storage
     from ddecs_search.experiment import Experiment, candidate_key
+    from ddecs_search.search._trainable import _publish
     from ddecs_search.spaces import candidate_from_dict
 
     space = load_space(QUICK)
@@ -573,9 +573,8 @@ def test_the_experiment_names_the_trial_that_evaluated_a_candidate(tmp_path):
     assert key == candidate_key(candidate_from_dict(space, {}))  # the same configuration, the same key
     assert key != candidate_key(candidate_from_dict(space, {"policy": {"cost_weight": 0.3}}))  # λ counts
     assert exp.evaluation_of(key) is None
-    for trial_id in ("t1", "t2"):
-        stored = storage.join(exp.trial_dir(trial_id), "metrics.json")
-        storage.write_text(stored, json.dumps({"accuracy": 0.9}))
+    for trial_id in ("t1", "t2"):  # the trainable's writer: artefacts (none here), then metrics.json
+        _publish(exp, trial_id, tmp_path / "no-artefacts", {"accuracy": 0.9})
     exp.record_candidate(key, "t1")
     exp.record_candidate(key, "t2")
     assert exp.evaluation_of(key) == ("t1", {"accuracy": 0.9})

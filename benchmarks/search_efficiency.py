@@ -33,7 +33,8 @@ off. Reported:
 - **per-trial cost vs the baseline**: mean full-trial body seconds / seconds to train the shared baseline
   once (every search trains it once; here the first search trains it and the others copy it); over the
   trials that trained: a repeat of a candidate evaluated before re-reports that result (``n_repeats`` per
-  run, ``reused_from_trial`` in its row);
+  run, ``reused_from_trial`` in its row; ``n_redrawn``: draws of an evaluated candidate the searcher told
+  the earlier result for and replaced by another draw, which no trial ran: ``redrawn_repeats`` in run.json);
 - **early stopping**: ``hv_ratio`` = median over seeds of hv(with) / hv(without), ``time_ratio`` =
   total trial body time with / without, same algorithm(s) and seeds; ``full_trial_cost_ratio``: over the
   configurations that reached full fidelity in both arms, their trial seconds with / without (what the
@@ -115,7 +116,7 @@ sys.path.insert(0, str(ROOT))
 
 from ddecs_search.analysis import default_reference_point, hypervolume  # noqa: E402
 from ddecs_search.dominance import to_minimization  # noqa: E402
-from ddecs_search.experiment import REUSED_FROM_KEY  # noqa: E402
+from ddecs_search.experiment import REDRAWN_KEY, REUSED_FROM_KEY  # noqa: E402
 from ddecs_search.ray_setup import init_ray  # noqa: E402
 from ddecs_search.search import ConditionalSpace, Experiment, run_search, sampler_settings  # noqa: E402
 from ddecs_search.spaces import parse_space  # noqa: E402
@@ -289,6 +290,8 @@ def collect(exp_dir: Path, algorithm: str, seed: int, early_stopping: bool, wall
         "max_concurrent": space.search.max_concurrent,
         "baseline_train_s": float(record["baseline"].get("train_time_s", float("nan"))),
         "n_repeats": len(repeats),
+        # draws of an evaluated candidate the searcher answered itself and drew again (no trial ran them)
+        "n_redrawn": int(record.get(REDRAWN_KEY, 0)),
         # a trained full trial's cost (a repeat re-reports another trial's result in well under a second)
         "mean_full_trial_s": float(trained["trial_wall_s"].mean()) if len(trained) else float("nan"),
         "workers": int(full["worker_pid"].nunique()) if "worker_pid" in full else 0,
@@ -493,6 +496,7 @@ def summarise(runs: list[dict], pairing: str = "search") -> dict:
                     "n_stopped",
                     "n_feasible",
                     "n_repeats",
+                    "n_redrawn",
                     "fit_s",
                     "body_s",
                     "workers",
@@ -664,6 +668,8 @@ def main(argv: list[str] | None = None) -> int:
             first = first or Path(run["exp"])
             runs.append(run)
             repeats = f" ({run['n_repeats']} repeats)" if run["n_repeats"] else ""
+            if run["n_redrawn"]:
+                repeats += f" ({run['n_redrawn']} draws of evaluated candidates told and drawn again)"
             print(
                 f"{algorithm:>7} seed {seed} early stopping {'on ' if es else 'off'}: "
                 f"{run['n_trials']} trials ({run['n_full']} full{repeats}, "

@@ -73,6 +73,8 @@ _TUNE_KEYS = frozenset(
 EVALUATED_KEY = "evaluated"
 # Bookkeeping key of a trial that re-reported an earlier trial's evaluation of the same candidate.
 REUSED_FROM_KEY = "reused_from_trial"
+# run.json: draws of an evaluated candidate the searcher answered from the earlier result and drew again.
+REDRAWN_KEY = "redrawn_repeats"
 
 
 def candidate_key(candidate: Any) -> str:
@@ -294,6 +296,14 @@ class Experiment:
         location = self.path("candidates", f"{key}.json")
         if not storage.exists(location):
             storage.write_text(location, json.dumps({"trial_id": trial_id}))
+
+    def record_redraw(self) -> int:
+        """Count one draw of a candidate evaluated before that the searcher told Optuna the known result
+        for and replaced by another draw (no trial ran it); return the count (``run.json``
+        ``redrawn_repeats``, over every run and resume of the experiment)."""
+        count = int(self.read_record().get(REDRAWN_KEY, 0)) + 1
+        self.update_record(**{REDRAWN_KEY: count})
+        return count
 
     def evaluation_of(self, key: str) -> tuple[str, dict[str, Any]] | None:
         """The trial whose stored result is the candidate ``key``'s, with that result; None when not

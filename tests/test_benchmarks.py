@@ -409,6 +409,7 @@ def _summary_run(algorithm: str, early_stopping: bool, values: list[list[float]]
         "n_stopped": 0,
         "n_feasible": len(values),
         "n_repeats": 0,
+        "n_redrawn": 0,
         "max_concurrent": 2,
         "baseline_train_s": 5.0,
         "mean_full_trial_s": 6.0,

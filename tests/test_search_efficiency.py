@@ -587,18 +587,30 @@ def test_the_experiment_names_the_trial_that_evaluated_a_candidate(tmp_path):
 @pytest.mark.slow
 def test_a_candidate_drawn_again_re_reports_its_evaluation_instead_of_training(local_ray, tmp_path):
     """The same candidate twice (here both warm-start entries): the second trial trains nothing, names the
-    first in ``reused_from_trial``, reports its numbers and holds its artefacts; the sampler sees both."""
+    first in ``reused_from_trial``, reports its numbers and holds its artefacts; the sampler sees both.
+    The sampler's own draw of it (a space of two candidates) is told and drawn again: the third trial is
+    the other candidate, and ``run.json`` counts the draws told in its place."""
     import torch
 
     from ddecs_search.artifacts import load_trained
-    from ddecs_search.experiment import Experiment
+    from ddecs_search.experiment import REDRAWN_KEY, Experiment
     from ddecs_search.study import TRIAL_ID_ATTR, load_study
 
     name = "again"
     off = {"enabled": False}
-    search = {"num_samples": 2, "max_concurrent": 1, "warm_start": [A, A], "early_stopping": off}
-    table = _run(_space(tmp_path, name, search), tmp_path, name)
-    assert table["evaluated"].all() and len(table) == 2
+    search = {"num_samples": 3, "max_concurrent": 1, "warm_start": [A, A], "early_stopping": off}
+    data = yaml.safe_load(TINY.read_text())
+    exits = {**data["exits"], "count": [1, 1], "points": [2], "conv_layers": [1], "channels": [16]}
+    exits.update(pool=["avg", "max"], pool_size=[2])  # A and A with average pooling
+    policy = {**data["policy"], "cost_weight": [0.1, 0.1]}
+    table = _run(_space(tmp_path, name, search, exits=exits, policy=policy), tmp_path, name)
+    assert table["evaluated"].all() and len(table) == 3
+    assert table["candidate"].nunique() == 2 and pd.isna(table.iloc[2]["reused_from_trial"])
+    (searcher_file,) = (tmp_path / name).glob("searcher-state-*.pkl")
+    drawn = pickle.loads(searcher_file.read_bytes())["_ot_study"].trials
+    told = [t for t in drawn if "reused_from_trial" in t.user_attrs]
+    assert told and len(drawn) == 3 + len(told)  # (seed 0 draws A again once before the other one)
+    assert Experiment.at(str(tmp_path / name)).read_record().get(REDRAWN_KEY, 0) == len(told)
     first, second = table.iloc[0], table.iloc[1]
     assert pd.isna(first["reused_from_trial"]) and second["reused_from_trial"] == first["trial_id"]
     for key in (*DETERMINISTIC, "latency_ms", "expected_latency_ms", "train_time_s", "candidate"):
@@ -609,7 +621,7 @@ def test_a_candidate_drawn_again_re_reports_its_evaluation_instead_of_training(l
     assert again.spec == once.spec
     weights = once.model.state_dict()
     assert all(torch.equal(v, weights[k]) for k, v in again.model.state_dict().items())  # the same network
-    assert len(list(Path(exp.path("candidates")).iterdir())) == 1
+    assert len(list(Path(exp.path("candidates")).iterdir())) == 2
     study = {t.user_attrs[TRIAL_ID_ATTR]: t for t in load_study(exp.root).trials}  # the mirror names it
     assert study[second["trial_id"]].user_attrs["reused_from_trial"] == first["trial_id"]
     assert study[second["trial_id"]].values == study[first["trial_id"]].values
@@ -647,6 +659,8 @@ def test_stopped_trials_keep_a_marked_partial_record_and_never_reach_the_front(l
     # the sampler was told only full evaluations (stopped trials: PRUNED), the warm start as trial 0
     (searcher_file,) = (tmp_path / "es").glob("searcher-state-*.pkl")
     study = pickle.loads(searcher_file.read_bytes())["_ot_study"]
+    # (a draw of a candidate evaluated before is told, not run: none expected here, λ is continuous)
+    assert not any("reused_from_trial" in t.user_attrs for t in study.trials)
     states = [t.state.name for t in study.trials]
     assert states.count("PRUNED") == len(stopped) and states.count("COMPLETE") == len(full)
     assert study.trials[0].params["num_early_exits"] == 1 and study.trials[0].state.name == "COMPLETE"
@@ -688,3 +702,85 @@ def test_stopped_trials_keep_a_marked_partial_record_and_never_reach_the_front(l
     assert 0 < run["hv_floor"] <= run["hv"]  # the warm start (trial 0) and the static network alone
     assert run["resumed"] is False and summary["resumed_searches"] == []  # one driver: its times count
     assert 0 <= summary["overhead_share"] < 1 and summary["per_trial_vs_baseline_cost"] > 0
+
+
+# ------------------------------------------------------------------ a draw of a candidate evaluated before
+def _small_space(pools: list[str], algorithm: str = "random", **search):
+    """The tiny space cut down to ``len(pools)`` candidates (one exit, one branch shape, one λ)."""
+    data = yaml.safe_load(TINY.read_text())
+    data["exits"].update(count=[1, 1], points=[2], conv_layers=[0], pool=pools, pool_size=[2])
+    data["policy"]["cost_weight"] = [0.1, 0.1]
+    data["search"].update(algorithm=algorithm, **search)
+    return parse_space(data, "small.yaml")
+
+
+def _searcher(space):
+    from ddecs_search.search import effective_objectives
+    from ddecs_search.search._searcher import make_search_alg
+
+    objectives, _ = effective_objectives(space, energy_available=False)
+    return make_search_alg(space, objectives).searcher, [o.name for o in objectives]
+
+
+def _evaluated(names: list[str], values: list[float], drop: float) -> dict:
+    from ddecs_search.experiment import EVALUATED_KEY
+
+    return {EVALUATED_KEY: True, **dict(zip(names, values, strict=True)), "val_accuracy_drop": drop}
+
+
+def test_a_draw_of_an_evaluated_candidate_is_told_its_result_and_drawn_again(tmp_path, monkeypatch):
+    """No trial for a candidate the search evaluated: the searcher tells Optuna the earlier values and
+    constraints for the draw (marked with the trial that evaluated it) and asks again; the run record
+    counts it. After :data:`MAX_REDRAWS` known draws the trial gets the last one (its trainable then
+    re-reports the earlier result), so a space the search has exhausted does not ask forever."""
+    from ddecs_search.experiment import REDRAWN_KEY, REUSED_FROM_KEY, Experiment
+    from ddecs_search.search._callbacks import RUNTIME
+    from ddecs_search.search._optuna_search import MAX_REDRAWS
+    from ddecs_search.search._space_fn import ConditionalSpace, config_key
+
+    exp = Experiment(str(tmp_path / "exp"))
+    monkeypatch.setitem(RUNTIME, "exp_root", exp.root)
+    space = _small_space(["avg", "max"])
+    fn = ConditionalSpace.from_space(space)
+    searcher, names = _searcher(space)
+    first = searcher.suggest("t1")
+    searcher.on_trial_complete("t1", _evaluated(names, [0.8, 0.3, 1000.0], 0.05))
+    second = searcher.suggest("t2")  # the other candidate, whatever the sampler drew in between
+    assert config_key(space, fn, second) != config_key(space, fn, first)
+    study = searcher._ot_study
+    told = [t for t in study.get_trials(deepcopy=False) if REUSED_FROM_KEY in t.user_attrs]
+    assert len(told) == len(study.trials) - 2 == exp.read_record().get(REDRAWN_KEY, 0)
+    for t in told:
+        assert t.state.name == "COMPLETE" and t.values == [0.8, 0.3, 1000.0]
+        assert t.user_attrs[REUSED_FROM_KEY] == "t1" and t.params == study.trials[0].params
+        assert t.system_attrs["constraints"] == [0.05 - 0.5]  # val_accuracy_drop <= 0.5, as t1's
+    searcher.on_trial_complete("t2", _evaluated(names, [0.7, 0.2, 800.0], 0.15))
+    # both candidates known: the third trial gets a known one after MAX_REDRAWS told draws
+    before = len(study.trials)
+    third = searcher.suggest("t3")
+    assert config_key(space, fn, third) in {config_key(space, fn, c) for c in (first, second)}
+    assert len(study.trials) - before == MAX_REDRAWS + 1
+    assert exp.read_record()[REDRAWN_KEY] == len(told) + MAX_REDRAWS
+    # Tune pickles the searcher with the experiment: a resumed search still knows what was evaluated
+    restored = pickle.loads(pickle.dumps(searcher))
+    restored.on_trial_complete("t3", _evaluated(names, [0.8, 0.3, 1000.0], 0.05))
+    before = len(restored._ot_study.trials)
+    restored.suggest("t4")
+    assert len(restored._ot_study.trials) - before == MAX_REDRAWS + 1
+
+
+def test_the_warm_start_is_never_replaced_by_another_draw(tmp_path, monkeypatch):
+    """A candidate the user listed twice is evaluated as listed: both entries become trials (the second
+    re-reports the first's result in its trainable), no draw is told in their place."""
+    from ddecs_search.experiment import REUSED_FROM_KEY
+    from ddecs_search.search._callbacks import RUNTIME
+
+    monkeypatch.setitem(RUNTIME, "exp_root", None)
+    entry = {"exit_points": [2], "branches": [{"conv_layers": 0, "pool": "avg", "pool_size": 2}]}
+    space = _small_space(["avg", "max"], warm_start=[entry, entry])
+    searcher, names = _searcher(space)
+    first = searcher.suggest("t1")
+    searcher.on_trial_complete("t1", _evaluated(names, [0.8, 0.3, 1000.0], 0.05))
+    assert searcher.suggest("t2") == first
+    assert len(searcher._ot_study.trials) == 2
+    assert not any(REUSED_FROM_KEY in t.user_attrs for t in searcher._ot_study.trials)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from ddecs_search._imports import require
 from ddecs_search.config import Objective, SearchSpace
 from ddecs_search.search._objectives import metric_and_mode
-from ddecs_search.search._space_fn import ConditionalSpace
+from ddecs_search.search._space_fn import ConditionalSpace, config_key
 
 
 def sampler_settings(space: SearchSpace) -> dict[str, Any]:
@@ -106,7 +107,8 @@ def sampler_notice(space: SearchSpace, full_fidelity: int) -> str | None:
 
 
 def make_search_alg(space: SearchSpace, objectives: Sequence[Objective]) -> Any:
-    """``ConcurrencyLimiter(OptunaSearch(space=define-by-run, metric, mode, sampler), max_concurrent)``."""
+    """``ConcurrencyLimiter(OptunaSearch(space=define-by-run, metric, mode, sampler), max_concurrent)``;
+    the searcher answers a draw of an evaluated candidate itself (:class:`FullFidelityOptunaSearch`)."""
     from ray.tune.search import ConcurrencyLimiter
 
     from ddecs_search.search._optuna_search import FullFidelityOptunaSearch
@@ -121,6 +123,7 @@ def make_search_alg(space: SearchSpace, objectives: Sequence[Objective]) -> Any:
         sampler=make_sampler(space),
         points_to_evaluate=warm_start_points(space, fn) or None,
         constraints=space.constraints,
+        candidate_key=functools.partial(config_key, space, fn),  # a repeated draw is told, not run
     )
     return ConcurrencyLimiter(searcher, max_concurrent=space.search.max_concurrent)
 

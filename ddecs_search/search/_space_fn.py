@@ -204,3 +204,12 @@ def build_candidate(space: SearchSpace, fn: ConditionalSpace, config: dict[str, 
         **fn.candidate_override(config),
     }
     return from_dict(Candidate, data, "candidate")
+
+
+def config_key(space: SearchSpace, fn: ConditionalSpace, config: dict[str, Any]) -> str:
+    """:func:`~ddecs_search.experiment.candidate_key` of a trial config: equal for two configs that train
+    the same network and fit the same policy (on the flat encoding, also when they differ only in what the
+    network does not read). Bind ``space`` and ``fn`` with ``functools.partial`` for the searcher."""
+    from ddecs_search.experiment import candidate_key
+
+    return candidate_key(build_candidate(space, fn, config))

@@ -272,6 +272,8 @@ def _reuse(
     and only ``latency_ms`` would be another sample of the same network: the stored result and artefacts
     are re-reported instead, and the sampler is told the same values. This trial's own bookkeeping (when,
     where, which worker) replaces the source's; its measured numbers stay the source's and say so.
+    The searcher answers most such draws without a trial (``_optuna_search.py``); what reaches here is a
+    warm-start entry listed twice, or a draw after ``MAX_REDRAWS`` known ones.
     """
     from ddecs_search import storage
 

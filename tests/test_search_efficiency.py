@@ -500,8 +500,9 @@ def test_a_reused_workers_wait_splits_where_tune_hands_it_the_trial(monkeypatch)
     from ddecs_search.data import SHARED_CACHE_ENV
     from ddecs_search.search import _worker
 
-    for name in ("DDECS_IN_TRIAL", SHARED_CACHE_ENV):
-        monkeypatch.delenv(name, raising=False)  # begin_trial sets them: undone after the test
+    for name in ("DDECS_IN_TRIAL", SHARED_CACHE_ENV):  # begin_trial sets them: undone after the test
+        monkeypatch.setenv(name, "")  # (delenv of an unset name records nothing: begin_trial's value
+        monkeypatch.delenv(name)  # would leak into the next tests of this process)
     state = {"trials": 0, "last_finished_at": None, "handed_at": None, "handed_after": None}
     monkeypatch.setattr(_worker, "_STATE", state)
     first = _worker.begin_trial("x")

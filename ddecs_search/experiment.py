@@ -297,11 +297,11 @@ class Experiment:
         if not storage.exists(location):
             storage.write_text(location, json.dumps({"trial_id": trial_id}))
 
-    def record_redraw(self) -> int:
-        """Count one draw of a candidate evaluated before that the searcher told Optuna the known result
-        for and replaced by another draw (no trial ran it); return the count (``run.json``
+    def record_redraws(self, draws: int) -> int:
+        """Count ``draws`` draws of candidates evaluated before that the searcher told Optuna the known
+        result for and replaced by another draw (no trial ran them); return the count (``run.json``
         ``redrawn_repeats``, over every run and resume of the experiment)."""
-        count = int(self.read_record().get(REDRAWN_KEY, 0)) + 1
+        count = int(self.read_record().get(REDRAWN_KEY, 0)) + draws
         self.update_record(**{REDRAWN_KEY: count})
         return count
 

@@ -37,7 +37,7 @@ class FullFidelityOptunaSearch(OptunaSearch):
     trial; Tune never sees the draw. Seen with ``algorithm: gp``, whose flat encoding lets draws differ
     only where the network reads nothing: 1-8 of 24 trials re-reported an earlier evaluation. The
     warm start (enqueued, fixed parameters) is never replaced: the user listed those candidates. Each
-    replaced draw is counted in ``run.json`` (``redrawn_repeats``, :meth:`Experiment.record_redraw`).
+    replaced draw is counted in ``run.json`` (``redrawn_repeats``, :meth:`Experiment.record_redraws`).
 
     Defined at module level because Tune pickles the searcher into the experiment state.
     """
@@ -70,6 +70,10 @@ class FullFidelityOptunaSearch(OptunaSearch):
             del self._ot_trials[trial_id]
             self._tell_known(ot_trial, *known)
         self._trial_keys[trial_id] = key
+        from ddecs_search.search._callbacks import RUNTIME  # the experiment's current place (resume)
+
+        if draw and RUNTIME["exp_root"]:  # one run.json write for this suggestion's told draws
+            Experiment(RUNTIME["exp_root"]).record_redraws(draw)
         return config
 
     def _enqueued(self, ot_trial: Any) -> bool:
@@ -84,10 +88,6 @@ class FullFidelityOptunaSearch(OptunaSearch):
             ot_trial.set_constraint(name, value)
         ot_trial.set_user_attr(REUSED_FROM_KEY, source)
         self._ot_study.tell(ot_trial, values if isinstance(self.metric, list) else values[0])
-        from ddecs_search.search._callbacks import RUNTIME  # the experiment's current place (resume)
-
-        if RUNTIME["exp_root"]:
-            Experiment(RUNTIME["exp_root"]).record_redraw()
 
     def _suggest_from_define_by_run_func(self, func: Callable[..., Any], ot_trial: Any) -> dict:
         # A trial's first suggest runs the sampler's relative sampling (``algorithm: gp`` fits its Gaussian

@@ -1,13 +1,16 @@
-"""Scratch: time GPSampler.sample_relative with and without greenlet's batched L-BFGS-B, interleaved."""
+"""Scratch (session 31, not run yet): time GPSampler.sample_relative with and without greenlet's batched
+L-BFGS-B, interleaved, on the first N complete trials of a finished search's optuna.db.
+
+Usage: python session-31-gl-probe.py EXP/optuna.db 12,24,48 REPEATS (needs `pip install greenlet`).
+"""
 import sys, time, statistics, warnings
 import optuna
 import optuna._gp.batched_lbfgsb as bl
-sys.path.insert(0, "/work/main")
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[3]))  # the checkout
 from ddecs_search.search import _samplers
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 warnings.simplefilter("ignore")
 src = sys.argv[1]; ns = [int(x) for x in sys.argv[2].split(",")]; reps = int(sys.argv[3])
-st = optuna.load_study(study_name=None, storage=f"sqlite:///{src}") if False else None
 summ = optuna.get_all_study_summaries(f"sqlite:///{src}")
 st = optuna.load_study(study_name=summ[0].study_name, storage=f"sqlite:///{src}")
 done = [t for t in st.trials if t.state == optuna.trial.TrialState.COMPLETE]

@@ -5,7 +5,9 @@ same sampler seed, once with torch's default intra-op threads and once with one 
 pairs alternate between an idle box and a loaded one. Load: one single-threaded torch matmul loop per core
 (stand-ins for the trials' training), stopped with SIGSTOP for the idle pairs and resumed with SIGCONT.
 
-Usage: python session-32-threads-probe.py EXP/optuna.db 24,48 PAIRS
+Usage: python session-32-threads-probe.py EXP/optuna.db 24,48 PAIRS [LOOPS]
+LOOPS: how many cores the load takes (default: all of them). With two workers on two cores, one trial
+trains while the driver asks for the other's next trial: LOOPS = 1 is that case.
 """
 
 import os
@@ -31,9 +33,10 @@ source = optuna.load_study(study_name=optuna.get_all_study_summaries(storage)[0]
 done = [t for t in source.trials if t.state == optuna.trial.TrialState.COMPLETE]
 default_threads = torch.get_num_threads()
 cores = os.cpu_count() or 1
-print(f"complete {len(done)}; torch threads by default {default_threads}; cores {cores}", flush=True)
 loop = "import torch; torch.set_num_threads(1); a = torch.randn(256, 256)\nwhile True: a = torch.tanh(a @ a)"
-load = [subprocess.Popen([sys.executable, "-c", loop]) for _ in range(cores)]
+loops = int(sys.argv[4]) if len(sys.argv) > 4 else cores
+load = [subprocess.Popen([sys.executable, "-c", loop]) for _ in range(loops)]
+print(f"complete {len(done)}; torch threads {default_threads}; cores {cores}; load loops {loops}", flush=True)
 time.sleep(3)  # imports done
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ddecs_search._threads import torch_threads
 from ddecs_search.config import Candidate, SearchSpace, to_dict
 from ddecs_search.models import Backbone, MultiExitNet, backbone_info, weights_digest
 from ddecs_search.policies import (
@@ -90,12 +91,8 @@ def measurement_threads(space: SearchSpace, device: torch.device) -> Iterator[No
     if device.type != "cpu":
         yield
         return
-    before = torch.get_num_threads()
-    torch.set_num_threads(space.measurement.threads)
-    try:
+    with torch_threads(space.measurement.threads):
         yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def prepare_candidate(

@@ -407,6 +407,36 @@ def test_gp_models_the_exit_placement_on_its_default_flat_encoding() -> None:
         assert any(name.startswith("exit_points/") for name in modelled) is expect_placement, modelled
 
 
+def test_the_gp_sampler_suggests_on_one_torch_thread_and_restores_the_count(monkeypatch) -> None:
+    """GP's model fit runs in the driver while trials train on the same cores: on one torch thread (session
+    32: 2.0x faster with one of two cores training), and the driver's own count is back after every ask."""
+    import torch
+
+    seen: list[int] = []
+    optuna_gp = optuna.samplers.GPSampler.sample_relative
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return optuna_gp(self, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.samplers.GPSampler, "sample_relative", spy)
+    space = _flat_space("gp", None, seed=1)
+    fn = ConditionalSpace.from_space(space)
+    study = optuna.create_study(sampler=make_sampler(space), directions=["maximize", "minimize"])
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)  # the driver's count, whatever the box has
+    try:
+        for i in range(8):  # six at random, then two from the model
+            trial = study.ask()
+            fn(trial)
+            study.tell(trial, [float(i % 3), float(i % 5)])
+            assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    assert len(seen) == 8 and set(seen) == {1}, seen
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
 def test_gp_and_encoding_options_are_checked_with_named_errors() -> None:
     from ddecs_search.errors import ConfigError
 

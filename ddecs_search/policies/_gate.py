@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ddecs_search._threads import torch_threads
 from ddecs_search.config import PolicyConfig
 from ddecs_search.policies._base import ExitPolicy
 from ddecs_search.policies._features import NUM_BASE
@@ -112,9 +113,7 @@ class GatePolicy(ExitPolicy):
         correct = table.correct
         feats = torch.from_numpy(np.ascontiguousarray(table.features, dtype=np.float32))
         self.num_exits, self.nets, self.mean, self.std = e, [], [], []
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # tiny full-batch problems: threads only add overhead
-        try:
+        with torch_threads(1):  # tiny full-batch problems: threads only add overhead
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(opts["seed"])
                 for k in range(e - 1):
@@ -125,8 +124,6 @@ class GatePolicy(ExitPolicy):
                     cols = feats[:, k] if self.feature_spec is not None else feats[:, k, :NUM_BASE]
                     self._fit_gate(cols, torch.from_numpy(target.astype(np.float32)))
             scores = np.stack([self.gate_logits(k, feats[:, k]).numpy() for k in range(e - 1)], axis=1)
-        finally:
-            torch.set_num_threads(threads)
         self.thresholds = tune_thresholds(scores, correct, path_cost, cost_weight)
         from ddecs_search.policies._env import mean_return
 

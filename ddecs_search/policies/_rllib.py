@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
+from ddecs_search._threads import torch_threads
 from ddecs_search.policies._base import ExitPolicy
 from ddecs_search.policies._features import FeatureSpec
 from ddecs_search.policies._obs import observation, observation_table
@@ -164,12 +165,8 @@ class RLlibExitPolicy(ExitPolicy):
             return mean_return(judge, self.decide(judge.features), path_cost, cost_weight)
 
         init_ray(num_cpus=1)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # a 32x32 MLP: more threads only add contention (4-20x slower on 2 cores)
-        try:
+        with torch_threads(1):  # a 32x32 MLP: more threads only add contention (4-20x slower on 2 cores)
             module = self._train(self.algorithm_config(ExitEnv, env_config), greedy_return, start)
-        finally:
-            torch.set_num_threads(threads)
         self.rl_module = module
         self.net = ExitMLP.from_sequentials(*self.module_layers(module))
         self._check_export(module, env_config)

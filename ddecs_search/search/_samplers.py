@@ -63,12 +63,13 @@ class NSGAIISampler(_FreshLocks, optuna.samplers.NSGAIISampler):
 class GPSampler(_FreshLocks, optuna.samplers.GPSampler):
     """``optuna.samplers.GPSampler``, picklable, suggesting on one torch intra-op thread.
 
-    The sampler fits its model and optimises the acquisition in the search's driver, with torch's
-    default thread count (every core of the driver's node) while trials train on those cores. On two
-    cores, one suggestion with 48 trials done and one running took 2.26 s on one thread and 4.74 s on
-    two while one core trained (2.0x, 10 of 10 pairs), and on an idle box 2.26 s against 1.99 s (one
-    thread 13 % slower: the price where the driver's cores are otherwise idle). Measured side by side,
-    docs/session-notes/2026-12-01/issue-14-searcheff.md, session 32.
+    The sampler fits its model and optimises the acquisition in the search's driver, by default on as
+    many torch threads as the driver's node has cores, while trials train on those cores. On two cores,
+    one suggestion (48 trials done, one running) took 2.26 s on one thread and 4.74 s on two while one
+    core ran a training-like load (2.0x, 10 of 10 pairs side by side), and 2.26 s against 1.99 s on an
+    idle box (one thread 13 % slower: the price where the driver's cores are otherwise idle). In a whole
+    48-trial search the gain was smaller (≈ 2.4 s against 2.6 s a suggestion; one search each, not
+    paired): docs/session-notes/2026-12-01/issue-14-searcheff.md, session 32.
     """
 
     def sample_relative(self, study: Any, trial: Any, search_space: dict[str, Any]) -> dict[str, Any]:

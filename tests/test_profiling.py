@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from ddecs_search._threads import torch_threads
 from ddecs_search.config import BranchSpec
 from ddecs_search.errors import ConfigError
 from ddecs_search.models import Backbone, MultiExitNet, create_backbone, list_backbones
@@ -139,7 +140,10 @@ def test_latency_stats_summary() -> None:
 def test_latency_costs_shapes_and_values() -> None:
     net = _toy_net()
     net.train()
-    costs = latency_costs(net, CPU, warmup=2, repeats=7)
+    # one thread, as the product times (measurement.threads): on two, an op waits for a thread the other
+    # test worker has descheduled, and the tiny stage read 4.4 ms against the heavy one's 1.2 ms once in CI
+    with torch_threads(1):
+        costs = latency_costs(net, CPU, warmup=2, repeats=7)
     assert net.training  # mode restored
     assert costs.stage.shape == (2,) and costs.branch.shape == (1,)
     values = np.concatenate([costs.stage, costs.branch, [costs.static]])

@@ -68,7 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import banner, emit_json, parser, print_table
 
 from ddecs_search.config import PolicyConfig, to_dict
-from ddecs_search.evaluation import prepare_candidate
+from ddecs_search.evaluation import measurement_threads, prepare_candidate
 from ddecs_search.policies import (
     ExitPolicy,
     ExitTable,
@@ -258,11 +258,8 @@ def run_candidate(
     oracle_saving = 1 - oracle["cost"]
     static_test_acc = float(test.correct[:, -1].mean())
     samples = torch.stack([prepared.splits.test[i][0] for i in range(mode.latency_samples)])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(space.measurement.threads) if prepared.device.type == "cpu" else None
-
     runs: dict[str, list[dict[str, Any]]] = {key: [] for key in POLICIES}
-    try:
+    with measurement_threads(space, prepared.device):
         # one split for every seed: the one the baseline's early stopping and the product use
         fit, select = val.split_selection(space.dataset.selection_fraction, space.dataset.split_seed)
         for seed in range(seeds):
@@ -312,8 +309,6 @@ def run_candidate(
                     file=sys.stderr,
                     flush=True,
                 )
-    finally:
-        torch.set_num_threads(threads)
 
     out: dict[str, Any] = {}
     for key, rs in runs.items():

@@ -13,6 +13,7 @@ import torchvision
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from ddecs_search._threads import torch_threads
 from ddecs_search.config import BranchSpec
 from ddecs_search.errors import ConfigError, DataError
 from ddecs_search.models import (
@@ -41,10 +42,8 @@ def _one_thread() -> Iterator[None]:
 
     (The batch-size identity below holds with the default thread count too; it is checked per sample.)
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @functools.cache

@@ -10,6 +10,7 @@ import optuna
 import pytest
 import yaml
 
+from ddecs_search._threads import torch_threads
 from ddecs_search.config import Constraint, Objective
 from ddecs_search.experiment import Experiment, trial_row, trials_frame
 from ddecs_search.search import ConditionalSpace, build_candidate, effective_objectives, violations
@@ -423,16 +424,12 @@ def test_the_gp_sampler_suggests_on_one_torch_thread_and_restores_the_count(monk
     space = _flat_space("gp", None, seed=1)
     fn = ConditionalSpace.from_space(space)
     study = optuna.create_study(sampler=make_sampler(space), directions=["maximize", "minimize"])
-    before = torch.get_num_threads()
-    torch.set_num_threads(3)  # the driver's count, whatever the box has
-    try:
+    with torch_threads(3):  # the driver's count, whatever the box has
         for i in range(8):  # six at random, then two from the model
             trial = study.ask()
             fn(trial)
             study.tell(trial, [float(i % 3), float(i % 5)])
             assert torch.get_num_threads() == 3
-    finally:
-        torch.set_num_threads(before)
     assert len(seen) == 8 and set(seen) == {1}, seen
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
 

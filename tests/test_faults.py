@@ -27,6 +27,7 @@ import yaml
 from ddecs_search import ray_setup
 from ddecs_search.cli import main
 from ddecs_search.experiment import Experiment
+from ddecs_search.search._worker import node_cache_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "spaces" / "tiny.yaml"
@@ -135,6 +136,8 @@ def test_sigkill_at_many_points_then_resume_loses_nothing(tmp_path, capsys):
     _end(proc)
     matrix.append(("baseline training (epoch checkpoint on disk)", "killed", time.monotonic() - t0))
 
+    uid = json.loads((exp_dir / "run.json").read_text())["exp_uid"]
+
     # 2. the named points, one driver each; every driver resumes what the previous one left
     moved: list[str] = []
     for point in KILL_POINTS:
@@ -149,6 +152,12 @@ def test_sigkill_at_many_points_then_resume_loses_nothing(tmp_path, capsys):
             moved = _tune_deleted_the_recorded_checkpoint(exp_dir)
             if moved:
                 matrix.append((f"the checkpoint Tune's state names gone ({len(moved)})", "moved", 0.0))
+                # the killed trials' work folders are in the experiment's node folder, not loose in /tmp (a
+                # trial whose body had just ended has none left: at least one of them was mid-training)
+                left = {p.name.split("-")[2] for p in (node_cache_dir(uid) / "scratch").glob("ddecs-trial-*")}
+                assert left & set(moved), (moved, left)
+                loose = [p for t in moved for p in Path(tempfile.gettempdir()).glob(f"ddecs-trial-{t}-*")]
+                assert not loose, loose
 
     # 3. two resumes at once: one drives the search to its end, the other exits 2 naming the holder
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
@@ -182,6 +191,8 @@ def test_sigkill_at_many_points_then_resume_loses_nothing(tmp_path, capsys):
     assert json.loads((exp_dir / "latency_table.json").read_text())  # persisted, not lost with the driver
     assert not list(exp_dir.glob(".*.tmp")), "temp files of killed writes are cleaned up on resume"
     assert not (exp_dir / "baseline" / "training").exists()
+    # finished: the node folder went, and with it the work folders of the trials killed on the way
+    assert not node_cache_dir(uid).exists()
 
     # 4. truncate each state file in turn (on copies of the finished experiment): exit 2 naming the file
     #    before Ray starts, or the file is rebuilt

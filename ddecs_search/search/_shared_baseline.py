@@ -18,6 +18,7 @@ stored before they did gets them trained by its trials, as before.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -168,8 +169,8 @@ def _train(
     # after every epoch and after training: the fastest is kept (see quieter_reference)
     time_reference = reference_timer(space, splits.num_classes, device)
     references = [time_reference()]
-    with tempfile.TemporaryDirectory(prefix="ddecs-baseline-") as tmp:
-        cache = Path(work_dir) if work_dir else Path(tmp)
+    with contextlib.ExitStack() as scratch:  # a temp folder only where no work_dir keeps the epochs
+        cache = Path(work_dir or scratch.enter_context(tempfile.TemporaryDirectory(prefix="ddecs-baseline-")))
         dropped = _usable_checkpoints(cache)
         resumed = any(cache.glob("*/checkpoint.pt"))  # an interrupted baseline training continues
 

@@ -26,7 +26,7 @@ from ddecs_search.errors import UserError
 from ddecs_search.experiment import EVALUATED_KEY, REUSED_FROM_KEY, Experiment, candidate_key, scalar
 from ddecs_search.search._shared_baseline import BaselineBlob, trial_cache_dir
 from ddecs_search.search._space_fn import ConditionalSpace, build_candidate
-from ddecs_search.search._worker import begin_trial, end_trial
+from ddecs_search.search._worker import begin_trial, end_trial, trial_scratch_dir
 
 CHECKPOINT_FILE = "branches_checkpoint.pt"
 PREVIOUS_DIR = "previous"  # inside a trial's checkpoint: the epoch before, the fallback for a corrupt one
@@ -82,7 +82,7 @@ def search_trial(config: dict[str, Any], ctx: TrialContext) -> None:
             finally:
                 end_trial()
             return
-    workdir = Path(tempfile.mkdtemp(prefix=f"ddecs-trial-{trial_id}-"))
+    workdir = Path(tempfile.mkdtemp(prefix=f"ddecs-trial-{trial_id}-", dir=trial_scratch_dir(ctx.exp_uid)))
     try:
         resumed_epoch = _restore_checkpoint(tune.get_checkpoint(), workdir)
         metrics = _evaluate(ctx, candidate, workdir)
@@ -192,7 +192,7 @@ def _epoch_reporter(ctx: TrialContext, candidate: Any, pause: Any = None) -> tup
             result[key] = proxy(checkpoint_path)
         if rung is not None:
             result.update(rung(epoch + 1, checkpoint_path))
-        with tempfile.TemporaryDirectory(prefix="ddecs-ckpt-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="ddecs-ckpt-", dir=trial_scratch_dir(ctx.exp_uid)) as tmp:
             fill_epoch_checkpoint(Path(tmp), checkpoint_path, epoch)
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
         keep_as_previous(checkpoint_path, epoch)

@@ -28,9 +28,23 @@ _STATE: dict[str, Any] = {"trials": 0, "last_finished_at": None, "handed_at": No
 
 
 def node_cache_dir(exp_uid: str) -> Path:
-    """Node-local folder of one experiment's caches (``data``, ``baselines``): the one place its path is
-    made; a search that finishes locally removes it, and so do the tests for the searches they interrupt."""
+    """Node-local folder of one experiment's caches (``data``, ``baselines``, ``scratch``): the one place
+    its path is made; a search that finishes locally removes it, and so do the tests for the searches they
+    interrupt."""
     return Path(tempfile.gettempdir()) / "ddecs-search" / exp_uid
+
+
+def trial_scratch_dir(exp_uid: str) -> Path:
+    """Node-local folder for trials' working files (a trial's work folder, an epoch's checkpoint on its way
+    to Tune), made if missing.
+
+    Inside the experiment's node folder rather than loose in the temp folder: a trial whose process is
+    killed (its driver killed, a node lost) never runs its own clean-up, and such folders (a few MB each)
+    used to stay in ``/tmp`` for good. Here the search that finishes removes them with the node folder.
+    """
+    path = node_cache_dir(exp_uid) / "scratch"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def node_data_dir(exp_uid: str) -> Path:

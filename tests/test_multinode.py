@@ -174,8 +174,12 @@ def test_trials_spread_over_nodes(cluster: LoopbackCluster, tmp_path: Path) -> N
     assert sorted(_evaluations(tmp_path / "exp" / "spread").values()) == [1] * NUM_TRIALS
     from ddecs_search.experiment import Experiment
     from ddecs_search.search._verify import pick_front
+    from ddecs_search.search._worker import node_cache_dir
 
     exp = tmp_path / "exp" / "spread"
+    # the finished search removed its node folder (data cache, baseline, scratch) on every node it used
+    uid = json.loads((exp / "run.json").read_text())["exp_uid"]
+    assert not node_cache_dir(uid).exists(), sorted(p.name for p in node_cache_dir(uid).iterdir())
     picks = pick_front(trials, Experiment.at(str(exp)).read_objectives(), 4)
     if picks:  # (none when the static network dominates every trial)
         verified = pd.read_csv(exp / "verified.csv", dtype={"trial_id": str, "verified_node_id": str})

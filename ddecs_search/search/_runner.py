@@ -230,10 +230,17 @@ def _execute_inner(
     _save_latency_table(exp, broker)
     if finished:
         notices = _sampler_notices(exp, space, notices)
-    if finished and address is None:  # trials materialised the baseline here; nothing needs it any more
-        from ddecs_search.search._worker import node_cache_dir
+    if finished:  # trials materialised the baseline and the data on their nodes; nothing needs them any more
+        from ddecs_search.search._worker import node_cache_dir, remove_node_folders
 
-        shutil.rmtree(node_cache_dir(record["exp_uid"]), ignore_errors=True)
+        if address is None:  # one node: this one
+            shutil.rmtree(node_cache_dir(record["exp_uid"]), ignore_errors=True)
+        elif missed := remove_node_folders(record["exp_uid"]):  # (housekeeping: said, not recorded)
+            print(
+                f"notice: the node folder {node_cache_dir(record['exp_uid'])} stays on node(s) "
+                f"{', '.join(missed)} (not reached): remove it there by hand",
+                file=sys.stderr,
+            )
     errors = [
         f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
         for e in results.errors

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -29,8 +30,8 @@ _STATE: dict[str, Any] = {"trials": 0, "last_finished_at": None, "handed_at": No
 
 def node_cache_dir(exp_uid: str) -> Path:
     """Node-local folder of one experiment's caches (``data``, ``baselines``, ``scratch``): the one place
-    its path is made; a search that finishes locally removes it, and so do the tests for the searches they
-    interrupt."""
+    its path is made; a search that finishes removes it on every node (:func:`remove_node_folders` on a
+    cluster), and the tests remove it for the searches they interrupt."""
     return Path(tempfile.gettempdir()) / "ddecs-search" / exp_uid
 
 
@@ -45,6 +46,38 @@ def trial_scratch_dir(exp_uid: str) -> Path:
     path = node_cache_dir(exp_uid) / "scratch"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def remove_node_folders(exp_uid: str, timeout_s: float = 60.0) -> list[str]:
+    """Remove the experiment's node folder on every alive node of the connected Ray cluster.
+
+    Each node's folder is on that node's disk (data cache, materialised baseline, trials' scratch: a few
+    hundred MB), out of the driver's reach, so a zero-CPU task pinned to each node removes it. Best effort:
+    returns the ids of the nodes where that did not happen within ``timeout_s`` (for a notice).
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    remove = ray.remote(num_cpus=0, max_retries=0)(_remove_node_folder)
+    pending = {
+        remove.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(
+            exp_uid
+        ): node["NodeID"]
+        for node in ray.nodes()
+        if node.get("Alive")
+    }
+    done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=timeout_s)
+    failed = [pending[ref] for ref in pending if ref not in done]
+    for ref in done:
+        try:
+            ray.get(ref)
+        except Exception:  # (a node lost meanwhile: its folder stays)
+            failed.append(pending[ref])
+    return failed
+
+
+def _remove_node_folder(exp_uid: str) -> None:
+    shutil.rmtree(node_cache_dir(exp_uid), ignore_errors=True)
 
 
 def node_data_dir(exp_uid: str) -> Path:

@@ -66,6 +66,8 @@ def remove_node_folders(exp_uid: str, timeout_s: float = 60.0) -> list[str]:
         for node in ray.nodes()
         if node.get("Alive")
     }
+    if not pending:
+        return []
     done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=timeout_s)
     failed = [pending[ref] for ref in pending if ref not in done]
     for ref in done:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from collections.abc import Iterator
 
@@ -19,7 +18,7 @@ def _remove_node_caches_of_tests(tmp_path_factory: pytest.TempPathFactory) -> It
     with them. Only the uids read from the ``run.json`` files under this session's base temp are removed,
     so a search running beside the tests (``make demo``) keeps its cache.
     """
-    from ddecs_search.search._worker import node_cache_dir
+    from ddecs_search.search._worker import remove_node_folder
 
     yield
     for record in tmp_path_factory.getbasetemp().rglob("run.json"):
@@ -28,7 +27,7 @@ def _remove_node_caches_of_tests(tmp_path_factory: pytest.TempPathFactory) -> It
         except (OSError, ValueError, AttributeError):
             continue
         if isinstance(uid, str) and uid and "/" not in uid and uid not in (".", ".."):
-            shutil.rmtree(node_cache_dir(uid), ignore_errors=True)
+            remove_node_folder(uid)
 
 
 @pytest.fixture(scope="module")

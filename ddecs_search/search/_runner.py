@@ -231,10 +231,10 @@ def _execute_inner(
     if finished:
         notices = _sampler_notices(exp, space, notices)
     if finished:  # trials materialised the baseline and the data on their nodes; nothing needs them any more
-        from ddecs_search.search._worker import node_cache_dir, remove_node_folders
+        from ddecs_search.search._worker import node_cache_dir, remove_node_folder, remove_node_folders
 
         if address is None:  # one node: this one
-            shutil.rmtree(node_cache_dir(record["exp_uid"]), ignore_errors=True)
+            remove_node_folder(record["exp_uid"])
         elif missed := remove_node_folders(record["exp_uid"]):  # (housekeeping: said, not recorded)
             print(
                 f"notice: the node folder {node_cache_dir(record['exp_uid'])} stays on node(s) "

@@ -58,7 +58,7 @@ def remove_node_folders(exp_uid: str, timeout_s: float = 60.0) -> list[str]:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    remove = ray.remote(num_cpus=0, max_retries=0)(_remove_node_folder)
+    remove = ray.remote(num_cpus=0, max_retries=0)(remove_node_folder)
     pending = {
         remove.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(
             exp_uid
@@ -78,7 +78,9 @@ def remove_node_folders(exp_uid: str, timeout_s: float = 60.0) -> list[str]:
     return failed
 
 
-def _remove_node_folder(exp_uid: str) -> None:
+def remove_node_folder(exp_uid: str) -> None:
+    """Remove the experiment's node folder on this node (the driver's after a local search; the task that
+    :func:`remove_node_folders` runs on each node of a cluster)."""
     shutil.rmtree(node_cache_dir(exp_uid), ignore_errors=True)
 
 

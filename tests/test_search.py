@@ -21,6 +21,7 @@ import yaml
 
 from ddecs_search.cli import main
 from ddecs_search.search import Experiment
+from ddecs_search.search._worker import node_cache_dir
 from ddecs_search.spaces import load_space
 
 pytestmark = pytest.mark.slow
@@ -602,6 +603,17 @@ def test_sigint_driver_stops_gracefully_then_resume(local_ray, tmp_path, capsys)
     assert code == 130, text
     assert f"ddecs-search resume {exp_dir}" in text
     assert Experiment.at(exp_dir).read_record()["status"] == "interrupted"
+    # the interrupted search's node folder (data cache, baseline, scratch) stays for the resume: status
+    # names it and its size, so a user who will not resume knows what to delete
+    folder = node_cache_dir(Experiment.at(exp_dir).read_record()["exp_uid"])
+    capsys.readouterr()
+    assert main(["status", str(exp_dir), "--json"]) == 0
+    kept = json.loads(capsys.readouterr().out)["node_folder"]
+    assert kept["path"] == str(folder) and folder.is_dir(), kept
+    assert kept["bytes"] > 0 and kept["host"] == os.uname().nodename, kept
+    assert main(["status", str(exp_dir)]) == 0
+    said = capsys.readouterr().out
+    assert f"node folder: {folder} on this host" in said and "kept for the resume" in said, said
 
     assert main(["resume", str(exp_dir), "--quiet", "--no-verify"]) == 0
     trials = _check_resumed(exp_dir, 3, before)
@@ -611,3 +623,4 @@ def test_sigint_driver_stops_gracefully_then_resume(local_ray, tmp_path, capsys)
     assert main(["status", str(exp_dir), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["by_state"]["TERMINATED"] == 3 and status["driver"] == "finished"
+    assert status["node_folder"] is None and not folder.exists()  # the finished resume removed it

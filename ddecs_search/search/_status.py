@@ -20,8 +20,11 @@ def search_status(exp_dir: str) -> dict[str, Any]:
     Returns:
         ``{"experiment", "name", "total", "num_samples", "by_state": {...}, "evaluated", "feasible",
         "best": {objective: {"value", "trial_id", "mode"}}, "objectives", "elapsed_s", "trial_time_s",
-        "driver", "driver_lock", "resume_command", "notices"}``. ``driver_lock`` is the driver that
-        holds ``driver.lock`` now (``{"host", "pid", "since", "command"}``), or None when none does.
+        "driver", "driver_lock", "resume_command", "cluster", "node_folder", "notices"}``.
+        ``driver_lock`` is the driver that holds ``driver.lock`` now (``{"host", "pid", "since",
+        "command"}``), or None when none does. ``cluster`` says whether the last driver joined a
+        cluster (``--address``). ``node_folder`` is the experiment's node folder on this host
+        (``{"host", "path", "bytes"}``), or None when this host has none: see :func:`_node_folder`.
     """
     exp = Experiment.at(exp_dir)
     space = exp.read_space()
@@ -64,8 +67,36 @@ def search_status(exp_dir: str) -> dict[str, Any]:
         "last_driver": None if holder else _public(last_holder(exp.root)),
         "verified": record.get("verified"),
         "resume_command": record.get("resume_command"),
+        "cluster": bool(record.get("address")),
+        "node_folder": _node_folder(record.get("exp_uid")),
         "notices": record.get("notices", []),
     }
+
+
+def _node_folder(exp_uid: str | None) -> dict[str, Any] | None:
+    """The experiment's node folder on this host (data cache, materialised baseline, trials' scratch).
+
+    A finished search removes it on every node; an interrupted one keeps it for its resume (a killed
+    driver cannot remove anything), so a search that is never resumed leaves it in the temp folder: a
+    few hundred MB per node, named here so that a user who will not resume knows what to delete. Only
+    this host's disk can be seen from here: on a cluster every node the search used has one at the same
+    path.
+    """
+    if not exp_uid:
+        return None
+    from ddecs_search.search._worker import node_cache_dir  # (the one place the path is made)
+
+    path = node_cache_dir(str(exp_uid))
+    if not path.is_dir():
+        return None
+    size = 0
+    for entry in path.rglob("*"):
+        try:
+            if entry.is_file() and not entry.is_symlink():
+                size += entry.stat().st_size
+        except OSError:  # a trial of a running search removed it meanwhile
+            continue
+    return {"host": os.uname().nodename, "path": str(path), "bytes": size}
 
 
 def _public(holder: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -125,8 +156,24 @@ def format_status(info: dict[str, Any]) -> str:
         lines.append(f"driver: interrupted; continue with `{info['resume_command']}`")
     else:
         lines.append(f"driver: {driver}")
+    if folder := info.get("node_folder"):
+        lines.append(_node_folder_line(folder, driver, info.get("cluster", False)))
     lines.extend(f"notice: {n}" for n in info["notices"])
     return "\n".join(lines)
+
+
+def _node_folder_line(folder: dict[str, Any], driver: str, cluster: bool) -> str:
+    """What the node folder is kept for in this state of the driver, and when it may be deleted."""
+    where = f"node folder: {folder['path']} on this host ({folder['bytes'] / 2**20:.0f} MB"
+    others = "; the same path on every node the search used" if cluster else ""
+    if driver == "running":
+        return f"{where}{others}): removed when the search finishes"
+    if driver == "finished":
+        return f"{where}{others}): left over, nothing needs it; delete it"
+    return (
+        f"{where}{others}): kept for the resume, which removes it when the search finishes; "
+        "delete it if the search will not be resumed"
+    )
 
 
 def _duration(seconds: float | None) -> str:

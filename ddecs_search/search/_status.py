@@ -90,12 +90,12 @@ def _node_folder(exp_uid: str | None) -> dict[str, Any] | None:
     if not path.is_dir():
         return None
     size = 0
-    for entry in path.rglob("*"):
-        try:
-            if entry.is_file() and not entry.is_symlink():
-                size += entry.stat().st_size
-        except OSError:  # a trial of a running search removed it meanwhile
-            continue
+    for root, _dirs, files in os.walk(path):  # (os.walk skips folders removed while it walks)
+        for name in files:
+            try:
+                size += os.lstat(os.path.join(root, name)).st_size
+            except OSError:  # removed meanwhile (a trial's scratch, the finishing search's clean-up)
+                continue
     return {"host": os.uname().nodename, "path": str(path), "bytes": size}
 
 

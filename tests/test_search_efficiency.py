@@ -585,6 +585,43 @@ def test_the_experiment_names_the_trial_that_evaluated_a_candidate(tmp_path):
     assert exp.evaluation_of(key) is None
 
 
+def test_a_trials_publishing_and_reuse_folders_are_in_the_node_folders_scratch(tmp_path, monkeypatch):
+    """The artefacts a trial publishes, and those a reused evaluation copies, pass through a folder next to
+    the trial's work folder (the node folder's ``scratch/``), not loose in the temp folder: a trial killed
+    while publishing (its clean-up never runs) leaves them where the finished search removes them."""
+    from ddecs_search import storage
+    from ddecs_search.experiment import Experiment
+    from ddecs_search.search import _trainable
+
+    exp = Experiment(str(tmp_path / "exp"))
+    scratch = tmp_path / "node" / "scratch"
+    workdir = scratch / "ddecs-trial-t1-x"
+    workdir.mkdir(parents=True)
+    (workdir / _trainable.ARTEFACTS[0]).write_text("artefact")
+    staged: list[Path] = []  # the local folder of every upload and download, in order
+    upload, download = storage.upload_dir, storage.download_dir
+
+    def spy_up(src, dst):
+        staged.append(Path(src))
+        return upload(src, dst)
+
+    def spy_down(src, dst):
+        staged.append(Path(dst))
+        return download(src, dst)
+
+    monkeypatch.setattr(storage, "upload_dir", spy_up)
+    monkeypatch.setattr(storage, "download_dir", spy_down)
+    monkeypatch.setattr(_trainable, "_node_id", lambda: "node")  # (no Ray for this)
+    _trainable._publish(exp, "t1", workdir, {"accuracy": 0.9})
+    flat = _trainable._reuse(exp, "t2", "t1", {"accuracy": 0.9}, {"trial_started_at": time.time()}, scratch)
+    assert flat["reused_from_trial"] == "t1" and flat["accuracy"] == 0.9
+    assert [p.parent for p in staged] == [scratch] * 3, staged
+    prefixes = [p.name.split("-")[1] for p in staged]
+    assert prefixes == ["publish", "reuse", "publish"], staged  # t1's; t2's copy of t1's, then its own
+    assert Path(exp.trial_dir("t2"), _trainable.ARTEFACTS[0]).read_text() == "artefact"
+    assert sorted(p.name for p in scratch.iterdir()) == ["ddecs-trial-t1-x"]  # both removed again
+
+
 @pytest.mark.slow
 def test_a_candidate_drawn_again_re_reports_its_evaluation_instead_of_training(local_ray, tmp_path):
     """The same candidate twice (here both warm-start entries): the second trial trains nothing, names the

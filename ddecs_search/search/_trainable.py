@@ -73,7 +73,8 @@ def search_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     source, stored = exp.evaluation_of(key) or (None, {})
     if source is not None and source != trial_id:  # the sampler drew a candidate evaluated before
         try:
-            flat = _reuse(exp, trial_id, source, stored, {**worker, "trial_started_at": started})
+            scratch = trial_scratch_dir(ctx.exp_uid)
+            flat = _reuse(exp, trial_id, source, stored, {**worker, "trial_started_at": started}, scratch)
         except (OSError, UserError) as exc:  # its artefacts unreadable: evaluate, as if never evaluated
             print(f"ddecs-search: trial {trial_id}: {source}'s result not reused ({exc})", file=sys.stderr)
         else:
@@ -261,7 +262,12 @@ def _usable_checkpoint(folder: Path) -> int | None:
 
 
 def _reuse(
-    exp: Experiment, trial_id: str, source: str, stored: dict[str, Any], bookkeeping: dict[str, Any]
+    exp: Experiment,
+    trial_id: str,
+    source: str,
+    stored: dict[str, Any],
+    bookkeeping: dict[str, Any],
+    scratch: Path,
 ) -> dict[str, Any]:
     """Publish trial ``source``'s evaluation (its stored metrics) as this trial's, marked
     ``reused_from_trial``; return it.
@@ -273,7 +279,9 @@ def _reuse(
     are re-reported instead, and the sampler is told the same values. This trial's own bookkeeping (when,
     where, which worker) replaces the source's; its measured numbers stay the source's and say so.
     The searcher answers most such draws without a trial (``_optuna_search.py``); what reaches here is a
-    warm-start entry listed twice, or a draw after ``MAX_REDRAWS`` known ones.
+    warm-start entry listed twice, or a draw after ``MAX_REDRAWS`` known ones. The source's artefacts
+    pass through ``scratch`` (the node folder's, removed with it: a trial killed here leaves nothing
+    loose in the temp folder).
     """
     from ddecs_search import storage
 
@@ -284,7 +292,7 @@ def _reuse(
         "resumed_from_epoch": None,
         REUSED_FROM_KEY: source,
     }
-    with tempfile.TemporaryDirectory(prefix="ddecs-reuse-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="ddecs-reuse-", dir=scratch) as tmp:
         storage.download_dir(exp.trial_dir(source), tmp)
         flat["trial_finished_at"] = time.time()
         flat["trial_wall_s"] = flat["trial_finished_at"] - float(bookkeeping["trial_started_at"])
@@ -293,10 +301,14 @@ def _reuse(
 
 
 def _publish(exp: Experiment, trial_id: str, workdir: Path, flat: dict[str, Any]) -> None:
-    """Artefacts to ``EXP/trials/<id>/``, then ``metrics.json`` (its presence means: finished)."""
+    """Artefacts to ``EXP/trials/<id>/``, then ``metrics.json`` (its presence means: finished).
+
+    The artefacts are gathered next to ``workdir`` (in the node folder's scratch, as ``workdir`` is), not
+    loose in the temp folder, where a trial killed while publishing would leave them.
+    """
     from ddecs_search import storage
 
-    with tempfile.TemporaryDirectory(prefix="ddecs-publish-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="ddecs-publish-", dir=workdir.parent) as tmp:
         for name in ARTEFACTS:
             if (workdir / name).is_file():
                 shutil.copy2(workdir / name, Path(tmp, name))

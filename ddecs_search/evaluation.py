@@ -20,7 +20,7 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,6 +106,7 @@ def prepare_candidate(
     on_batch: BatchCallback | None = None,
     latency_fn: Callable[[MultiExitNet, torch.device], ExitCosts] | None = None,
     known_val_table: ValTableLookup | None = None,
+    trained_state: Mapping[str, torch.Tensor] | None = None,
 ) -> PreparedCandidate:
     """Train ``candidate`` (baseline from cache) and compute its exit and cost tables.
 
@@ -116,6 +117,11 @@ def prepare_candidate(
     ``known_val_table(model, feature_spec)``: the validation exit table of exactly these trained weights
     if one was already computed (the search's final rung point computes it from the last epoch's
     checkpoint, with the same loader), else None; the pass over validation is then not repeated.
+
+    ``trained_state``: the state dict of this candidate's network as another evaluation trained it (same
+    :func:`~ddecs_search.experiment.network_key`: it differed only in the exit policy or its λ). The
+    weights are loaded instead of trained (``train_time_s`` 0, no ``on_epoch``): training is seeded by the
+    network's configuration, so it would give the same weights again.
     """
     from ddecs_search.data import load_splits, make_loader
     from ddecs_search.profiling import mac_costs, resolve_device
@@ -154,18 +160,22 @@ def prepare_candidate(
     )
     torch.manual_seed(candidate.seed)
     model = MultiExitNet(copy.deepcopy(base.backbone), candidate.exit_points, candidate.branches).to(device)
-    info_train = train_branches(
-        model,
-        splits.train,
-        candidate.training,
-        device=device,
-        checkpoint_path=Path(workdir) / "branches_checkpoint.pt",
-        seed=candidate.seed,
-        num_workers=space.dataset.num_workers,
-        quiet=quiet,
-        on_epoch=on_epoch,
-        on_batch=on_batch,
-    )
+    if trained_state is not None:
+        model.load_state_dict(trained_state)  # (strict: a state of another network raises)
+        info_train = {"train_time_s": 0.0}
+    else:
+        info_train = train_branches(
+            model,
+            splits.train,
+            candidate.training,
+            device=device,
+            checkpoint_path=Path(workdir) / "branches_checkpoint.pt",
+            seed=candidate.seed,
+            num_workers=space.dataset.num_workers,
+            quiet=quiet,
+            on_epoch=on_epoch,
+            on_batch=on_batch,
+        )
     model.eval()
     spec = create_policy(candidate.policy).feature_spec  # the rich observation needs more columns
     val_table = known_val_table(model, spec) if known_val_table is not None else None
@@ -483,13 +493,14 @@ def evaluate_candidate(
     latency_fn: Callable[[MultiExitNet, torch.device], ExitCosts] | None = None,
     lease: Any = None,
     known_val_table: ValTableLookup | None = None,
+    trained_state: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Train, fit the policy, measure, and return the flat metrics dict (see :mod:`ddecs_search.metrics`).
 
     ``lease``: a context-manager factory held around every timing (the search's measurement lease).
     ``on_batch``: called after every branch-training step (a search's pause point, see prepare_candidate).
     ``known_val_table``: a validation exit table already computed for the trained weights (see
-    prepare_candidate).
+    prepare_candidate). ``trained_state``: the network's weights as trained before (see prepare_candidate).
 
     Artefacts (model state dict + spec, policy, test exits) are written to ``workdir`` for export.
     """
@@ -513,6 +524,7 @@ def evaluate_candidate(
             on_batch=on_batch,
             latency_fn=latency_fn,
             known_val_table=known_val_table,
+            trained_state=trained_state,
         )
         policy, policy_time = fit_policy(prepared)
         with measurement_threads(space, prepared.device):

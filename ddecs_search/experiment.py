@@ -15,6 +15,7 @@ is a local path or any URI that ``run --storage`` accepts (see :mod:`ddecs_searc
       trials/<trial_id>/    model.pt, spec.json, policy.json, test_exits.npz, metrics.json
       evaluations/          one JSON record per finished candidate evaluation (an audit trail)
       candidates/<sha256>.json   the trial that evaluated a candidate (a later trial of it re-reports that)
+      networks/<sha256>.json     the trial that trained a network (a later candidate of it loads its weights)
       trials.csv, trials.parquet   one row per trial, rewritten atomically as trials finish
       trials.sha256.json    what trials.csv should hold (SHA-256, rows): a cut table is then caught
       verified.csv          isolated end-to-end re-measurement of the final Pareto picks
@@ -73,6 +74,7 @@ _TUNE_KEYS = frozenset(
 EVALUATED_KEY = "evaluated"
 # Bookkeeping key of a trial that re-reported an earlier trial's evaluation of the same candidate.
 REUSED_FROM_KEY = "reused_from_trial"
+NETWORK_FROM_KEY = "network_from_trial"  # the trial whose trained weights this trial's evaluation loaded
 # run.json: draws of an evaluated candidate the searcher answered from the earlier result and drew again.
 REDRAWN_KEY = "redrawn_repeats"
 
@@ -81,6 +83,14 @@ def candidate_key(candidate: Any) -> str:
     """SHA-256 of a candidate's full configuration (backbone, exits, branches, training, policy and its λ):
     two trials with the same key train the same network with the same seeds and fit the same policy."""
     return hashlib.sha256(json.dumps(to_dict(candidate), sort_keys=True).encode()).hexdigest()
+
+
+def network_key(candidate: Any) -> str:
+    """SHA-256 of what a candidate's trained weights depend on: everything but its exit policy (backbone,
+    exit points, branches, training recipe, seed). Candidates that differ only in the policy or its λ
+    train the same network: the second one loads the first one's weights instead of training."""
+    network = {k: v for k, v in to_dict(candidate).items() if k != "policy"}
+    return hashlib.sha256(json.dumps(network, sort_keys=True).encode()).hexdigest()
 
 
 # Version of the folder layout and run.json; bumped when a reader could misread an older folder.
@@ -296,6 +306,27 @@ class Experiment:
         location = self.path("candidates", f"{key}.json")
         if not storage.exists(location):
             storage.write_text(location, json.dumps({"trial_id": trial_id}))
+
+    def record_network(self, key: str, trial_id: str) -> None:
+        """Name ``trial_id`` as the trial that trained the network ``key`` (:func:`network_key`); call it
+        after the trial's ``metrics.json`` (and so its ``model.pt``) is stored. The first stays named while
+        its result is readable."""
+        if self.network_of(key) is None:  # (also when the named trial's result is gone)
+            storage.write_text(self.path("networks", f"{key}.json"), json.dumps({"trial_id": trial_id}))
+
+    def network_of(self, key: str) -> str | None:
+        """The trial whose stored ``model.pt`` holds the network ``key`` trained; None when none does
+        (not trained yet, or that trial's result is gone or unreadable: the network is trained again)."""
+        location = self.path("networks", f"{key}.json")
+        try:
+            if not storage.exists(location):
+                return None
+            trial_id = str(json.loads(storage.read_text(location))["trial_id"])
+            if self.read_trial_metrics(trial_id) is None:
+                return None
+        except (OSError, ValueError, KeyError, TypeError, UserError):
+            return None
+        return trial_id
 
     def record_redraws(self, draws: int) -> int:
         """Count ``draws`` draws of candidates evaluated before that the searcher told Optuna the known

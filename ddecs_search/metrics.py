@@ -397,6 +397,10 @@ TEXT_KEYS: dict[str, str] = {
         "the trial whose evaluation of the same candidate this trial re-reports (not trained again: same "
         "network, seeds and policy; its measured numbers are that trial's)"
     ),
+    "network_from_trial": (
+        "the trial whose trained network this trial's evaluation loaded instead of training (the same "
+        "exits, branches, training and seed; another policy or λ): train_time_s 0; empty when it trained"
+    ),
     "rung_epoch": "epoch of the last early-stopping rung the trial reached",
     "rung_val_accuracy": "validation-proxy accuracy at that rung (selection part)",
     "rung_expected_macs": "expected MACs of the trial's exits at that rung",

@@ -561,6 +561,43 @@ def test_reused_worker_gives_the_same_result_as_a_fresh_one(local_ray, tmp_path)
     assert row["exit_fractions"] == second["exit_fractions"]
 
 
+def test_a_network_trained_before_is_loaded_and_gives_what_training_it_gives(local_ray, tmp_path):
+    """B and B with another λ train the same network: the second trial loads the first one's weights
+    (``network_from_trial``, nothing trained) and fits only its policy; its numbers are those of the same
+    candidate trained from scratch in an experiment of its own."""
+    off = {"enabled": False}
+    other = {**B, "policy": {"cost_weight": 0.05}}
+    both = _run(
+        _space(
+            tmp_path,
+            "bb",
+            {"num_samples": 2, "max_concurrent": 1, "warm_start": [B, other], "early_stopping": off},
+        ),
+        tmp_path,
+        "bb",
+    )
+    first, second = both.iloc[0], both.iloc[1]
+    assert first["cost_weight"] == pytest.approx(0.2) and second["cost_weight"] == pytest.approx(0.05)
+    assert pd.isna(first["network_from_trial"]) and first["train_time_s"] > 0
+    assert second["network_from_trial"] == first["trial_id"] and second["train_time_s"] == 0
+    assert pd.isna(second.get("reused_from_trial"))  # another candidate: evaluated, not re-reported
+    alone = _run(
+        _space(
+            tmp_path,
+            "b2",
+            {"num_samples": 1, "max_concurrent": 1, "warm_start": [other], "early_stopping": off},
+        ),
+        tmp_path,
+        "b2",
+        baseline_from=tmp_path / "bb",
+    )
+    row = alone.iloc[0]
+    assert pd.isna(row["network_from_trial"]) and row["train_time_s"] > 0  # trained here
+    for key in DETERMINISTIC:
+        assert row[key] == pytest.approx(second[key], abs=0), key
+    assert row["exit_fractions"] == second["exit_fractions"]
+
+
 def test_the_experiment_names_the_trial_that_evaluated_a_candidate(tmp_path):
     """``candidates/<key>.json``: the first evaluation stays the named one; a named trial whose result is
     gone, or an unreadable index, means "not evaluated" (the candidate is trained again, nothing fails)."""

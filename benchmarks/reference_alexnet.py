@@ -363,9 +363,18 @@ def prepare_found(
         test_table=table(ref.splits.test),
         latency=latency,
         macs=mac_costs(model),
-        train_time_s=float(metrics.get("train_time_s") or 0.0),
+        train_time_s=_branch_train_time(trial_dir, metrics),
     )
     return prepared, policy
+
+
+def _branch_train_time(trial_dir: Path, metrics: dict[str, Any]) -> float:
+    """The found network's branch training time: its own trial's, or, when that trial loaded the network
+    another trial trained (``network_from_trial``: another policy or λ), that trial's."""
+    source = metrics.get("network_from_trial")
+    if isinstance(source, str) and source:
+        metrics = json.loads((trial_dir.parent / source / "metrics.json").read_text())
+    return float(metrics.get("train_time_s") or 0.0)
 
 
 # ------------------------------------------------------------------------------------------- measuring

@@ -64,6 +64,23 @@ def test_readme_lists_every_benchmark() -> None:
 
 
 # ------------------------------------------------------------------------------------ reference_alexnet
+def test_the_found_networks_training_time_is_its_trainers_when_it_loaded_the_network(
+    ref: ModuleType, tmp_path: Path
+) -> None:
+    """A found trial that loaded a network another trial trained reports train_time_s 0 (it trained
+    nothing): the row's branch training time is then the trainer's, not 0."""
+    from ddecs_search.experiment import Experiment
+    from ddecs_search.search._trainable import _publish
+
+    exp = Experiment(str(tmp_path / "exp"))
+    _publish(exp, "t1", tmp_path / "none", {"train_time_s": 41.5})
+    _publish(exp, "t2", tmp_path / "none", {"train_time_s": 0.0, "network_from_trial": "t1"})
+    trials = Path(exp.root) / "trials"
+    for trial, expected in (("t1", 41.5), ("t2", 41.5)):
+        metrics = json.loads((trials / trial / "metrics.json").read_text())
+        assert ref._branch_train_time(trials / trial, metrics) == expected
+
+
 def test_search_space_shares_data_baseline_and_budget_with_the_reference(ref: ModuleType) -> None:
     preset = ref.PRESETS["quick"]
     bench, search = ref.build_spaces(_args(), preset)

@@ -35,6 +35,8 @@ off. Reported:
   trials that trained: a repeat of a candidate evaluated before re-reports that result (``n_repeats`` per
   run, ``reused_from_trial`` in its row; ``n_redrawn``: draws of an evaluated candidate the searcher told
   the earlier result for and replaced by another draw, which no trial ran: ``redrawn_repeats`` in run.json);
+  ``n_network_loads``: full trials that loaded a network an earlier trial trained (another policy or λ,
+  ``network_from_trial``) and trained nothing: they count in the mean, which they lower;
 - **early stopping**: ``hv_ratio`` = median over seeds of hv(with) / hv(without), ``time_ratio`` =
   total trial body time with / without, same algorithm(s) and seeds; ``full_trial_cost_ratio``: over the
   configurations that reached full fidelity in both arms, their trial seconds with / without (what the
@@ -116,7 +118,7 @@ sys.path.insert(0, str(ROOT))
 
 from ddecs_search.analysis import default_reference_point, hypervolume  # noqa: E402
 from ddecs_search.dominance import to_minimization  # noqa: E402
-from ddecs_search.experiment import REDRAWN_KEY, REUSED_FROM_KEY  # noqa: E402
+from ddecs_search.experiment import NETWORK_FROM_KEY, REDRAWN_KEY, REUSED_FROM_KEY  # noqa: E402
 from ddecs_search.ray_setup import init_ray  # noqa: E402
 from ddecs_search.search import ConditionalSpace, Experiment, run_search, sampler_settings  # noqa: E402
 from ddecs_search.spaces import parse_space  # noqa: E402
@@ -221,6 +223,8 @@ def collect(exp_dir: Path, algorithm: str, seed: int, early_stopping: bool, wall
     # trials that re-reported an earlier trial's evaluation of the same candidate (not trained again)
     repeats = full[full[REUSED_FROM_KEY].notna()] if REUSED_FROM_KEY in full else full.iloc[:0]
     trained = full.drop(index=repeats.index)
+    # full trials that loaded a network another trial trained (another policy or λ) and fitted only a policy
+    loads = full[full[NETWORK_FROM_KEY].notna()] if NETWORK_FROM_KEY in full else full.iloc[:0]
     ok = full[(full["feasible"] == True) & (full["full_fidelity"] == True)]  # noqa: E712
     # the warm start (search.warm_start), first in trials.csv: points every arm of this space evaluates
     warm = ok[ok.index.isin(table.index[: len(space.search.warm_start)])]
@@ -290,6 +294,7 @@ def collect(exp_dir: Path, algorithm: str, seed: int, early_stopping: bool, wall
         "max_concurrent": space.search.max_concurrent,
         "baseline_train_s": float(record["baseline"].get("train_time_s", float("nan"))),
         "n_repeats": len(repeats),
+        "n_network_loads": len(loads),
         # draws of an evaluated candidate the searcher answered itself and drew again (no trial ran them)
         "n_redrawn": int(record.get(REDRAWN_KEY, 0)),
         # a trained full trial's cost (a repeat re-reports another trial's result in well under a second)
@@ -496,6 +501,7 @@ def summarise(runs: list[dict], pairing: str = "search") -> dict:
                     "n_stopped",
                     "n_feasible",
                     "n_repeats",
+                    "n_network_loads",
                     "n_redrawn",
                     "fit_s",
                     "body_s",
@@ -668,6 +674,8 @@ def main(argv: list[str] | None = None) -> int:
             first = first or Path(run["exp"])
             runs.append(run)
             repeats = f" ({run['n_repeats']} repeats)" if run["n_repeats"] else ""
+            if run.get("n_network_loads"):
+                repeats += f" ({run['n_network_loads']} loaded a network trained before)"
             if run["n_redrawn"]:
                 repeats += f" ({run['n_redrawn']} draws of evaluated candidates told and drawn again)"
             print(

@@ -426,6 +426,7 @@ def _summary_run(algorithm: str, early_stopping: bool, values: list[list[float]]
         "n_stopped": 0,
         "n_feasible": len(values),
         "n_repeats": 0,
+        "n_network_loads": 0,
         "n_redrawn": 0,
         "max_concurrent": 2,
         "baseline_train_s": 5.0,

@@ -527,16 +527,7 @@ def test_a_reused_workers_wait_splits_where_tune_hands_it_the_trial(monkeypatch)
 
 @pytest.mark.slow
 def test_reused_worker_gives_the_same_result_as_a_fresh_one(local_ray, tmp_path):
-    off = {"enabled": False}
-    both = _run(
-        _space(
-            tmp_path,
-            "ab",
-            {"num_samples": 2, "max_concurrent": 1, "warm_start": [A, B], "early_stopping": off},
-        ),
-        tmp_path,
-        "ab",
-    )
+    both = _run_in_order(tmp_path, "ab", [A, B])
     assert both["evaluated"].all()
     first, second = both.iloc[0], both.iloc[1]
     # warm-start candidates come first, in their order
@@ -546,56 +537,44 @@ def test_reused_worker_gives_the_same_result_as_a_fresh_one(local_ray, tmp_path)
     # the actor's reset marked where the driver handed it the trial: the worker's part is inside its wait
     assert 0 <= second["worker_reset_s"] <= second["worker_idle_s"]
     assert np.isnan(float(first["worker_reset_s"]))  # a process's first trial has no previous one
-    alone = _run(
-        _space(
-            tmp_path, "b", {"num_samples": 1, "max_concurrent": 1, "warm_start": [B], "early_stopping": off}
-        ),
-        tmp_path,
-        "b",
-        baseline_from=tmp_path / "ab",
-    )
-    row = alone.iloc[0]
+    row = _run_in_order(tmp_path, "b", [B], baseline_from=tmp_path / "ab").iloc[0]
     assert row["worker_trial_number"] == 1 and _points(row, 2) == [0, 1]
+    _assert_same_numbers(row, second)
+
+
+def _run_in_order(tmp_path: Path, name: str, candidates: list[dict], baseline_from: Path | None = None):
+    """A search of exactly ``candidates`` (its warm start), one trial at a time, no early stopping."""
+    search = {
+        "num_samples": len(candidates),
+        "max_concurrent": 1,
+        "warm_start": candidates,
+        "early_stopping": {"enabled": False},
+    }
+    return _run(_space(tmp_path, name, search), tmp_path, name, baseline_from=baseline_from)
+
+
+def _assert_same_numbers(row, other) -> None:
+    """Two trials' rows give exactly the same deterministic numbers (accuracies, tables, exit fractions)."""
     for key in DETERMINISTIC:
-        assert row[key] == pytest.approx(second[key], abs=0), key
-    assert row["exit_fractions"] == second["exit_fractions"]
+        assert row[key] == pytest.approx(other[key], abs=0), key
+    assert row["exit_fractions"] == other["exit_fractions"]
 
 
+@pytest.mark.slow
 def test_a_network_trained_before_is_loaded_and_gives_what_training_it_gives(local_ray, tmp_path):
     """B and B with another λ train the same network: the second trial loads the first one's weights
     (``network_from_trial``, nothing trained) and fits only its policy; its numbers are those of the same
     candidate trained from scratch in an experiment of its own."""
-    off = {"enabled": False}
     other = {**B, "policy": {"cost_weight": 0.05}}
-    both = _run(
-        _space(
-            tmp_path,
-            "bb",
-            {"num_samples": 2, "max_concurrent": 1, "warm_start": [B, other], "early_stopping": off},
-        ),
-        tmp_path,
-        "bb",
-    )
+    both = _run_in_order(tmp_path, "bb", [B, other])
     first, second = both.iloc[0], both.iloc[1]
     assert first["cost_weight"] == pytest.approx(0.2) and second["cost_weight"] == pytest.approx(0.05)
     assert pd.isna(first["network_from_trial"]) and first["train_time_s"] > 0
     assert second["network_from_trial"] == first["trial_id"] and second["train_time_s"] == 0
     assert pd.isna(second.get("reused_from_trial"))  # another candidate: evaluated, not re-reported
-    alone = _run(
-        _space(
-            tmp_path,
-            "b2",
-            {"num_samples": 1, "max_concurrent": 1, "warm_start": [other], "early_stopping": off},
-        ),
-        tmp_path,
-        "b2",
-        baseline_from=tmp_path / "bb",
-    )
-    row = alone.iloc[0]
+    row = _run_in_order(tmp_path, "b2", [other], baseline_from=tmp_path / "bb").iloc[0]
     assert pd.isna(row["network_from_trial"]) and row["train_time_s"] > 0  # trained here
-    for key in DETERMINISTIC:
-        assert row[key] == pytest.approx(second[key], abs=0), key
-    assert row["exit_fractions"] == second["exit_fractions"]
+    _assert_same_numbers(row, second)
 
 
 def test_the_experiment_names_the_trial_that_evaluated_a_candidate(tmp_path):

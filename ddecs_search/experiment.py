@@ -317,16 +317,8 @@ class Experiment:
     def network_of(self, key: str) -> str | None:
         """The trial whose stored ``model.pt`` holds the network ``key`` trained; None when none does
         (not trained yet, or that trial's result is gone or unreadable: the network is trained again)."""
-        location = self.path("networks", f"{key}.json")
-        try:
-            if not storage.exists(location):
-                return None
-            trial_id = str(json.loads(storage.read_text(location))["trial_id"])
-            if self.read_trial_metrics(trial_id) is None:
-                return None
-        except (OSError, ValueError, KeyError, TypeError, UserError):
-            return None
-        return trial_id
+        found = self._indexed_trial("networks", key)
+        return None if found is None else found[0]
 
     def record_redraws(self, draws: int) -> int:
         """Count ``draws`` draws of candidates evaluated before that the searcher told Optuna the known
@@ -339,7 +331,12 @@ class Experiment:
     def evaluation_of(self, key: str) -> tuple[str, dict[str, Any]] | None:
         """The trial whose stored result is the candidate ``key``'s, with that result; None when not
         evaluated yet, or its result is gone or unreadable (the candidate is then evaluated again)."""
-        location = self.path("candidates", f"{key}.json")
+        return self._indexed_trial("candidates", key)
+
+    def _indexed_trial(self, index: str, key: str) -> tuple[str, dict[str, Any]] | None:
+        """``(trial_id, its stored metrics)`` named by ``index/<key>.json`` (``candidates``, ``networks``);
+        None when the index has no entry, or it or the trial's result is gone or unreadable."""
+        location = self.path(index, f"{key}.json")
         try:
             if not storage.exists(location):
                 return None

@@ -93,9 +93,11 @@ def search_trial(config: dict[str, Any], ctx: TrialContext) -> None:
             return
     workdir = Path(tempfile.mkdtemp(prefix=f"ddecs-trial-{trial_id}-", dir=trial_scratch_dir(ctx.exp_uid)))
     try:
-        resumed_epoch = _restore_checkpoint(tune.get_checkpoint(), workdir)
         net_key = network_key(candidate)
         network_source, trained_state = _trained_network(exp, net_key, trial_id)
+        resumed_epoch = None  # a loaded network trains nothing: no epoch checkpoint of this trial to resume
+        if trained_state is None:
+            resumed_epoch = _restore_checkpoint(tune.get_checkpoint(), workdir)
         metrics = _evaluate(ctx, candidate, workdir, trained_state)
         metrics.update(
             {
@@ -120,7 +122,8 @@ def search_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         flat = {k: scalar(v) for k, v in metrics.items() if k != "trial_id"}
         _publish(exp, trial_id, workdir, flat)
         exp.record_candidate(key, trial_id)
-        exp.record_network(net_key, trial_id)
+        if network_source is None:  # this trial trained it
+            exp.record_network(net_key, trial_id)
         tune.report(flat)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

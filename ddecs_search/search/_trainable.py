@@ -139,8 +139,8 @@ def _trained_network(exp: Experiment, key: str, trial_id: str) -> tuple[str | No
     """(the trial that trained this network, its weights), or (None, None) when this trial must train it.
 
     Samplers propose the same network with another policy or λ often (with ``algorithm: gp``, 12-27 of
-    48 trials of a search on the default space trained a network an earlier trial had trained: a third
-    to over half of all training time). Training depends on the network's configuration alone (seeded
+    48 trials of a search on the default space trained a network an earlier trial had trained: 28-61 %
+    of all training time). Training depends on the network's configuration alone (seeded
     by it), so such a trial loads the stored ``model.pt`` of the first and fits only its own policy. A
     stored model that cannot be read is trained again, with a line saying so.
     """

@@ -479,6 +479,49 @@ def test_the_gp_sampler_drops_optunas_cpu_device_mode_only_where_the_cpu_is_the_
     assert seen == [["meta", "cpu"]] * 4, seen  # another default device: Optuna's CPU mode is kept
 
 
+def test_a_warm_start_point_after_the_startup_trials_costs_no_gp_suggestion(monkeypatch) -> None:
+    """A warm-start point fixes every parameter its network reads; the flat encoding's slots it leaves free
+    (the second branch of a one-exit candidate) are read by nothing. Optuna ran the GP's whole suggestion
+    for them once the startup trials were done (seconds in the driver, for every trial of a paired
+    replay); they are drawn at random instead. A trial the sampler draws still gets the model's suggestion."""
+    from ray.tune.utils.util import unflatten_dict
+
+    from ddecs_search.search._warm_start import candidate_params
+    from ddecs_search.spaces import candidate_from_dict
+
+    calls: list[int] = []
+    optuna_impl = optuna.samplers.GPSampler._sample_relative_impl
+
+    def spy(self, *args, **kwargs):
+        calls.append(1)
+        return optuna_impl(self, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.samplers.GPSampler, "_sample_relative_impl", spy)
+    space = _flat_space("gp", None, seed=1)
+    fn = ConditionalSpace.from_space(space)
+    study = optuna.create_study(sampler=make_sampler(space), directions=["maximize", "minimize"])
+
+    def run(i: int) -> optuna.Trial:
+        trial = study.ask()
+        fn(trial)
+        study.tell(trial, [float(i % 3), float(i % 5)])
+        return trial
+
+    for i in range(6):  # the startup trials, at random
+        run(i)
+    entry = {"exit_points": [1], "branches": [{"conv_layers": 1, "channels": 32}]}
+    point = candidate_params(space, fn, entry, "warm_start[0]")
+    assert not any(name.startswith("branch1/") for name in point)  # the second slot is left free
+    study.enqueue_trial(point)
+    warm = run(6)
+    assert calls == []  # no suggestion was made for the free slots
+    assert any(name.startswith("branch1/") for name in warm.params)  # they were drawn (at random)
+    built = build_candidate(space, fn, unflatten_dict(dict(warm.params)))
+    assert built == candidate_from_dict(space, entry, "warm_start[0]")  # the listed candidate, exactly
+    run(7)
+    assert len(calls) == 1  # a drawn trial: the model's suggestion
+
+
 def test_gp_and_encoding_options_are_checked_with_named_errors() -> None:
     from ddecs_search.errors import ConfigError
 

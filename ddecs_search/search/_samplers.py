@@ -76,6 +76,19 @@ class GPSampler(_FreshLocks, optuna.samplers.GPSampler):
     """
 
     def sample_relative(self, study: Any, trial: Any, search_space: dict[str, Any]) -> dict[str, Any]:
+        """The GP's suggestion, except for a warm-start point: there its free parameters are drawn at random.
+
+        A warm-start point (``study.enqueue_trial``: ``fixed_params``) fixes every parameter the network
+        reads; in the flat encoding the slots it leaves free (a second branch's widths for one exit) are
+        read by nothing. Optuna still ran the whole suggestion for them once the startup trials were done
+        (checked: 0 calls with every parameter fixed, 1 call of 5.4 s with ``branch1/*`` left free), so a
+        paired replay, whose 48 trials are all warm-start points, spent ≈ 1.7 s of driver time a trial
+        on suggestions nothing evaluated read (issue-14 notes, session 35). Returning no relative
+        parameters sends those slots to the sampler's independent (random) sampler, as in the startup
+        trials; nothing a trial evaluates changes.
+        """
+        if trial.system_attrs.get("fixed_params"):
+            return {}
         with torch_threads(1):
             return super().sample_relative(study, trial, search_space)
 

@@ -28,7 +28,7 @@ se = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(se)
 from ddecs_search.search._scheduler import dominator_count, dominates  # noqa: E402
 
-DIRS = [Path(a) for a in sys.argv[1:]]
+ALGORITHM = "nsga2"  # the replays' sampler (session 35's script, importing this one, sets "gp")
 D2 = ["max", "min"]
 
 
@@ -45,10 +45,10 @@ def rung_results(trial_dir):
 
 
 def load(d):
-    seed = int(re.search(r"s(\d+)-es", next(d.glob("nsga2-s*-es")).name).group(1))
-    es_dir, off_dir = d / f"nsga2-s{seed}-es", d / f"nsga2-s{seed}-full"
-    es_run = se.collect(es_dir, "nsga2", seed, True, 0.0)
-    off_run = se.collect(off_dir, "nsga2", seed, False, 0.0)
+    seed = int(re.search(r"s(\d+)-es", next(d.glob(f"{ALGORITHM}-s*-es")).name).group(1))
+    es_dir, off_dir = d / f"{ALGORITHM}-s{seed}-es", d / f"{ALGORITHM}-s{seed}-full"
+    es_run = se.collect(es_dir, ALGORITHM, seed, True, 0.0)
+    off_run = se.collect(off_dir, ALGORITHM, seed, False, 0.0)
     st = json.loads((es_dir / "early_stopping.json").read_text())
     es_t = se.Experiment.at(str(es_dir)).read_trials().sort_values("trial_index").reset_index(drop=True)
     off_t = se.Experiment.at(str(off_dir)).read_trials().sort_values("trial_index").reset_index(drop=True)
@@ -169,8 +169,10 @@ def projected(k, base_k=2, min_done=1, margin=0.0):
     return rule
 
 
-def main():
-    datas = [load(d) for d in DIRS]
+def main(dirs, extra_cost=None):
+    """Print every rule's figures. ``extra_cost(data, stopped) -> (seconds, trials)``: cost the rule's time
+    misses (session 35: loaded trials whose source it stops), added to a "pessimistic" time column."""
+    datas = [load(d) for d in dirs]
     rules = {
         "actual(2)": kdom(2),
         "k=1 all": kdom(1),
@@ -186,15 +188,22 @@ def main():
         for d in datas:
             run, t, stopped, unk = simulate(d, rule)
             runs += [run, d["off_run"]]
-            out.append((d, t / d["off_run"]["body_s"], len(stopped), unk))
+            extra, lost = extra_cost(d, stopped) if extra_cost else (0.0, 0)
+            out.append((d, t / d["off_run"]["body_s"], len(stopped), unk, (t + extra) / d["off_run"]["body_s"], lost))
         hv = []
         for i in range(len(datas)):  # each seed's own box, as a per-seed benchmark run computes it
             pair = [runs[2 * i], runs[2 * i + 1]]
             se.hypervolumes(pair)
             hv.append(pair[0]["hv"] / pair[1]["hv"])
-        tot = sum(o[1] * o[0]["off_run"]["body_s"] for o in out) / sum(d["off_run"]["body_s"] for d in datas)
-        print(f"{name:>26}: hv {np.median(hv):.3f} ({' / '.join(f'{x:.3f}' for x in hv)}) time {tot:.2f} "
-              f"({' / '.join(f'{o[1]:.2f}' for o in out)}) stopped {[o[2] for o in out]} unknown {[o[3] for o in out]}")
+        total = sum(d["off_run"]["body_s"] for d in datas)
+        tot = sum(o[1] * o[0]["off_run"]["body_s"] for o in out) / total
+        times = f"time {tot:.2f} ({' / '.join(f'{o[1]:.2f}' for o in out)})"
+        if extra_cost:
+            pes = sum(o[4] * o[0]["off_run"]["body_s"] for o in out) / total
+            times += f", pessimistic {pes:.2f} ({' / '.join(f'{o[4]:.2f}' for o in out)})"
+        tail = f" loaded trials whose source it stops {[o[5] for o in out]}" if extra_cost else ""
+        print(f"{name:>26}: hv {np.median(hv):.3f} ({' / '.join(f'{x:.3f}' for x in hv)}) {times} "
+              f"stopped {[o[2] for o in out]} unknown {[o[3] for o in out]}{tail}")
     for d in datas:
         pair = [d["es_run"], d["off_run"]]
         se.hypervolumes(pair)
@@ -202,4 +211,5 @@ def main():
               f"{d['es_run']['body_s'] / d['off_run']['body_s']:.2f}; front {sorted(front_ids(d))}")
 
 
-main()
+if __name__ == "__main__":
+    main([Path(a) for a in sys.argv[1:]])

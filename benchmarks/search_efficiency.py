@@ -101,6 +101,7 @@ recorded, so its trial-slot time would come out short (seen: an overhead share o
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -283,6 +284,8 @@ def collect(exp_dir: Path, algorithm: str, seed: int, early_stopping: bool, wall
         "warm_values": warm[names].to_numpy(dtype=float),
         "static": np.array(static, dtype=float) if all(v is not None for v in static) else None,
         "rung_stops": rung_stops,
+        # the stopping rule's knobs this search ran with (its own space.yaml; off in an arm without it)
+        "es_rule": dataclasses.asdict(space.search.early_stopping),
         "objectives": objectives,
         "fit_s": float(record.get("fit_s", wall)),
         "wall_s": wall,
@@ -351,6 +354,14 @@ def hypervolumes(runs: list[dict]) -> tuple[np.ndarray, list[str]]:
     return reference, directions
 
 
+def _rule(run: dict) -> dict:
+    """The knobs of the rule a run with early stopping ran (JSON-ready; empty for older records)."""
+    rule = dict(run.get("es_rule") or {})
+    if rule.get("rungs") is not None:
+        rule["rungs"] = list(rule["rungs"])
+    return rule
+
+
 def paired_full_cost(pairs: list[tuple[dict, dict]]) -> dict[str, float | int | None]:
     """Trial seconds with / without early stopping of the configurations full in both arms of each pair.
 
@@ -407,6 +418,7 @@ def summarise(runs: list[dict], pairing: str = "search") -> dict:
             ],
             "stopped_trials": [on["n_stopped"] for on, _ in pairs],
             "stops_per_rung": [on["rung_stops"] for on, _ in pairs],
+            "rule_per_seed": [_rule(on) for on, _ in pairs],
             **paired_full_cost(pairs),
             "pairs": [f"{on['algorithm']}-s{on['seed']}" for on, _ in pairs],
         }
@@ -607,6 +619,13 @@ def main(argv: list[str] | None = None) -> int:
         "--trials do not apply (see the module docstring)",
     )
     parser.add_argument(
+        "--es-epsilon",
+        type=float,
+        metavar="EPS",
+        help="search.early_stopping.epsilon of the searches with early stopping (accuracy tolerance at "
+        "intermediate rungs, docs/search_space.md; default: the space's)",
+    )
+    parser.add_argument(
         "--from-storage",
         action="store_true",
         help="run nothing: summarise the finished searches already in --storage",
@@ -616,6 +635,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--continue-from {args.continue_from}: no baseline/ in it (not a finished search)")
     if not args.algorithms and not args.es_algorithms and not args.from_storage:
         parser.error("--algorithms and --es-algorithms are both empty: no search to run")
+    if args.es_epsilon is not None and not 0.0 <= args.es_epsilon < 1.0:
+        parser.error(f"--es-epsilon: an accuracy tolerance in [0, 1), got {args.es_epsilon}")
+    if args.es_epsilon is not None and args.from_storage:
+        parser.error("--es-epsilon runs searches; --from-storage summarises finished ones (their own rule)")
     trials = args.trials or (8 if args.quick else 24)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     replays: dict[tuple[str, int], list[dict]] = {}
@@ -636,6 +659,8 @@ def main(argv: list[str] | None = None) -> int:
     storage = args.storage or Path(tempfile.mkdtemp(prefix="ddecs-bench-"))
     storage.mkdir(parents=True, exist_ok=True)
     data = load_space_data(args.space, args.quick)
+    if args.es_epsilon is not None:  # both arms get it; only the one with early stopping reads it
+        data.setdefault("search", {}).setdefault("early_stopping", {})["epsilon"] = args.es_epsilon
     load = os.getloadavg()
 
     start = time.time()
@@ -823,7 +848,11 @@ def main(argv: list[str] | None = None) -> int:
             f"(per seed {', '.join(f'{x:.3f}' for x in es['hv_ratio_per_seed'])}; goal >= 0.95) "
             f"at trial-time ratio {es['time_ratio']:.2f} (goal <= 0.6; "
             f"fit wall ratio {fit_ratio}); "
-            f"stopped {es['stopped_trials']} of {trials} (per rung: {es['stops_per_rung']})"
+            f"stopped {es['stopped_trials']} of {trials} (per rung: {es['stops_per_rung']}); rule "
+            + "; ".join(
+                f"min_dominators {r.get('min_dominators')}, epsilon {r.get('epsilon', 0.0)}"
+                for r in es["rule_per_seed"]
+            )
         )
         if es["full_trial_pairs"]:
             print(

@@ -540,6 +540,33 @@ def test_search_efficiency_stops_on_an_interrupted_search(tmp_path: Path, monkey
     assert "interrupted" in err and "random-s0-es" in err and "nothing summarised" in err
 
 
+def test_search_efficiency_es_epsilon_reaches_the_searched_space(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``--es-epsilon`` sets ``search.early_stopping.epsilon`` of the space the search runs (read by the
+    arm with early stopping); a value outside [0, 1) is a usage error before anything runs."""
+    from ddecs_search.search import SearchOutcome
+
+    se = _search_efficiency()
+    seen: list[tuple[str, bool, float]] = []
+
+    def interrupted(space, *, name, storage, **_):
+        es = space.search.early_stopping
+        seen.append((name, es.enabled, es.epsilon))
+        return SearchOutcome(exp_root=str(Path(storage) / name), finished=False, counts={}, wall_s=1.0)
+
+    monkeypatch.setattr(se, "run_search", interrupted)
+    monkeypatch.setattr(se, "init_ray", lambda *a, **k: None)
+    argv = ["--quick", "--algorithms", "random", "--es-algorithms", "--storage", str(tmp_path)]
+    assert se.main([*argv, "--es-epsilon", "0.01"]) == 130
+    assert se.main(argv) == 130  # default: the space's (the default job: 0)
+    assert seen == [("random-s0-es", True, 0.01), ("random-s0-es", True, 0.0)]
+    capsys.readouterr()
+    for bad in ("-0.1", "1", "nan"):
+        with pytest.raises(SystemExit) as exc:
+            se.main([*argv, "--es-epsilon", bad])
+        assert exc.value.code == 2 and "--es-epsilon" in capsys.readouterr().err
+    assert len(seen) == 2
+
+
 @pytest.mark.parametrize("mode", ["quick", "full"])
 def test_policy_comparison_builds_its_candidates(mode: str, tmp_path: Path, monkeypatch) -> None:
     """Both candidates of ``policy_comparison.py`` build from the shipped spaces, with the rich gate.

@@ -62,6 +62,89 @@ def test_rule_stops_a_dominated_point_and_never_a_non_dominated_one():
         should_stop((0.9, 0.5), [], ACC_COST, 0)
 
 
+def test_epsilon_counts_a_no_dearer_peer_a_little_less_accurate_and_zero_is_plain_dominance():
+    from ddecs_search.search._scheduler import dominates, dominator_count, should_stop
+
+    tol = (0.01, 0.0)  # accuracy tolerance 1 pt, none on cost
+    p = (0.900, 0.50)
+    assert dominates((0.895, 0.40), p, ACC_COST, tol)  # cheaper, 0.5 pt less accurate: within epsilon
+    assert not dominates((0.895, 0.40), p, ACC_COST)  # but not plainly
+    assert not dominates((0.885, 0.40), p, ACC_COST, tol)  # 1.5 pt less accurate: beyond it
+    assert not dominates((0.895, 0.55), p, ACC_COST, tol)  # dearer: never, whatever the accuracy
+    # exactly epsilon below at equal cost: a tie, not domination (binary-exact values)
+    assert not dominates((0.625, 0.5), (0.75, 0.5), ACC_COST, (0.125, 0.0))
+    assert dominates((0.625, 0.25), (0.75, 0.5), ACC_COST, (0.125, 0.0))
+    assert dominates(
+        (0.900, 0.50), p, ACC_COST, tol
+    )  # an equal point counts (within epsilon, better so adjusted)
+    assert dominates((0.90, 0.40), p, ACC_COST, (0.0, 0.0)) == dominates((0.90, 0.40), p, ACC_COST)
+    peers = [(0.895, 0.40), (0.893, 0.45), (0.95, 0.90)]
+    assert dominator_count(p, peers, ACC_COST) == 0  # on the rung's front
+    assert dominator_count(p, peers, ACC_COST, tol) == 2
+    assert should_stop(p, peers, ACC_COST, 2, tol) and not should_stop(p, peers, ACC_COST, 3, tol)
+    assert not should_stop(p, peers, ACC_COST, 1)  # epsilon 0: a non-dominated point never stops
+
+
+def test_scheduler_applies_epsilon_at_intermediate_rungs_only(tmp_path, monkeypatch):
+    from ray.tune.schedulers import TrialScheduler
+
+    from ddecs_search.search._callbacks import RUNTIME
+
+    monkeypatch.setitem(RUNTIME, "exp_root", None)
+    from ddecs_search.search._scheduler import (
+        RUNG_ACCURACY,
+        RUNG_COST,
+        RUNG_EPOCH,
+        RUNG_FINAL,
+        STATE_FILE,
+        ParetoRungScheduler,
+    )
+
+    dims = ((RUNG_ACCURACY, "max"), (RUNG_COST, "min"))
+    sched = ParetoRungScheduler((1,), dims, 2, str(tmp_path), final_rung=True, epsilon=0.01)
+
+    def report(trial_id, epoch, acc, cost, final=False):
+        result = {RUNG_EPOCH: epoch, RUNG_ACCURACY: acc, RUNG_COST: cost, "epoch": epoch}
+        if final:
+            result[RUNG_FINAL] = True
+        return sched.on_trial_result(None, SimpleNamespace(trial_id=trial_id), result)
+
+    for epoch, final in ((1, False), (3, True)):
+        assert report(f"a{epoch}", epoch, 0.895, 0.40, final) == TrialScheduler.CONTINUE
+        assert report(f"b{epoch}", epoch, 0.893, 0.45, final) == TrialScheduler.CONTINUE
+    # the same non-dominated point: stopped within epsilon at rung 1, never at the final rung
+    assert report("c1", 1, 0.900, 0.50) == TrialScheduler.STOP
+    assert report("c3", 3, 0.900, 0.50, final=True) == TrialScheduler.CONTINUE
+    state = yaml.safe_load((tmp_path / STATE_FILE).read_text())
+    assert state["stopped"] == {
+        "c1": {
+            "epoch": 1,
+            "rung": "1",
+            "dominators": 2,
+            "plain_dominators": 0,
+            "epsilon": 0.01,
+            "static": False,
+        }
+    }
+    # a scheduler pickled before the knob existed (no attribute) resumes with plain dominance
+    old = pickle.loads(pickle.dumps(sched))
+    del old.__dict__["epsilon"]
+    assert old.tolerance(False) is None and "epsilon=0.0" in old.debug_string()
+    result = {RUNG_EPOCH: 1, RUNG_ACCURACY: 0.901, RUNG_COST: 0.5}
+    assert old.on_trial_result(None, SimpleNamespace(trial_id="d1"), result) == TrialScheduler.CONTINUE
+
+
+def test_epsilon_reaches_the_scheduler_from_the_space():
+    from ddecs_search.search._scheduler import make_rung_scheduler
+
+    data = yaml.safe_load(QUICK.read_text())
+    objectives = (Objective("val_accuracy", "max"), Objective("expected_latency_ms", "min"))
+    assert make_rung_scheduler(parse_space(data, "q.yaml"), objectives, "/nowhere").epsilon == 0.0  # default
+    data["search"]["early_stopping"] = {"epsilon": 0.01}
+    sched = make_rung_scheduler(parse_space(data, "q.yaml"), objectives, "/nowhere")
+    assert sched.epsilon == 0.01 and sched.tolerance(False) == [0.01, 0.0] and sched.tolerance(True) is None
+
+
 def test_scheduler_decides_per_rung_persists_its_table_and_survives_pickling(tmp_path, monkeypatch):
     from ray.tune.schedulers import TrialScheduler
 
@@ -331,6 +414,9 @@ def test_early_stopping_keys_are_validated():
     for bad, key in (
         ({"rungs": [2, 1]}, "rungs"),
         ({"min_dominators": 0}, "min_dominators"),
+        ({"epsilon": -0.01}, "epsilon"),
+        ({"epsilon": 1.5}, "epsilon"),
+        ({"epsilon": ".01"}, "epsilon"),
         ({"grace": 1}, "grace"),
     ):
         data["search"]["early_stopping"] = bad

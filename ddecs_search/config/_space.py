@@ -180,10 +180,15 @@ class EarlyStoppingConfig:
     rungs: tuple[int, ...] | None = None  # epochs after which trials are compared; null = every but the last
     min_dominators: int = 2  # stop a trial whose rung point this many peers at the same rung dominate
     final_rung: bool = True  # also compare at the end of training, before the (costly) evaluation
+    # intermediate rungs only: a no dearer peer at most this much less accurate counts as a dominator
+    # (epsilon-dominance; 0 = plain dominance, the only setting that never stops a non-dominated point)
+    epsilon: float = 0.0
 
     def __post_init__(self) -> None:
         if self.min_dominators < 1:
             fail("min_dominators", f"must be >= 1, got {self.min_dominators}")
+        if not 0.0 <= self.epsilon < 1.0:  # also false for NaN
+            fail("epsilon", f"must be an accuracy tolerance in [0, 1), got {self.epsilon}")
         rungs = list(self.rungs or ())
         if any(r < 1 for r in rungs) or rungs != sorted(set(rungs)):
             fail("rungs", f"must be distinct epochs >= 1 in increasing order, got {rungs}")

@@ -169,11 +169,12 @@ def projected(k, base_k=2, min_done=1, margin=0.0):
     return rule
 
 
-def main(dirs, extra_cost=None):
+def main(dirs, extra_cost=None, rules=None):
     """Print every rule's figures. ``extra_cost(data, stopped) -> (seconds, trials)``: cost the rule's time
-    misses (session 35: loaded trials whose source it stops), added to a "pessimistic" time column."""
+    misses (session 35: loaded trials whose source it stops), added to a "pessimistic" time column.
+    ``rules``: {name: rule} instead of this session's (session 36's script passes its own)."""
     datas = [load(d) for d in dirs]
-    rules = {
+    rules = rules or {
         "actual(2)": kdom(2),
         "k=1 all": kdom(1),
         "k=1 final only": kdom(2, 1),

@@ -9,7 +9,7 @@ Why: the hypervolume goal allows 5 % of the front's volume to go, and a candidat
 fraction of a point more accurate than a cheaper peer's adds a sliver of volume if it keeps that lead.
 
 Usage (from the repository root): PYTHONPATH=$PWD DDECS_OFFLINE=1 .venv/bin/python
-docs/session-notes/2026-12-07/session-36-simulate.py DIR_WITH_SEED_21 DIR_WITH_SEED_22 ...
+docs/session-notes/2026-12-07/session-36-simulate.py [--measured] DIR_WITH_SEED_21 DIR_WITH_SEED_22 ...
 """
 
 import importlib.util
@@ -59,5 +59,16 @@ RULES = {
     "oracle": "oracle",
 }
 
+#: ``--measured``: on pairs run with ``--es-epsilon 0.01`` (the fresh seeds), the rule as run (a check: it
+#: must reproduce the arm's stops) and the plain rule (trials the run stopped and it would not have are
+#: charged their time in the arm without early stopping: an upper bound on the plain rule's time)
+MEASURED = {
+    "epsilon 0.01 (as run)": eps_rule(0.01, 2),
+    "plain (epsilon 0)": s21.kdom(2),
+    "oracle": "oracle",
+}
+
 if __name__ == "__main__":
-    s21.main([Path(a) for a in sys.argv[1:]], s35.lost_sources, RULES)
+    args = sys.argv[1:]
+    rules = MEASURED if args[:1] == ["--measured"] else RULES
+    s21.main([Path(a) for a in args if a != "--measured"], s35.lost_sources, rules)

@@ -239,7 +239,9 @@ class ParetoRungScheduler(FIFOScheduler):
         return [epsilon if key == RUNG_ACCURACY else 0.0 for key, _ in self.dimensions]
 
     # state: {"points": {rung: {trial_id: [values]}}, "order": {rung: [trial_id, ...]} (arrival),
-    #         "static": {rung: [values]}, "stopped": {trial_id: {"epoch", "rung", "dominators", "static"}}}
+    #         "static": {rung: [values]},
+    #         "stopped": {trial_id: {"epoch", "rung", "dominators", "static",
+    #                                "epsilon", "plain_dominators" (only for a stop within epsilon)}}}
     # rung keys: the epoch as text, or "final" (end of training)
     def _path(self) -> str:
         from ddecs_search import storage as _io

@@ -74,6 +74,10 @@ from that search's baseline and latency table (so neither measures modules the o
 order alternates over seeds (with first for the first seed) so that a drift of the machine's load does
 not favour one arm. The JSON says ``early_stopping.pairing``: ``"replay"`` here, ``"search"`` otherwise.
 
+The rule runs with the space's ``search.early_stopping`` knobs; ``--es-epsilon EPS`` sets its accuracy
+tolerance for this run (docs/search_space.md, "Accuracy tolerance"), and ``early_stopping.rule_per_seed``
+names the knobs each arm with early stopping ran (read from its own ``space.yaml``).
+
 ``--quick`` shrinks the dataset subsets and the measurement repeats of the same space (not its search
 dimensions) so that 4 searches of 8 trials fit in ~5 min on an idle 2-core CPU.
 

@@ -85,36 +85,37 @@ def test_epsilon_counts_a_no_dearer_peer_a_little_less_accurate_and_zero_is_plai
     assert not should_stop(p, peers, ACC_COST, 1)  # epsilon 0: a non-dominated point never stops
 
 
+def _rung_scheduler(monkeypatch, exp_root: Path, rungs: tuple[int, ...], min_dominators: int, **kwargs):
+    """A scheduler on (accuracy, cost) rung points in its own folder, and ``report(trial_id, epoch, acc,
+    cost, **result)`` -> its decision on that rung result."""
+    from ddecs_search.search._callbacks import RUNTIME
+    from ddecs_search.search._scheduler import RUNG_ACCURACY, RUNG_COST, RUNG_EPOCH, ParetoRungScheduler
+
+    # a search run earlier in this process left its experiment in the driver's RUNTIME (the runner
+    # sets it before every fit); this scheduler must use its own folder
+    monkeypatch.setitem(RUNTIME, "exp_root", None)
+    dims = ((RUNG_ACCURACY, "max"), (RUNG_COST, "min"))
+    sched = ParetoRungScheduler(rungs, dims, min_dominators, str(exp_root), **kwargs)
+
+    def report(trial_id: str, epoch: int, acc: float, cost: float, **extra) -> str:
+        result = {RUNG_EPOCH: epoch, RUNG_ACCURACY: acc, RUNG_COST: cost, "epoch": epoch, **extra}
+        return sched.on_trial_result(None, SimpleNamespace(trial_id=trial_id), result)
+
+    return sched, report
+
+
 def test_scheduler_applies_epsilon_at_intermediate_rungs_only(tmp_path, monkeypatch):
     from ray.tune.schedulers import TrialScheduler
 
-    from ddecs_search.search._callbacks import RUNTIME
+    from ddecs_search.search._scheduler import RUNG_ACCURACY, RUNG_COST, RUNG_EPOCH, RUNG_FINAL, STATE_FILE
 
-    monkeypatch.setitem(RUNTIME, "exp_root", None)
-    from ddecs_search.search._scheduler import (
-        RUNG_ACCURACY,
-        RUNG_COST,
-        RUNG_EPOCH,
-        RUNG_FINAL,
-        STATE_FILE,
-        ParetoRungScheduler,
-    )
-
-    dims = ((RUNG_ACCURACY, "max"), (RUNG_COST, "min"))
-    sched = ParetoRungScheduler((1,), dims, 2, str(tmp_path), final_rung=True, epsilon=0.01)
-
-    def report(trial_id, epoch, acc, cost, final=False):
-        result = {RUNG_EPOCH: epoch, RUNG_ACCURACY: acc, RUNG_COST: cost, "epoch": epoch}
-        if final:
-            result[RUNG_FINAL] = True
-        return sched.on_trial_result(None, SimpleNamespace(trial_id=trial_id), result)
-
-    for epoch, final in ((1, False), (3, True)):
-        assert report(f"a{epoch}", epoch, 0.895, 0.40, final) == TrialScheduler.CONTINUE
-        assert report(f"b{epoch}", epoch, 0.893, 0.45, final) == TrialScheduler.CONTINUE
+    sched, report = _rung_scheduler(monkeypatch, tmp_path, (1,), 2, final_rung=True, epsilon=0.01)
+    for epoch, final in ((1, {}), (3, {RUNG_FINAL: True})):
+        assert report(f"a{epoch}", epoch, 0.895, 0.40, **final) == TrialScheduler.CONTINUE
+        assert report(f"b{epoch}", epoch, 0.893, 0.45, **final) == TrialScheduler.CONTINUE
     # the same non-dominated point: stopped within epsilon at rung 1, never at the final rung
     assert report("c1", 1, 0.900, 0.50) == TrialScheduler.STOP
-    assert report("c3", 3, 0.900, 0.50, final=True) == TrialScheduler.CONTINUE
+    assert report("c3", 3, 0.900, 0.50, **{RUNG_FINAL: True}) == TrialScheduler.CONTINUE
     state = yaml.safe_load((tmp_path / STATE_FILE).read_text())
     assert state["stopped"] == {
         "c1": {
@@ -148,27 +149,9 @@ def test_epsilon_reaches_the_scheduler_from_the_space():
 def test_scheduler_decides_per_rung_persists_its_table_and_survives_pickling(tmp_path, monkeypatch):
     from ray.tune.schedulers import TrialScheduler
 
-    from ddecs_search.search._callbacks import RUNTIME
+    from ddecs_search.search._scheduler import RUNG_ACCURACY, RUNG_COST, RUNG_EPOCH, STATE_FILE
 
-    # a search run earlier in this process left its experiment in the driver's RUNTIME (the runner
-    # sets it before every fit); this scheduler must use its own folder
-    monkeypatch.setitem(RUNTIME, "exp_root", None)
-
-    from ddecs_search.search._scheduler import (
-        RUNG_ACCURACY,
-        RUNG_COST,
-        RUNG_EPOCH,
-        STATE_FILE,
-        ParetoRungScheduler,
-    )
-
-    dims = ((RUNG_ACCURACY, "max"), (RUNG_COST, "min"))
-    sched = ParetoRungScheduler((1, 2), dims, min_dominators=2, exp_root=str(tmp_path))
-
-    def report(trial_id: str, epoch: int, acc: float, cost: float, **extra) -> str:
-        result = {RUNG_EPOCH: epoch, RUNG_ACCURACY: acc, RUNG_COST: cost, "epoch": epoch, **extra}
-        return sched.on_trial_result(None, SimpleNamespace(trial_id=trial_id), result)
-
+    sched, report = _rung_scheduler(monkeypatch, tmp_path, (1, 2), 2)
     assert report("a", 1, 0.9, 0.5) == TrialScheduler.CONTINUE  # alone at its rung
     assert report("b", 1, 0.85, 0.3) == TrialScheduler.CONTINUE
     assert report("c", 1, 0.8, 0.7) == TrialScheduler.STOP  # dominated by a and b

@@ -358,14 +358,6 @@ def hypervolumes(runs: list[dict]) -> tuple[np.ndarray, list[str]]:
     return reference, directions
 
 
-def _rule(run: dict) -> dict:
-    """The knobs of the rule a run with early stopping ran (JSON-ready; empty for older records)."""
-    rule = dict(run.get("es_rule") or {})
-    if rule.get("rungs") is not None:
-        rule["rungs"] = list(rule["rungs"])
-    return rule
-
-
 def paired_full_cost(pairs: list[tuple[dict, dict]]) -> dict[str, float | int | None]:
     """Trial seconds with / without early stopping of the configurations full in both arms of each pair.
 
@@ -422,7 +414,7 @@ def summarise(runs: list[dict], pairing: str = "search") -> dict:
             ],
             "stopped_trials": [on["n_stopped"] for on, _ in pairs],
             "stops_per_rung": [on["rung_stops"] for on, _ in pairs],
-            "rule_per_seed": [_rule(on) for on, _ in pairs],
+            "rule_per_seed": [on.get("es_rule", {}) for on, _ in pairs],  # {} in records older than it
             **paired_full_cost(pairs),
             "pairs": [f"{on['algorithm']}-s{on['seed']}" for on, _ in pairs],
         }

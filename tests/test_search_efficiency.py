@@ -74,9 +74,8 @@ def test_epsilon_counts_a_no_dearer_peer_a_little_less_accurate_and_zero_is_plai
     # exactly epsilon below at equal cost: a tie, not domination (binary-exact values)
     assert not dominates((0.625, 0.5), (0.75, 0.5), ACC_COST, (0.125, 0.0))
     assert dominates((0.625, 0.25), (0.75, 0.5), ACC_COST, (0.125, 0.0))
-    assert dominates(
-        (0.900, 0.50), p, ACC_COST, tol
-    )  # an equal point counts (within epsilon, better so adjusted)
+    # an equal point counts (within epsilon, better so adjusted)
+    assert dominates((0.900, 0.50), p, ACC_COST, tol)
     assert dominates((0.90, 0.40), p, ACC_COST, (0.0, 0.0)) == dominates((0.90, 0.40), p, ACC_COST)
     peers = [(0.895, 0.40), (0.893, 0.45), (0.95, 0.90)]
     assert dominator_count(p, peers, ACC_COST) == 0  # on the rung's front

@@ -29,23 +29,13 @@ s35 = _module("session_35_simulate", _here / "session-35-simulate.py")
 s21 = s35.s21  # the same module object session 35's script configured (ALGORITHM "gp")
 
 
-def eps_count(p, peers, eps):
-    """How many peers are at most ``eps`` less accurate and no dearer (better in one, so adjusted)."""
-    n = 0
-    for q in peers:
-        acc_ok, cost_ok = q[0] + eps >= p[0], q[1] <= p[1]
-        if acc_ok and cost_ok and (q[0] + eps > p[0] or q[1] < p[1]):
-            n += 1
-    return n
+def eps_rule(eps, k=1, k_final=2):
+    """The product's counting (``dominator_count`` with an accuracy ``tolerance``) at intermediate rungs."""
 
-
-def eps_rule(eps, k=1, k_final=2, rungs=None):
     def rule(data, rung, tid, p, peers, seen, t, stopped):
         if rung == "final":
             return s21.dominator_count(p, peers, s21.D2) >= k_final
-        if rungs is not None and rung not in rungs:
-            return s21.dominator_count(p, peers, s21.D2) >= 2
-        return eps_count(p, peers, eps) >= k
+        return s21.dominator_count(p, peers, s21.D2, (eps, 0.0)) >= k
 
     return rule
 

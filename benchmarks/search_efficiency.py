@@ -37,6 +37,9 @@ off. Reported:
   the earlier result for and replaced by another draw, which no trial ran: ``redrawn_repeats`` in run.json);
   ``n_network_loads``: full trials that loaded a network an earlier trial trained (another policy or λ,
   ``network_from_trial``) and trained nothing: they count in the mean, which they lower;
+  ``n_network_epoch_loads``: trials (full or stopped) whose training continued from another trial's
+  checkpoint of the same network at a rung (``network_epochs_from_trial``), ``network_epochs_loaded`` the
+  epochs they did not train again;
 - **early stopping**: ``hv_ratio`` = median over seeds of hv(with) / hv(without), ``time_ratio`` =
   total trial body time with / without, same algorithm(s) and seeds; ``full_trial_cost_ratio``: over the
   configurations that reached full fidelity in both arms, their trial seconds with / without (what the
@@ -123,7 +126,13 @@ sys.path.insert(0, str(ROOT))
 
 from ddecs_search.analysis import default_reference_point, hypervolume  # noqa: E402
 from ddecs_search.dominance import to_minimization  # noqa: E402
-from ddecs_search.experiment import NETWORK_FROM_KEY, REDRAWN_KEY, REUSED_FROM_KEY  # noqa: E402
+from ddecs_search.experiment import (  # noqa: E402
+    NETWORK_EPOCHS_FROM_KEY,
+    NETWORK_EPOCHS_KEY,
+    NETWORK_FROM_KEY,
+    REDRAWN_KEY,
+    REUSED_FROM_KEY,
+)
 from ddecs_search.ray_setup import init_ray  # noqa: E402
 from ddecs_search.search import ConditionalSpace, Experiment, run_search, sampler_settings  # noqa: E402
 from ddecs_search.spaces import parse_space  # noqa: E402
@@ -230,6 +239,11 @@ def collect(exp_dir: Path, algorithm: str, seed: int, early_stopping: bool, wall
     trained = full.drop(index=repeats.index)
     # full trials that loaded a network another trial trained (another policy or λ) and fitted only a policy
     loads = full[full[NETWORK_FROM_KEY].notna()] if NETWORK_FROM_KEY in full else full.iloc[:0]
+    # trials (full or stopped) whose training continued from another trial's rung checkpoint of its network
+    if NETWORK_EPOCHS_FROM_KEY in table:
+        continued = table[table[NETWORK_EPOCHS_FROM_KEY].notna()]
+    else:
+        continued = table.iloc[:0]
     ok = full[(full["feasible"] == True) & (full["full_fidelity"] == True)]  # noqa: E712
     # the warm start (search.warm_start), first in trials.csv: points every arm of this space evaluates
     warm = ok[ok.index.isin(table.index[: len(space.search.warm_start)])]
@@ -302,6 +316,10 @@ def collect(exp_dir: Path, algorithm: str, seed: int, early_stopping: bool, wall
         "baseline_train_s": float(record["baseline"].get("train_time_s", float("nan"))),
         "n_repeats": len(repeats),
         "n_network_loads": len(loads),
+        "n_network_epoch_loads": len(continued),
+        "network_epochs_loaded": int(continued[NETWORK_EPOCHS_KEY].astype(float).sum())
+        if len(continued)
+        else 0,
         # draws of an evaluated candidate the searcher answered itself and drew again (no trial ran them)
         "n_redrawn": int(record.get(REDRAWN_KEY, 0)),
         # a trained full trial's cost (a repeat re-reports another trial's result in well under a second)
@@ -510,6 +528,8 @@ def summarise(runs: list[dict], pairing: str = "search") -> dict:
                     "n_feasible",
                     "n_repeats",
                     "n_network_loads",
+                    "n_network_epoch_loads",
+                    "network_epochs_loaded",
                     "n_redrawn",
                     "fit_s",
                     "body_s",
@@ -697,6 +717,11 @@ def main(argv: list[str] | None = None) -> int:
             repeats = f" ({run['n_repeats']} repeats)" if run["n_repeats"] else ""
             if run.get("n_network_loads"):
                 repeats += f" ({run['n_network_loads']} loaded a network trained before)"
+            if run.get("n_network_epoch_loads"):
+                repeats += (
+                    f" ({run['n_network_epoch_loads']} continued a network from a rung checkpoint: "
+                    f"{run['network_epochs_loaded']} epochs not trained again)"
+                )
             if run["n_redrawn"]:
                 repeats += f" ({run['n_redrawn']} draws of evaluated candidates told and drawn again)"
             print(

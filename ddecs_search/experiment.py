@@ -16,6 +16,9 @@ is a local path or any URI that ``run --storage`` accepts (see :mod:`ddecs_searc
       evaluations/          one JSON record per finished candidate evaluation (an audit trail)
       candidates/<sha256>.json   the trial that evaluated a candidate (a later trial of it re-reports that)
       networks/<sha256>.json     the trial that trained a network (a later candidate of it loads its weights)
+      networks/<sha256>.epoch.pt, .epoch.json   a network's training checkpoint at its last early-stopping
+                            rung reached, while no trial has finished training it (a later candidate of it
+                            continues from there); removed once one has
       trials.csv, trials.parquet   one row per trial, rewritten atomically as trials finish
       trials.sha256.json    what trials.csv should hold (SHA-256, rows): a cut table is then caught
       verified.csv          isolated end-to-end re-measurement of the final Pareto picks
@@ -75,6 +78,9 @@ EVALUATED_KEY = "evaluated"
 # Bookkeeping key of a trial that re-reported an earlier trial's evaluation of the same candidate.
 REUSED_FROM_KEY = "reused_from_trial"
 NETWORK_FROM_KEY = "network_from_trial"  # the trial whose trained weights this trial's evaluation loaded
+# the trial whose rung checkpoint of the same network this trial's training continued from, and its epochs
+NETWORK_EPOCHS_FROM_KEY = "network_epochs_from_trial"
+NETWORK_EPOCHS_KEY = "network_epochs_loaded"
 # run.json: draws of an evaluated candidate the searcher answered from the earlier result and drew again.
 REDRAWN_KEY = "redrawn_repeats"
 
@@ -214,6 +220,16 @@ TEXT_COLUMNS = (
 
 
 @dataclass(frozen=True)
+class NetworkEpoch:
+    """A network's checkpoint kept at an early-stopping rung (:meth:`Experiment.network_epoch_of`)."""
+
+    trial_id: str  # the trial that trained it up to there
+    epoch: int  # 0-based: the checkpoint after this epoch
+    loss: float  # that epoch's training loss (nan when not recorded)
+    checkpoint: bytes  # the training loop's checkpoint file (model, optimiser, scaler, epoch)
+
+
+@dataclass(frozen=True)
 class Experiment:
     """Paths inside one experiment directory (a local path or a URI)."""
 
@@ -313,6 +329,52 @@ class Experiment:
         its result is readable."""
         if self.network_of(key) is None:  # (also when the named trial's result is gone)
             storage.write_text(self.path("networks", f"{key}.json"), json.dumps({"trial_id": trial_id}))
+        for suffix in (".epoch.json", ".epoch.pt"):  # its rung checkpoint is not needed any more
+            storage.remove(self.path("networks", key + suffix))
+
+    def record_network_epoch(
+        self, key: str, epoch: int, trial_id: str, checkpoint: bytes, loss: float
+    ) -> None:
+        """Keep the network ``key``'s training checkpoint after ``epoch`` (0-based; an early-stopping rung)
+        that ``trial_id`` reached, with the epoch's training loss.
+
+        Why: a trial stopped at a rung leaves no trained network, and samplers draw the same network again
+        with another policy or λ; without this the next one trains again up to the rung (and is judged
+        there again). Only a later epoch replaces the kept one (trials of one network train the same
+        weights); :meth:`record_network` removes it once a trial has trained the network in full.
+        """
+        kept = self._network_epoch_record(key)
+        if kept is not None and int(kept["epoch"]) >= epoch:
+            return
+        storage.write_bytes(self.path("networks", f"{key}.epoch.pt"), checkpoint)
+        record = {"trial_id": trial_id, "epoch": int(epoch), "loss": loss,
+                  "sha256": hashlib.sha256(checkpoint).hexdigest()}  # fmt: skip
+        storage.write_text(self.path("networks", f"{key}.epoch.json"), json.dumps(record))
+
+    def network_epoch_of(self, key: str) -> NetworkEpoch | None:
+        """The kept rung checkpoint of network ``key`` (:meth:`record_network_epoch`); None when none is
+        kept, or it is unreadable or not the one its record names (the network is then trained from the
+        start)."""
+        record = self._network_epoch_record(key)
+        if record is None:
+            return None
+        try:
+            data = storage.read_bytes(self.path("networks", f"{key}.epoch.pt"))
+            if hashlib.sha256(data).hexdigest() != record["sha256"]:
+                return None
+            loss = record.get("loss")
+            return NetworkEpoch(str(record["trial_id"]), int(record["epoch"]),
+                                float("nan") if loss is None else float(loss), data)  # fmt: skip
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _network_epoch_record(self, key: str) -> dict[str, Any] | None:
+        location = self.path("networks", f"{key}.epoch.json")
+        try:
+            record = json.loads(storage.read_text(location)) if storage.exists(location) else None
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) and isinstance(record.get("epoch"), int) else None
 
     def network_of(self, key: str) -> str | None:
         """The trial whose stored ``model.pt`` holds the network ``key`` trained; None when none does

@@ -401,6 +401,12 @@ TEXT_KEYS: dict[str, str] = {
         "the trial whose trained network this trial's evaluation loaded instead of training (the same "
         "exits, branches, training and seed; another policy or λ): train_time_s 0; empty when it trained"
     ),
+    "network_epochs_from_trial": (
+        "the trial whose checkpoint of the same network at an early-stopping rung this trial's training "
+        "continued from (that trial was stopped there or had not finished): those epochs were not trained "
+        "again, train_time_s counts the rest; empty when it trained from the start"
+    ),
+    "network_epochs_loaded": "how many epochs of training that checkpoint held (network_epochs_from_trial)",
     "rung_epoch": "epoch of the last early-stopping rung the trial reached",
     "rung_val_accuracy": "validation-proxy accuracy at that rung (selection part)",
     "rung_expected_macs": "expected MACs of the trial's exits at that rung",

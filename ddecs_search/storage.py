@@ -67,6 +67,16 @@ def read_text(location: str) -> str:
     return read_bytes(location).decode()
 
 
+def remove(location: str) -> None:
+    """Delete a file; nothing when it does not exist."""
+    if is_uri(location):
+        fs, path = _fs(location)
+        if _exists(fs, path):
+            fs.delete_file(path)
+        return
+    Path(location).unlink(missing_ok=True)
+
+
 def exists(location: str) -> bool:
     if is_uri(location):
         fs, path = _fs(location)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import multiprocessing
+import os
 import pickle
 import shutil
 import time
@@ -643,6 +644,77 @@ def test_a_network_trained_before_is_loaded_and_gives_what_training_it_gives(loc
     row = _run_in_order(tmp_path, "b2", [other], baseline_from=tmp_path / "bb").iloc[0]
     assert pd.isna(row["network_from_trial"]) and row["train_time_s"] > 0  # trained here
     _assert_same_numbers(row, second)
+
+
+@pytest.mark.slow
+def test_a_network_stopped_at_a_rung_is_continued_from_there_and_gives_what_training_it_gives(
+    local_ray, tmp_path
+):
+    """Bs is stopped at rung 1 (a tolerance of 0.99 with one dominator: C, no dearer, stops it); Bc, the
+    same network with another λ, continues from Bs's rung checkpoint instead of training epoch 1 again: it
+    is judged at that rung with its own policy, then trains on, and its numbers are those of Bc trained
+    from scratch in an experiment of its own."""
+    from ddecs_search.experiment import Experiment
+    from ddecs_search.search._scheduler import STATE_FILE
+
+    network = {
+        "exit_points": [0, 1],
+        "branches": [
+            {"conv_layers": 0, "channels": 8, "pool_size": 1},
+            {"conv_layers": 1, "channels": 16, "pool_size": 2},
+        ],
+    }
+    # C: one exit at point 0 with a dearer branch than the network's first: cheaper than Bs (λ 0.02, leaves
+    # late), dearer than Bc (λ 0.5, leaves at point 0 through the cheaper branch)
+    c_branch = {"conv_layers": 1, "channels": 16, "pool_size": 2}
+    c = {"exit_points": [0], "branches": [c_branch], "policy": {"cost_weight": 0.5}}
+    stopped, continued = ({**network, "policy": {"cost_weight": w}} for w in (0.02, 0.5))
+    rule = {"min_dominators": 1, "epsilon": 0.99, "final_rung": False}
+    search = {
+        "num_samples": 3,
+        "max_concurrent": 1,
+        "warm_start": [c, stopped, continued],
+        "early_stopping": rule,
+    }
+    trials = _run(_space(tmp_path, "es", search), tmp_path, "es").sort_values("trial_index")
+    first, bs, bc = (trials.iloc[i] for i in range(3))
+    state = yaml.safe_load((tmp_path / "es" / STATE_FILE).read_text())
+    assert set(state["stopped"]) == {bs["trial_id"]}, state["stopped"]  # the set-up: Bs stopped, C and Bc not
+    assert pd.isna(first["network_epochs_from_trial"]) and pd.isna(bs["network_epochs_from_trial"])
+    assert bc["network_epochs_from_trial"] == bs["trial_id"] and bc["network_epochs_loaded"] == 1
+    assert pd.isna(bc["network_from_trial"]) and bc["train_time_s"] > 0  # it trained epoch 2 itself
+    rung = state["points"]["1"]  # Bc judged at rung 1 with its own policy: another point than Bs's
+    assert bc["trial_id"] in rung and rung[bc["trial_id"]] != rung[bs["trial_id"]]
+    exp = Experiment.at(str(tmp_path / "es"))
+    keys = {name.split(".", 1)[0] for name in os.listdir(exp.path("networks"))}
+    assert sorted(exp.network_of(key) for key in keys) == sorted([first["trial_id"], bc["trial_id"]])
+    assert all(exp.network_epoch_of(key) is None for key in keys)  # each trained in full: none kept
+    row = _run_in_order(tmp_path, "bc", [continued], baseline_from=tmp_path / "es").iloc[0]
+    assert pd.isna(row["network_epochs_from_trial"]) and row["train_time_s"] > 0  # all of it trained here
+    _assert_same_numbers(row, bc)
+
+
+def test_the_experiment_keeps_a_networks_latest_rung_checkpoint_until_it_is_trained(tmp_path):
+    """``networks/<key>.epoch.pt``: only a later epoch replaces the kept one; a checkpoint that is not the
+    one its record names reads as none (train from the start); recording the trained network removes it."""
+    from ddecs_search.experiment import Experiment
+    from ddecs_search.search._trainable import _publish
+
+    exp = Experiment(str(tmp_path / "exp"))
+    assert exp.network_epoch_of("k") is None
+    exp.record_network_epoch("k", 0, "t1", b"epoch-0", 1.5)
+    exp.record_network_epoch("k", 1, "t2", b"epoch-1", 1.2)
+    exp.record_network_epoch("k", 0, "t3", b"epoch-0 again", 1.5)  # an earlier epoch: kept as it is
+    kept = exp.network_epoch_of("k")
+    assert (kept.trial_id, kept.epoch, kept.loss, kept.checkpoint) == ("t2", 1, 1.2, b"epoch-1")
+    Path(exp.path("networks", "k.epoch.pt")).write_bytes(b"another file")
+    assert exp.network_epoch_of("k") is None
+    exp.record_network_epoch("k", 2, "t4", b"epoch-2", 1.0)
+    assert exp.network_epoch_of("k").epoch == 2
+    _publish(exp, "t5", tmp_path / "no-artefacts", {"accuracy": 0.9})
+    exp.record_network("k", "t5")
+    assert exp.network_of("k") == "t5" and exp.network_epoch_of("k") is None
+    assert not Path(exp.path("networks", "k.epoch.pt")).exists()
 
 
 def test_the_experiment_names_the_trial_that_evaluated_a_candidate(tmp_path):

@@ -370,11 +370,13 @@ def prepare_found(
 
 def _branch_train_time(trial_dir: Path, metrics: dict[str, Any]) -> float:
     """The found network's branch training time: its own trial's, or, when that trial loaded the network
-    another trial trained (``network_from_trial``: another policy or λ), that trial's."""
+    another trial trained (``network_from_trial``: another policy or λ), that trial's; either with the
+    epochs it continued from another trial's rung checkpoint (``network_epochs_train_s``)."""
     source = metrics.get("network_from_trial")
     if isinstance(source, str) and source:
         metrics = json.loads((trial_dir.parent / source / "metrics.json").read_text())
-    return float(metrics.get("train_time_s") or 0.0)
+    earlier = metrics.get("network_epochs_train_s")
+    return float(metrics.get("train_time_s") or 0.0) + (float(earlier) if earlier is not None else 0.0)
 
 
 # ------------------------------------------------------------------------------------------- measuring

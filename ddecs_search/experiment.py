@@ -81,6 +81,7 @@ NETWORK_FROM_KEY = "network_from_trial"  # the trial whose trained weights this 
 # the trial whose rung checkpoint of the same network this trial's training continued from, and its epochs
 NETWORK_EPOCHS_FROM_KEY = "network_epochs_from_trial"
 NETWORK_EPOCHS_KEY = "network_epochs_loaded"
+NETWORK_EPOCHS_TRAIN_S_KEY = "network_epochs_train_s"  # the seconds it took to train them there
 # run.json: draws of an evaluated candidate the searcher answered from the earlier result and drew again.
 REDRAWN_KEY = "redrawn_repeats"
 
@@ -226,6 +227,7 @@ class NetworkEpoch:
     trial_id: str  # the trial that trained it up to there
     epoch: int  # 0-based: the checkpoint after this epoch
     loss: float  # that epoch's training loss (nan when not recorded)
+    train_s: float  # seconds of training up to there (over the trials that trained it there)
     checkpoint: bytes  # the training loop's checkpoint file (model, optimiser, scaler, epoch)
 
 
@@ -333,10 +335,10 @@ class Experiment:
             storage.remove(self.path("networks", key + suffix))
 
     def record_network_epoch(
-        self, key: str, epoch: int, trial_id: str, checkpoint: bytes, loss: float
+        self, key: str, epoch: int, trial_id: str, checkpoint: bytes, loss: float, train_s: float
     ) -> None:
         """Keep the network ``key``'s training checkpoint after ``epoch`` (0-based; an early-stopping rung)
-        that ``trial_id`` reached, with the epoch's training loss.
+        that ``trial_id`` reached, with the epoch's training loss and the seconds training took to get there.
 
         Why: a trial stopped at a rung leaves no trained network, and samplers draw the same network again
         with another policy or λ; without this the next one trains again up to the rung (and is judged
@@ -347,7 +349,7 @@ class Experiment:
         if kept is not None and int(kept["epoch"]) >= epoch:
             return
         storage.write_bytes(self.path("networks", f"{key}.epoch.pt"), checkpoint)
-        record = {"trial_id": trial_id, "epoch": int(epoch), "loss": loss,
+        record = {"trial_id": trial_id, "epoch": int(epoch), "loss": loss, "train_s": train_s,
                   "sha256": hashlib.sha256(checkpoint).hexdigest()}  # fmt: skip
         storage.write_text(self.path("networks", f"{key}.epoch.json"), json.dumps(record))
 
@@ -362,9 +364,10 @@ class Experiment:
             data = storage.read_bytes(self.path("networks", f"{key}.epoch.pt"))
             if hashlib.sha256(data).hexdigest() != record["sha256"]:
                 return None
-            loss = record.get("loss")
+            loss, train_s = record.get("loss"), record.get("train_s")
             return NetworkEpoch(str(record["trial_id"]), int(record["epoch"]),
-                                float("nan") if loss is None else float(loss), data)  # fmt: skip
+                                float("nan") if loss is None else float(loss),
+                                float("nan") if train_s is None else float(train_s), data)  # fmt: skip
         except (OSError, ValueError, KeyError, TypeError):
             return None
 

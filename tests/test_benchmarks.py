@@ -68,15 +68,18 @@ def test_the_found_networks_training_time_is_its_trainers_when_it_loaded_the_net
     ref: ModuleType, tmp_path: Path
 ) -> None:
     """A found trial that loaded a network another trial trained reports train_time_s 0 (it trained
-    nothing): the row's branch training time is then the trainer's, not 0."""
+    nothing): the row's branch training time is then the trainer's, not 0; a trial that continued a
+    network from another's rung checkpoint adds the seconds those epochs took there."""
     from ddecs_search.experiment import Experiment
     from ddecs_search.search._trainable import _publish
 
     exp = Experiment(str(tmp_path / "exp"))
     _publish(exp, "t1", tmp_path / "none", {"train_time_s": 41.5})
     _publish(exp, "t2", tmp_path / "none", {"train_time_s": 0.0, "network_from_trial": "t1"})
+    _publish(exp, "t3", tmp_path / "none", {"train_time_s": 20.0, "network_epochs_train_s": 21.0})
+    _publish(exp, "t4", tmp_path / "none", {"train_time_s": 0.0, "network_from_trial": "t3"})
     trials = Path(exp.root) / "trials"
-    for trial, expected in (("t1", 41.5), ("t2", 41.5)):
+    for trial, expected in (("t1", 41.5), ("t2", 41.5), ("t3", 41.0), ("t4", 41.0)):
         metrics = json.loads((trials / trial / "metrics.json").read_text())
         assert ref._branch_train_time(trials / trial, metrics) == expected
 
@@ -427,6 +430,8 @@ def _summary_run(algorithm: str, early_stopping: bool, values: list[list[float]]
         "n_feasible": len(values),
         "n_repeats": 0,
         "n_network_loads": 0,
+        "n_network_epoch_loads": 0,
+        "network_epochs_loaded": 0,
         "n_redrawn": 0,
         "max_concurrent": 2,
         "baseline_train_s": 5.0,

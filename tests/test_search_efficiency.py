@@ -683,6 +683,7 @@ def test_a_network_stopped_at_a_rung_is_continued_from_there_and_gives_what_trai
     assert pd.isna(first["network_epochs_from_trial"]) and pd.isna(bs["network_epochs_from_trial"])
     assert bc["network_epochs_from_trial"] == bs["trial_id"] and bc["network_epochs_loaded"] == 1
     assert pd.isna(bc["network_from_trial"]) and bc["train_time_s"] > 0  # it trained epoch 2 itself
+    assert 0 < bc["network_epochs_train_s"] < bs["time_total_s"]  # epoch 1, as long as Bs took for it
     rung = state["points"]["1"]  # Bc judged at rung 1 with its own policy: another point than Bs's
     assert bc["trial_id"] in rung and rung[bc["trial_id"]] != rung[bs["trial_id"]]
     exp = Experiment.at(str(tmp_path / "es"))
@@ -702,14 +703,15 @@ def test_the_experiment_keeps_a_networks_latest_rung_checkpoint_until_it_is_trai
 
     exp = Experiment(str(tmp_path / "exp"))
     assert exp.network_epoch_of("k") is None
-    exp.record_network_epoch("k", 0, "t1", b"epoch-0", 1.5)
-    exp.record_network_epoch("k", 1, "t2", b"epoch-1", 1.2)
-    exp.record_network_epoch("k", 0, "t3", b"epoch-0 again", 1.5)  # an earlier epoch: kept as it is
+    exp.record_network_epoch("k", 0, "t1", b"epoch-0", 1.5, 10.0)
+    exp.record_network_epoch("k", 1, "t2", b"epoch-1", 1.2, 21.0)
+    exp.record_network_epoch("k", 0, "t3", b"epoch-0 again", 1.5, 10.0)  # an earlier epoch: kept as it is
     kept = exp.network_epoch_of("k")
-    assert (kept.trial_id, kept.epoch, kept.loss, kept.checkpoint) == ("t2", 1, 1.2, b"epoch-1")
+    assert (kept.trial_id, kept.epoch, kept.loss, kept.train_s) == ("t2", 1, 1.2, 21.0)
+    assert kept.checkpoint == b"epoch-1"
     Path(exp.path("networks", "k.epoch.pt")).write_bytes(b"another file")
     assert exp.network_epoch_of("k") is None
-    exp.record_network_epoch("k", 2, "t4", b"epoch-2", 1.0)
+    exp.record_network_epoch("k", 2, "t4", b"epoch-2", 1.0, 30.0)
     assert exp.network_epoch_of("k").epoch == 2
     _publish(exp, "t5", tmp_path / "no-artefacts", {"accuracy": 0.9})
     exp.record_network("k", "t5")

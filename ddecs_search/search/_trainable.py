@@ -27,6 +27,7 @@ from ddecs_search.experiment import (
     EVALUATED_KEY,
     NETWORK_EPOCHS_FROM_KEY,
     NETWORK_EPOCHS_KEY,
+    NETWORK_EPOCHS_TRAIN_S_KEY,
     NETWORK_FROM_KEY,
     REUSED_FROM_KEY,
     Experiment,
@@ -104,16 +105,15 @@ def search_trial(config: dict[str, Any], ctx: TrialContext) -> None:
             if resumed_epoch is None:
                 continued = _continue_network(exp, net_key, trial_id, workdir)
 
-        def keep_rung(epoch: int, loss: float, checkpoint_path: Path) -> None:
-            _keep_network_epoch(exp, net_key, epoch, trial_id, loss, checkpoint_path)
+        def keep_rung(epoch: int, stats: dict[str, float], checkpoint_path: Path) -> None:
+            _keep_network_epoch(exp, net_key, epoch, trial_id, stats, checkpoint_path, continued)
 
         metrics = _evaluate(ctx, candidate, workdir, trained_state, continued, keep_rung)
         metrics.update(
             {
                 EVALUATED_KEY: True,
                 NETWORK_FROM_KEY: network_source,
-                NETWORK_EPOCHS_FROM_KEY: None if continued is None else continued.trial_id,
-                NETWORK_EPOCHS_KEY: None if continued is None else continued.epoch + 1,
+                **_continued_marks(continued),
                 "full_fidelity": True,
                 "trial_id": trial_id,
                 "node_id": _node_id(),
@@ -205,13 +205,32 @@ def _continue_network(exp: Experiment, key: str, trial_id: str, workdir: Path) -
     return kept
 
 
+def _continued_marks(continued: Any) -> dict[str, Any]:
+    """What a trial reports about the rung checkpoint it continued from (every key None when it did not)."""
+    return {
+        NETWORK_EPOCHS_FROM_KEY: None if continued is None else continued.trial_id,
+        NETWORK_EPOCHS_KEY: None if continued is None else continued.epoch + 1,
+        NETWORK_EPOCHS_TRAIN_S_KEY: None if continued is None else continued.train_s,
+    }
+
+
 def _keep_network_epoch(
-    exp: Experiment, key: str, epoch: int, trial_id: str, loss: float, checkpoint_path: Path
+    exp: Experiment,
+    key: str,
+    epoch: int,
+    trial_id: str,
+    stats: dict[str, float],
+    checkpoint_path: Path,
+    continued: Any = None,
 ) -> None:
     """Keep the network's checkpoint at an intermediate rung, before the rung result (which may stop this
-    trial) is reported; a failure to store it costs only the reuse, never the trial."""
+    trial) is reported; a failure to store it costs only the reuse, never the trial. Its training time
+    counts the epochs this trial continued from (``continued``) too."""
+    train_s = float(stats.get("train_s", float("nan"))) + (0.0 if continued is None else continued.train_s)
     try:
-        exp.record_network_epoch(key, epoch, trial_id, checkpoint_path.read_bytes(), loss)
+        exp.record_network_epoch(
+            key, epoch, trial_id, checkpoint_path.read_bytes(), stats.get("loss"), train_s
+        )
     except OSError as exc:
         print(f"ddecs-search: trial {trial_id}: rung checkpoint not kept ({exc})", file=sys.stderr)
 
@@ -233,7 +252,7 @@ def _evaluate(
     ``trained_state`` (the network as another trial trained it) nothing is trained and no epoch reported.
     With ``continued`` (another trial's checkpoint of this network at a rung, in ``workdir``) this trial
     first reports that rung with its own policy, as if it had trained there, then trains on from it.
-    ``keep_rung(epoch, loss, checkpoint_path)`` runs at every intermediate rung this trial trains to.
+    ``keep_rung(epoch, stats, checkpoint_path)`` runs at every intermediate rung this trial trains to.
     """
     from ddecs_search.evaluation import evaluate_candidate
     from ddecs_search.search._latency_broker import PausePoint, isolated_latency_fn, measurement_lease
@@ -248,14 +267,10 @@ def _evaluate(
         threads=m.threads,
     )
     pause = PausePoint(ctx.broker)  # a neighbour measuring latency gets the CPUs to itself
-    marks = (
-        {}
-        if continued is None
-        else {NETWORK_EPOCHS_FROM_KEY: continued.trial_id, NETWORK_EPOCHS_KEY: continued.epoch + 1}
-    )
+    marks = {} if continued is None else _continued_marks(continued)
     on_epoch, known_val_table = _epoch_reporter(ctx, candidate, pause, keep_rung, marks)  # rungs pause too
     if continued is not None:  # judged at the kept rung with this trial's policy (the scheduler may stop it)
-        on_epoch(continued.epoch, {"loss": continued.loss}, workdir / CHECKPOINT_FILE)
+        on_epoch(continued.epoch, {"loss": continued.loss, "train_s": 0.0}, workdir / CHECKPOINT_FILE)
     metrics = evaluate_candidate(
         ctx.space,
         candidate,
@@ -285,7 +300,7 @@ def _epoch_reporter(
     ``pause``: the trial's pause point, passed to the proxy's and rung's prediction passes (a pass over
     validation at every rung is seconds of CPU, which would otherwise run while a neighbour times).
     Also returns the evaluation's ``known_val_table`` (None without rungs): the final rung's validation
-    exit table, so that the evaluation does not compute the same table again. ``keep_rung(epoch, loss,
+    exit table, so that the evaluation does not compute the same table again. ``keep_rung(epoch, stats,
     checkpoint_path)``: called at each intermediate rung before its result is reported. ``marks``: added
     to every epoch's result (a trial stopped at a rung is known by its last one).
     """
@@ -324,7 +339,7 @@ def _epoch_reporter(
         if rung is not None:
             result.update(rung(epoch + 1, checkpoint_path))
         if keep_rung is not None and RUNG_EPOCH in result and not result.get(RUNG_FINAL):
-            keep_rung(epoch, stats.get("loss"), checkpoint_path)
+            keep_rung(epoch, stats, checkpoint_path)
         with tempfile.TemporaryDirectory(prefix="ddecs-ckpt-", dir=trial_scratch_dir(ctx.exp_uid)) as tmp:
             fill_epoch_checkpoint(Path(tmp), checkpoint_path, epoch)
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))

@@ -10,6 +10,7 @@ weights.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,7 +135,8 @@ def run_epochs(
         make_batches: ``epoch -> iterable of (x, y)``; it must seed its own shuffling with the epoch.
         loss_fn: ``(model, x, y) -> scalar loss``.
         train_mode: sets train/eval mode per module (frozen parts stay in eval); default ``model.train()``.
-        on_epoch: called after each finished epoch with ``(epoch, {"loss": ...}, checkpoint_path)``.
+        on_epoch: called after each finished epoch with ``(epoch, {"loss": ..., "train_s": ...},
+            checkpoint_path)``; ``train_s``: seconds this call has trained so far (a resumed run's own).
         on_batch: called after each optimiser step with ``(epoch, batch index, batch loss)``.
         early_stopping: stop once its score stops improving and end with its best epoch's weights.
 
@@ -145,6 +147,7 @@ def run_epochs(
     """
     from tqdm.auto import tqdm
 
+    began = time.perf_counter()
     optimizer = make_optimizer(params, settings)
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -206,7 +209,7 @@ def run_epochs(
             save_atomic(state, checkpoint_path)
             done = epoch + 1
             if on_epoch is not None:
-                on_epoch(epoch, {"loss": last_loss}, checkpoint_path)
+                on_epoch(epoch, {"loss": last_loss, "train_s": time.perf_counter() - began}, checkpoint_path)
             if stop:
                 break
     info: dict[str, Any] = {"epochs_run": done - start, "epochs_trained": done, "resumed_from": resumed,

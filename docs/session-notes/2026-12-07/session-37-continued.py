@@ -1,4 +1,4 @@
-"""Session 37: trials that continued a network from another trial's rung checkpoint (scratch, kept for the record).
+"""Session 37: trials that continued a network from another trial's rung checkpoint (scratch, for the record).
 
 For each arm folder given (a ``search_efficiency.py`` experiment), lists the trials whose row names
 ``network_epochs_from_trial`` and estimates the training they did not repeat: the source's ``time_total_s`` at
@@ -31,11 +31,13 @@ def rung_times(trial_folder: Path) -> dict[int, float]:
 def main(folders: list[Path]) -> None:
     for folder in folders:
         table = Experiment.at(str(folder)).read_trials()
-        body = table["trial_wall_s"].astype(float).fillna(table["trial_time_total_s"].astype(float)).fillna(0.0)
-        rows = table[table["network_epochs_from_trial"].notna()] if "network_epochs_from_trial" in table else []
+        tune_s = table["trial_time_total_s"].astype(float)
+        body = table["trial_wall_s"].astype(float).fillna(tune_s).fillna(0.0)
+        marked = table["network_epochs_from_trial"].notna() if "network_epochs_from_trial" in table else None
+        rows = table[marked] if marked is not None else table.iloc[:0]
         saved = 0.0
         print(f"{folder}: {len(table)} trials, bodies {body.sum():.0f} s; {len(rows)} continued a network")
-        for _, row in getattr(rows, "iterrows", lambda: [])():
+        for _, row in rows.iterrows():
             epochs = int(float(row["network_epochs_loaded"]))
             source = rung_times(folder / f"tune_trial_{row['network_epochs_from_trial']}").get(epochs)
             own = rung_times(folder / f"tune_trial_{row['trial_id']}").get(epochs)

@@ -349,8 +349,13 @@ class Experiment:
         if kept is not None and int(kept["epoch"]) >= epoch:
             return
         storage.write_bytes(self.path("networks", f"{key}.epoch.pt"), checkpoint)
-        record = {"trial_id": trial_id, "epoch": int(epoch), "loss": loss, "train_s": train_s,
-                  "sha256": hashlib.sha256(checkpoint).hexdigest()}  # fmt: skip
+        record = {
+            "trial_id": trial_id,
+            "epoch": int(epoch),
+            "loss": loss,
+            "train_s": train_s,
+            "sha256": hashlib.sha256(checkpoint).hexdigest(),
+        }
         storage.write_text(self.path("networks", f"{key}.epoch.json"), json.dumps(record))
 
     def network_epoch_of(self, key: str) -> NetworkEpoch | None:
@@ -364,10 +369,14 @@ class Experiment:
             data = storage.read_bytes(self.path("networks", f"{key}.epoch.pt"))
             if hashlib.sha256(data).hexdigest() != record["sha256"]:
                 return None
-            loss, train_s = record.get("loss"), record.get("train_s")
-            return NetworkEpoch(str(record["trial_id"]), int(record["epoch"]),
-                                float("nan") if loss is None else float(loss),
-                                float("nan") if train_s is None else float(train_s), data)  # fmt: skip
+            loss, train_s = (record.get(name) for name in ("loss", "train_s"))
+            return NetworkEpoch(
+                trial_id=str(record["trial_id"]),
+                epoch=int(record["epoch"]),
+                loss=float("nan") if loss is None else float(loss),
+                train_s=float("nan") if train_s is None else float(train_s),
+                checkpoint=data,
+            )
         except (OSError, ValueError, KeyError, TypeError):
             return None
 

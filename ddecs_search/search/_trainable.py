@@ -31,6 +31,7 @@ from ddecs_search.experiment import (
     NETWORK_FROM_KEY,
     REUSED_FROM_KEY,
     Experiment,
+    NetworkEpoch,
     candidate_key,
     network_key,
     scalar,
@@ -174,8 +175,8 @@ def _trained_network(exp: Experiment, key: str, trial_id: str) -> tuple[str | No
         return None, None
 
 
-def _continue_network(exp: Experiment, key: str, trial_id: str, workdir: Path) -> Any:
-    """The kept rung checkpoint of this trial's network (``NetworkEpoch``), put where training resumes
+def _continue_network(exp: Experiment, key: str, trial_id: str, workdir: Path) -> NetworkEpoch | None:
+    """The kept rung checkpoint of this trial's network, put where training resumes
     from; None when none is kept or it does not load (the network is trained from the start).
 
     A trial stopped at a rung leaves no trained network, and samplers draw the same network again with
@@ -198,14 +199,14 @@ def _continue_network(exp: Experiment, key: str, trial_id: str, workdir: Path) -
     except Exception:  # (truncated, garbage, wrong format: all mean "train from the start")
         usable = False
     if not usable:
-        print(f"ddecs-search: trial {trial_id}: {kept.trial_id}'s rung checkpoint not usable; training from "
-              "the start", file=sys.stderr)  # fmt: skip
+        note = f"ddecs-search: trial {trial_id}: {kept.trial_id}'s rung checkpoint not usable; trained afresh"
+        print(note, file=sys.stderr)
         path.unlink(missing_ok=True)
         return None
     return kept
 
 
-def _continued_marks(continued: Any) -> dict[str, Any]:
+def _continued_marks(continued: NetworkEpoch | None) -> dict[str, Any]:
     """What a trial reports about the rung checkpoint it continued from (every key None when it did not)."""
     return {
         NETWORK_EPOCHS_FROM_KEY: None if continued is None else continued.trial_id,
@@ -221,7 +222,7 @@ def _keep_network_epoch(
     trial_id: str,
     stats: dict[str, float],
     checkpoint_path: Path,
-    continued: Any = None,
+    continued: NetworkEpoch | None = None,
 ) -> None:
     """Keep the network's checkpoint at an intermediate rung, before the rung result (which may stop this
     trial) is reported; a failure to store it costs only the reuse, never the trial. Its training time
@@ -240,7 +241,7 @@ def _evaluate(
     candidate: Any,
     workdir: Path,
     trained_state: dict[str, Any] | None = None,
-    continued: Any = None,
+    continued: NetworkEpoch | None = None,
     keep_rung: Any = None,
 ) -> dict[str, Any]:
     """The candidate's evaluation with the experiment's isolated latency table.

@@ -136,7 +136,8 @@ def run_epochs(
         loss_fn: ``(model, x, y) -> scalar loss``.
         train_mode: sets train/eval mode per module (frozen parts stay in eval); default ``model.train()``.
         on_epoch: called after each finished epoch with ``(epoch, {"loss": ..., "train_s": ...},
-            checkpoint_path)``; ``train_s``: seconds this call has trained so far (a resumed run's own).
+            checkpoint_path)``; ``train_s``: seconds since this call began (a resumed run's own; earlier
+            epochs' callbacks included, as in a trainer's ``train_time_s``).
         on_batch: called after each optimiser step with ``(epoch, batch index, batch loss)``.
         early_stopping: stop once its score stops improving and end with its best epoch's weights.
 

@@ -335,7 +335,7 @@ class Experiment:
             storage.remove(self.path("networks", key + suffix))
 
     def record_network_epoch(
-        self, key: str, epoch: int, trial_id: str, checkpoint: bytes, loss: float, train_s: float
+        self, key: str, epoch: int, trial_id: str, checkpoint: bytes, loss: float | None, train_s: float
     ) -> None:
         """Keep the network ``key``'s training checkpoint after ``epoch`` (0-based; an early-stopping rung)
         that ``trial_id`` reached, with the epoch's training loss and the seconds training took to get there.

@@ -202,9 +202,12 @@ def _sha256(data: str | bytes) -> str:
 SPACE_FILE, RECORD_FILE, TRIALS_FILE, VERIFIED_FILE = "space.yaml", "run.json", "trials.csv", "verified.csv"
 COMPLETED_STATE = "TERMINATED"
 CONFIG_PREFIX = "config/"
-# columns that hold text even when every value looks numeric (trial ids like "00012")
+# columns that hold text even when every value looks numeric (trial ids like "00012", "78220455", "1e345678")
 TEXT_COLUMNS = (
     "trial_id",
+    REUSED_FROM_KEY,
+    NETWORK_FROM_KEY,
+    NETWORK_EPOCHS_FROM_KEY,
     "state",
     "device",
     "node_id",

@@ -719,6 +719,20 @@ def test_the_experiment_keeps_a_networks_latest_rung_checkpoint_until_it_is_trai
     assert not Path(exp.path("networks", "k.epoch.pt")).exists()
 
 
+def test_the_trials_table_reads_trial_ids_that_look_like_numbers_as_text(tmp_path):
+    """Trial ids are 8 hex digits: some are all digits (seen: "78220455", read back as 78220455.0) or read
+    as a float ("1e345678"); every column that names a trial reads back as the text the search wrote."""
+    from ddecs_search.experiment import Experiment
+
+    exp = Experiment(str(tmp_path / "exp"))
+    ids = ["78220455", "1e345678"]
+    columns = ["trial_id", "reused_from_trial", "network_from_trial", "network_epochs_from_trial"]
+    rows = [dict.fromkeys(columns, i) | {"trial_index": k, "state": "TERMINATED"} for k, i in enumerate(ids)]
+    exp.write_trials(rows)
+    table = exp.read_trials()
+    assert [table[c].tolist() for c in columns] == [ids] * len(columns)
+
+
 def test_the_experiment_names_the_trial_that_evaluated_a_candidate(tmp_path):
     """``candidates/<key>.json``: the first evaluation stays the named one; a named trial whose result is
     gone, or an unreadable index, means "not evaluated" (the candidate is trained again, nothing fails)."""

@@ -189,16 +189,10 @@ def _continue_network(exp: Experiment, key: str, trial_id: str, workdir: Path) -
     kept = exp.network_epoch_of(key)
     if kept is None or kept.trial_id == trial_id:
         return None
-    from ddecs_search.training import load_checkpoint
-
     path = workdir / CHECKPOINT_FILE
     path.write_bytes(kept.checkpoint)
-    try:
-        state = load_checkpoint(path)
-        usable = isinstance(state, dict) and "model" in state and int(state["epoch"]) == kept.epoch
-    except Exception:  # (truncated, garbage, wrong format: all mean "train from the start")
-        usable = False
-    if not usable:
+    state = _training_state(path)
+    if state is None or state.get("epoch") != kept.epoch:
         note = f"ddecs-search: trial {trial_id}: {kept.trial_id}'s rung checkpoint not usable; trained afresh"
         print(note, file=sys.stderr)
         path.unlink(missing_ok=True)
@@ -397,16 +391,23 @@ def _restore_checkpoint(checkpoint: Any, workdir: Path) -> int | None:
 
 def _usable_checkpoint(folder: Path) -> int | None:
     """The epoch of the checkpoint in ``folder`` if it loads, else None."""
+    try:
+        epoch = int(json.loads(Path(folder, EPOCH_FILE).read_text())["epoch"])
+    except Exception:  # (missing, truncated, garbage: all mean "not usable")
+        return None
+    return None if _training_state(Path(folder, CHECKPOINT_FILE)) is None else epoch
+
+
+def _training_state(path: Path) -> dict[str, Any] | None:
+    """The training loop's checkpoint at ``path`` (a dict with the model's state), or None when it does not
+    load as one."""
     from ddecs_search.training import load_checkpoint
 
     try:
-        epoch = int(json.loads(Path(folder, EPOCH_FILE).read_text())["epoch"])
-        state = load_checkpoint(Path(folder, CHECKPOINT_FILE))
-        if not isinstance(state, dict) or "model" not in state:
-            return None
+        state = load_checkpoint(path)
     except Exception:  # (missing, truncated, garbage, wrong format: all mean "not usable")
         return None
-    return epoch
+    return state if isinstance(state, dict) and "model" in state else None
 
 
 def _reuse(

@@ -391,6 +391,7 @@ def test_gp_models_the_exit_placement_on_its_default_flat_encoding() -> None:
         assert sampler_settings(space) == {
             "algorithm": "gp",
             "n_startup_trials": 6,
+            "pin_unused": False,
             "encoding": encoding or "flat",
         }
         fn = ConditionalSpace.from_space(space)
@@ -522,6 +523,116 @@ def test_a_warm_start_point_after_the_startup_trials_costs_no_gp_suggestion(monk
     assert len(calls) == 1  # a drawn trial: the model's suggestion
 
 
+def test_the_flat_encodings_unused_parameters_are_named_and_pinned_to_their_first_choice() -> None:
+    """A one-exit candidate reads no ``branch1/*``; a branch without convolutions reads no width. Pinned,
+    they take the space's first choice, and the pinned draw builds the same network as the drawn one."""
+    from ray.tune.utils.util import unflatten_dict
+
+    space = _flat_space()
+    fn = ConditionalSpace.from_space(space)
+    branch = {"conv_layers": 1, "channels": 64, "pool": "max", "pool_size": 4, "hidden": 64}
+    params = {
+        "exit_points/all": "1",
+        **{f"branch0/{d}": v for d, v in branch.items()},
+        **{f"branch1/{d}": v for d, v in branch.items()},
+        "training/mode": "joint",
+        "policy/cost_weight": 0.1,
+    }
+    assert fn.unused_params(params) == [f"branch1/{d}" for d in branch]
+    assert fn.pin_unused(params) == {
+        **params,
+        **{f"branch1/{d}": getattr(space.exits, d)[0] for d in branch},
+    }
+    two = {**params, "exit_points/all": "0,2", "branch1/conv_layers": 0}
+    assert fn.unused_params(two) == ["branch1/channels"]
+    assert fn.pin_unused(two)["branch1/channels"] == 16
+    assert fn.unused_params({**two, "branch0/conv_layers": 0}) == ["branch0/channels", "branch1/channels"]
+    for drawn in (params, two):
+        pinned = fn.pin_unused(drawn)
+        assert build_candidate(space, fn, unflatten_dict(pinned)) == build_candidate(
+            space, fn, unflatten_dict(drawn)
+        )
+    assert ConditionalSpace.from_space(_conditional(space)).unused_params(params) == []
+
+
+def test_the_gp_can_see_unused_parameters_pinned_in_its_data_and_where_it_searches(monkeypatch) -> None:
+    """``search.gp.pin_unused``: the GP's data (finished and running trials) and every point its acquisition
+    is evaluated at have the unused parameters pinned, so its suggestion is pinned too; off, its
+    suggestions vary them (what made it propose variants of networks it knew: issue-14 notes, session 33).
+    The batched rule on Optuna's encoding equals the space's own rule on every drawn point."""
+    import pickle
+
+    import numpy as np
+    from optuna._gp.search_space import SearchSpace as GPSearchSpace
+
+    from ddecs_search.search import _samplers
+
+    seen: dict[str, list] = {"data": [], "asked": []}
+    optuna_impl = optuna.samplers.GPSampler._sample_relative_impl
+    optuna_optimize = optuna.samplers.GPSampler._optimize_acqf
+
+    def spy_impl(self, study, completed, running, search_space):
+        seen["data"] += [t.params for t in completed]
+        return optuna_impl(self, study, completed, running, search_space)
+
+    def spy_optimize(self, acqf, best_params):
+        inner = acqf._inner if hasattr(acqf, "_inner") else acqf
+        evaluate = inner.eval_acqf
+
+        def record(x):
+            seen["asked"].append(x.detach().reshape(-1, x.shape[-1]).numpy().copy())
+            return evaluate(x)
+
+        monkeypatch.setattr(inner, "eval_acqf", record)
+        return optuna_optimize(self, acqf, best_params)
+
+    monkeypatch.setattr(optuna.samplers.GPSampler, "_sample_relative_impl", spy_impl)
+    monkeypatch.setattr(optuna.samplers.GPSampler, "_optimize_acqf", spy_optimize)
+
+    def search(pin: bool) -> tuple[ConditionalSpace, list[dict], optuna.Study]:
+        space = _flat_space("gp", None, seed=3, gp={"n_startup_trials": 6, "pin_unused": pin})
+        assert sampler_settings(space)["pin_unused"] is pin
+        fn = ConditionalSpace.from_space(space)
+        sampler = make_sampler(space)
+        if pin:  # the space travels with the sampler when Tune pickles it
+            assert isinstance(pickle.loads(pickle.dumps(sampler))._pin_space, ConditionalSpace)
+        study = optuna.create_study(sampler=sampler, directions=["maximize", "minimize"])
+        for i in range(8):  # six at random, then two from the model
+            trial = study.ask()
+            fn(trial)
+            study.tell(trial, [float(i % 3), float(i % 5)])
+        return fn, [t.params for t in study.trials[6:]], study
+
+    def pinned_rows(fn: ConditionalSpace, study: optuna.Study) -> np.ndarray:
+        """Whether each point the acquisition was evaluated at (a sample of them) has its unused
+        parameters pinned, on Optuna's encoding of the study's modelled parameters."""
+        encoding = GPSearchSpace(study.sampler.infer_relative_search_space(study, study.trials[-1]))
+        asked = np.concatenate(seen["asked"])
+        assert len(asked) > 1000  # the preliminary samples and the local searches of two suggestions
+        sample = asked[:: len(asked) // 200]
+        pinned = [fn.pin_unused(encoding.get_unnormalized_param(row)) for row in sample]
+        again = encoding.get_normalized_params(study.trials[:1] * len(pinned), pinned)
+        return np.isclose(sample, again).all(axis=1)
+
+    fn, suggested, study = search(pin=False)
+    assert not pinned_rows(fn, study).all()  # the model searches over what nothing reads
+    seen["data"].clear(), seen["asked"].clear()
+    fn, suggested, study = search(pin=True)
+    assert pinned_rows(fn, study).all()
+    assert all(p == fn.pin_unused(p) for p in suggested)
+    assert len(seen["data"]) == 6 + 7 and all(p == fn.pin_unused(p) for p in seen["data"])
+    drawn = [t.params for t in study.trials]
+    assert any(p != fn.pin_unused(p) for p in drawn[:6])  # the study keeps what was drawn
+    search_space = study.sampler.infer_relative_search_space(study, study.trials[-1])
+    encoding = GPSearchSpace(search_space)
+
+    def normalised(params: list[dict]) -> np.ndarray:
+        return encoding.get_normalized_params(study.trials[:1] * len(params), params)
+
+    pins = _samplers._UnusedPins(fn, search_space)
+    assert np.array_equal(pins.pin_array(normalised(drawn)), normalised([fn.pin_unused(p) for p in drawn]))
+
+
 def test_gp_and_encoding_options_are_checked_with_named_errors() -> None:
     from ddecs_search.errors import ConfigError
 
@@ -529,6 +640,7 @@ def test_gp_and_encoding_options_are_checked_with_named_errors() -> None:
     for search, message in (
         ({"encoding": "nested"}, "'search.encoding': expected one of 'conditional', 'flat', got 'nested'"),
         ({"gp": {"n_startup_trials": -1}}, "'search.gp.n_startup_trials': must be >= 0"),
+        ({"gp": {"pin_unused": "yes"}}, "'search.gp.pin_unused': expected true/false, got 'yes'"),
         ({"gp": {"n_ei_candidates": 8}}, "'search.gp.n_ei_candidates': unknown key"),
     ):
         encoding = search.pop("encoding", None)

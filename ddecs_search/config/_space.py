@@ -242,6 +242,9 @@ class GPOptions:
     """
 
     n_startup_trials: int | None = None  # random trials first; null = a quarter of num_samples, 2..10
+    # On the flat encoding, show the GP the parameters a network does not read at their first choice
+    # (search/_samplers.py, GPSampler): one network is one point to its model.
+    pin_unused: bool = False
 
     def __post_init__(self) -> None:
         if self.n_startup_trials is not None and self.n_startup_trials < 0:

@@ -38,6 +38,7 @@ def sampler_settings(space: SearchSpace) -> dict[str, Any]:
         return {
             "algorithm": "gp",
             "n_startup_trials": cfg.gp.startup_trials(cfg.num_samples),
+            "pin_unused": cfg.gp.pin_unused and cfg.space_encoding == "flat",  # nothing unused otherwise
             "encoding": cfg.space_encoding,
         }
     return {"algorithm": "nsga2", "population_size": nsga2_population(space), "encoding": cfg.space_encoding}
@@ -50,7 +51,8 @@ def make_sampler(space: SearchSpace) -> Any:
     several generations; TPE takes ``search.tpe`` (by default multivariate with ``group=True``, Optuna's
     mode for conditional spaces, and the constant liar for parallel trials); GP takes ``search.gp`` and
     treats the objectives as noisy (accuracy on a finite selection set is), with running trials as a
-    q-batch. The encoding (``search.encoding``) is the space function's, not the sampler's.
+    q-batch; with ``pin_unused`` it sees the flat encoding's unused parameters pinned (the space function).
+    The encoding (``search.encoding``) is the space function's, not the sampler's.
     """
     optuna = require("optuna")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -67,7 +69,8 @@ def make_sampler(space: SearchSpace) -> Any:
         if algorithm == "tpe":
             return _samplers.TPESampler(seed=seed, **settings)
         if algorithm == "gp":  # on the conditional encoding, every parameter not in all trials is random
-            return _samplers.GPSampler(seed=seed, warn_independent_sampling=False, **settings)
+            pin = ConditionalSpace.from_space(space) if settings.pop("pin_unused") else None
+            return _samplers.GPSampler(seed=seed, warn_independent_sampling=False, pin_unused=pin, **settings)
         return _samplers.NSGAIISampler(seed=seed, **settings)
 
 

@@ -16,6 +16,9 @@ placements of every allowed count, and every dimension of every branch slot up t
 network reads only what it uses. Optuna's GP sampler models only the parameters that all finished trials
 share (``IntersectionSearchSpace``), so on the conditional encoding it would draw the exit placement, the
 second branch and every width at random.
+On the flat encoding a parameter the network does not read still varies from trial to trial;
+:meth:`ConditionalSpace.unused_params` names those, and ``search.gp.pin_unused`` shows them to the GP
+pinned to their first choice (search/_samplers.py).
 
 Parameter names use ``/`` because Ray's OptunaSearch unflattens them into a nested trial config
 (``{"branch0": {"channels": 32}, ...}``); :meth:`ConditionalSpace.candidate_override` maps that config
@@ -26,6 +29,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +40,7 @@ if TYPE_CHECKING:
     import optuna
 
 BRANCH_DIMS = ("conv_layers", "channels", "pool", "pool_size", "hidden", "dropout")
+_BRANCH_PARAM = re.compile(r"branch(\d+)/(\w+)")
 
 
 def active_branch_dims(conv_layers: int) -> tuple[str, ...]:
@@ -128,6 +134,38 @@ class ConditionalSpace:
         total = placements * len(self.training.mode) * len(self.training.epochs) * len(self.policy.kind)
         low, high = self.policy.cost_weight
         return math.inf if low < high else float(total)
+
+    def unused_params(self, params: Mapping[str, Any]) -> list[str]:
+        """The names in ``params`` (a flat-encoding trial's parameters) that the candidate does not read.
+
+        Every dimension of a branch slot at or past the placement's exit count (a one-exit candidate's
+        ``branch1/*``), and ``branch<k>/channels`` of a branch without convolutions. Two draws that differ
+        only there build the same network (:func:`config_key` says so); a model that sees them as
+        different points keeps proposing such variants of a network it knows. Empty on the conditional
+        encoding, which never samples them.
+        """
+        if not self.flat:
+            return []
+        placement = params.get("exit_points/all", self.placements()[0])
+        count = len(_decode_points(placement))
+        unused = []
+        for name in params:
+            match = _BRANCH_PARAM.fullmatch(name)
+            if match is None:
+                continue
+            slot, dim = int(match.group(1)), match.group(2)
+            convs = params.get(f"branch{slot}/conv_layers", self.exits.conv_layers[0])
+            if slot >= count or (dim == "channels" and int(convs) == 0):
+                unused.append(name)
+        return unused
+
+    def pin_unused(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``params`` with every :meth:`unused_params` entry set to its dimension's first choice: one
+        representative per network, what a model of the flat encoding should see."""
+        pinned = dict(params)
+        for name in self.unused_params(params):
+            pinned[name] = getattr(self.exits, name.split("/", 1)[1])[0]
+        return pinned
 
     # ------------------------------------------------------------------------------------------ decoding
     def candidate_override(self, config: dict[str, Any]) -> dict[str, Any]:

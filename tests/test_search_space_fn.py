@@ -640,7 +640,7 @@ def test_gp_and_encoding_options_are_checked_with_named_errors() -> None:
     for search, message in (
         ({"encoding": "nested"}, "'search.encoding': expected one of 'conditional', 'flat', got 'nested'"),
         ({"gp": {"n_startup_trials": -1}}, "'search.gp.n_startup_trials': must be >= 0"),
-        ({"gp": {"pin_unused": "yes"}}, "'search.gp.pin_unused': expected true/false, got 'yes'"),
+        ({"gp": {"pin_unused": "yes"}}, "'search.gp.pin_unused': expected true or false, got 'yes'"),
         ({"gp": {"n_ei_candidates": 8}}, "'search.gp.n_ei_candidates': unknown key"),
     ):
         encoding = search.pop("encoding", None)

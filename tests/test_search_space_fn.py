@@ -391,7 +391,7 @@ def test_gp_models_the_exit_placement_on_its_default_flat_encoding() -> None:
         assert sampler_settings(space) == {
             "algorithm": "gp",
             "n_startup_trials": 6,
-            "pin_unused": False,
+            "pin_unused": encoding is None,  # the default job pins; nothing is unused on the conditional one
             "encoding": encoding or "flat",
         }
         fn = ConditionalSpace.from_space(space)
@@ -553,6 +553,17 @@ def test_the_flat_encodings_unused_parameters_are_named_and_pinned_to_their_firs
             space, fn, unflatten_dict(drawn)
         )
     assert ConditionalSpace.from_space(_conditional(space)).unused_params(params) == []
+
+
+def test_the_default_job_pins_the_gps_unused_parameters_and_the_code_default_does_not() -> None:
+    """The default job sets ``search.gp.pin_unused: true`` (session 38's pre-registered pair); the code's
+    default stays false, so a space written without the key, and every search folder written before it
+    existed, reads as the sampler those searches ran."""
+    job = load_space(ROOT / "search_spaces" / "fashion_mnist_quick.yaml")
+    assert sampler_settings(job)["pin_unused"] is True
+    data = yaml.safe_load((ROOT / "search_spaces" / "fashion_mnist_quick.yaml").read_text())
+    del data["search"]["gp"]
+    assert sampler_settings(parse_space(data, "space.yaml"))["pin_unused"] is False
 
 
 def test_the_gp_can_see_unused_parameters_pinned_in_its_data_and_where_it_searches(monkeypatch) -> None:

@@ -35,7 +35,8 @@ class FullFidelityOptunaSearch(OptunaSearch):
     trial's) costs no trial: the searcher tells Optuna that trial's values and constraints for the draw
     (marked with the user attr ``reused_from_trial``) and asks again, up to :data:`MAX_REDRAWS` times per
     trial; Tune never sees the draw. Seen with ``algorithm: gp``, whose flat encoding lets draws differ
-    only where the network reads nothing: 1-8 of 24 trials re-reported an earlier evaluation. The
+    only where the network reads nothing: 1-8 of 24 trials re-reported an earlier evaluation (none in
+    three 48-trial searches once the GP sees those parameters pinned, ``search.gp.pin_unused``). The
     warm start (enqueued, fixed parameters) is never replaced: the user listed those candidates. Each
     replaced draw is counted in ``run.json`` (``redrawn_repeats``, :meth:`Experiment.record_redraws`).
 

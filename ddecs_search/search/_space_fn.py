@@ -139,10 +139,10 @@ class ConditionalSpace:
         """The names in ``params`` (a flat-encoding trial's parameters) that the candidate does not read.
 
         Every dimension of a branch slot at or past the placement's exit count (a one-exit candidate's
-        ``branch1/*``), and ``branch<k>/channels`` of a branch without convolutions. Two draws that differ
-        only there build the same network (:func:`config_key` says so); a model that sees them as
-        different points keeps proposing such variants of a network it knows. Empty on the conditional
-        encoding, which never samples them.
+        ``branch1/*``), and every dimension :func:`active_branch_dims` leaves out of a slot it has (the
+        width of a branch without convolutions). Two draws that differ only there build the same network
+        (:func:`config_key` says so); a model that sees them as different points keeps proposing such
+        variants of a network it knows. Empty on the conditional encoding, which never samples them.
         """
         if not self.flat:
             return []
@@ -155,7 +155,7 @@ class ConditionalSpace:
                 continue
             slot, dim = int(match.group(1)), match.group(2)
             convs = params.get(f"branch{slot}/conv_layers", self.exits.conv_layers[0])
-            if slot >= count or (dim == "channels" and int(convs) == 0):
+            if slot >= count or dim not in active_branch_dims(int(convs)):
                 unused.append(name)
         return unused
 

@@ -16,17 +16,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-
-def _module(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_here = Path(__file__).resolve().parent
-s36 = _module("session_36_simulate", _here / "session-36-simulate.py")
-s35, s21 = s36.s35, s36.s21
+_spec = importlib.util.spec_from_file_location(
+    "session_36_simulate", Path(__file__).resolve().parent / "session-36-simulate.py"
+)
+s36 = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(s36)
+s35, s21 = s36.s35, s36.s21  # the modules session 36's script loaded (ALGORITHM "gp")
 
 RULES = {
     "plain (as run)": s21.kdom(2),

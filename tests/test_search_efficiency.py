@@ -994,3 +994,58 @@ def test_the_warm_start_is_never_replaced_by_another_draw(tmp_path, monkeypatch)
     assert searcher.suggest("t2") == first
     assert len(searcher._ot_study.trials) == 2
     assert not any(REUSED_FROM_KEY in t.user_attrs for t in searcher._ot_study.trials)
+
+
+def test_a_resume_adopts_a_result_stored_after_tunes_last_save(tmp_path, monkeypatch):
+    """Ray Tune saves its state (trials, searcher) every 10 s or after an epoch checkpoint, so a trial that
+    trains nothing can be drawn, evaluated and stored in between; a driver killed then resumes a searcher
+    that never drew it (seen in CI: the crash test's evaluation records named a fourth trial of three).
+    The restored searcher enqueues that candidate first, so the trial Tune creates in its place re-reports
+    the stored result (its trainable finds it in ``candidates/``), and tells a later draw of it as known:
+    nothing evaluated is lost from the table or run again. A restore after a save that knew every stored
+    result adopts nothing."""
+    from ddecs_search.config import to_dict
+    from ddecs_search.experiment import REUSED_FROM_KEY, Experiment, scalar
+    from ddecs_search.search._callbacks import RUNTIME
+    from ddecs_search.search._space_fn import ConditionalSpace, build_candidate, config_key
+    from ddecs_search.search._trainable import _publish
+
+    space = _small_space(["avg", "max"])
+    fn = ConditionalSpace.from_space(space)
+    exp = Experiment(str(tmp_path / "exp"))
+    exp.write_space(space)
+    monkeypatch.setitem(RUNTIME, "exp_root", exp.root)
+    monkeypatch.setitem(RUNTIME, "quiet", True)
+    searcher, names = _searcher(space)
+    searcher.suggest("t1")
+    searcher.on_trial_complete("t1", _evaluated(names, [0.8, 0.3, 1000.0], 0.05))
+    saved = tmp_path / "state"  # Tune's last save of the searcher, before t2 was drawn
+    saved.mkdir()
+    searcher.save_to_dir(str(saved))
+    drawn = searcher.suggest("t2")
+    key = config_key(space, fn, drawn)
+    stored = {  # what t2's trainable stores (the reported metrics, flat) before the driver is killed
+        **_evaluated(names, [0.7, 0.2, 800.0], 0.15),
+        "candidate": to_dict(build_candidate(space, fn, drawn)),
+        "trial_finished_at": time.time(),
+    }
+    _publish(exp, "t2", tmp_path / "no-artefacts", {k: scalar(v) for k, v in stored.items()})
+    assert exp.evaluation_of(key) is None  # killed before it named its candidate: adoption names it
+
+    restored, _ = _searcher(space)
+    restored.restore_from_dir(str(saved))
+    assert restored.suggest("t3") == drawn  # Tune's next trial is the stored candidate, enqueued (a
+    assert restored._enqueued(restored._ot_trials["t3"])  # restored random sampler may draw it again)...
+    assert exp.evaluation_of(key)[0] == "t2"  # ...whose trainable re-reports t2's result
+    assert restored._told[key] == ("t2", [0.7, 0.2, 800.0], {"val_accuracy_drop<=0.5": 0.15 - 0.5})
+    restored.on_trial_complete("t3", {**stored, REUSED_FROM_KEY: "t2"})
+    before = len(restored._ot_study.trials)
+    restored.suggest("t4")  # (two candidates, both known: told draws, then the last one)
+    told = restored._ot_study.trials[before:-1]
+    assert told and all(t.user_attrs[REUSED_FROM_KEY] in {"t1", "t2"} for t in told)
+
+    again, _ = _searcher(space)  # a save after t2 was drawn: nothing to adopt
+    searcher.save_to_dir(str(saved))
+    again.restore_from_dir(str(saved))
+    assert again._told == searcher._told and len(again._ot_study.trials) == len(searcher._ot_study.trials)
+    assert not [t for t in again._ot_study.get_trials(deepcopy=False) if "fixed_params" in t.system_attrs]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -40,6 +42,16 @@ class FullFidelityOptunaSearch(OptunaSearch):
     warm start (enqueued, fixed parameters) is never replaced: the user listed those candidates. Each
     replaced draw is counted in ``run.json`` (``redrawn_repeats``, :meth:`Experiment.record_redraws`).
 
+    A resume adopts evaluations Tune's state does not name (:meth:`restore`): Ray Tune saves the
+    experiment state (its trials and this searcher) every 10 s or more, and at once only after a trial's
+    epoch checkpoint, so a trial that trains nothing (it loads a network trained before) can be drawn,
+    evaluated and stored between two saves. A driver killed then leaves a stored result that the resumed
+    search knows nothing of: Tune creates another trial in its place, and the sampler, restored from before
+    the draw, may draw another candidate, which would drop the stored result from the table and the front
+    (seen twice in CI: the crash test's evaluation records named a fourth trial of three). Each such
+    result is enqueued first, its values told as a known draw's: the trial Tune creates for it re-reports
+    the stored result (``reused_from_trial``, _trainable.py), so nothing evaluated is lost or redone.
+
     Defined at module level because Tune pickles the searcher into the experiment state.
     """
 
@@ -48,11 +60,13 @@ class FullFidelityOptunaSearch(OptunaSearch):
         *args: Any,
         constraints: Sequence[Constraint] = (),
         candidate_key: Callable[[dict[str, Any]], str] | None = None,
+        exp_root: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self._constraints = tuple(constraints)
         self._candidate_key = candidate_key
+        self._exp_root = exp_root  # where the experiment was created (a resume reads RUNTIME's first)
         self._trial_keys: dict[str, str] = {}  # Tune trial id -> its candidate's key
         # candidate key -> (the Tune trial that evaluated it, the values and constraints Optuna was told)
         self._told: dict[str, tuple[str, list[float], dict[str, float]]] = {}
@@ -76,6 +90,59 @@ class FullFidelityOptunaSearch(OptunaSearch):
         if draw and RUNTIME["exp_root"]:  # one run.json write for this suggestion's told draws
             Experiment(RUNTIME["exp_root"]).record_redraws(draw)
         return config
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Tune's restore of the pickled searcher, then the adoption of evaluations it never saw."""
+        super().restore(checkpoint_path)
+        from ddecs_search.search._callbacks import RUNTIME
+
+        root = RUNTIME["exp_root"] or getattr(self, "_exp_root", None)
+        if root and getattr(self, "_candidate_key", None) is not None and callable(self._space):
+            for trial_id in self._adopt_unsaved(Experiment(root)):
+                if not RUNTIME["quiet"]:
+                    print(
+                        f"ddecs-search: trial {trial_id} finished after Ray Tune last saved the search's "
+                        "state; the next trial re-reports its result (reused_from_trial)",
+                        file=sys.stderr,
+                    )
+
+    def _adopt_unsaved(self, exp: Experiment) -> list[str]:
+        """Enqueue the candidates of stored evaluations this searcher never drew (see the class); return
+        their trial ids, oldest first. A stored re-report (``reused_from_trial``) holds no work of its own
+        and is left alone, as is an evaluation that cannot be read or mapped onto the space (said)."""
+        from ddecs_search.config import Candidate
+        from ddecs_search.config._parse import from_dict
+        from ddecs_search.errors import UserError
+        from ddecs_search.experiment import candidate_key
+        from ddecs_search.search._warm_start import candidate_params
+
+        found = []
+        for trial_id in exp.evaluated_trial_ids():
+            if trial_id in self._ot_trials:
+                continue
+            try:
+                stored = exp.read_trial_metrics(trial_id) or {}
+                if not stored.get(EVALUATED_KEY) or stored.get(REUSED_FROM_KEY):
+                    continue
+                data = json.loads(stored["candidate"])
+                params = candidate_params(exp.read_space(), self._space, data, f"trials/{trial_id} candidate")
+                key = candidate_key(from_dict(Candidate, data, "candidate"))
+            except (KeyError, TypeError, ValueError, UserError) as exc:
+                print(f"ddecs-search: trial {trial_id}: stored result not adopted ({exc})", file=sys.stderr)
+                continue
+            found.append((float(stored.get("trial_finished_at") or 0.0), trial_id, key, params, stored))
+        adopted = []
+        for _, trial_id, key, params, stored in sorted(found):
+            exp.record_candidate(key, trial_id)  # (a driver killed before its trial named it)
+            if key not in self._told:  # a later draw of it is told, not run again
+                metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+                values = [stored.get(m) for m in metrics]
+                if all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+                    limits = constraint_values(stored, getattr(self, "_constraints", ()))
+                    self._told[key] = (trial_id, [float(v) for v in values], limits)
+            self._ot_study.enqueue_trial(params)
+            adopted.append(trial_id)
+        return adopted
 
     def _enqueued(self, ot_trial: Any) -> bool:
         """A warm-start point (``study.enqueue_trial`` stores its parameters as ``fixed_params``)."""

@@ -477,7 +477,7 @@ def _make_tuner(
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=make_search_alg(space, objectives),
+            search_alg=make_search_alg(space, objectives, exp.root),
             scheduler=make_scheduler(space, objectives) or make_rung_scheduler(space, objectives, exp.root),
             num_samples=space.search.num_samples,
             trial_dirname_creator=trial_dirname,

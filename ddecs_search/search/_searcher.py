@@ -109,7 +109,7 @@ def sampler_notice(space: SearchSpace, full_fidelity: int) -> str | None:
     )
 
 
-def make_search_alg(space: SearchSpace, objectives: Sequence[Objective]) -> Any:
+def make_search_alg(space: SearchSpace, objectives: Sequence[Objective], exp_root: str | None = None) -> Any:
     """``ConcurrencyLimiter(OptunaSearch(space=define-by-run, metric, mode, sampler), max_concurrent)``;
     the searcher answers a draw of an evaluated candidate itself (:class:`FullFidelityOptunaSearch`)."""
     from ray.tune.search import ConcurrencyLimiter
@@ -127,6 +127,7 @@ def make_search_alg(space: SearchSpace, objectives: Sequence[Objective]) -> Any:
         points_to_evaluate=warm_start_points(space, fn) or None,
         constraints=space.constraints,
         candidate_key=functools.partial(config_key, space, fn),  # a repeated draw is told, not run
+        exp_root=exp_root,  # a resume adopts results stored after Tune last saved its state
     )
     return ConcurrencyLimiter(searcher, max_concurrent=space.search.max_concurrent)
 

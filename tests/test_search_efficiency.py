@@ -1049,3 +1049,36 @@ def test_a_resume_adopts_a_result_stored_after_tunes_last_save(tmp_path, monkeyp
     again.restore_from_dir(str(saved))
     assert again._told == searcher._told and len(again._ot_study.trials) == len(searcher._ot_study.trials)
     assert not [t for t in again._ot_study.get_trials(deepcopy=False) if "fixed_params" in t.system_attrs]
+
+
+def test_an_unsaved_result_still_waiting_in_the_warm_start_is_not_enqueued_twice(tmp_path, monkeypatch):
+    """The unsaved trial was a warm-start entry: the restored study still holds it, enqueued; the
+    adoption leaves it there instead of adding a second copy (which would cost another trial)."""
+    from ddecs_search.config import to_dict
+    from ddecs_search.experiment import Experiment, scalar
+    from ddecs_search.search._callbacks import RUNTIME
+    from ddecs_search.search._space_fn import ConditionalSpace, build_candidate
+    from ddecs_search.search._trainable import _publish
+
+    entry = {"exit_points": [2], "branches": [{"conv_layers": 0, "pool": "avg", "pool_size": 2}]}
+    space = _small_space(["avg", "max"], warm_start=[entry])
+    fn = ConditionalSpace.from_space(space)
+    exp = Experiment(str(tmp_path / "exp"))
+    exp.write_space(space)
+    monkeypatch.setitem(RUNTIME, "exp_root", exp.root)
+    monkeypatch.setitem(RUNTIME, "quiet", True)
+    searcher, names = _searcher(space)
+    saved = tmp_path / "state"
+    saved.mkdir()
+    searcher.save_to_dir(str(saved))  # before the warm start was drawn
+    drawn = searcher.suggest("t1")
+    stored = {
+        **_evaluated(names, [0.8, 0.3, 1000.0], 0.05),
+        "candidate": to_dict(build_candidate(space, fn, drawn)),
+    }
+    _publish(exp, "t1", tmp_path / "no-artefacts", {k: scalar(v) for k, v in stored.items()})
+    restored, _ = _searcher(space)
+    restored.restore_from_dir(str(saved))
+    waiting = [t for t in restored._ot_study.get_trials(deepcopy=False) if t.state.name == "WAITING"]
+    assert len(waiting) == 1 and restored.suggest("t2") == drawn  # adopted: told, named, not enqueued again
+    assert exp.evaluation_of(next(iter(restored._told)))[0] == "t1"

@@ -131,16 +131,25 @@ class FullFidelityOptunaSearch(OptunaSearch):
                 print(f"ddecs-search: trial {trial_id}: stored result not adopted ({exc})", file=sys.stderr)
                 continue
             found.append((float(stored.get("trial_finished_at") or 0.0), trial_id, key, params, stored))
+        from optuna.trial import TrialState
+
+        waiting = [  # enqueued and not drawn yet (a warm-start entry): drawn anyway, not enqueued twice
+            t.system_attrs.get("fixed_params")
+            for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        ]
         adopted = []
         for _, trial_id, key, params, stored in sorted(found):
             exp.record_candidate(key, trial_id)  # (a driver killed before its trial named it)
-            if key not in self._told:  # a later draw of it is told, not run again
-                metrics = self.metric if isinstance(self.metric, list) else [self.metric]
-                values = [stored.get(m) for m in metrics]
-                if all(isinstance(v, int | float) and math.isfinite(v) for v in values):
-                    limits = constraint_values(stored, getattr(self, "_constraints", ()))
-                    self._told[key] = (trial_id, [float(v) for v in values], limits)
-            self._ot_study.enqueue_trial(params)
+            if key in self._told:  # another trial of the candidate finished before the save: in the table
+                continue
+            metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+            values = [stored.get(m) for m in metrics]
+            if all(isinstance(v, int | float) and math.isfinite(v) for v in values):  # a later draw: told
+                limits = constraint_values(stored, getattr(self, "_constraints", ()))
+                self._told[key] = (trial_id, [float(v) for v in values], limits)
+            if params not in waiting:
+                self._ot_study.enqueue_trial(params)
+                waiting.append(params)
             adopted.append(trial_id)
         return adopted
 

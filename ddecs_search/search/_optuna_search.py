@@ -110,29 +110,30 @@ class FullFidelityOptunaSearch(OptunaSearch):
         """Enqueue the candidates of stored evaluations this searcher never drew (see the class); return
         their trial ids, oldest first. A stored re-report (``reused_from_trial``) holds no work of its own
         and is left alone, as is an evaluation that cannot be read or mapped onto the space (said)."""
-        from ddecs_search.config import Candidate
-        from ddecs_search.config._parse import from_dict
+        from optuna.trial import TrialState
+
+        from ddecs_search.config import Candidate, from_dict
         from ddecs_search.errors import UserError
         from ddecs_search.experiment import candidate_key
         from ddecs_search.search._warm_start import candidate_params
 
+        unsaved = [t for t in exp.evaluated_trial_ids() if t not in self._ot_trials]
+        if not unsaved:
+            return []
+        space = exp.read_space()  # (checked before Ray started: a broken one never gets here)
         found = []
-        for trial_id in exp.evaluated_trial_ids():
-            if trial_id in self._ot_trials:
-                continue
+        for trial_id in unsaved:
             try:
                 stored = exp.read_trial_metrics(trial_id) or {}
                 if not stored.get(EVALUATED_KEY) or stored.get(REUSED_FROM_KEY):
                     continue
                 data = json.loads(stored["candidate"])
-                params = candidate_params(exp.read_space(), self._space, data, f"trials/{trial_id} candidate")
+                params = candidate_params(space, self._space, data, f"trials/{trial_id} candidate")
                 key = candidate_key(from_dict(Candidate, data, "candidate"))
             except (KeyError, TypeError, ValueError, UserError) as exc:
                 print(f"ddecs-search: trial {trial_id}: stored result not adopted ({exc})", file=sys.stderr)
                 continue
             found.append((float(stored.get("trial_finished_at") or 0.0), trial_id, key, params, stored))
-        from optuna.trial import TrialState
-
         waiting = [  # enqueued and not drawn yet (a warm-start entry): drawn anyway, not enqueued twice
             t.system_attrs.get("fixed_params")
             for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.WAITING,))

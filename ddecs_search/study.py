@@ -169,12 +169,17 @@ class StudyMirror:
             self._storage = optuna.storages.RDBStorage(url)
         if fresh:
             optuna.delete_study(study_name=self.study_name, storage=self._storage)
-        study = optuna.create_study(
-            storage=self._storage,
-            study_name=self.study_name,
-            load_if_exists=True,
-            directions=["maximize" if o.mode == "max" else "minimize" for o in self.objectives],
-        )
+        level = optuna.logging.get_verbosity()  # Optuna says "Using an existing study" at every sync of a
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # resumed search: noise in its output
+        try:
+            study = optuna.create_study(
+                storage=self._storage,
+                study_name=self.study_name,
+                load_if_exists=True,
+                directions=["maximize" if o.mode == "max" else "minimize" for o in self.objectives],
+            )
+        finally:
+            optuna.logging.set_verbosity(level)
         if study.metric_names is None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

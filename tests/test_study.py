@@ -8,6 +8,7 @@ trials table), after SIGKILL of the driver and a resume, and ``make demo``'s rer
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -262,3 +263,28 @@ def test_study_in_step_after_sigkill_and_resume(local_ray, tmp_path, capsys):
     ts._check_resumed(exp_dir, 3, before)
     study, _ = _study_matches_table(exp_dir)
     assert len(study.trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+def test_a_resumed_mirror_loads_its_study_without_optunas_info_line(tmp_path, caplog):
+    """Every sync of a resumed search opens the existing study: Optuna's "Using an existing study" line
+    (INFO) printed once per finished trial on `resume`. The mirror opens it quietly and leaves Optuna's
+    verbosity as it found it."""
+    space = load_space(TINY)
+    space_fn = ConditionalSpace.from_space(space)
+    objectives = space.objectives[:2]
+    acc, lat = (o.name for o in objectives)
+    done = _trial("t0", "TERMINATED", _config(space_fn, 0), evaluated=True, **{acc: 0.8, lat: 1.5})
+    later = _trial("t1", "TERMINATED", _config(space_fn, 1), evaluated=True, **{acc: 0.7, lat: 1.0})
+    StudyMirror(str(tmp_path), "exp", space_fn, objectives, ()).sync([done])
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.INFO)  # (another test may have lowered it)
+    optuna.logging.enable_propagation()  # (Optuna's own handler writes to the stderr it first saw)
+    try:
+        with caplog.at_level(logging.INFO, logger="optuna"):
+            resumed = StudyMirror(str(tmp_path), "exp", space_fn, objectives, ())
+            assert resumed.sync([done, later]) == 1  # the resumed search's next finished trial
+        assert not [r for r in caplog.records if "Using an existing study" in r.getMessage()]
+        assert optuna.logging.get_verbosity() == optuna.logging.INFO
+    finally:
+        optuna.logging.disable_propagation()
+        optuna.logging.set_verbosity(before)

@@ -996,6 +996,32 @@ def test_the_warm_start_is_never_replaced_by_another_draw(tmp_path, monkeypatch)
     assert not any(REUSED_FROM_KEY in t.user_attrs for t in searcher._ot_study.trials)
 
 
+def _resumable(space, tmp_path, monkeypatch):
+    """An experiment folder holding ``space`` (where the run's searcher finds it) and that searcher."""
+    from ddecs_search.experiment import Experiment
+    from ddecs_search.search._callbacks import RUNTIME
+
+    exp = Experiment(str(tmp_path / "exp"))
+    exp.write_space(space)
+    monkeypatch.setitem(RUNTIME, "exp_root", exp.root)
+    monkeypatch.setitem(RUNTIME, "quiet", True)
+    return (exp, *_searcher(space))
+
+
+def _store(exp, space, trial_id: str, config: dict, result: dict) -> dict:
+    """What a trial's trainable stores for ``config`` (the reported metrics, flat) with the product's
+    writer; returns the metrics."""
+    from ddecs_search.config import to_dict
+    from ddecs_search.experiment import scalar
+    from ddecs_search.search._space_fn import ConditionalSpace, build_candidate
+    from ddecs_search.search._trainable import _publish
+
+    candidate = build_candidate(space, ConditionalSpace.from_space(space), config)
+    stored = {**result, "candidate": to_dict(candidate), "trial_finished_at": time.time()}
+    _publish(exp, trial_id, Path(exp.root).parent / "no-artefacts", {k: scalar(v) for k, v in stored.items()})
+    return stored
+
+
 def test_a_resume_adopts_a_result_stored_after_tunes_last_save(tmp_path, monkeypatch):
     """Ray Tune saves its state (trials, searcher) every 10 s or after an epoch checkpoint, so a trial that
     trains nothing can be drawn, evaluated and stored in between; a driver killed then resumes a searcher
@@ -1004,32 +1030,19 @@ def test_a_resume_adopts_a_result_stored_after_tunes_last_save(tmp_path, monkeyp
     the stored result (its trainable finds it in ``candidates/``), and tells a later draw of it as known:
     nothing evaluated is lost from the table or run again. A restore after a save that knew every stored
     result adopts nothing."""
-    from ddecs_search.config import to_dict
-    from ddecs_search.experiment import REUSED_FROM_KEY, Experiment, scalar
-    from ddecs_search.search._callbacks import RUNTIME
-    from ddecs_search.search._space_fn import ConditionalSpace, build_candidate, config_key
-    from ddecs_search.search._trainable import _publish
+    from ddecs_search.experiment import REUSED_FROM_KEY
+    from ddecs_search.search._space_fn import ConditionalSpace, config_key
 
     space = _small_space(["avg", "max"])
-    fn = ConditionalSpace.from_space(space)
-    exp = Experiment(str(tmp_path / "exp"))
-    exp.write_space(space)
-    monkeypatch.setitem(RUNTIME, "exp_root", exp.root)
-    monkeypatch.setitem(RUNTIME, "quiet", True)
-    searcher, names = _searcher(space)
+    exp, searcher, names = _resumable(space, tmp_path, monkeypatch)
     searcher.suggest("t1")
     searcher.on_trial_complete("t1", _evaluated(names, [0.8, 0.3, 1000.0], 0.05))
     saved = tmp_path / "state"  # Tune's last save of the searcher, before t2 was drawn
     saved.mkdir()
     searcher.save_to_dir(str(saved))
     drawn = searcher.suggest("t2")
-    key = config_key(space, fn, drawn)
-    stored = {  # what t2's trainable stores (the reported metrics, flat) before the driver is killed
-        **_evaluated(names, [0.7, 0.2, 800.0], 0.15),
-        "candidate": to_dict(build_candidate(space, fn, drawn)),
-        "trial_finished_at": time.time(),
-    }
-    _publish(exp, "t2", tmp_path / "no-artefacts", {k: scalar(v) for k, v in stored.items()})
+    key = config_key(space, ConditionalSpace.from_space(space), drawn)
+    stored = _store(exp, space, "t2", drawn, _evaluated(names, [0.7, 0.2, 800.0], 0.15))  # then killed
     assert exp.evaluation_of(key) is None  # killed before it named its candidate: adoption names it
 
     restored, _ = _searcher(space)
@@ -1054,29 +1067,14 @@ def test_a_resume_adopts_a_result_stored_after_tunes_last_save(tmp_path, monkeyp
 def test_an_unsaved_result_still_waiting_in_the_warm_start_is_not_enqueued_twice(tmp_path, monkeypatch):
     """The unsaved trial was a warm-start entry: the restored study still holds it, enqueued; the
     adoption leaves it there instead of adding a second copy (which would cost another trial)."""
-    from ddecs_search.config import to_dict
-    from ddecs_search.experiment import Experiment, scalar
-    from ddecs_search.search._callbacks import RUNTIME
-    from ddecs_search.search._space_fn import ConditionalSpace, build_candidate
-    from ddecs_search.search._trainable import _publish
-
     entry = {"exit_points": [2], "branches": [{"conv_layers": 0, "pool": "avg", "pool_size": 2}]}
     space = _small_space(["avg", "max"], warm_start=[entry])
-    fn = ConditionalSpace.from_space(space)
-    exp = Experiment(str(tmp_path / "exp"))
-    exp.write_space(space)
-    monkeypatch.setitem(RUNTIME, "exp_root", exp.root)
-    monkeypatch.setitem(RUNTIME, "quiet", True)
-    searcher, names = _searcher(space)
+    exp, searcher, names = _resumable(space, tmp_path, monkeypatch)
     saved = tmp_path / "state"
     saved.mkdir()
     searcher.save_to_dir(str(saved))  # before the warm start was drawn
     drawn = searcher.suggest("t1")
-    stored = {
-        **_evaluated(names, [0.8, 0.3, 1000.0], 0.05),
-        "candidate": to_dict(build_candidate(space, fn, drawn)),
-    }
-    _publish(exp, "t1", tmp_path / "no-artefacts", {k: scalar(v) for k, v in stored.items()})
+    _store(exp, space, "t1", drawn, _evaluated(names, [0.8, 0.3, 1000.0], 0.05))
     restored, _ = _searcher(space)
     restored.restore_from_dir(str(saved))
     waiting = [t for t in restored._ot_study.get_trials(deepcopy=False) if t.state.name == "WAITING"]

@@ -313,7 +313,7 @@ class Experiment:
     # ------------------------------------------------------------------------------------ trial results
     def read_trial_metrics(self, trial_id: str) -> dict[str, Any] | None:
         """The final metrics a trial stored on completion, or None (not finished)."""
-        location = self._metrics_path(trial_id)
+        location = storage.join(self.trial_dir(trial_id), "metrics.json")
         return read_state(location, _json_object) if storage.exists(location) else None
 
     def record_evaluation(self, trial_id: str, record: Mapping[str, Any]) -> None:
@@ -423,14 +423,12 @@ class Experiment:
             return None
         return None if stored is None else (trial_id, stored)
 
-    def evaluated_trial_ids(self) -> list[str]:
-        """Trials whose result is stored (``trials/<id>/metrics.json``), whether or not Tune's state names
-        them: a trial that finished after Ray Tune last saved its state is forgotten by a resume, and its
-        result is found here (``search/_optuna_search.py`` adopts it)."""
-        return [t for t in storage.list_names(self.path("trials")) if storage.exists(self._metrics_path(t))]
-
-    def _metrics_path(self, trial_id: str) -> str:
-        return storage.join(self.trial_dir(trial_id), "metrics.json")
+    def trial_ids(self) -> list[str]:
+        """Trials with a folder in ``trials/`` (a finished one holds ``metrics.json``, see
+        :meth:`read_trial_metrics`), whether or not Tune's state names them: a trial that finished after Ray
+        Tune last saved its state is forgotten by a resume, and its result is found here
+        (``search/_optuna_search.py`` adopts it)."""
+        return storage.list_names(self.path("trials"))
 
     def evaluation_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

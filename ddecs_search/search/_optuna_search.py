@@ -117,7 +117,7 @@ class FullFidelityOptunaSearch(OptunaSearch):
         from ddecs_search.experiment import candidate_key
         from ddecs_search.search._warm_start import candidate_params
 
-        unsaved = [t for t in exp.evaluated_trial_ids() if t not in self._ot_trials]
+        unsaved = [t for t in exp.trial_ids() if t not in self._ot_trials]
         if not unsaved:
             return []
         space = exp.read_space()  # (checked before Ray started: a broken one never gets here)
@@ -143,11 +143,10 @@ class FullFidelityOptunaSearch(OptunaSearch):
             exp.record_candidate(key, trial_id)  # (a driver killed before its trial named it)
             if key in self._told:  # another trial of the candidate finished before the save: in the table
                 continue
-            metrics = self.metric if isinstance(self.metric, list) else [self.metric]
-            values = [stored.get(m) for m in metrics]
-            if all(isinstance(v, int | float) and math.isfinite(v) for v in values):  # a later draw: told
+            values = self._known_values(stored)
+            if values is not None:  # a later draw: told
                 limits = constraint_values(stored, getattr(self, "_constraints", ()))
-                self._told[key] = (trial_id, [float(v) for v in values], limits)
+                self._told[key] = (trial_id, values, limits)
             if params not in waiting:
                 self._ot_study.enqueue_trial(params)
                 waiting.append(params)
@@ -194,8 +193,15 @@ class FullFidelityOptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result, error)
         key = getattr(self, "_trial_keys", {}).get(trial_id)
         if result is not None and not told and key is not None and key not in self._told:
-            metrics = self.metric if isinstance(self.metric, list) else [self.metric]
-            values = [result.get(m) for m in metrics]
-            if all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+            values = self._known_values(result)
+            if values is not None:
                 source = str(result.get(REUSED_FROM_KEY) or trial_id)  # a repeat names the evaluation
-                self._told[key] = (source, [float(v) for v in values], limits)
+                self._told[key] = (source, values, limits)
+
+    def _known_values(self, result: dict) -> list[float] | None:
+        """The objective values a later draw of this result's candidate is told (None: one not finite)."""
+        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+        values = [result.get(m) for m in metrics]
+        if all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+            return [float(v) for v in values]
+        return None

@@ -153,7 +153,7 @@ def _check_state(exp: Experiment) -> None:
     exp.check_tune_state()
     exp.read_latency_table()
     BaselineBlob.load(exp)
-    for trial_id in storage_io.list_names(exp.path("trials")):
+    for trial_id in exp.trial_ids():
         try:
             exp.read_trial_metrics(trial_id)
         except UserError as exc:  # an unfinished trial is evaluated again (see _trainable); say so now

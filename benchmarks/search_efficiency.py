@@ -78,8 +78,9 @@ order alternates over seeds (with first for the first seed) so that a drift of t
 not favour one arm. The JSON says ``early_stopping.pairing``: ``"replay"`` here, ``"search"`` otherwise.
 
 The rule runs with the space's ``search.early_stopping`` knobs; ``--es-epsilon EPS`` sets its accuracy
-tolerance for this run (docs/search_space.md, "Accuracy tolerance"), and ``early_stopping.rule_per_seed``
-names the knobs each arm with early stopping ran (read from its own ``space.yaml``).
+tolerance for this run (docs/search_space.md, "Accuracy tolerance"), ``--es-rungs R ...`` its rung epochs
+(fractions: points inside an epoch, e.g. ``0.5 1``), and ``early_stopping.rule_per_seed`` names the knobs
+each arm with early stopping ran (read from its own ``space.yaml``).
 
 ``--quick`` shrinks the dataset subsets and the measurement repeats of the same space (not its search
 dimensions) so that 4 searches of 8 trials fit in ~5 min on an idle 2-core CPU.
@@ -126,6 +127,7 @@ sys.path.insert(0, str(ROOT))
 
 from ddecs_search.analysis import default_reference_point, hypervolume  # noqa: E402
 from ddecs_search.dominance import to_minimization  # noqa: E402
+from ddecs_search.errors import ConfigError  # noqa: E402
 from ddecs_search.experiment import (  # noqa: E402
     NETWORK_EPOCHS_FROM_KEY,
     NETWORK_EPOCHS_KEY,
@@ -642,6 +644,14 @@ def main(argv: list[str] | None = None) -> int:
         "intermediate rungs, docs/search_space.md; default: the space's)",
     )
     parser.add_argument(
+        "--es-rungs",
+        type=float,
+        nargs="+",
+        metavar="R",
+        help="search.early_stopping.rungs of the searches with early stopping (epochs; a fraction is a point "
+        "inside an epoch, e.g. 0.5 1; docs/search_space.md; default: the space's)",
+    )
+    parser.add_argument(
         "--from-storage",
         action="store_true",
         help="run nothing: summarise the finished searches already in --storage",
@@ -655,6 +665,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--es-epsilon: an accuracy tolerance in [0, 1), got {args.es_epsilon}")
     if args.es_epsilon is not None and args.from_storage:
         parser.error("--es-epsilon runs searches; --from-storage summarises finished ones (their own rule)")
+    if args.es_rungs is not None and args.from_storage:
+        parser.error("--es-rungs runs searches; --from-storage summarises finished ones (their own rule)")
     trials = args.trials or (8 if args.quick else 24)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     replays: dict[tuple[str, int], list[dict]] = {}
@@ -672,11 +684,17 @@ def main(argv: list[str] | None = None) -> int:
                     replays[(algorithm, seed)] = replay_candidates(source)
                 except (OSError, ValueError) as exc:
                     parser.error(f"--replay-from: {source}: {exc}")
-    storage = args.storage or Path(tempfile.mkdtemp(prefix="ddecs-bench-"))
-    storage.mkdir(parents=True, exist_ok=True)
     data = load_space_data(args.space, args.quick)
     if args.es_epsilon is not None:  # both arms get it; only the one with early stopping reads it
         data.setdefault("search", {}).setdefault("early_stopping", {})["epsilon"] = args.es_epsilon
+    if args.es_rungs is not None:
+        data.setdefault("search", {}).setdefault("early_stopping", {})["rungs"] = args.es_rungs
+        try:  # the space's own rule for the list, named before anything runs or is written
+            parse_space(data, str(args.space))
+        except ConfigError as exc:
+            parser.error(f"--es-rungs: {exc}")
+    storage = args.storage or Path(tempfile.mkdtemp(prefix="ddecs-bench-"))
+    storage.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()
 
     start = time.time()
@@ -871,7 +889,8 @@ def main(argv: list[str] | None = None) -> int:
             f"fit wall ratio {fit_ratio}); "
             f"stopped {es['stopped_trials']} of {trials} (per rung: {es['stops_per_rung']}); rule "
             + "; ".join(
-                f"min_dominators {r.get('min_dominators')}, epsilon {r.get('epsilon', 0.0)}"
+                f"min_dominators {r.get('min_dominators')}, epsilon {r.get('epsilon', 0.0)}, "
+                f"rungs {r.get('rungs') or 'every epoch but the last'}"
                 for r in es["rule_per_seed"]
             )
         )

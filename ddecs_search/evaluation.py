@@ -43,6 +43,7 @@ from ddecs_search.policies import (
 from ddecs_search.training import (
     BatchCallback,
     EpochCallback,
+    PartialEpochs,
     accuracy,
     static_reference,
     train_baseline,
@@ -107,6 +108,7 @@ def prepare_candidate(
     latency_fn: Callable[[MultiExitNet, torch.device], ExitCosts] | None = None,
     known_val_table: ValTableLookup | None = None,
     trained_state: Mapping[str, torch.Tensor] | None = None,
+    partial: PartialEpochs | None = None,
 ) -> PreparedCandidate:
     """Train ``candidate`` (baseline from cache) and compute its exit and cost tables.
 
@@ -122,6 +124,9 @@ def prepare_candidate(
     :func:`~ddecs_search.experiment.network_key`: it differed only in the exit policy or its λ). The
     weights are loaded instead of trained (``train_time_s`` 0, no ``on_epoch``): training is seeded by the
     network's configuration, so it would give the same weights again.
+
+    ``partial``: points inside training epochs where a callback sees the weights (a search's sub-epoch
+    rungs, :class:`~ddecs_search.training.PartialEpochs`); not called when nothing is trained.
     """
     from ddecs_search.data import load_splits, make_loader
     from ddecs_search.profiling import mac_costs, resolve_device
@@ -175,6 +180,7 @@ def prepare_candidate(
             quiet=quiet,
             on_epoch=on_epoch,
             on_batch=on_batch,
+            partial=partial,
         )
     model.eval()
     spec = create_policy(candidate.policy).feature_spec  # the rich observation needs more columns
@@ -494,6 +500,7 @@ def evaluate_candidate(
     lease: Any = None,
     known_val_table: ValTableLookup | None = None,
     trained_state: Mapping[str, torch.Tensor] | None = None,
+    partial: PartialEpochs | None = None,
 ) -> dict[str, Any]:
     """Train, fit the policy, measure, and return the flat metrics dict (see :mod:`ddecs_search.metrics`).
 
@@ -501,6 +508,7 @@ def evaluate_candidate(
     ``on_batch``: called after every branch-training step (a search's pause point, see prepare_candidate).
     ``known_val_table``: a validation exit table already computed for the trained weights (see
     prepare_candidate). ``trained_state``: the network's weights as trained before (see prepare_candidate).
+    ``partial``: sub-epoch points where a callback sees the weights (see prepare_candidate).
 
     Artefacts (model state dict + spec, policy, test exits) are written to ``workdir`` for export.
     """
@@ -525,6 +533,7 @@ def evaluate_candidate(
             latency_fn=latency_fn,
             known_val_table=known_val_table,
             trained_state=trained_state,
+            partial=partial,
         )
         policy, policy_time = fit_policy(prepared)
         with measurement_threads(space, prepared.device):

@@ -408,7 +408,7 @@ TEXT_KEYS: dict[str, str] = {
     ),
     "network_epochs_loaded": "how many epochs of training that checkpoint held (network_epochs_from_trial)",
     "network_epochs_train_s": "seconds it took to train those epochs there (not in train_time_s)",
-    "rung_epoch": "epoch of the last early-stopping rung the trial reached",
+    "rung_epoch": "epoch of the last early-stopping rung the trial reached (a fraction: inside that epoch)",
     "rung_val_accuracy": "validation-proxy accuracy at that rung (selection part)",
     "rung_expected_macs": "expected MACs of the trial's exits at that rung",
 }

@@ -572,6 +572,32 @@ def test_search_efficiency_es_epsilon_reaches_the_searched_space(tmp_path: Path,
     assert len(seen) == 2
 
 
+def test_search_efficiency_es_rungs_reach_the_searched_space(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``--es-rungs`` sets ``search.early_stopping.rungs`` (fractions too) of the space the search runs; a
+    list the space refuses is a usage error before anything runs or any folder is written."""
+    from ddecs_search.search import SearchOutcome
+
+    se = _search_efficiency()
+    seen: list[tuple[float, ...] | None] = []
+
+    def interrupted(space, *, name, storage, **_):
+        seen.append(space.search.early_stopping.rungs)
+        return SearchOutcome(exp_root=str(Path(storage) / name), finished=False, counts={}, wall_s=1.0)
+
+    monkeypatch.setattr(se, "run_search", interrupted)
+    monkeypatch.setattr(se, "init_ray", lambda *a, **k: None)
+    argv = ["--quick", "--algorithms", "random", "--es-algorithms", "--storage", str(tmp_path / "s")]
+    assert se.main([*argv, "--es-rungs", "0.5", "1"]) == 130
+    assert seen == [(0.5, 1)]
+    capsys.readouterr()
+    for bad in (["0", "1"], ["1", "0.5"]):
+        with pytest.raises(SystemExit) as exc:
+            se.main([*argv[:-1], str(tmp_path / "never"), "--es-rungs", *bad])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and "--es-rungs" in err and "rungs" in err.split("--es-rungs", 1)[1]
+    assert len(seen) == 1 and not (tmp_path / "never").exists()
+
+
 @pytest.mark.parametrize("mode", ["quick", "full"])
 def test_policy_comparison_builds_its_candidates(mode: str, tmp_path: Path, monkeypatch) -> None:
     """Both candidates of ``policy_comparison.py`` build from the shipped spaces, with the rich gate.

@@ -85,7 +85,7 @@ def test_epsilon_counts_a_no_dearer_peer_a_little_less_accurate_and_zero_is_plai
     assert not should_stop(p, peers, ACC_COST, 1)  # epsilon 0: a non-dominated point never stops
 
 
-def _rung_scheduler(monkeypatch, exp_root: Path, rungs: tuple[int, ...], min_dominators: int, **kwargs):
+def _rung_scheduler(monkeypatch, exp_root: Path, rungs: tuple[float, ...], min_dominators: int, **kwargs):
     """A scheduler on (accuracy, cost) rung points in its own folder, and ``report(trial_id, epoch, acc,
     cost, **result)`` -> its decision on that rung result."""
     from ddecs_search.search._callbacks import RUNTIME
@@ -97,7 +97,7 @@ def _rung_scheduler(monkeypatch, exp_root: Path, rungs: tuple[int, ...], min_dom
     dims = ((RUNG_ACCURACY, "max"), (RUNG_COST, "min"))
     sched = ParetoRungScheduler(rungs, dims, min_dominators, str(exp_root), **kwargs)
 
-    def report(trial_id: str, epoch: int, acc: float, cost: float, **extra) -> str:
+    def report(trial_id: str, epoch: float, acc: float, cost: float, **extra) -> str:
         result = {RUNG_EPOCH: epoch, RUNG_ACCURACY: acc, RUNG_COST: cost, "epoch": epoch, **extra}
         return sched.on_trial_result(None, SimpleNamespace(trial_id=trial_id), result)
 
@@ -168,6 +168,38 @@ def test_scheduler_decides_per_rung_persists_its_table_and_survives_pickling(tmp
     assert again._state is None
     result = {RUNG_EPOCH: 1, RUNG_ACCURACY: 0.7, RUNG_COST: 0.8}
     assert again.on_trial_result(None, SimpleNamespace(trial_id="h"), result) == TrialScheduler.STOP
+
+
+def test_a_rung_inside_an_epoch_has_its_own_table_and_key(tmp_path, monkeypatch):
+    from ray.tune.schedulers import TrialScheduler
+
+    from ddecs_search.search._scheduler import STATE_FILE, rung_key
+
+    _, report = _rung_scheduler(monkeypatch, tmp_path, (0.5, 1), 2)
+    assert report("a", 0.5, 0.9, 0.5) == TrialScheduler.CONTINUE
+    assert report("b", 0.5, 0.85, 0.3) == TrialScheduler.CONTINUE
+    assert report("c", 1, 0.8, 0.7) == TrialScheduler.CONTINUE  # rung 1: compared with nobody yet
+    assert report("d", 0.5, 0.8, 0.7) == TrialScheduler.STOP  # dominated by a and b at rung 0.5
+    assert report("e", 0.25, 0.1, 0.99) == TrialScheduler.CONTINUE  # not a rung
+    state = yaml.safe_load((tmp_path / STATE_FILE).read_text())
+    assert set(state["points"]) == {"0.5", "1"} and set(state["points"]["0.5"]) == {"a", "b", "d"}
+    assert state["stopped"] == {"d": {"dominators": 2, "epoch": 0.5, "rung": "0.5", "static": False}}
+    assert [rung_key(e) for e in (1, 1.0, 0.5, 2.25)] == ["1", "1", "0.5", "2.25"]
+
+
+def test_rungs_inside_an_epoch_are_validated_and_whole_ones_stay_integers():
+    from ddecs_search.search._scheduler import active_rungs
+
+    data = yaml.safe_load(QUICK.read_text())
+    data["search"]["early_stopping"] = {"rungs": [0.5, 1.0]}
+    space = parse_space(data, "quick.yaml")
+    assert space.search.early_stopping.rungs == (0.5, 1)
+    assert [type(r) for r in space.search.early_stopping.rungs] == [float, int]
+    assert active_rungs(space, space.objectives)[0] == (0.5, 1)
+    for bad in ([0, 1], [-0.5], [0.5, 0.5], [1, 0.5], [0.5, True]):
+        data["search"]["early_stopping"] = {"rungs": bad}
+        with pytest.raises(ConfigError, match="rungs"):
+            parse_space(data, "quick.yaml")
 
 
 def test_final_rung_compares_end_of_training_points_and_the_static_network(tmp_path, monkeypatch):
@@ -1080,3 +1112,30 @@ def test_an_unsaved_result_still_waiting_in_the_warm_start_is_not_enqueued_twice
     waiting = [t for t in restored._ot_study.get_trials(deepcopy=False) if t.state.name == "WAITING"]
     assert len(waiting) == 1 and restored.suggest("t2") == drawn  # adopted: told, named, not enqueued again
     assert exp.evaluation_of(next(iter(restored._told)))[0] == "t1"
+
+
+@pytest.mark.slow
+def test_a_rung_inside_the_first_epoch_stops_trials_there(local_ray, tmp_path):
+    """``rungs: [0.5]``: every trial that trains reports its point halfway through its first epoch (tiny:
+    4 steps an epoch, scored after the 2nd), before any epoch checkpoint; a dominated one stops there."""
+    search = {
+        "num_samples": 5,
+        "max_concurrent": 1,
+        "seed": 2,
+        "early_stopping": {"rungs": [0.5], "min_dominators": 1, "final_rung": False},
+    }
+    trials = _run(_space(tmp_path, "half", search), tmp_path, "half")
+    state = yaml.safe_load((tmp_path / "half" / "early_stopping.json").read_text())
+    assert set(state["points"]) == {"0.5"}  # no whole-epoch rung: only the one inside epoch 1
+    trained = trials[trials["network_from_trial"].isna()] if "network_from_trial" in trials else trials
+    assert set(trained["trial_id"]) <= set(state["points"]["0.5"])
+    stopped = trials[trials["stopped_early"] == True]  # noqa: E712
+    full = trials[trials["evaluated"] == True]  # noqa: E712
+    assert len(stopped) >= 1 and len(full) >= 1 and len(stopped) + len(full) == 5
+    assert (stopped["epoch"] == 0.5).all() and (stopped["rung_epoch"] == 0.5).all()
+    assert set(state["stopped"]) == set(stopped["trial_id"])
+    assert all(s == {"epoch": 0.5, "rung": "0.5", "dominators": s["dominators"], "static": False}
+               for s in state["stopped"].values())  # fmt: skip
+    for trial_id in stopped["trial_id"]:
+        assert not (tmp_path / "half" / "trials" / trial_id / "metrics.json").exists()
+    assert (full["train_time_s"] > 0).any()  # the rest trained both epochs and were evaluated

@@ -177,7 +177,9 @@ class EarlyStoppingConfig:
     """Multi-objective early stopping at epoch rungs (rule and knobs: docs/search_space.md)."""
 
     enabled: bool = True
-    rungs: tuple[int, ...] | None = None  # epochs after which trials are compared; null = every but the last
+    # epochs after which trials are compared (a fraction: that far into the epoch, 0.5 = halfway through
+    # the first); null = every whole epoch but the last
+    rungs: tuple[float, ...] | None = None
     min_dominators: int = 2  # stop a trial whose rung point this many peers at the same rung dominate
     final_rung: bool = True  # also compare at the end of training, before the (costly) evaluation
     # intermediate rungs only: a no dearer peer at most this much less accurate counts as a dominator
@@ -190,8 +192,11 @@ class EarlyStoppingConfig:
         if not 0.0 <= self.epsilon < 1.0:  # also false for NaN
             fail("epsilon", f"must be an accuracy tolerance in [0, 1), got {self.epsilon}")
         rungs = list(self.rungs or ())
-        if any(r < 1 for r in rungs) or rungs != sorted(set(rungs)):
-            fail("rungs", f"must be distinct epochs >= 1 in increasing order, got {rungs}")
+        if any(not r > 0 for r in rungs) or rungs != sorted(set(rungs)):
+            fail("rungs", f"must be distinct epochs > 0 (fractions allowed) in increasing order, got {rungs}")
+        if self.rungs is not None:  # whole epochs as integers: rung keys and stop records read "1", not "1.0"
+            whole = tuple(int(r) if float(r).is_integer() else float(r) for r in self.rungs)
+            object.__setattr__(self, "rungs", whole)
 
 
 def _startup_trials(n_startup_trials: int | None, num_samples: int) -> int:

@@ -1,7 +1,8 @@
 """Multi-objective early stopping at epoch rungs (``search.early_stopping``).
 
 Rule. After each rung epoch ``r`` (``rungs``; default every epoch before the last of the space's
-longest training) a trial reports its *rung point*:
+longest training; a fraction is a point inside an epoch, ``0.5`` halfway through the first, scored from
+the weights at that training step) a trial reports its *rung point*:
 
 - ``rung_val_accuracy`` (max): accuracy of a threshold policy fitted on the *fit* part of the validation
   exit table of the epoch-``r`` model and scored on the disjoint *selection* part (validation only;
@@ -137,7 +138,7 @@ def rung_dimensions(objectives: Sequence[Objective]) -> tuple[tuple[str, str], .
     return tuple(dict.fromkeys(keys))
 
 
-def active_rungs(space: SearchSpace, objectives: Sequence[Objective]) -> tuple[tuple[int, ...], str | None]:
+def active_rungs(space: SearchSpace, objectives: Sequence[Objective]) -> tuple[tuple[float, ...], str | None]:
     """The rung epochs the search stops at (empty: scheduler off) and a notice when it is off by necessity."""
     cfg = space.search.early_stopping
     if not cfg.enabled or space.search.asha or len(objectives) < 2:
@@ -165,6 +166,18 @@ def final_rung_active(space: SearchSpace, objectives: Sequence[Objective]) -> bo
     )
 
 
+def rung_key(epoch: float) -> str:
+    """A rung's key in the rung table: the epoch as text, ``"1"`` for whole epochs, ``"0.5"`` inside one."""
+    value = float(epoch)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def rung_number(epoch: float) -> float:
+    """A rung epoch as reported (results, stop records): an int for whole epochs, else the fraction."""
+    value = float(epoch)
+    return int(value) if value.is_integer() else value
+
+
 # ------------------------------------------------------------------------------------ trial side
 class RungProxy:
     """``(epoch, checkpoint_path) -> rung metrics`` of one trial ({} off a rung); loads val data once."""
@@ -173,7 +186,7 @@ class RungProxy:
         self,
         space: SearchSpace,
         candidate: Candidate,
-        rungs: Sequence[int],
+        rungs: Sequence[float],
         final: bool = False,
         on_batch: Any = None,
     ) -> None:
@@ -182,18 +195,20 @@ class RungProxy:
         self.last = candidate.training.epochs
         # intermediate rungs: before this candidate's last epoch; that one is the final rung (if on)
         self.rungs = {r for r in rungs if r < self.last}
+        #: rungs inside an epoch, scored from the weights at that step (training's ``PartialEpochs``)
+        self.partial = tuple(sorted(r for r in self.rungs if not float(r).is_integer()))
         self.final = final
         self.frozen = candidate.training.mode == "frozen"
         self._score = CheckpointScorer(space, candidate, on_batch)  # on_batch: the trial's pause point
 
-    def __call__(self, epoch: int, checkpoint_path: Path) -> dict[str, Any]:
+    def __call__(self, epoch: float, checkpoint_path: Path) -> dict[str, Any]:
         final = self.final and epoch == self.last
         if epoch not in self.rungs and not final:
             return {}
         from ddecs_search.search._worker import current_trial
 
         accuracy, cost = self._score(checkpoint_path, reusable=final)  # the evaluation reuses the final's
-        point: dict[str, Any] = {RUNG_EPOCH: epoch, RUNG_ACCURACY: accuracy, RUNG_COST: cost}
+        point: dict[str, Any] = {RUNG_EPOCH: rung_number(epoch), RUNG_ACCURACY: accuracy, RUNG_COST: cost}
         if final:
             point[RUNG_FINAL] = True
             if self.frozen:  # the last exit is the static network: its exact point at this rung
@@ -215,7 +230,7 @@ class ParetoRungScheduler(FIFOScheduler):
 
     def __init__(
         self,
-        rungs: Sequence[int],
+        rungs: Sequence[float],
         dimensions: Sequence[tuple[str, str]],
         min_dominators: int,
         exp_root: str,
@@ -242,7 +257,7 @@ class ParetoRungScheduler(FIFOScheduler):
     #         "static": {rung: [values]},
     #         "stopped": {trial_id: {"epoch", "rung", "dominators", "static",
     #                                "epsilon", "plain_dominators" (only for a stop within epsilon)}}}
-    # rung keys: the epoch as text, or "final" (end of training)
+    # rung keys: the epoch as text (rung_key: "1", "0.5"), or "final" (end of training)
     def _path(self) -> str:
         from ddecs_search import storage as _io
         from ddecs_search.search._callbacks import RUNTIME
@@ -268,17 +283,20 @@ class ParetoRungScheduler(FIFOScheduler):
         return {**self.__dict__, "_state": None}
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        epoch = result.get(RUNG_EPOCH)
-        if epoch is None or result.get("evaluated"):
+        try:
+            epoch = float(result[RUNG_EPOCH])
+        except (KeyError, TypeError, ValueError):
+            return TrialScheduler.CONTINUE
+        if result.get("evaluated"):
             return TrialScheduler.CONTINUE
         final = bool(result.get(RUNG_FINAL))
-        if (final and not getattr(self, "final_rung", False)) or (not final and int(epoch) not in self.rungs):
+        if (final and not getattr(self, "final_rung", False)) or (not final and epoch not in self.rungs):
             return TrialScheduler.CONTINUE
         try:
             point = [float(result[key]) for key, _ in self.dimensions]
         except (KeyError, TypeError, ValueError):
             return TrialScheduler.CONTINUE
-        rung = FINAL_RUNG if final else str(int(epoch))
+        rung = FINAL_RUNG if final else rung_key(epoch)
         state = self.state()
         table = state["points"].setdefault(rung, {})
         peers = [p for tid, p in table.items() if tid != trial.trial_id]
@@ -295,7 +313,7 @@ class ParetoRungScheduler(FIFOScheduler):
         stop = should_stop(point, peers, directions, self.min_dominators, tolerance)
         if stop:
             state["stopped"][trial.trial_id] = {
-                "epoch": int(epoch),
+                "epoch": rung_number(epoch),
                 "rung": rung,
                 "dominators": dominator_count(point, peers, directions, tolerance),
                 "static": static is not None and dominates(static, point, directions),

@@ -58,7 +58,7 @@ class TrialContext:
     broker: Any  # LatencyBroker actor handle
     objectives: tuple[Objective, ...]
     asha: bool = False
-    rungs: tuple[int, ...] = ()  # multi-objective early-stopping rungs (search/_scheduler.py); () = off
+    rungs: tuple[float, ...] = ()  # multi-objective early-stopping rungs (search/_scheduler.py); () = off
     final_rung: bool = False  # also a rung at the end of each candidate's training (search/_scheduler.py)
 
 
@@ -263,7 +263,8 @@ def _evaluate(
     )
     pause = PausePoint(ctx.broker)  # a neighbour measuring latency gets the CPUs to itself
     marks = {} if continued is None else _continued_marks(continued)
-    on_epoch, known_val_table = _epoch_reporter(ctx, candidate, pause, keep_rung, marks)  # rungs pause too
+    # the rung passes pause too
+    on_epoch, known_val_table, partial = _epoch_reporter(ctx, candidate, pause, keep_rung, marks)
     if continued is not None:  # judged at the kept rung with this trial's policy (the scheduler may stop it)
         on_epoch(continued.epoch, {"loss": continued.loss, "train_s": 0.0}, workdir / CHECKPOINT_FILE)
     metrics = evaluate_candidate(
@@ -278,6 +279,7 @@ def _evaluate(
         lease=measurement_lease(ctx.broker),
         known_val_table=known_val_table,
         trained_state=trained_state,
+        partial=partial,
     )
     metrics["measurement_pause_s"] = pause.paused_s
     return metrics
@@ -289,7 +291,7 @@ def _epoch_reporter(
     pause: Any = None,
     keep_rung: Any = None,
     marks: dict[str, Any] | None = None,
-) -> tuple[Any, Any]:
+) -> tuple[Any, Any, Any]:
     """``on_epoch`` callback: report the epoch with its checkpoint (and ASHA's proxy value).
 
     ``pause``: the trial's pause point, passed to the proxy's and rung's prediction passes (a pass over
@@ -298,6 +300,10 @@ def _epoch_reporter(
     exit table, so that the evaluation does not compute the same table again. ``keep_rung(epoch, stats,
     checkpoint_path)``: called at each intermediate rung before its result is reported. ``marks``: added
     to every epoch's result (a trial stopped at a rung is known by its last one).
+
+    Third: the training's ``PartialEpochs`` for rungs inside an epoch (None when there are none): each
+    reports its rung point without a checkpoint (Tune keeps epoch checkpoints only; a trial resumed before
+    the epoch's end trains it again and reports the point again, the same weights giving the same point).
     """
     from ray import tune
 
@@ -340,7 +346,15 @@ def _epoch_reporter(
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
         keep_as_previous(checkpoint_path, epoch)
 
-    return on_epoch, (rung.val_table if rung is not None else None)
+    partial = None
+    if rung is not None and rung.partial:
+        from ddecs_search.training import PartialEpochs
+
+        def on_partial(point: float, weights_path: Path) -> None:
+            tune.report({"epoch": point, EVALUATED_KEY: False, **(marks or {}), **rung(point, weights_path)})
+
+        partial = PartialEpochs(rung.partial, on_partial)
+    return on_epoch, (rung.val_table if rung is not None else None), partial
 
 
 def fill_epoch_checkpoint(folder: Path, checkpoint_path: Path, epoch: int) -> None:

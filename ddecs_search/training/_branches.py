@@ -17,7 +17,7 @@ from torch import nn
 
 from ddecs_search.config import TrainingConfig
 from ddecs_search.models import MultiExitNet
-from ddecs_search.training._loop import BatchCallback, EpochCallback, LoopSettings, run_epochs
+from ddecs_search.training._loop import BatchCallback, EpochCallback, LoopSettings, PartialEpochs, run_epochs
 
 
 def _loss_weights(cfg: TrainingConfig, num_exits: int) -> list[float]:
@@ -62,6 +62,7 @@ def train_branches(
     quiet: bool = False,
     on_epoch: EpochCallback | None = None,
     on_batch: BatchCallback | None = None,
+    partial: PartialEpochs | None = None,
 ) -> dict[str, Any]:
     """Train ``model``'s branches (and, in joint mode, its backbone) in place; resumable per epoch.
 
@@ -122,6 +123,7 @@ def train_branches(
         train_mode=train_mode,
         on_epoch=on_epoch,
         on_batch=on_batch,
+        partial=partial,
     )
     for p in model.parameters():
         p.requires_grad_(True)

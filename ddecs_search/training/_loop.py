@@ -27,6 +27,32 @@ EpochCallback = Callable[[int, dict[str, float], Path], None]
 BatchCallback = Callable[[int, int, float], None]
 
 
+@dataclass(frozen=True)
+class PartialEpochs:
+    """Points inside epochs (``0.5``: halfway through the first) where ``callback`` sees the weights.
+
+    Why: a search compares candidates at rungs, and a rung at the end of the first epoch still costs a
+    stopped trial that whole epoch; a rung inside it stops a hopeless candidate sooner. At each point the
+    loop saves the model's weights (``{"model": state_dict, "epoch": point}``, the key an epoch
+    checkpoint has them under) to ``<checkpoint>.partial.pt``, calls ``callback(point, that path)`` and
+    deletes the file. The point is the step ``round(fraction * steps_per_epoch)`` of its epoch; the
+    callback runs with the random state forked, so training goes on exactly as without it. Points at
+    whole epochs are not partial (``on_epoch`` sees them) and are ignored here.
+    """
+
+    points: tuple[float, ...]
+    callback: Callable[[float, Path], None]
+
+    def steps(self, epoch: int, per_epoch: int) -> dict[int, float]:
+        """``{step index within epoch (0-based): point}`` for the points inside epoch ``epoch`` (0-based)."""
+        out: dict[int, float] = {}
+        for point in self.points:
+            fraction = point - epoch
+            if 0.0 < fraction < 1.0:
+                out[min(per_epoch, max(1, round(fraction * per_epoch))) - 1] = point
+        return out
+
+
 @dataclass
 class EarlyStopping:
     """Stop when ``evaluate(model)`` (higher is better) has not improved for ``patience`` epochs.
@@ -128,6 +154,7 @@ def run_epochs(
     on_epoch: EpochCallback | None = None,
     on_batch: BatchCallback | None = None,
     early_stopping: EarlyStopping | None = None,
+    partial: PartialEpochs | None = None,
 ) -> dict[str, Any]:
     """Train ``params`` of ``model`` for up to ``settings.epochs`` epochs, resuming from ``checkpoint_path``.
 
@@ -140,6 +167,7 @@ def run_epochs(
             epochs' callbacks included, as in a trainer's ``train_time_s``).
         on_batch: called after each optimiser step with ``(epoch, batch index, batch loss)``.
         early_stopping: stop once its score stops improving and end with its best epoch's weights.
+        partial: points inside epochs where a callback sees the weights (a search's sub-epoch rungs).
 
     Returns:
         ``{"epochs_run": n (this call), "epochs_trained": total epochs trained, "resumed_from": epoch or
@@ -172,6 +200,7 @@ def run_epochs(
             total, count = 0.0, 0
             batches = make_batches(epoch)
             per_epoch = _steps_per_epoch(batches, settings)
+            inside = partial.steps(epoch, _length(batches, "partial epochs")) if partial else {}
             bar = tqdm(
                 batches,
                 desc=f"{settings.desc} {epoch + 1}/{settings.epochs}",
@@ -196,6 +225,8 @@ def run_epochs(
                 count += len(y)
                 if on_batch is not None:
                     on_batch(epoch, step, float(loss.detach()))
+                if partial is not None and step in inside:
+                    _call_partial(partial, inside[step], model, checkpoint_path, device)
                 bar.set_postfix(loss=f"{total / max(count, 1):.4f}", refresh=False)
             last_loss = total / max(count, 1)
             stop = early_stopping.update(model) if early_stopping is not None else False
@@ -227,12 +258,30 @@ def _steps_per_epoch(batches: Iterable[Any], settings: LoopSettings) -> int | No
     """Optimiser steps in one epoch where the schedule needs them (``None`` at a constant rate)."""
     if settings.lr_schedule == "constant":
         return None
+    return _length(batches, f"lr_schedule {settings.lr_schedule!r}")
+
+
+def _length(batches: Iterable[Any], needed_by: str) -> int:
     try:
         return len(batches)  # type: ignore[arg-type]
     except TypeError:
-        raise ValueError(
-            f"lr_schedule {settings.lr_schedule!r} needs batches with a length (steps per epoch)"
-        ) from None
+        raise ValueError(f"{needed_by} needs batches with a length (steps per epoch)") from None
+
+
+def _call_partial(
+    partial: PartialEpochs, point: float, model: nn.Module, checkpoint_path: Path, device: torch.device
+) -> None:
+    """Show ``partial.callback`` the weights at ``point`` without touching the training's random state."""
+    path = checkpoint_path.with_name(f"{checkpoint_path.stem}.partial{checkpoint_path.suffix}")
+    save_atomic({"model": model.state_dict(), "epoch": point}, path)
+    cuda: list[int] = []  # the GPU whose generator training draws from (dropout), forked with the CPU's
+    if device.type == "cuda":
+        cuda = [device.index if device.index is not None else torch.cuda.current_device()]
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            partial.callback(point, path)
+    finally:
+        path.unlink(missing_ok=True)
 
 
 @torch.no_grad()

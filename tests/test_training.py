@@ -153,8 +153,8 @@ def test_cosine_schedule_decays_per_step_to_zero_and_a_resumed_run_continues_it(
 
 
 def test_partial_epochs_see_the_weights_at_their_step_and_leave_training_as_it_was(tmp_path: Path) -> None:
-    """A sub-epoch rung scores the weights of the step it names (3 steps per epoch here: 0.5 is the 2nd
-    step of epoch 1, 1.34 the 1st of epoch 2), its file is gone afterwards, and a callback that draws
+    """A sub-epoch rung scores the weights of the step it names (3 steps per epoch here: 0.5 and 0.6 are
+    the 2nd step of epoch 1, 1.34 the 1st of epoch 2), its file is gone afterwards, and a callback that draws
     random numbers changes nothing in training (joint mode: the backbone's dropout draws them)."""
     from ddecs_search.training import PartialEpochs
 
@@ -170,10 +170,10 @@ def test_partial_epochs_see_the_weights_at_their_step_and_leave_training_as_it_w
         assert load_checkpoint(path)["epoch"] == point
         torch.rand(1000)  # a rung pass may draw random numbers; training must not notice
 
-    partial = PartialEpochs((0.5, 1.0, 1.34), look)
+    partial = PartialEpochs((0.5, 0.6, 1.0, 1.34), look)
     trained = _train("joint", 2, tmp_path / "a.pt", model=model, on_batch=on_batch, partial=partial)
-    assert sorted(seen) == [0.5, 1.34]  # 1.0 is a whole epoch: on_epoch's, not a partial point
-    for point, step in ((0.5, (0, 1)), (1.34, (1, 0))):
+    assert list(seen) == [0.5, 0.6, 1.34]  # 1.0 is a whole epoch: on_epoch's, not a partial point
+    for point, step in ((0.5, (0, 1)), (0.6, (0, 1)), (1.34, (1, 0))):  # 0.5 and 0.6: one step, both seen
         assert all(torch.equal(seen[point][k], after_step[step][k]) for k in after_step[step]), point
     assert not any(p.name.endswith(".partial.pt") for p in tmp_path.iterdir())
     assert _same(trained, _train("joint", 2, tmp_path / "b.pt"))  # the same weights as without it

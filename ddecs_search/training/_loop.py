@@ -43,13 +43,14 @@ class PartialEpochs:
     points: tuple[float, ...]
     callback: Callable[[float, Path], None]
 
-    def steps(self, epoch: int, per_epoch: int) -> dict[int, float]:
-        """``{step index within epoch (0-based): point}`` for the points inside epoch ``epoch`` (0-based)."""
-        out: dict[int, float] = {}
-        for point in self.points:
+    def steps(self, epoch: int, per_epoch: int) -> dict[int, list[float]]:
+        """``{step index (0-based): its points}`` for the points inside epoch ``epoch`` (0-based); points
+        close enough to land on one step (few steps per epoch) are all called there, in order."""
+        out: dict[int, list[float]] = {}
+        for point in sorted(self.points):
             fraction = point - epoch
             if 0.0 < fraction < 1.0:
-                out[min(per_epoch, max(1, round(fraction * per_epoch))) - 1] = point
+                out.setdefault(min(per_epoch, max(1, round(fraction * per_epoch))) - 1, []).append(point)
         return out
 
 
@@ -225,8 +226,8 @@ def run_epochs(
                 count += len(y)
                 if on_batch is not None:
                     on_batch(epoch, step, float(loss.detach()))
-                if partial is not None and step in inside:
-                    _call_partial(partial, inside[step], model, checkpoint_path, device)
+                for point in inside.get(step, ()) if partial is not None else ():
+                    _call_partial(partial, point, model, checkpoint_path, device)
                 bar.set_postfix(loss=f"{total / max(count, 1):.4f}", refresh=False)
             last_loss = total / max(count, 1)
             stop = early_stopping.update(model) if early_stopping is not None else False

@@ -27,6 +27,7 @@ from ddecs_search.config._space import (
     SearchConfig,
     SearchSpace,
     TrainingSpace,
+    rung_epoch,
 )
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "describe_static",
     "exit_names",
     "from_dict",
+    "rung_epoch",
     "to_dict",
 ]
 

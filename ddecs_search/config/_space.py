@@ -195,8 +195,14 @@ class EarlyStoppingConfig:
         if any(not r > 0 for r in rungs) or rungs != sorted(set(rungs)):
             fail("rungs", f"must be distinct epochs > 0 (fractions allowed) in increasing order, got {rungs}")
         if self.rungs is not None:  # whole epochs as integers: rung keys and stop records read "1", not "1.0"
-            whole = tuple(int(r) if float(r).is_integer() else float(r) for r in self.rungs)
-            object.__setattr__(self, "rungs", whole)
+            object.__setattr__(self, "rungs", tuple(map(rung_epoch, self.rungs)))
+
+
+def rung_epoch(epoch: float) -> float:
+    """An early-stopping rung's epoch as configured, reported and keyed: an int for a whole epoch (``1``,
+    not ``1.0``), else the fraction (``0.5``: inside the first epoch)."""
+    value = float(epoch)
+    return int(value) if value.is_integer() else value
 
 
 def _startup_trials(n_startup_trials: int | None, num_samples: int) -> int:

@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from ddecs_search.config import Candidate, Objective, SearchSpace
+from ddecs_search.config import Candidate, Objective, SearchSpace, rung_epoch
 
 RUNG_ACCURACY = "rung_val_accuracy"
 RUNG_COST = "rung_expected_macs"
@@ -168,14 +168,7 @@ def final_rung_active(space: SearchSpace, objectives: Sequence[Objective]) -> bo
 
 def rung_key(epoch: float) -> str:
     """A rung's key in the rung table: the epoch as text, ``"1"`` for whole epochs, ``"0.5"`` inside one."""
-    value = float(epoch)
-    return str(int(value)) if value.is_integer() else repr(value)
-
-
-def rung_number(epoch: float) -> float:
-    """A rung epoch as reported (results, stop records): an int for whole epochs, else the fraction."""
-    value = float(epoch)
-    return int(value) if value.is_integer() else value
+    return str(rung_epoch(epoch))
 
 
 # ------------------------------------------------------------------------------------ trial side
@@ -208,7 +201,7 @@ class RungProxy:
         from ddecs_search.search._worker import current_trial
 
         accuracy, cost = self._score(checkpoint_path, reusable=final)  # the evaluation reuses the final's
-        point: dict[str, Any] = {RUNG_EPOCH: rung_number(epoch), RUNG_ACCURACY: accuracy, RUNG_COST: cost}
+        point: dict[str, Any] = {RUNG_EPOCH: rung_epoch(epoch), RUNG_ACCURACY: accuracy, RUNG_COST: cost}
         if final:
             point[RUNG_FINAL] = True
             if self.frozen:  # the last exit is the static network: its exact point at this rung
@@ -284,7 +277,7 @@ class ParetoRungScheduler(FIFOScheduler):
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         try:
-            epoch = float(result[RUNG_EPOCH])
+            epoch = rung_epoch(result[RUNG_EPOCH])
         except (KeyError, TypeError, ValueError):
             return TrialScheduler.CONTINUE
         if result.get("evaluated"):
@@ -313,7 +306,7 @@ class ParetoRungScheduler(FIFOScheduler):
         stop = should_stop(point, peers, directions, self.min_dominators, tolerance)
         if stop:
             state["stopped"][trial.trial_id] = {
-                "epoch": rung_number(epoch),
+                "epoch": epoch,
                 "rung": rung,
                 "dominators": dominator_count(point, peers, directions, tolerance),
                 "static": static is not None and dominates(static, point, directions),
